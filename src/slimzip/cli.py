@@ -1,0 +1,157 @@
+"""The ``slimzip`` command: argument parsing only; every command is a thin call into the library.
+
+Progress and logs go to stderr; ``--json`` prints one JSON object to stdout. Exit code 0 on success,
+2 on bad input with a one-line message, never a traceback for a user mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable, Sequence
+
+from . import __version__
+from .errors import SlimzipError
+from .progress import log
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def _emit(result: dict, as_json: bool, lines: Callable[[dict], str]) -> None:
+    """The result: one JSON object on stdout with --json, else readable lines."""
+    print(json.dumps(result, indent=2) if as_json else lines(result))
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from .api import list_models
+
+    rows = list_models()
+
+    def table(result: dict) -> str:
+        head = f"{'model':18} {'dataset':8} {'params':>10} {'MACs':>12}  paper"
+        body = [f"{r['name']:18} {r['dataset']:8} {r['params']:>10,} {r['macs']:>12,}  {r['paper']}" for r in result["models"]]
+        return "\n".join([head, *body, "(MACs: multiply-accumulates for one image; FLOPs = 2 x MACs)"])
+
+    _emit({"models": rows}, args.json, table)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .api import train
+
+    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
+                                                 "schedule", "warmup_epochs", "label_smoothing", "sparsity",
+                                                 "precision", "seed", "patience") if getattr(args, k) is not None}
+    result = train(args.model, args.dataset, args.out, overrides=overrides, device=args.device,
+                   data_dir=args.data_dir, subset=args.subset, bn_init=args.bn_init, augment=args.augment,
+                   normalize=args.normalize, verbose=not args.quiet)
+    _emit(result, args.json, lambda r: (f"{r['model']} on {r['dataset']}: test accuracy {r['test_accuracy']:.4f}, "
+                                        f"val accuracy {r['val_accuracy']:.4f}, {r['epochs_run']} epochs in "
+                                        f"{r['train_seconds']:.0f}s -> {r['out']}"))
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .api import evaluate_path
+
+    result = evaluate_path(args.path, dataset=args.dataset, split=args.split, device=args.device,
+                           data_dir=args.data_dir)
+    _emit(result, args.json, lambda r: f"{r['path']}: {r['split']} accuracy {r['accuracy']:.4f} "
+                                       f"(loss {r['loss']:.4f}, {r['images']} images)")
+
+
+# --- parser --------------------------------------------------------------------------------------
+
+def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object with the results to stdout")
+    if data:
+        p.add_argument("--data-dir", help="dataset folder (default: $SLIMZIP_DATA, then ~/.cache/slimzip/data)")
+        p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="slimzip", description="Find the smallest CNN that meets an accuracy target.")
+    parser.add_argument("--version", action="version", version=f"slimzip {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    p = sub.add_parser("models", help="list the registered models with params and MACs")
+    _common(p, data=False)
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("train", help="train a registered model; resumes when run again with the same --out")
+    p.add_argument("--model", required=True, help="a name from `slimzip models`")
+    p.add_argument("--dataset", help="mnist, cifar10 or cifar100 (default: the model's own)")
+    p.add_argument("--out", required=True, help="run directory: checkpoint, config, metrics")
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--lr", type=_number, help="peak learning rate")
+    p.add_argument("--momentum", type=_number)
+    p.add_argument("--nesterov", action="store_true", default=None)
+    p.add_argument("--weight-decay", type=_number)
+    p.add_argument("--schedule", help="constant, step, cosine or onecycle")
+    p.add_argument("--warmup-epochs", type=_number)
+    p.add_argument("--label-smoothing", type=_number)
+    p.add_argument("--sparsity", type=_number, metavar="LAMBDA", help="L1 penalty on BN scales (network slimming)")
+    p.add_argument("--bn-init", type=_number, help="initial BN scale (network slimming uses 0.5)")
+    p.add_argument("--precision", help="auto, bf16 or fp32 (auto: bf16 only where the hardware has it)")
+    p.add_argument("--patience", type=int, help="early stopping on validation loss after N bad epochs")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--subset", type=_positive_int, help="train on the first N training images only")
+    p.add_argument("--no-augment", dest="augment", action="store_false", default=None,
+                   help="no crop/flip even for CIFAR")
+    p.add_argument("--normalize", default="standard", help="standard (mean/std) or unit (pixels in [0, 1])")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    _common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="accuracy of a checkpoint directory")
+    p.add_argument("path", help="a checkpoint directory (from `slimzip train`)")
+    p.add_argument("--dataset", help="default: the dataset the checkpoint was trained on")
+    p.add_argument("--split", default="test", choices=["test", "val"])
+    _common(p)
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except SlimzipError as e:
+        print(f"slimzip: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        log("slimzip: interrupted; run the same command again to resume")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,281 @@
+"""The training engine: one loop, extended through extra loss terms and after-step hooks.
+
+The L1 penalty on BatchNorm scales (network slimming) is a loss term; mask enforcement (deep
+compression) is an after-step hook. With a ``run_dir`` the loop checkpoints every epoch (weights and
+optimizer state as safetensors, the rest as JSON) and resumes from there when started again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import atomic_write_bytes, atomic_write_json, load_tensors, save_tensors
+from .data import DeviceLoader
+from .errors import SlimzipError, check_range, unknown
+from .progress import Bar, log
+
+LossTerm = Callable[[nn.Module], torch.Tensor]  # model -> scalar added to the loss
+AfterStep = Callable[[nn.Module], None]  # model -> None, called after every optimizer step
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Saved as JSON beside every result."""
+
+    epochs: int = 10  # passes over the training split
+    batch_size: int = 128  # images per step
+    lr: float = 0.1  # peak learning rate
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4  # L2 coefficient on every parameter
+    schedule: str = "cosine"  # a name in SCHEDULES
+    milestones: tuple[float, ...] = (0.5, 0.75)  # 'step' schedule: fractions of training where lr /= 10
+    warmup_epochs: float = 0.0  # linear warm-up from 0, in epochs
+    label_smoothing: float = 0.0  # cross-entropy smoothing, 0..1
+    sparsity: float = 0.0  # lambda of the L1 penalty on BN scales (network slimming), 0 = off
+    precision: str = "auto"  # 'bf16' autocast, 'fp32', or 'auto': bf16 only where the hardware has it
+    channels_last: bool = True  # NHWC memory layout (faster convs on CPU and GPU; no effect on MLPs)
+    seed: int = 0  # weight init (when the caller seeds) and data order
+    patience: int = 0  # early stopping: epochs without a lower validation loss; 0 = off
+
+    def validate(self) -> "TrainConfig":
+        if self.epochs < 1:
+            raise SlimzipError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise SlimzipError(f"batch size must be at least 1, got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise SlimzipError(f"learning rate must be a positive number, got {self.lr}")
+        check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        check_range("weight decay", self.weight_decay, 0.0, 1.0)
+        check_range("label smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
+        check_range("sparsity (L1 lambda)", self.sparsity, 0.0, 1.0)
+        check_range("warm-up epochs", self.warmup_epochs, 0.0, float(self.epochs))
+        if self.patience < 0:
+            raise SlimzipError(f"patience must be 0 (off) or positive, got {self.patience}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise unknown("precision", self.precision, ["auto", "bf16", "fp32"])
+        if self.schedule not in SCHEDULES:
+            raise unknown("schedule", self.schedule, list(SCHEDULES))
+        return self
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known}
+        return cls(**d)
+
+
+# --- schedules: progress in [0, 1] -> multiplier of the peak learning rate -----------------------
+
+def _step(t: float, cfg: TrainConfig) -> float:
+    return 0.1 ** sum(t >= m for m in cfg.milestones)
+
+
+SCHEDULES: dict[str, Callable[[float, TrainConfig], float]] = {
+    "constant": lambda t, cfg: 1.0,
+    "step": _step,
+    "cosine": lambda t, cfg: 0.5 * (1 + math.cos(math.pi * t)),
+    "onecycle": lambda t, cfg: t / 0.3 if t < 0.3 else (1 - t) / 0.7,  # triangle, peak at 30%
+}
+
+
+def lr_at(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    return cfg.lr * SCHEDULES[cfg.schedule](step / (cfg.epochs * steps_per_epoch), cfg)
+
+
+# --- loss terms ----------------------------------------------------------------------------------
+
+def bn_l1_penalty(lam: float) -> LossTerm:
+    """Network slimming's sparsity term: ``lam * sum |gamma|`` over every BatchNorm scale."""
+    def term(model: nn.Module) -> torch.Tensor:
+        scales = [m.weight for m in model.modules()
+                  if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None]
+        return lam * sum(s.abs().sum() for s in scales) if scales else torch.zeros(())
+    return term
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether to autocast to bf16. 'auto' says yes on CUDA and on CPUs with native bf16 (AMX or
+    AVX512-BF16) only: elsewhere (an AVX2-only CPU, measured) bf16 convolutions take a slow path and
+    train about 10x slower than fp32."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def autocast(enabled: bool, device: torch.device) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, *, bf16: bool = False) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (fraction correct) over a loader, in eval mode."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, count = 0.0, 0, 0
+    device = next(model.parameters()).device
+    for x, y in loader:
+        with autocast(bf16, device):
+            out = model(x)
+        loss_sum += F.cross_entropy(out.float(), y, reduction="sum").item()
+        correct += (out.argmax(1) == y).sum().item()
+        count += len(y)
+    model.train(was_training)
+    return loss_sum / max(count, 1), correct / max(count, 1)
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+@dataclass
+class TrainState:
+    """What survives between epochs (and between a kill and a resume)."""
+
+    epoch: int = 0  # epochs finished
+    best_val_loss: float = math.inf
+    bad_epochs: int = 0  # epochs since the best validation loss
+    stopped_early: bool = False
+    history: list[dict] = dataclasses.field(default_factory=list)
+    best_weights: dict[str, torch.Tensor] | None = dataclasses.field(default=None, repr=False)  # not in JSON
+
+    def to_json(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "best_weights"}
+
+
+def fit(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None, cfg: TrainConfig, *,
+        loss_terms: Sequence[LossTerm] = (), after_step: Sequence[AfterStep] = (),
+        run_dir: str | Path | None = None, verbose: bool = True) -> TrainState:
+    """Train ``model`` in place; returns the state with one history row per epoch."""
+    cfg.validate()
+    device = next(model.parameters()).device
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    bf16 = use_bf16(cfg.precision, device)
+    terms = list(loss_terms) + ([bn_l1_penalty(cfg.sparsity)] if cfg.sparsity > 0 else [])
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                          weight_decay=cfg.weight_decay)
+    run = Path(run_dir) if run_dir else None
+    state = _resume(run, model, opt, cfg, verbose) if run else TrainState()
+    steps = len(train)
+    if steps == 0:
+        raise SlimzipError("the training split is empty")
+    for epoch in range(state.epoch, cfg.epochs):
+        if state.stopped_early:
+            break
+        t0 = time.perf_counter()
+        train.set_epoch(epoch)
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        bar = Bar(train, steps, f"epoch {epoch + 1}/{cfg.epochs}", enabled=verbose)
+        for i, (x, y) in enumerate(bar):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(epoch * steps + i, steps, cfg)
+            if cfg.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(bf16, device):
+                out = model(x)
+                loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
+            total = loss + sum(term(model) for term in terms)
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            for hook in after_step:
+                hook(model)
+            loss_sum += loss.detach() * len(y)
+            correct += (out.argmax(1) == y).sum()
+            if i % 25 == 0:
+                bar.status(f"loss {loss.item():.4f}")
+        n = steps * train.batch_size if train.drop_last else train.num_samples
+        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": loss_sum.item() / n,
+               "train_acc": correct.item() / n}
+        if not math.isfinite(row["train_loss"]):
+            raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss {row['train_loss']})")
+        if val is not None:
+            row["val_loss"], row["val_acc"] = evaluate(model, val, bf16=bf16)
+        row["seconds"] = time.perf_counter() - t0
+        _end_epoch(state, row, cfg, model, run)
+        log(_format_row(row, cfg.epochs), verbose=verbose)
+        if run:
+            _save_state(run, model, opt, state, cfg)
+    if cfg.patience and state.best_weights is not None:
+        model.load_state_dict(state.best_weights)  # early stopping keeps the best epoch, not the last
+    return state
+
+
+def _end_epoch(state: TrainState, row: dict, cfg: TrainConfig, model: nn.Module, run: Path | None) -> None:
+    """Record the epoch; with early stopping, keep the best weights and count epochs without progress."""
+    state.epoch = row["epoch"]
+    state.history.append(row)
+    if not cfg.patience or "val_loss" not in row:
+        return
+    if row["val_loss"] < state.best_val_loss:
+        state.best_val_loss, state.bad_epochs = row["val_loss"], 0
+        state.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if run:
+            save_tensors(run / "best.safetensors", state.best_weights)
+    else:
+        state.bad_epochs += 1
+        state.stopped_early = state.bad_epochs >= cfg.patience
+
+
+def _format_row(row: dict, epochs: int) -> str:
+    val = f"  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}" if "val_loss" in row else ""
+    return (f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"
+            f"{val}  lr {row['lr']:.4g}  {row['seconds']:.1f}s")
+
+
+def _save_state(run: Path, model: nn.Module, opt: torch.optim.Optimizer, state: TrainState, cfg: TrainConfig) -> None:
+    """Weights + momentum buffers (safetensors), then the JSON state that points at them."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            buf = opt.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                tensors[f"momentum/{names[id(p)]}"] = buf
+    save_tensors(run / "last.safetensors", tensors)
+    atomic_write_json(run / "train_state.json", {"config": cfg.to_json(), **state.to_json()})
+    lines = "".join(json.dumps(r) + "\n" for r in state.history)
+    atomic_write_bytes(run / "metrics.jsonl", lines.encode())
+
+
+def _resume(run: Path, model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, verbose: bool) -> TrainState:
+    """Continue from ``run/train_state.json`` if it exists and was made with the same config."""
+    path = run / "train_state.json"
+    if not path.is_file():
+        return TrainState()
+    saved = json.loads(path.read_text())
+    if TrainConfig.from_json(saved["config"]) != cfg:
+        raise SlimzipError(f"{run} holds a run with a different training config; use a new --out directory")
+    tensors = load_tensors(run / "last.safetensors", next(model.parameters()).device)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
+    params = dict(model.named_parameters())
+    for key, buf in tensors.items():
+        if key.startswith("momentum/"):
+            opt.state[params[key[9:]]]["momentum_buffer"] = buf
+    state = TrainState(**{k: v for k, v in saved.items() if k != "config"})
+    if cfg.patience and (run / "best.safetensors").is_file():
+        state.best_weights = load_tensors(run / "best.safetensors", next(model.parameters()).device)
+    log(f"resuming {run} after epoch {state.epoch}", verbose=verbose)
+    return state
