@@ -77,6 +77,7 @@ def train(model_name: str, dataset: str | None, out: str | os.PathLike, *, overr
     kwargs = {"num_classes": spec.num_classes} if spec.num_classes != 10 else {}
     config = {"model": {"name": model_name, "kwargs": kwargs}, "dataset": dataset, "train": cfg.to_json(),
               "data": {"subset": subset, "augment": augment, "normalize": normalize}, "bn_init": bn_init}
+    config = json.loads(json.dumps(config))  # as it reads back from disk (tuples become lists)
     run = Path(out)
     if (finished := _finished(run, config)) is not None:
         log(f"{run} is already finished; delete it to train again", verbose=verbose)

@@ -1,0 +1,79 @@
+"""The command-line contract: --json on stdout, exit 2 with one line for user mistakes, resumable runs."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from slimzip.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_models_json_lists_the_registry(capsys):
+    code, out, _ = run(capsys, "models", "--json")
+    names = {m["name"]: m for m in json.loads(out)["models"]}
+    assert code == 0 and names["lenet-5"]["params"] == 431080 and names["vgg19"]["macs"] > 3.9e8
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--model", "vgg99", "--out", "X"], "unknown model 'vgg99'"),
+    (["train", "--model", "lenet-5", "--dataset", "imagenet", "--out", "X"], "unknown dataset 'imagenet'"),
+    (["train", "--model", "lenet-5", "--dataset", "cifar10", "--out", "X"], "takes mnist inputs"),
+    (["train", "--model", "lenet-5", "--epochs", "0", "--out", "X"], "--epochs: must be at least 1"),
+    (["train", "--model", "lenet-5", "--lr", "fast", "--out", "X"], "--lr: not a number"),
+    (["train", "--model", "lenet-5", "--lr", "nan", "--out", "X"], "not a finite number"),
+    (["train", "--model", "lenet-5", "--momentum", "1.5", "--out", "X"], "momentum must be in"),
+    (["train", "--model", "lenet-5", "--schedule", "linear", "--out", "X"], "unknown schedule"),
+    (["train", "--model", "lenet-5", "--device", "tpu", "--out", "X"], "device"),
+    (["eval", "does/not/exist"], "no such file"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_user_mistakes_exit_2_with_one_line(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    try:
+        code, out, err = run(capsys, *argv)
+    except SystemExit as e:  # argparse's own errors
+        code, (out, err) = e.code, capsys.readouterr()
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
+    assert not (tmp_path / "X").exists()
+
+
+def test_corrupt_data_file_exits_2(capsys, data_dir, tmp_path):
+    shutil.copytree(data_dir / "mnist", tmp_path / "mnist")
+    (tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz").write_bytes(b"garbage")
+    code, _, err = run(capsys, "train", "--model", "lenet-300-100", "--data-dir", str(tmp_path), "--out",
+                       str(tmp_path / "run"))
+    assert code == 2 and "corrupt" in err and "md5" in err
+
+
+def test_train_eval_and_rerun(capsys, data_dir, tmp_path):
+    out = tmp_path / "run"
+    argv = ["train", "--model", "lenet-300-100", "--epochs", "1", "--subset", "3000", "--out", str(out),
+            "--json", "--quiet"]
+    code, stdout, _ = run(capsys, *argv)
+    summary = json.loads(stdout)
+    assert code == 0 and summary["epochs_run"] == 1 and summary["test_accuracy"] > 0.5  # chance is 0.1
+    assert {"config.json", "metrics.jsonl", "model.safetensors", "model.json", "summary.json"} <= \
+        {p.name for p in out.iterdir()}
+    code, stdout, _ = run(capsys, "eval", str(out), "--json")
+    assert code == 0 and json.loads(stdout)["accuracy"] == summary["test_accuracy"]
+    before = (out / "model.safetensors").read_bytes()
+    code, stdout, err = run(capsys, *argv)  # same command again: finished, nothing retrained
+    assert code == 0 and json.loads(stdout) == summary and "already finished" in err
+    code, _, err = run(capsys, *[a if a != "3000" else "2000" for a in argv])  # other config, same --out
+    assert code == 2 and "different run" in err
+    assert (out / "model.safetensors").read_bytes() == before
+
+
+def test_console_script_entry_point():
+    result = subprocess.run([sys.executable, "-m", "slimzip", "train", "--model", "nope", "--out", "x"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.startswith("slimzip: error: unknown model")

@@ -1,0 +1,125 @@
+import pytest
+import torch
+
+from slimzip.errors import SlimzipError
+from slimzip.models import create_model
+from slimzip.train import SCHEDULES, TrainConfig, bn_l1_penalty, evaluate, fit, lr_at
+
+FAST = dict(epochs=2, batch_size=100, lr=0.05, precision="fp32")
+
+
+def _model(name="lenet-300-100", seed=0):
+    torch.manual_seed(seed)
+    return create_model(name)
+
+
+def test_schedules_start_high_and_end_low():
+    cfg = TrainConfig(epochs=10, lr=1.0)
+    for name in SCHEDULES:
+        c = TrainConfig(epochs=10, lr=1.0, schedule=name)
+        assert 0 <= lr_at(999, 100, c) <= 1.0
+    assert lr_at(0, 100, cfg) == 1.0 and lr_at(999, 100, cfg) < 1e-4
+    step = TrainConfig(epochs=10, lr=1.0, schedule="step", milestones=(0.5, 0.75))
+    assert [lr_at(s, 100, step) for s in (0, 499, 500, 749, 750)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+    warm = TrainConfig(epochs=10, lr=1.0, warmup_epochs=1)
+    assert lr_at(0, 100, warm) == pytest.approx(0.01) and lr_at(99, 100, warm) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("bad", [dict(epochs=0), dict(lr=-1), dict(momentum=1.0), dict(schedule="nope"),
+                                 dict(label_smoothing=1.0), dict(precision="fp8"), dict(patience=-1)])
+def test_bad_config_is_a_user_error(bad):
+    with pytest.raises(SlimzipError):
+        TrainConfig(**bad).validate()
+
+
+def test_bn_l1_penalty_gradient_is_lambda_sign_gamma():
+    model = create_model("lenet-5-bn")
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(-1, 1)
+    bn_l1_penalty(1e-3)(model).backward()
+    bn = model.features[1]
+    assert torch.allclose(bn.weight.grad, 1e-3 * torch.sign(bn.weight))
+
+
+def test_fit_learns_and_hooks_run_every_step(mnist_loaders):
+    model = _model()
+    calls = []
+    state = fit(model, mnist_loaders.train, mnist_loaders.val, TrainConfig(**FAST),
+                after_step=[lambda m: calls.append(1)], verbose=False)
+    assert len(calls) == 2 * len(mnist_loaders.train)
+    assert state.history[1]["train_loss"] < state.history[0]["train_loss"]
+    assert evaluate(model, mnist_loaders.val)[1] > 0.8
+
+
+def test_after_step_hook_can_hold_a_mask(mnist_loaders):
+    """Mask enforcement comes through after_step: a pruned weight stays exactly zero through momentum."""
+    model = _model()
+    mask = (torch.rand_like(model.classifier.weight) > 0.5).float()
+
+    def hold(m):
+        with torch.no_grad():
+            m.classifier.weight.mul_(mask)
+
+    hold(model)
+    fit(model, mnist_loaders.train, None, TrainConfig(**FAST), after_step=[hold], verbose=False)
+    assert torch.all(model.classifier.weight[mask == 0] == 0)
+
+
+class Kill(Exception):
+    pass
+
+
+def test_resume_after_kill_equals_an_uninterrupted_run(mnist_loaders, tmp_path):
+    cfg = TrainConfig(**{**FAST, "epochs": 3})
+    straight = _model()
+    fit(straight, mnist_loaders.train, mnist_loaders.val, cfg, run_dir=tmp_path / "a", verbose=False)
+
+    steps = []
+
+    def killer(m):
+        steps.append(1)
+        if len(steps) == len(mnist_loaders.train) + 5:  # dies 5 steps into the second epoch
+            raise Kill
+
+    resumed = _model()
+    with pytest.raises(Kill):
+        fit(resumed, mnist_loaders.train, mnist_loaders.val, cfg, after_step=[killer], run_dir=tmp_path / "b",
+            verbose=False)
+    resumed = _model(seed=123)  # a fresh process: weights come from the run directory, not from here
+    state = fit(resumed, mnist_loaders.train, mnist_loaders.val, cfg, run_dir=tmp_path / "b", verbose=False)
+    assert [r["epoch"] for r in state.history] == [1, 2, 3]
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3
+
+
+def test_resume_refuses_a_different_config(mnist_loaders, tmp_path):
+    fit(_model(), mnist_loaders.train, None, TrainConfig(**{**FAST, "epochs": 1}), run_dir=tmp_path, verbose=False)
+    with pytest.raises(SlimzipError, match="different training config"):
+        fit(_model(), mnist_loaders.train, None, TrainConfig(**{**FAST, "lr": 0.01}), run_dir=tmp_path, verbose=False)
+
+
+def test_early_stopping_stops_and_keeps_the_best_epoch(mnist_loaders):
+    steps = []
+
+    def hurt(m):  # after the first epoch, every step scrambles the classifier: validation loss is worse
+        steps.append(1)
+        if len(steps) > len(mnist_loaders.train):
+            with torch.no_grad():
+                m.classifier.weight.copy_(torch.randn(m.classifier.weight.shape, generator=torch.Generator().manual_seed(0)))
+
+    cfg = TrainConfig(**{**FAST, "epochs": 8, "patience": 2})
+    model = _model()
+    state = fit(model, mnist_loaders.train, mnist_loaders.val, cfg, after_step=[hurt], verbose=False)
+    losses = [r["val_loss"] for r in state.history]
+    assert state.stopped_early and len(losses) == 3 and losses[0] < min(losses[1:])
+    assert evaluate(model, mnist_loaders.val)[0] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_divergence_raises(mnist_loaders):
+    with pytest.raises(FloatingPointError, match="diverged"):
+        fit(_model(), mnist_loaders.train, None, TrainConfig(epochs=1, batch_size=100, lr=1e6, precision="fp32"),
+            verbose=False)
