@@ -57,7 +57,7 @@ def test_corrupt_data_file_exits_2(capsys, data_dir, tmp_path):
 def test_train_eval_and_rerun(capsys, data_dir, tmp_path):
     out = tmp_path / "run"
     argv = ["train", "--model", "lenet-300-100", "--epochs", "1", "--subset", "3000", "--out", str(out),
-            "--json", "--quiet"]
+            "--json"]
     code, stdout, _ = run(capsys, *argv)
     summary = json.loads(stdout)
     assert code == 0 and summary["epochs_run"] == 1 and summary["test_accuracy"] > 0.5  # chance is 0.1
