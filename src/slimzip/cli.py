@@ -69,7 +69,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
                                                  "schedule", "warmup_epochs", "label_smoothing", "sparsity",
-                                                 "precision", "seed", "patience") if getattr(args, k) is not None}
+                                                 "precision", "seed", "patience", "compile", "channels_last") if getattr(args, k) is not None}
     result = train(args.model, args.dataset, args.out, overrides=overrides, device=args.device,
                    data_dir=args.data_dir, subset=args.subset, bn_init=args.bn_init, augment=args.augment,
                    normalize=args.normalize, verbose=not args.quiet)
@@ -85,6 +85,40 @@ def cmd_eval(args: argparse.Namespace) -> None:
                            data_dir=args.data_dir)
     _emit(result, args.json, lambda r: f"{r['path']}: {r['split']} accuracy {r['accuracy']:.4f} "
                                        f"(loss {r['loss']:.4f}, {r['images']} images)")
+
+
+def cmd_compress(args: argparse.Namespace) -> None:
+    from .api import compress
+    from .compress import CompressConfig
+
+    fields = ("sparsity", "scope", "prune_steps", "retrain_epochs", "bits_conv", "bits_fc", "centroid_epochs",
+              "index_bits_conv", "index_bits_fc", "coder", "raw_dtype", "lr")
+    cfg = CompressConfig(**{k: getattr(args, k) for k in fields if getattr(args, k) is not None})
+    result = compress(args.checkpoint, args.out, cfg, device=args.device, data_dir=args.data_dir,
+                      verbose=not args.quiet)
+    _emit(result, args.json, lambda r: (f"{r['file']}: {r['file_bytes']:,} bytes ({r['compression_ratio']:.1f}x "
+                                        f"smaller than {r['dense_fp32_bytes']:,} dense fp32), test accuracy "
+                                        f"{r['test_accuracy']:.4f}, val {r['val_accuracy']:.4f} "
+                                        f"(baseline val {r['baseline_val_accuracy']:.4f}), sparsity {r['sparsity']:.4f}"))
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    from .api import inspect_file
+
+    def table(r: dict) -> str:
+        lines = [f"{r['file']}: {r['model']['name']} ({r['dataset']}), {r['file_bytes']:,} bytes",
+                 f"{'tensor':28} {'weights':>9} {'kept':>7} {'bits':>4} {'code b/w':>8} {'index b/w':>9} {'bytes':>9}"]
+        for t in r["tensors"]:
+            if "code_bits" in t:
+                lines.append(f"{t['name']:28} {t['weights']:>9,} {t['kept']:>7.2%} {t['bits']:>4} "
+                             f"{t['code_bits']:>8.2f} {t['index_bits']:>9.2f} {t['bytes']:>9,}")
+            else:
+                lines.append(f"{t['name']:28} {t['weights']:>9,} {'raw':>7} {t['dtype']:>23} {t['bytes']:>9,}")
+        lines.append("components: " + ", ".join(f"{k} {v:,}" for k, v in r["components"].items()) +
+                     f" = {sum(r['components'].values()):,} bytes")
+        return "\n".join(lines)
+
+    _emit(inspect_file(args.file), args.json, table)
 
 
 # --- parser --------------------------------------------------------------------------------------
@@ -121,6 +155,10 @@ def build_parser() -> Parser:
     p.add_argument("--sparsity", type=_number, metavar="LAMBDA", help="L1 penalty on BN scales (network slimming)")
     p.add_argument("--bn-init", type=_number, help="initial BN scale (network slimming uses 0.5)")
     p.add_argument("--precision", help="auto, bf16 or fp32 (auto: bf16 only where the hardware has it)")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the model: faster epochs after a one-off compile (minutes on a CPU)")
+    p.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory layout (default: on)")
     p.add_argument("--patience", type=int, help="early stopping on validation loss after N bad epochs")
     p.add_argument("--seed", type=int)
     p.add_argument("--subset", type=_positive_int, help="train on the first N training images only")
@@ -131,8 +169,32 @@ def build_parser() -> Parser:
     _common(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="accuracy of a checkpoint directory")
-    p.add_argument("path", help="a checkpoint directory (from `slimzip train`)")
+    p = sub.add_parser("compress", help="deep compression with fixed knobs into a .slz file")
+    p.add_argument("checkpoint", help="a checkpoint directory (from `slimzip train`)")
+    p.add_argument("--out", required=True, help="the .slz file to write")
+    p.add_argument("--sparsity", type=_number, help="fraction of conv/linear weights removed (default 0.9)")
+    p.add_argument("--scope", help="layer (default) or global magnitude threshold")
+    p.add_argument("--prune-steps", type=_positive_int, help="prune-retrain rounds (default 3)")
+    p.add_argument("--retrain-epochs", type=int, help="epochs after each pruning round (default 2)")
+    p.add_argument("--bits-conv", type=int, help="codebook bits for conv layers (default 8)")
+    p.add_argument("--bits-fc", type=int, help="codebook bits for linear layers (default 5)")
+    p.add_argument("--centroid-epochs", type=int, help="centroid fine-tuning epochs (default 1)")
+    p.add_argument("--index-bits-conv", type=int, help="relative index bits, conv (default 8)")
+    p.add_argument("--index-bits-fc", type=int, help="relative index bits, linear (default 5)")
+    p.add_argument("--coder", help="rans (default), huffman or fixed")
+    p.add_argument("--raw-dtype", help="float16 (default) or float32 for BN, biases and small tensors")
+    p.add_argument("--lr", type=_number, help="retraining learning rate (default 0.01)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    _common(p)
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("inspect", help="per-tensor and per-component bytes of a .slz file")
+    p.add_argument("file")
+    _common(p, data=False)
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("eval", help="accuracy of a checkpoint directory or a .slz file")
+    p.add_argument("path", help="a checkpoint directory (from `slimzip train`) or a .slz file")
     p.add_argument("--dataset", help="default: the dataset the checkpoint was trained on")
     p.add_argument("--split", default="test", choices=["test", "val"])
     _common(p)

@@ -1,0 +1,250 @@
+"""Deep compression end to end: prune, retrain with masks held, share weights, fine-tune centroids,
+entropy-code into a .slz container, and decode a container back into a registry model.
+
+The compressed model is *defined* as what the file decodes to: accuracy is always measured on a model
+decoded from the bytes, so nothing the file cannot hold (fp32 biases stored as fp16, say) can flatter it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .coding import CODECS, FormatError, entropy_bits, gaps_decode, gaps_encode
+from .container import HEADER, TRAILER, Container, ContainerError, encode_container
+from .data import DeviceLoader
+from .errors import SlimzipError, check_range, unknown
+from .models import create_model
+from .progress import log
+from .sharing import SharedLayer, WeightSharer, tie_centroids_, untie_centroids_
+from .train import TrainConfig, fit
+from .unstructured import MagnitudePruner, apply_masks_, mask_hook, prunable_weights
+
+FORMAT = "slimzip-model"
+RAW_DTYPES = {"float32": (np.float32, torch.float32), "float16": (np.float16, torch.float16)}
+MAX_CLASSES = 100_000  # a manifest asking for more is hostile, not a model
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """The knobs of deep compression. Saved in the file's manifest."""
+
+    sparsity: float = 0.9  # fraction of conv/linear weights set to zero
+    scope: str = "layer"  # 'layer' (each layer at `sparsity`) or 'global' (one threshold)
+    prune_steps: int = 3  # iterative pruning: sparsity rises over this many prune-retrain rounds
+    retrain_epochs: int = 2  # epochs of retraining (masks held) after each pruning round
+    bits_conv: int = 8  # codebook index width, conv layers
+    bits_fc: int = 5  # codebook index width, linear layers
+    centroid_epochs: int = 1  # epochs of centroid fine-tuning after weight sharing
+    index_bits_conv: int = 8  # relative-index width, conv layers (fillers past 2**bits - 1)
+    index_bits_fc: int = 5  # relative-index width, linear layers
+    coder: str = "rans"  # 'huffman', 'rans' or 'fixed'
+    raw_dtype: str = "float16"  # BN parameters, biases and other small tensors
+    lr: float = 0.01  # retraining / fine-tuning learning rate (cosine within each round)
+
+    def validate(self) -> "CompressConfig":
+        check_range("sparsity", self.sparsity, 0.0, 1.0, high_open=True)
+        for name in ("bits_conv", "bits_fc", "index_bits_conv", "index_bits_fc"):
+            check_range(name.replace("_", " "), getattr(self, name), 1, 16)
+        if self.coder not in CODECS:
+            raise unknown("coder", self.coder, list(CODECS))
+        if self.raw_dtype not in RAW_DTYPES:
+            raise unknown("raw dtype", self.raw_dtype, list(RAW_DTYPES))
+        if self.prune_steps < 1 or self.retrain_epochs < 0 or self.centroid_epochs < 0:
+            raise SlimzipError("prune steps must be >= 1 and epochs >= 0")
+        return self
+
+
+def sparsity_schedule(target: float, steps: int) -> list[float]:
+    """Sparsity after each round: the kept fraction shrinks geometrically (e.g. 0.5, 0.75, 0.875)."""
+    return [1 - (1 - target) ** ((i + 1) / steps) for i in range(steps)]
+
+
+def deep_compress(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None, cfg: CompressConfig,
+                  train_cfg: TrainConfig, verbose: bool = True) -> tuple[dict[str, SharedLayer], int]:
+    """Prune, retrain and share ``model`` in place; returns (shared layers, epochs trained)."""
+    cfg.validate()
+    epochs = 0
+    tune = lambda n: dataclasses.replace(train_cfg, epochs=n, lr=cfg.lr, schedule="cosine", patience=0)  # noqa: E731
+    masks = {}
+    for round_, sparsity in enumerate(sparsity_schedule(cfg.sparsity, cfg.prune_steps)):
+        masks = MagnitudePruner(sparsity=sparsity, scope=cfg.scope).fit(model).masks_
+        apply_masks_(model, masks)
+        log(f"pruning round {round_ + 1}/{cfg.prune_steps}: sparsity {sparsity:.4f}", verbose=verbose)
+        if cfg.retrain_epochs:
+            fit(model, train, val, tune(cfg.retrain_epochs), after_step=[mask_hook(masks)], verbose=verbose)
+            epochs += cfg.retrain_epochs
+    layers = WeightSharer(bits_conv=cfg.bits_conv, bits_fc=cfg.bits_fc).fit(model, masks).layers_
+    if cfg.centroid_epochs:
+        log("fine-tuning centroids", verbose=verbose)
+        tie_centroids_(model, layers)
+        fit(model, train, val, dataclasses.replace(tune(cfg.centroid_epochs), weight_decay=0.0), verbose=verbose)
+        layers = untie_centroids_(model, layers)
+        epochs += cfg.centroid_epochs
+    return layers, epochs
+
+
+# --- encoding ------------------------------------------------------------------------------------
+
+def _index_bits(module: nn.Module, cfg: CompressConfig) -> int:
+    return cfg.index_bits_conv if isinstance(module, nn.Conv2d) else cfg.index_bits_fc
+
+
+def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], cfg: CompressConfig,
+                 extra: dict | None = None) -> bytes:
+    """Serialise a shared model into .slz bytes. ``spec``: ``{"name", "kwargs"}`` of the registry."""
+    codec = CODECS[cfg.coder]
+    sections: list[bytes] = []
+    tensors = []
+    modules = dict(model.named_modules())
+
+    def add(data: bytes) -> int:
+        sections.append(data)
+        return len(sections) - 1
+
+    for name, value in model.state_dict().items():
+        if name.endswith("num_batches_tracked"):
+            continue  # a training counter; inference never reads it
+        if name in layers:
+            layer = layers[name]
+            index_bits = _index_bits(modules[name.rsplit(".", 1)[0]], cfg)
+            positions = np.flatnonzero(layer.mask.numpy().reshape(-1))
+            gaps = gaps_encode(positions, index_bits)
+            codes = layer.codes.numpy()
+            tensors.append({"name": name, "shape": list(value.shape), "encoding": "shared", "bits": layer.bits,
+                            "index_bits": index_bits, "coder": cfg.coder, "nnz": len(codes), "gap_symbols": len(gaps),
+                            "codebook": add(layer.centroids.numpy().astype("<f4").tobytes()),
+                            "codes": add(codec.encode(codes, 2 ** layer.bits)),
+                            "index": add(codec.encode(gaps, 2 ** index_bits)),
+                            "code_entropy": entropy_bits(codes), "index_entropy": entropy_bits(gaps)})
+        else:
+            np_dtype = np.dtype(RAW_DTYPES[cfg.raw_dtype][0])
+            tensors.append({"name": name, "shape": list(value.shape), "encoding": "raw", "dtype": cfg.raw_dtype,
+                            "data": add(value.detach().cpu().float().numpy().astype(np_dtype.newbyteorder("<"))
+                                        .tobytes())})
+    manifest = {"format": FORMAT, "model": spec, "config": dataclasses.asdict(cfg), "tensors": tensors,
+                **(extra or {})}
+    return encode_container(manifest, sections)
+
+
+# --- decoding ------------------------------------------------------------------------------------
+
+def _model_from_manifest(manifest: dict) -> nn.Module:
+    spec = manifest.get("model")
+    if manifest.get("format") != FORMAT or not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise ContainerError("manifest does not describe a slimzip model")
+    kwargs = spec.get("kwargs", {})
+    if not isinstance(kwargs, dict) or set(kwargs) - {"num_classes"}:
+        raise ContainerError("manifest model arguments are not supported")
+    classes = kwargs.get("num_classes", 10)
+    if not isinstance(classes, int) or isinstance(classes, bool) or not 2 <= classes <= MAX_CLASSES:
+        raise ContainerError("manifest asks for an impossible number of classes")
+    return create_model(spec["name"], **kwargs)
+
+
+def _section(container: Container, entry: dict, key: str) -> bytes:
+    i = entry.get(key)
+    if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < len(container.sections):
+        raise ContainerError(f"tensor {entry.get('name')}: bad section reference {key!r}")
+    return container.sections[i]
+
+
+def _int_field(entry: dict, key: str, low: int, high: int) -> int:
+    v = entry.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+        raise ContainerError(f"tensor {entry.get('name')}: field {key!r} out of range")
+    return v
+
+
+def _decode_tensor(container: Container, entry: dict, like: torch.Tensor) -> torch.Tensor:
+    numel = like.numel()
+    if entry.get("encoding") == "raw":
+        if entry.get("dtype") not in RAW_DTYPES:
+            raise ContainerError(f"tensor {entry['name']}: unknown dtype")
+        np_dtype = np.dtype(RAW_DTYPES[entry["dtype"]][0]).newbyteorder("<")
+        data = _section(container, entry, "data")
+        if len(data) != numel * np_dtype.itemsize:
+            raise ContainerError(f"tensor {entry['name']}: {len(data)} bytes for {numel} values")
+        return torch.from_numpy(np.frombuffer(data, dtype=np_dtype).astype(np.float32)).reshape(like.shape)
+    if entry.get("encoding") != "shared" or entry.get("coder") not in CODECS:
+        raise ContainerError(f"tensor {entry.get('name')}: unknown encoding")
+    bits, index_bits = _int_field(entry, "bits", 1, 16), _int_field(entry, "index_bits", 1, 16)
+    nnz = _int_field(entry, "nnz", 0, numel)
+    gap_count = _int_field(entry, "gap_symbols", nnz, nnz + numel // (2 ** index_bits - 1) + 1)
+    codebook = _section(container, entry, "codebook")
+    if len(codebook) != 4 * 2 ** bits:
+        raise ContainerError(f"tensor {entry['name']}: codebook has the wrong size")
+    centroids = np.frombuffer(codebook, dtype="<f4")
+    codec = CODECS[entry["coder"]]
+    try:
+        codes = codec.decode(_section(container, entry, "codes"), nnz, 2 ** bits)
+        positions = gaps_decode(codec.decode(_section(container, entry, "index"), gap_count, 2 ** index_bits),
+                                index_bits, numel)
+    except FormatError as e:
+        raise ContainerError(f"tensor {entry['name']}: {e}") from None
+    if len(positions) != nnz:
+        raise ContainerError(f"tensor {entry['name']}: index holds {len(positions)} weights, expected {nnz}")
+    flat = np.zeros(numel, dtype=np.float32)
+    flat[positions] = centroids[codes]
+    return torch.from_numpy(flat).reshape(like.shape)
+
+
+def decode_model(container: Container) -> nn.Module:
+    """Rebuild the registry model a container describes and load its decoded weights."""
+    model = _model_from_manifest(container.manifest)
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    entries = container.manifest.get("tensors")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ContainerError("manifest has no tensor table")
+    names = [e.get("name") for e in entries]
+    if sorted(map(str, names)) != sorted(state) or len(set(names)) != len(names):
+        raise ContainerError("the file's tensors do not match the model's")
+    for entry in entries:
+        if entry.get("shape") != list(state[entry["name"]].shape):
+            raise ContainerError(f"tensor {entry['name']}: shape does not match the model")
+        state[entry["name"]] = _decode_tensor(container, entry, state[entry["name"]])
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+# --- inspection ----------------------------------------------------------------------------------
+
+def inspect_container(container: Container) -> dict:
+    """Per-tensor rows (weights, kept %, bits per weight for codes and indices, bytes) and the bytes of
+    every component, which add up to the file size."""
+    rows, parts = [], {"header": HEADER.size + TRAILER.size, "manifest": 0, "codebooks": 0, "codes": 0,
+                       "indices": 0, "raw": 0}
+    parts["manifest"] = container.file_bytes - HEADER.size - TRAILER.size - sum(len(s) for s in container.sections)
+    for e in container.manifest.get("tensors", []):
+        numel = math.prod(e["shape"])
+        if e["encoding"] == "shared":
+            sizes = {k: len(container.sections[e[k]]) for k in ("codebook", "codes", "index")}
+            parts["codebooks"] += sizes["codebook"]
+            parts["codes"] += sizes["codes"]
+            parts["indices"] += sizes["index"]
+            nnz = max(e["nnz"], 1)
+            rows.append({"name": e["name"], "weights": numel, "kept": e["nnz"] / numel, "bits": e["bits"],
+                         "code_bits": 8 * sizes["codes"] / nnz, "code_entropy": e.get("code_entropy"),
+                         "index_bits": 8 * sizes["index"] / nnz, "index_entropy_per_weight":
+                         e.get("index_entropy", 0) * e["gap_symbols"] / nnz, "bytes": sum(sizes.values())})
+        else:
+            size = len(container.sections[e["data"]])
+            parts["raw"] += size
+            rows.append({"name": e["name"], "weights": numel, "kept": 1.0, "dtype": e["dtype"], "bytes": size})
+    assert sum(parts.values()) == container.file_bytes  # every byte is accounted for
+    return {"file_bytes": container.file_bytes, "components": parts, "tensors": rows}
+
+
+def dense_state_equal(a: nn.Module, b: nn.Module) -> bool:
+    """Bit-identical parameters and float buffers (the training counter aside)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return all(torch.equal(sa[k].float(), sb[k].float()) for k in sa if not k.endswith("num_batches_tracked"))
+
+
+def prunable_count(model: nn.Module) -> int:
+    return sum(w.numel() for w in prunable_weights(model).values())

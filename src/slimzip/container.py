@@ -1,0 +1,120 @@
+"""The .slz container: a versioned, checksummed, self-describing file. ``docs/FORMAT.md`` gives every byte.
+
+    magic (8) | version u16 | flags u16 | manifest length u32 | manifest crc32 u32 | manifest (JSON)
+    | sections (concatenated) | file crc32 u32
+
+Reading never executes code: the manifest is JSON, the sections are bytes whose offsets, lengths and
+crc32 are in the manifest. Every length is checked against the file before anything is allocated, so a
+truncated, corrupted or hostile file gets a ``ContainerError`` in bounded time and memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoint import atomic_write_bytes
+from .errors import SlimzipError
+
+MAGIC = b"\x89SLZ\r\n\x1a\n"  # PNG-style: catches text-mode and truncation damage early
+VERSION = 1
+HEADER = struct.Struct("<8sHHII")  # magic, version, flags, manifest length, manifest crc32
+TRAILER = struct.Struct("<I")  # crc32 of everything before it
+MAX_MANIFEST = 64 << 20  # bytes; a real manifest is a few KB per hundred tensors
+MAX_FILE = 8 << 30  # bytes
+
+
+class ContainerError(SlimzipError):
+    """The file is not a valid .slz container (wrong magic, truncated, corrupted, inconsistent)."""
+
+
+@dataclass(frozen=True)
+class Container:
+    manifest: dict
+    sections: list[bytes]
+    file_bytes: int
+
+
+def encode_container(manifest: dict, sections: list[bytes]) -> bytes:
+    """Lay out the sections, record their offsets/lengths/crc32 in the manifest, and serialise."""
+    table, offset = [], 0
+    for data in sections:
+        table.append({"offset": offset, "length": len(data), "crc32": zlib.crc32(data)})
+        offset += len(data)
+    body = json.dumps({**manifest, "sections": table}, separators=(",", ":"), sort_keys=True).encode()
+    head = HEADER.pack(MAGIC, VERSION, 0, len(body), zlib.crc32(body))
+    blob = head + body + b"".join(sections)
+    return blob + TRAILER.pack(zlib.crc32(blob))
+
+
+def write_container(path: str | os.PathLike, manifest: dict, sections: list[bytes]) -> int:
+    """Write atomically; returns the file size in bytes."""
+    blob = encode_container(manifest, sections)
+    atomic_write_bytes(Path(path), blob)
+    return len(blob)
+
+
+def decode_container(blob: bytes) -> Container:
+    """Parse and verify a container held in memory."""
+    if len(blob) < HEADER.size + TRAILER.size:
+        raise ContainerError(f"file too short for a .slz container ({len(blob)} bytes)")
+    magic, version, _flags, mlen, mcrc = HEADER.unpack_from(blob)
+    if magic != MAGIC:
+        raise ContainerError("not a .slz file (bad magic bytes)")
+    if version != VERSION:
+        raise ContainerError(f".slz version {version} is not supported (this slimzip reads version {VERSION})")
+    (fcrc,) = TRAILER.unpack_from(blob, len(blob) - TRAILER.size)
+    if zlib.crc32(blob[:-TRAILER.size]) != fcrc:
+        raise ContainerError("file checksum mismatch (truncated or corrupted)")
+    payload_start = HEADER.size + mlen
+    if mlen > MAX_MANIFEST or payload_start > len(blob) - TRAILER.size:
+        raise ContainerError("manifest length is past the end of the file")
+    body = blob[HEADER.size:payload_start]
+    if zlib.crc32(body) != mcrc:
+        raise ContainerError("manifest checksum mismatch")
+    manifest = _parse_manifest(body)
+    payload = memoryview(blob)[payload_start:len(blob) - TRAILER.size]
+    return Container(manifest, _sections(manifest, payload), len(blob))
+
+
+def _parse_manifest(body: bytes) -> dict:
+    try:
+        manifest = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ContainerError(f"manifest is not valid JSON ({type(e).__name__})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("sections"), list):
+        raise ContainerError("manifest has no section table")
+    return manifest
+
+
+def _sections(manifest: dict, payload: memoryview) -> list[bytes]:
+    """Slice and verify each section; they must tile the payload exactly, in order."""
+    out, expected = [], 0
+    for i, entry in enumerate(manifest["sections"]):
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), int) and not isinstance(entry.get(k), bool)
+                                                  for k in ("offset", "length", "crc32")):
+            raise ContainerError(f"section {i}: malformed entry")
+        if entry["offset"] != expected or entry["length"] < 0 or expected + entry["length"] > len(payload):
+            raise ContainerError(f"section {i}: offset or length outside the payload")
+        data = bytes(payload[expected:expected + entry["length"]])
+        if zlib.crc32(data) != entry["crc32"]:
+            raise ContainerError(f"section {i}: checksum mismatch")
+        out.append(data)
+        expected += entry["length"]
+    if expected != len(payload):
+        raise ContainerError("payload holds bytes no section accounts for")
+    return out
+
+
+def read_container(path: str | os.PathLike) -> Container:
+    path = Path(path)
+    if not path.is_file():
+        raise SlimzipError(f"{path}: no such file")
+    size = path.stat().st_size
+    if size > MAX_FILE:
+        raise ContainerError(f"{path}: {size} bytes is larger than any .slz slimzip writes")
+    return decode_container(path.read_bytes())

@@ -1,0 +1,103 @@
+"""Magnitude pruning of single weights (deep compression, step 1: Han et al., ICLR 2016).
+
+Masks are plain data: ``{fqn of a weight: bool tensor}``, True where the weight is kept. They cover the
+weights of convolutions and linear layers; BatchNorm parameters and biases are never pruned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .errors import SlimzipError, check_range, unknown
+
+Masks = dict[str, torch.Tensor]
+SCOPES = ("layer", "global")
+CRITERIA = ("percentile", "std")
+
+
+def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The weights unstructured pruning acts on: convolution and linear weights, by fqn."""
+    return {f"{name}.weight" if name else "weight": m.weight for name, m in model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+
+def _threshold(values: torch.Tensor, sparsity: float) -> float:
+    """The magnitude below which a fraction ``sparsity`` of ``values`` lies (kthvalue, exact)."""
+    k = int(round(sparsity * values.numel()))
+    return float(values.flatten().abs().kthvalue(k).values) if k > 0 else -1.0
+
+
+@dataclass
+class MagnitudePruner:
+    """Zero the smallest weights.
+
+    ``scope='layer'``: every layer loses ``sparsity`` of its weights (or ``layer_sparsity[fqn]``).
+    ``scope='global'``: one magnitude threshold over all prunable weights.
+    ``criterion='std'``: per layer, threshold = ``sensitivity`` x std of the layer's weights (Han's rule).
+    """
+
+    sparsity: float = 0.9  # fraction of prunable weights set to zero
+    scope: str = "layer"
+    criterion: str = "percentile"
+    sensitivity: float = 1.0  # criterion 'std' only
+    layer_sparsity: dict[str, float] = field(default_factory=dict)  # per-layer overrides, scope 'layer'
+
+    def fit(self, model: nn.Module) -> "MagnitudePruner":
+        check_range("sparsity", self.sparsity, 0.0, 1.0, high_open=True)
+        if self.scope not in SCOPES:
+            raise unknown("pruning scope", self.scope, list(SCOPES))
+        if self.criterion not in CRITERIA:
+            raise unknown("pruning criterion", self.criterion, list(CRITERIA))
+        weights = prunable_weights(model)
+        if unknown_layers := set(self.layer_sparsity) - set(weights):
+            raise SlimzipError(f"layer_sparsity names weights the model does not have: {sorted(unknown_layers)}")
+        with torch.no_grad():
+            self.thresholds_ = self._thresholds(weights)
+            self.masks_ = {k: w.abs() > self.thresholds_[k] for k, w in weights.items()}
+        return self
+
+    def _thresholds(self, weights: dict[str, torch.Tensor]) -> dict[str, float]:
+        if self.criterion == "std":
+            return {k: self.sensitivity * float(w.std()) for k, w in weights.items()}
+        if self.scope == "global":
+            t = _threshold(torch.cat([w.flatten() for w in weights.values()]), self.sparsity)
+            return dict.fromkeys(weights, t)
+        return {k: _threshold(w, self.layer_sparsity.get(k, self.sparsity)) for k, w in weights.items()}
+
+
+@torch.no_grad()
+def apply_masks_(model: nn.Module, masks: Masks) -> nn.Module:
+    """Zero every masked-out weight, in place."""
+    params = dict(model.named_parameters())
+    for name, mask in masks.items():
+        params[name].mul_(mask.to(params[name].dtype))
+    return model
+
+
+def mask_hook(masks: Masks) -> Callable[[nn.Module], None]:
+    """An after-step hook: re-zero pruned weights after every optimizer step, so momentum and weight
+    decay can never revive them."""
+    return lambda model: apply_masks_(model, masks)
+
+
+def prune_weights(model: nn.Module, sparsity: float, scope: str = "layer") -> Masks:
+    """One call: magnitude-prune ``model`` in place and return the masks."""
+    masks = MagnitudePruner(sparsity=sparsity, scope=scope).fit(model).masks_
+    apply_masks_(model, masks)
+    return masks
+
+
+def masks_from_zeros(model: nn.Module) -> Masks:
+    """Masks that keep exactly the nonzero prunable weights (e.g. of a model read back from a file)."""
+    return {k: w.detach() != 0 for k, w in prunable_weights(model).items()}
+
+
+def sparsity_of(model: nn.Module) -> float:
+    """Fraction of prunable weights that are exactly zero."""
+    weights = prunable_weights(model).values()
+    total = sum(w.numel() for w in weights)
+    return sum(int((w == 0).sum()) for w in weights) / max(total, 1)

@@ -1,0 +1,90 @@
+"""Every codec: decode(encode(x)) == x, on empty, single-symbol, skewed and random inputs; long gaps."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from slimzip.coding import CODECS, FormatError, canonical_codes, entropy_bits, gaps_decode, gaps_encode, \
+    huffman_lengths
+
+
+@st.composite
+def symbol_arrays(draw):
+    bits = draw(st.integers(1, 12))
+    alphabet = 2 ** bits
+    n = draw(st.integers(0, 3000))
+    kind = draw(st.sampled_from(["uniform", "skewed", "constant"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    if kind == "uniform":
+        x = rng.integers(0, alphabet, n)
+    elif kind == "skewed":
+        x = np.minimum(rng.geometric(0.4, n) - 1, alphabet - 1)
+    else:
+        x = np.full(n, draw(st.integers(0, alphabet - 1)))
+    return x.astype(np.int64), alphabet
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+@settings(max_examples=60, deadline=None)
+@given(data=symbol_arrays())
+def test_round_trip(name, data):
+    x, alphabet = data
+    codec = CODECS[name]
+    assert np.array_equal(codec.decode(codec.encode(x, alphabet), len(x), alphabet), x)
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_empty_and_single_symbol(name):
+    codec = CODECS[name]
+    for x in (np.zeros(0, dtype=np.int64), np.array([7]), np.full(5000, 3)):
+        assert np.array_equal(codec.decode(codec.encode(x, 16), len(x), 16), x)
+
+
+@pytest.mark.parametrize("name", ["huffman", "rans"])
+def test_entropy_coders_approach_the_entropy(name):
+    x = np.minimum(np.random.default_rng(0).geometric(0.3, 200_000) - 1, 31)
+    bits = 8 * len(CODECS[name].encode(x, 32)) / len(x)
+    h = entropy_bits(x)
+    assert h <= bits <= h + (0.1 if name == "huffman" else 0.01)
+
+
+def test_huffman_lengths_are_a_prefix_code_and_limited():
+    counts = np.array([2 ** i for i in range(30)])  # Fibonacci-like skew forces depth > 16 unlimited
+    lengths = huffman_lengths(counts)
+    assert lengths.max() <= 16 and np.sum(2.0 ** -lengths) <= 1.0
+    codes = canonical_codes(lengths)
+    words = {format(int(c), f"0{int(l)}b") for c, l in zip(codes, lengths)}
+    assert not any(a != b and b.startswith(a) for a in words for b in words)
+
+
+@settings(max_examples=100, deadline=None)
+@given(numel=st.integers(1, 100_000), density=st.floats(0.0, 1.0), index_bits=st.integers(1, 8),
+       seed=st.integers(0, 1000))
+def test_gaps_round_trip_with_fillers(numel, density, index_bits, seed):
+    rng = np.random.default_rng(seed)
+    positions = np.flatnonzero(rng.random(numel) < density)
+    symbols = gaps_encode(positions, index_bits)
+    assert symbols.max(initial=0) < 2 ** index_bits
+    assert np.array_equal(gaps_decode(symbols, index_bits, numel), positions)
+
+
+def test_long_gap_uses_fillers():
+    symbols = gaps_encode(np.array([0, 1000]), 3)  # E = 7
+    assert np.sum(symbols == 7) == 999 // 7 and np.array_equal(gaps_decode(symbols, 3, 1001), [0, 1000])
+    with pytest.raises(FormatError):
+        gaps_decode(symbols, 3, 1000)
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_corrupt_streams_raise_format_error_or_decode_bounded(name):
+    x = np.random.default_rng(0).integers(0, 32, 5000)
+    blob = CODECS[name].encode(x, 32)
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        cut = bytes(blob[: rng.integers(0, len(blob))])
+        try:
+            out = CODECS[name].decode(cut, len(x), 32)
+        except FormatError:
+            continue
+        assert len(out) == len(x) and out.min() >= 0 and out.max() < 32

@@ -1,0 +1,174 @@
+"""Deep compression: pruning, sharing, the .slz container and its decoder."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from slimzip.compress import CompressConfig, decode_model, dense_state_equal, encode_model, inspect_container
+from slimzip.container import ContainerError, decode_container, read_container, write_container
+from slimzip.data import get_dataset_spec
+from slimzip.models import MODELS, create_model
+from slimzip.sharing import WeightSharer, kmeans_1d, tie_centroids_, untie_centroids_
+from slimzip.unstructured import MagnitudePruner, apply_masks_, mask_hook, prunable_weights, sparsity_of
+
+FAMILIES = ["lenet-300-100", "lenet-5-bn", "dropnet-b", "vgg11", "resnet20", "preresnet164", "densenet40",
+            "densenet-bc-100"]
+
+
+def _compressed(name: str, sparsity: float = 0.9, coder: str = "rans", bits=(8, 5)):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2)
+    masks = MagnitudePruner(sparsity=sparsity).fit(model).masks_
+    apply_masks_(model, masks)
+    cfg = CompressConfig(sparsity=sparsity, coder=coder, bits_conv=bits[0], bits_fc=bits[1])
+    layers = WeightSharer(bits_conv=bits[0], bits_fc=bits[1]).fit(model, masks).layers_
+    blob = encode_model(model, {"name": name, "kwargs": {}}, layers, cfg, {"dataset": MODELS[name].dataset})
+    return model, layers, blob
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_pruner_hits_the_sparsity(scope):
+    model = create_model("lenet-5")
+    MagnitudePruner(sparsity=0.8, scope=scope).fit(model)
+    masks = MagnitudePruner(sparsity=0.8, scope=scope).fit(model).masks_
+    apply_masks_(model, masks)
+    assert sparsity_of(model) == pytest.approx(0.8, abs=1e-3)
+    if scope == "layer":
+        for name, w in prunable_weights(model).items():
+            assert (w == 0).float().mean().item() == pytest.approx(0.8, abs=0.01), name
+    kept = torch.cat([w[m].abs() for w, m in zip(prunable_weights(model).values(), masks.values())])
+    assert kept.min() > 0
+
+
+def test_mask_hook_survives_momentum():
+    model = create_model("lenet-300-100")
+    masks = MagnitudePruner(sparsity=0.9).fit(model).masks_
+    apply_masks_(model, masks)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    hook = mask_hook(masks)
+    for _ in range(5):
+        model(torch.randn(8, 1, 28, 28)).sum().backward()
+        opt.step()
+        hook(model)
+    assert all(torch.all(w[~masks[k]] == 0) for k, w in prunable_weights(model).items())
+
+
+def test_kmeans_assigns_each_value_to_its_nearest_centroid():
+    values = torch.randn(50_000)
+    centroids, codes = kmeans_1d(values, 4)
+    assert len(centroids) == 16 and torch.all(centroids[1:] >= centroids[:-1])
+    nearest = (values[:, None] - centroids[None, :]).abs().argmin(1)
+    assert torch.equal(centroids[codes], centroids[nearest])
+    for init in ("density", "random"):
+        c, k = kmeans_1d(values, 3, init=init)
+        assert ((values - c[k]) ** 2).mean() < values.var() / 20
+
+
+def test_centroid_gradient_is_the_sum_over_its_cluster():
+    model = create_model("lenet-300-100")
+    masks = MagnitudePruner(sparsity=0.5).fit(model).masks_
+    apply_masks_(model, masks)
+    layers = WeightSharer(bits_fc=3).fit(model, masks).layers_
+    x = torch.randn(4, 1, 28, 28)
+    model(x).square().sum().backward()
+    name = "classifier.weight"
+    dense_grad = dict(model.named_parameters())[name].grad.clone()
+    model.zero_grad()
+    tie_centroids_(model, layers)
+    model(x).square().sum().backward()
+    c_grad = model.classifier.parametrizations.weight.original.grad
+    layer = layers[name]
+    expected = torch.zeros(8).index_add_(0, layer.codes, dense_grad[layer.mask])
+    assert torch.allclose(c_grad, expected, atol=1e-4)
+    updated = untie_centroids_(model, layers)
+    assert torch.equal(model.classifier.weight[layer.mask], updated[name].centroids[layer.codes])
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_file_round_trip_in_a_fresh_process(name, tmp_path):
+    """The decoded file equals the in-memory model bit for bit, in another process, and inspect accounts
+    for every byte."""
+    model, layers, blob = _compressed(name)
+    path = tmp_path / "m.slz"
+    path.write_bytes(blob)
+    decoded = decode_model(read_container(path))
+    for k, w in prunable_weights(model).items():
+        assert torch.equal(w, prunable_weights(decoded)[k]), k
+    expected = tmp_path / "expected.pt"
+    torch.save({k: v for k, v in decoded.state_dict().items()}, expected)
+    code = ("import sys, torch; from slimzip.compress import decode_model; from slimzip.container import read_container;"
+            "m = decode_model(read_container(sys.argv[1])); e = torch.load(sys.argv[2], weights_only=True);"
+            "s = m.state_dict(); sys.exit(0 if all(torch.equal(s[k], e[k]) for k in e) else 1)")
+    assert subprocess.run([sys.executable, "-c", code, str(path), str(expected)]).returncode == 0
+    report = inspect_container(read_container(path))
+    assert sum(report["components"].values()) == path.stat().st_size == report["file_bytes"]
+    shape = get_dataset_spec(MODELS[name].dataset).image_shape
+    x = torch.randn(2, *shape)
+    assert torch.allclose(decoded.eval()(x), decoded.eval()(x))
+
+
+@pytest.mark.parametrize("coder", ["huffman", "rans", "fixed"])
+def test_every_coder_round_trips_a_model(coder):
+    model, layers, blob = _compressed("lenet-5", coder=coder)
+    decoded = decode_model(decode_container(blob))
+    for k, w in prunable_weights(model).items():
+        assert torch.equal(w, prunable_weights(decoded)[k])
+
+
+def test_fuzzed_files_are_rejected_cleanly():
+    """Random truncations and bit flips: always the format's own error, never a crash or a hang."""
+    _, _, blob = _compressed("lenet-300-100", sparsity=0.95)
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        data = bytearray(blob)
+        if trial % 2:
+            data = data[: rng.integers(0, len(data))]
+        else:
+            for _ in range(rng.integers(1, 4)):
+                i = rng.integers(0, len(data))
+                data[i] ^= 1 << rng.integers(0, 8)
+        with pytest.raises(ContainerError):
+            decode_model(decode_container(bytes(data)))
+
+
+def _forge(blob: bytes, edit) -> bytes:
+    """Re-encode a container with an edited manifest and valid checksums: a hostile, not a damaged, file."""
+    c = decode_container(blob)
+    manifest = {k: v for k, v in c.manifest.items() if k != "sections"}
+    edit(manifest)
+    from slimzip.container import encode_container
+
+    return encode_container(manifest, c.sections)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["model"].update(kwargs={"num_classes": 10 ** 12}), "classes"),
+    (lambda m: m["model"].update(name="vgg99"), "unknown model"),
+    (lambda m: m["tensors"][0].update(nnz=10 ** 9), "out of range"),
+    (lambda m: m["tensors"][0].update(shape=[10 ** 6, 10 ** 6]), "shape"),
+    (lambda m: m["tensors"][0].update(gap_symbols=10 ** 9), "out of range"),
+    (lambda m: m["tensors"][0].update(codes=99), "section"),
+    (lambda m: m["tensors"].pop(), "do not match"),
+    (lambda m: m.update(format="other"), "slimzip model"),
+])
+def test_hostile_manifests_are_rejected(edit, message):
+    _, _, blob = _compressed("lenet-300-100")
+    with pytest.raises(Exception) as info:
+        decode_model(decode_container(_forge(blob, edit)))
+    assert info.type.__name__ in ("ContainerError", "SlimzipError") and message in str(info.value)
+
+
+def test_write_is_atomic_and_reports_size(tmp_path):
+    size = write_container(tmp_path / "a.slz", {"format": "x"}, [b"abc", b""])
+    assert size == (tmp_path / "a.slz").stat().st_size
+    c = read_container(tmp_path / "a.slz")
+    assert c.sections == [b"abc", b""] and [p.name for p in tmp_path.iterdir()] == ["a.slz"]
