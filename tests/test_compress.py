@@ -82,13 +82,17 @@ def test_centroid_gradient_is_the_sum_over_its_cluster():
     model(x).square().sum().backward()
     name = "classifier.weight"
     dense_grad = dict(model.named_parameters())[name].grad.clone()
-    model.zero_grad()
-    tie_centroids_(model, layers)
-    model(x).square().sum().backward()
-    c_grad = model.classifier.parametrizations.weight.original.grad
     layer = layers[name]
     expected = torch.zeros(8).index_add_(0, layer.codes, dense_grad[layer.mask])
-    assert torch.allclose(c_grad, expected, atol=1e-4)
+    sizes = torch.bincount(layer.codes, minlength=8).clamp(min=1)
+    for mode, want in (("sum", expected), ("mean", expected / sizes)):
+        model.zero_grad()
+        tie_centroids_(model, layers, grad=mode)
+        model(x).square().sum().backward()
+        c_grad = model.classifier.parametrizations.weight.original.grad
+        assert torch.allclose(c_grad, want, atol=1e-4), mode
+        if mode == "sum":
+            untie_centroids_(model, layers)
     updated = untie_centroids_(model, layers)
     assert torch.equal(model.classifier.weight[layer.mask], updated[name].centroids[layer.codes])
 
@@ -116,7 +120,7 @@ def test_file_round_trip_in_a_fresh_process(name, tmp_path):
     assert torch.allclose(decoded.eval()(x), decoded.eval()(x))
 
 
-@pytest.mark.parametrize("coder", ["huffman", "rans", "fixed"])
+@pytest.mark.parametrize("coder", ["huffman", "rans", "fixed", "auto"])
 def test_every_coder_round_trips_a_model(coder):
     model, layers, blob = _compressed("lenet-5", coder=coder)
     decoded = decode_model(decode_container(blob))
@@ -172,3 +176,25 @@ def test_write_is_atomic_and_reports_size(tmp_path):
     assert size == (tmp_path / "a.slz").stat().st_size
     c = read_container(tmp_path / "a.slz")
     assert c.sections == [b"abc", b""] and [p.name for p in tmp_path.iterdir()] == ["a.slz"]
+
+
+def test_auto_coder_is_never_larger_than_any_single_coder():
+    sizes = {c: len(_compressed("lenet-5", coder=c)[2]) for c in ("huffman", "rans", "fixed", "auto")}
+    assert sizes["auto"] <= min(sizes["huffman"], sizes["rans"], sizes["fixed"])
+
+
+def test_unknown_flags_and_manifest_bombs_are_rejected():
+    import struct
+    import zlib
+
+    from slimzip.container import HEADER, MAGIC, TRAILER
+
+    blob = bytearray(_compressed("lenet-300-100")[2])
+    blob[10] = 0x80  # an unknown flag
+    blob = bytes(blob[:-4]) + TRAILER.pack(zlib.crc32(bytes(blob[:-4])))
+    with pytest.raises(ContainerError, match="flags"):
+        decode_container(blob)
+    bomb = zlib.compress(b" " * (80 << 20), 9)  # inflates past the 64 MiB manifest limit
+    raw = HEADER.pack(MAGIC, 1, 1, len(bomb), zlib.crc32(bomb)) + bomb
+    with pytest.raises(ContainerError, match="limit"):
+        decode_container(raw + TRAILER.pack(zlib.crc32(raw)))

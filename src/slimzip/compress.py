@@ -41,9 +41,10 @@ class CompressConfig:
     bits_conv: int = 8  # codebook index width, conv layers
     bits_fc: int = 5  # codebook index width, linear layers
     centroid_epochs: int = 1  # epochs of centroid fine-tuning after weight sharing
+    centroid_grad: str = "mean"  # 'mean' or 'sum' of the cluster's weight gradients (see sharing.py)
     index_bits_conv: int = 8  # relative-index width, conv layers (fillers past 2**bits - 1)
     index_bits_fc: int = 5  # relative-index width, linear layers
-    coder: str = "rans"  # 'huffman', 'rans' or 'fixed'
+    coder: str = "auto"  # 'rans', 'huffman', 'fixed', or 'auto': the smallest of them for each stream
     raw_dtype: str = "float16"  # BN parameters, biases and other small tensors
     lr: float = 0.01  # retraining / fine-tuning learning rate (cosine within each round)
 
@@ -51,8 +52,8 @@ class CompressConfig:
         check_range("sparsity", self.sparsity, 0.0, 1.0, high_open=True)
         for name in ("bits_conv", "bits_fc", "index_bits_conv", "index_bits_fc"):
             check_range(name.replace("_", " "), getattr(self, name), 1, 16)
-        if self.coder not in CODECS:
-            raise unknown("coder", self.coder, list(CODECS))
+        if self.coder not in (*CODECS, "auto"):
+            raise unknown("coder", self.coder, [*CODECS, "auto"])
         if self.raw_dtype not in RAW_DTYPES:
             raise unknown("raw dtype", self.raw_dtype, list(RAW_DTYPES))
         if self.prune_steps < 1 or self.retrain_epochs < 0 or self.centroid_epochs < 0:
@@ -82,7 +83,7 @@ def deep_compress(model: nn.Module, train: DeviceLoader, val: DeviceLoader | Non
     layers = WeightSharer(bits_conv=cfg.bits_conv, bits_fc=cfg.bits_fc).fit(model, masks).layers_
     if cfg.centroid_epochs:
         log("fine-tuning centroids", verbose=verbose)
-        tie_centroids_(model, layers)
+        tie_centroids_(model, layers, grad=cfg.centroid_grad)
         fit(model, train, val, dataclasses.replace(tune(cfg.centroid_epochs), weight_decay=0.0), verbose=verbose)
         layers = untie_centroids_(model, layers)
         epochs += cfg.centroid_epochs
@@ -95,10 +96,15 @@ def _index_bits(module: nn.Module, cfg: CompressConfig) -> int:
     return cfg.index_bits_conv if isinstance(module, nn.Conv2d) else cfg.index_bits_fc
 
 
+def encode_stream(symbols: np.ndarray, alphabet: int, coder: str) -> tuple[str, bytes]:
+    """Code one stream with ``coder``, or with whichever coder gives the fewest bytes ('auto')."""
+    names = list(CODECS) if coder == "auto" else [coder]
+    return min(((n, CODECS[n].encode(symbols, alphabet)) for n in names), key=lambda c: len(c[1]))
+
+
 def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], cfg: CompressConfig,
                  extra: dict | None = None) -> bytes:
     """Serialise a shared model into .slz bytes. ``spec``: ``{"name", "kwargs"}`` of the registry."""
-    codec = CODECS[cfg.coder]
     sections: list[bytes] = []
     tensors = []
     modules = dict(model.named_modules())
@@ -116,12 +122,15 @@ def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], c
             positions = np.flatnonzero(layer.mask.numpy().reshape(-1))
             gaps = gaps_encode(positions, index_bits)
             codes = layer.codes.numpy()
+            code_coder, code_bytes = encode_stream(codes, 2 ** layer.bits, cfg.coder)
+            index_coder, index_bytes = encode_stream(gaps, 2 ** index_bits, cfg.coder)
             tensors.append({"name": name, "shape": list(value.shape), "encoding": "shared", "bits": layer.bits,
-                            "index_bits": index_bits, "coder": cfg.coder, "nnz": len(codes), "gap_symbols": len(gaps),
+                            "index_bits": index_bits, "coders": {"codes": code_coder, "index": index_coder},
+                            "nnz": len(codes), "gap_symbols": len(gaps),
                             "codebook": add(layer.centroids.numpy().astype("<f4").tobytes()),
-                            "codes": add(codec.encode(codes, 2 ** layer.bits)),
-                            "index": add(codec.encode(gaps, 2 ** index_bits)),
-                            "code_entropy": entropy_bits(codes), "index_entropy": entropy_bits(gaps)})
+                            "codes": add(code_bytes), "index": add(index_bytes),
+                            "code_entropy": round(entropy_bits(codes), 4),
+                            "index_entropy": round(entropy_bits(gaps), 4)})
         else:
             np_dtype = np.dtype(RAW_DTYPES[cfg.raw_dtype][0])
             tensors.append({"name": name, "shape": list(value.shape), "encoding": "raw", "dtype": cfg.raw_dtype,
@@ -171,7 +180,9 @@ def _decode_tensor(container: Container, entry: dict, like: torch.Tensor) -> tor
         if len(data) != numel * np_dtype.itemsize:
             raise ContainerError(f"tensor {entry['name']}: {len(data)} bytes for {numel} values")
         return torch.from_numpy(np.frombuffer(data, dtype=np_dtype).astype(np.float32)).reshape(like.shape)
-    if entry.get("encoding") != "shared" or entry.get("coder") not in CODECS:
+    coders = entry.get("coders")
+    if entry.get("encoding") != "shared" or not isinstance(coders, dict) or \
+            coders.get("codes") not in CODECS or coders.get("index") not in CODECS:
         raise ContainerError(f"tensor {entry.get('name')}: unknown encoding")
     bits, index_bits = _int_field(entry, "bits", 1, 16), _int_field(entry, "index_bits", 1, 16)
     nnz = _int_field(entry, "nnz", 0, numel)
@@ -180,11 +191,10 @@ def _decode_tensor(container: Container, entry: dict, like: torch.Tensor) -> tor
     if len(codebook) != 4 * 2 ** bits:
         raise ContainerError(f"tensor {entry['name']}: codebook has the wrong size")
     centroids = np.frombuffer(codebook, dtype="<f4")
-    codec = CODECS[entry["coder"]]
     try:
-        codes = codec.decode(_section(container, entry, "codes"), nnz, 2 ** bits)
-        positions = gaps_decode(codec.decode(_section(container, entry, "index"), gap_count, 2 ** index_bits),
-                                index_bits, numel)
+        codes = CODECS[coders["codes"]].decode(_section(container, entry, "codes"), nnz, 2 ** bits)
+        gaps = CODECS[coders["index"]].decode(_section(container, entry, "index"), gap_count, 2 ** index_bits)
+        positions = gaps_decode(gaps, index_bits, numel)
     except FormatError as e:
         raise ContainerError(f"tensor {entry['name']}: {e}") from None
     if len(positions) != nnz:

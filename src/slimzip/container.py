@@ -1,6 +1,7 @@
 """The .slz container: a versioned, checksummed, self-describing file. ``docs/FORMAT.md`` gives every byte.
 
-    magic (8) | version u16 | flags u16 | manifest length u32 | manifest crc32 u32 | manifest (JSON)
+    magic (8) | version u16 | flags u16 | manifest length u32 | manifest crc32 u32 | manifest (JSON,
+    zlib-deflated when flag 1 is set)
     | sections (concatenated) | file crc32 u32
 
 Reading never executes code: the manifest is JSON, the sections are bytes whose offsets, lengths and
@@ -26,6 +27,7 @@ HEADER = struct.Struct("<8sHHII")  # magic, version, flags, manifest length, man
 TRAILER = struct.Struct("<I")  # crc32 of everything before it
 MAX_MANIFEST = 64 << 20  # bytes; a real manifest is a few KB per hundred tensors
 MAX_FILE = 8 << 30  # bytes
+FLAG_DEFLATE = 1  # the manifest is stored zlib-compressed (JSON compresses about 3x)
 
 
 class ContainerError(SlimzipError):
@@ -39,14 +41,16 @@ class Container:
     file_bytes: int
 
 
-def encode_container(manifest: dict, sections: list[bytes]) -> bytes:
+def encode_container(manifest: dict, sections: list[bytes], deflate: bool = True) -> bytes:
     """Lay out the sections, record their offsets/lengths/crc32 in the manifest, and serialise."""
     table, offset = [], 0
     for data in sections:
         table.append({"offset": offset, "length": len(data), "crc32": zlib.crc32(data)})
         offset += len(data)
     body = json.dumps({**manifest, "sections": table}, separators=(",", ":"), sort_keys=True).encode()
-    head = HEADER.pack(MAGIC, VERSION, 0, len(body), zlib.crc32(body))
+    if deflate:
+        body = zlib.compress(body, 9)
+    head = HEADER.pack(MAGIC, VERSION, FLAG_DEFLATE if deflate else 0, len(body), zlib.crc32(body))
     blob = head + body + b"".join(sections)
     return blob + TRAILER.pack(zlib.crc32(blob))
 
@@ -62,11 +66,13 @@ def decode_container(blob: bytes) -> Container:
     """Parse and verify a container held in memory."""
     if len(blob) < HEADER.size + TRAILER.size:
         raise ContainerError(f"file too short for a .slz container ({len(blob)} bytes)")
-    magic, version, _flags, mlen, mcrc = HEADER.unpack_from(blob)
+    magic, version, flags, mlen, mcrc = HEADER.unpack_from(blob)
     if magic != MAGIC:
         raise ContainerError("not a .slz file (bad magic bytes)")
     if version != VERSION:
         raise ContainerError(f".slz version {version} is not supported (this slimzip reads version {VERSION})")
+    if flags & ~FLAG_DEFLATE:
+        raise ContainerError(f"unknown flags {flags:#x}")
     (fcrc,) = TRAILER.unpack_from(blob, len(blob) - TRAILER.size)
     if zlib.crc32(blob[:-TRAILER.size]) != fcrc:
         raise ContainerError("file checksum mismatch (truncated or corrupted)")
@@ -76,9 +82,21 @@ def decode_container(blob: bytes) -> Container:
     body = blob[HEADER.size:payload_start]
     if zlib.crc32(body) != mcrc:
         raise ContainerError("manifest checksum mismatch")
-    manifest = _parse_manifest(body)
+    manifest = _parse_manifest(_inflate(body) if flags & FLAG_DEFLATE else body)
     payload = memoryview(blob)[payload_start:len(blob) - TRAILER.size]
     return Container(manifest, _sections(manifest, payload), len(blob))
+
+
+def _inflate(body: bytes) -> bytes:
+    """Decompress the manifest, refusing to grow past MAX_MANIFEST (no zip bombs)."""
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(body, MAX_MANIFEST)
+    except zlib.error as e:
+        raise ContainerError(f"manifest does not inflate ({e})") from None
+    if d.unconsumed_tail or not d.eof:
+        raise ContainerError("manifest inflates past its size limit or is incomplete")
+    return out
 
 
 def _parse_manifest(body: bytes) -> dict:
