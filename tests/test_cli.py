@@ -77,3 +77,34 @@ def test_console_script_entry_point():
     result = subprocess.run([sys.executable, "-m", "slimzip", "train", "--model", "nope", "--out", "x"],
                             capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.startswith("slimzip: error: unknown model")
+
+
+def test_compress_inspect_eval_agree(capsys, data_dir, tmp_path):
+    ckpt = tmp_path / "run"
+    assert main(["train", "--model", "lenet-300-100", "--epochs", "1", "--subset", "3000", "--out", str(ckpt),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    slz = tmp_path / "m.slz"
+    code, out, _ = run(capsys, "compress", str(ckpt), "--sparsity", "0.9", "--prune-steps", "1", "--retrain-epochs",
+                       "0", "--centroid-epochs", "0", "--out", str(slz), "--json", "--quiet")
+    result = json.loads(out)
+    assert code == 0 and result["file_bytes"] == slz.stat().st_size
+    assert result["compression_ratio"] == pytest.approx(result["dense_fp32_bytes"] / result["file_bytes"])
+    assert result["sparsity"] == pytest.approx(0.9, abs=1e-3)
+    code, out, _ = run(capsys, "eval", str(slz), "--json")
+    assert code == 0 and json.loads(out)["accuracy"] == result["test_accuracy"]
+    code, out, _ = run(capsys, "inspect", str(slz), "--json")
+    assert code == 0 and sum(json.loads(out)["components"].values()) == slz.stat().st_size
+    slz.write_bytes(slz.read_bytes()[:-10])
+    code, _, err = run(capsys, "eval", str(slz))
+    assert code == 2 and "checksum" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sparsity", "1.0"], "sparsity must be in"),
+    (["--coder", "zip"], "unknown coder"),
+    (["--bits-fc", "0"], "bits fc must be in"),
+])
+def test_compress_rejects_bad_knobs(capsys, tmp_path, argv, message):
+    code, _, err = run(capsys, "compress", str(tmp_path), "--out", str(tmp_path / "x.slz"), *argv)
+    assert code == 2 and message in err

@@ -239,9 +239,10 @@ def inspect_container(container: Container) -> dict:
             parts["indices"] += sizes["index"]
             nnz = max(e["nnz"], 1)
             rows.append({"name": e["name"], "weights": numel, "kept": e["nnz"] / numel, "bits": e["bits"],
-                         "code_bits": 8 * sizes["codes"] / nnz, "code_entropy": e.get("code_entropy"),
-                         "index_bits": 8 * sizes["index"] / nnz, "index_entropy_per_weight":
-                         e.get("index_entropy", 0) * e["gap_symbols"] / nnz, "bytes": sum(sizes.values())})
+                         "coders": e["coders"], "code_bits": 8 * sizes["codes"] / nnz,
+                         "code_entropy": e.get("code_entropy", 0.0), "index_bits": 8 * sizes["index"] / nnz,
+                         "index_entropy": e.get("index_entropy", 0.0) * e["gap_symbols"] / nnz,
+                         "bytes": sum(sizes.values())})
         else:
             size = len(container.sections[e["data"]])
             parts["raw"] += size
