@@ -58,6 +58,12 @@ class ResNet(nn.Module):
         x = self.layers(F.relu(self.bn1(self.conv1(x))))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
+    def unprunable_layers(self) -> list[nn.Module]:
+        """The residual stream's producers. Option A pads channels between stages, which no dependency
+        graph maps, so channel pruning keeps the stream's width and prunes inside the blocks (as Li et
+        al. do for ResNet-56)."""
+        return [self.conv1] + [block.conv2 for block in self.layers]
+
 
 class PreActBottleneck(nn.Module):
     """BN-ReLU-conv1x1, BN-ReLU-conv3x3, BN-ReLU-conv1x1 (x4 wide), plus the input or a 1x1 projection."""

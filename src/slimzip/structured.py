@@ -1,0 +1,299 @@
+"""Structured pruning: channels are physically removed, so the result is a narrower dense model.
+
+Coupled channels (a residual add, a concatenation, a BatchNorm after its convolution) are found by
+Torch-Pruning's dependency graph: a *group* is everything that must lose the same channels together,
+named by its root module's fqn. A channel plan is plain JSON, ``{root fqn: [kept channel indices]}``:
+``ChannelPruner.fit`` produces it from an importance criterion, ``apply_plan`` narrows a model with it,
+and a registry name plus a plan rebuilds the narrowed model anywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from .errors import SlimzipError, check_range, unknown
+
+ChannelPlan = dict[str, list[int]]
+Group = tp.dependency.Group
+PRUNABLE = (nn.Conv2d, nn.Linear)
+NORMS = (nn.modules.batchnorm._BatchNorm,)
+
+
+# --- groups --------------------------------------------------------------------------------------
+
+def _forward_order(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
+    """Conv/linear modules in the order a forward pass runs them."""
+    order: list[nn.Module] = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: order.append(mod)) for m in model.modules()
+             if isinstance(m, PRUNABLE)]
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return order
+
+
+def channel_groups(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str, Group], tp.DependencyGraph]:
+    """Every prunable channel group, by root fqn, and the graph they live in (keep it alive while the
+    groups are used). The last layer (the classifier) is never pruned."""
+    example = torch.zeros(1, *input_shape)
+    try:
+        order = _forward_order(model, example)
+        with torch.enable_grad():  # the graph is traced through autograd
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    except Exception as e:  # tracing fails in many ways on arbitrary user code
+        raise SlimzipError(f"cannot trace the model for channel pruning ({type(e).__name__}: {e})") from None
+    names = {m: n for n, m in model.named_modules()}
+    keep = list(getattr(model, "unprunable_layers", lambda: [])())
+    groups = graph.get_all_groups(ignored_layers=order[-1:] + keep, root_module_types=list(PRUNABLE))
+    out: dict[str, Group] = {}
+    for group in groups:
+        if not any(_is_grouped(item.dep.target.module) for item in group):
+            out[names[group[0].dep.target.module]] = group
+    return out, graph
+
+
+def _is_grouped(module: object) -> bool:
+    """A grouped (not depthwise) convolution: removing its channels must keep every group equal, which
+    a free channel choice does not, so channels coupled to one are kept."""
+    return isinstance(module, nn.Conv2d) and 1 < module.groups < module.in_channels
+
+
+def _out_items(group: Group) -> Iterable[tuple[nn.Module, list[int]]]:
+    """(module, channel indices) for every parameterised module whose outputs the group removes."""
+    for item in group:
+        module = item.dep.target.module
+        if isinstance(module, (*PRUNABLE, *NORMS)) and item.dep.handler.__name__ == "prune_out_channels":
+            yield module, list(item.idxs)
+
+
+def _root_size(group: Group) -> int:
+    return len(group[0].idxs)
+
+
+# --- importance criteria: (group, activations of the group's root) -> one score per channel --------
+
+Importance = Callable[[Group, "torch.Tensor | None", torch.Generator], torch.Tensor]
+
+
+def _bn_scale(group: Group, _act, _gen) -> torch.Tensor:
+    norms = [(m.weight.detach().abs()[idx]) for m, idx in _out_items(group) if isinstance(m, NORMS)]
+    if not norms:
+        raise SlimzipError("the bn_scale criterion needs BatchNorm layers; this model has a group without one")
+    return torch.stack(norms).sum(0)
+
+
+def _weight_norm(p: int) -> Importance:
+    def score(group: Group, _act, _gen) -> torch.Tensor:
+        rows = [m.weight.detach()[idx].flatten(1).norm(p=p, dim=1) for m, idx in _out_items(group)
+                if isinstance(m, PRUNABLE)]
+        return torch.stack(rows).sum(0)
+    return score
+
+
+def _activation(sign: float, key: int) -> Importance:
+    def score(group: Group, act, _gen) -> torch.Tensor:
+        if act is None:
+            raise SlimzipError("activation-based criteria need activations (pass a data loader)")
+        return sign * act[key]
+    return score
+
+
+IMPORTANCES: dict[str, Importance] = {
+    "bn_scale": _bn_scale,  # network slimming: |gamma|
+    "l1": _weight_norm(1),  # filter L1 norm (Li et al.)
+    "l2": _weight_norm(2),
+    "random": lambda group, act, gen: torch.rand(_root_size(group), generator=gen),
+    "dropnet": _activation(1.0, 0),  # DropNet: mean |post-activation|; low is dropped
+    "dropnet_max": _activation(-1.0, 0),  # DropNet's 'max' ablation: drop the most active
+    "apoz": _activation(-1.0, 1),  # average percentage of zeros; many zeros is dropped
+}
+
+
+@torch.no_grad()
+def collect_activations(model: nn.Module, groups: dict[str, Group], batches: Iterable) -> dict[str, torch.Tensor]:
+    """Per group: (mean |ReLU(output)|, fraction of zeros) per channel of the last out-item module of the
+    group in forward order (the BN after a conv if there is one), over ``batches`` of (x, y)."""
+    sums: dict[str, torch.Tensor] = {}
+    hooks = []
+    count = [0]
+    for root, group in groups.items():
+        items = list(_out_items(group))
+        module, idx = next(((m, i) for m, i in items if isinstance(m, NORMS)), items[0])
+
+        def hook(mod, inp, out, root=root, idx=idx):
+            a = torch.relu(out.detach().float())[:, idx]
+            dims = [0] + list(range(2, a.dim()))
+            stats = torch.stack([a.abs().mean(dims), (a == 0).float().mean(dims)])
+            sums[root] = sums.get(root, 0) + stats * a.shape[0]
+        hooks.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        for x, _ in batches:
+            model(x)
+            count[0] += x.shape[0]
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return {k: v / max(count[0], 1) for k, v in sums.items()}
+
+
+# --- the pruner ----------------------------------------------------------------------------------
+
+@dataclass
+class ChannelPruner:
+    """Choose which channels to keep.
+
+    ``scope='global'``: one threshold over the scores of all groups (network slimming's percentile of
+    |gamma|; DropNet's ``min``). ``scope='layer'``: every group loses ``channel_ratio`` of its channels
+    (DropNet's ``min_layer``). A group always keeps at least ``min_channels``; kept widths are rounded
+    up to a multiple of ``round_to``.
+    """
+
+    importance: str = "bn_scale"
+    channel_ratio: float = 0.5  # fraction of channels removed
+    scope: str = "global"
+    min_channels: int = 1
+    round_to: int = 1
+    seed: int = 0
+
+    def fit(self, model: nn.Module, input_shape: tuple[int, ...],
+            activations: dict[str, torch.Tensor] | None = None) -> "ChannelPruner":
+        check_range("channel ratio", self.channel_ratio, 0.0, 1.0, high_open=True)
+        if self.importance not in IMPORTANCES:
+            raise unknown("importance", self.importance, list(IMPORTANCES))
+        if self.scope not in ("global", "layer"):
+            raise unknown("scope", self.scope, ["global", "layer"])
+        if self.min_channels < 1 or self.round_to < 1:
+            raise SlimzipError("min_channels and round_to must be at least 1 (a layer never loses its last channel)")
+        groups, _graph = channel_groups(model, input_shape)
+        gen = torch.Generator().manual_seed(self.seed)
+        self.scores_ = {k: IMPORTANCES[self.importance](g, (activations or {}).get(k), gen).float()
+                        for k, g in groups.items()}
+        self.plan_ = self._plan()
+        return self
+
+    def _plan(self) -> ChannelPlan:
+        if self.scope == "global":
+            every = torch.cat(list(self.scores_.values()))
+            k = int(self.channel_ratio * len(every))
+            threshold = every.sort().values[k - 1].item() if k > 0 else -math.inf
+            keep_counts = {g: int((s > threshold).sum()) for g, s in self.scores_.items()}
+        else:
+            keep_counts = {g: len(s) - int(self.channel_ratio * len(s)) for g, s in self.scores_.items()}
+        plan = {}
+        for g, scores in self.scores_.items():
+            n = max(keep_counts[g], self.min_channels)
+            n = min(len(scores), -(-n // self.round_to) * self.round_to)
+            plan[g] = sorted(scores.argsort(descending=True, stable=True)[:n].tolist())
+        return plan
+
+
+def apply_plan(model: nn.Module, plan: ChannelPlan, input_shape: tuple[int, ...]) -> nn.Module:
+    """Physically remove the channels a plan does not keep, in place; returns the model."""
+    groups, graph = channel_groups(model, input_shape)
+    if unknown_roots := set(plan) - set(groups):
+        raise SlimzipError(f"the channel plan names groups this model does not have: {sorted(unknown_roots)[:3]}")
+    modules = dict(model.named_modules())
+    for root, kept in plan.items():
+        size = _root_size(groups[root])
+        if not kept or len(set(kept)) != len(kept) or min(kept) < 0 or max(kept) >= size:
+            raise SlimzipError(f"channel plan for {root}: kept indices must be distinct, in [0, {size}), not empty")
+        removed = sorted(set(range(size)) - set(kept))
+        if removed:
+            module = modules[root]
+            handler = tp.prune_conv_out_channels if isinstance(module, nn.Conv2d) else tp.prune_linear_out_channels
+            graph.get_pruning_group(module, handler, idxs=removed).prune()
+    return model
+
+
+def zero_channels_hooks(model: nn.Module, plan: ChannelPlan, input_shape: tuple[int, ...]) -> list:
+    """Forward hooks that zero, in the unpruned model, every output channel the plan removes: the
+    reference a narrowed model must equal. Returns the hook handles."""
+    groups, _graph = channel_groups(model, input_shape)
+    handles = []
+    for root, kept in plan.items():
+        group = groups[root]
+        removed = sorted(set(range(_root_size(group))) - set(kept))
+        for module, idx in _out_items(group):
+            drop = [idx[i] for i in removed]
+
+            def hook(mod, inp, out, drop=drop):
+                out = out.clone()
+                out[:, drop] = 0
+                return out
+            handles.append(module.register_forward_hook(hook))
+    return handles
+
+
+def widths(model: nn.Module) -> dict[str, int]:
+    """Output channels of every conv/linear layer, by fqn."""
+    return {n: (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
+            for n, m in model.named_modules() if isinstance(m, PRUNABLE)}
+
+
+def _removed_per_module(groups: dict[str, Group], plan: ChannelPlan) -> tuple[dict, dict]:
+    """How many output and input channels the plan removes from each module."""
+    out_removed: dict[nn.Module, int] = {}
+    in_removed: dict[nn.Module, int] = {}
+    for root, kept in plan.items():
+        size = _root_size(groups[root])
+        n = size - len(kept)
+        for item in groups[root]:
+            module = item.dep.target.module
+            if not isinstance(module, (*PRUNABLE, *NORMS)):
+                continue
+            side = out_removed if item.dep.handler.__name__ == "prune_out_channels" else in_removed
+            # a flatten expands each channel into H x W inputs of the next linear layer
+            side[module] = side.get(module, 0) + n * (len(item.idxs) // size)
+    return out_removed, in_removed
+
+
+def plan_cost(model: nn.Module, plan: ChannelPlan, input_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(params, MACs) the narrowed model will have, computed from the plan and the *unpruned* model's
+    layer shapes, without building the narrowed model (a check on ``apply_plan``)."""
+    groups, _graph = channel_groups(model, input_shape)
+    out_removed, in_removed = _removed_per_module(groups, plan)
+    positions: dict[nn.Module, int] = {}
+    hooks = [m.register_forward_hook(lambda mod, i, o: positions.__setitem__(mod, o[0, 0].numel()))
+             for m in model.modules() if isinstance(m, PRUNABLE)]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+    counted = {id(p) for m in model.modules() if isinstance(m, (*PRUNABLE, *NORMS)) for p in m.parameters(recurse=False)}
+    params = sum(p.numel() for p in model.parameters() if id(p) not in counted)  # untouched by pruning
+    macs = 0
+    for m in model.modules():
+        if isinstance(m, NORMS):
+            params += 2 * (m.num_features - out_removed.get(m, 0)) if m.affine else 0
+        elif isinstance(m, PRUNABLE):
+            cout = m.weight.shape[0] - out_removed.get(m, 0)
+            depthwise = isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+            cin = 1 if depthwise else (m.weight.shape[1] - in_removed.get(m, 0) // (m.groups if isinstance(m, nn.Conv2d) else 1))
+            per_out = cin * (m.weight[0, 0].numel() if isinstance(m, nn.Conv2d) else 1)
+            params += cout * per_out + (cout if m.bias is not None else 0)
+            macs += cout * per_out * positions.get(m, 0)
+    return params, macs
+
+
+def validate_plan(plan: object) -> ChannelPlan:
+    """A plan read from a file: a dict of fqn -> list of non-negative ints, or an error."""
+    if not isinstance(plan, dict) or not all(
+            isinstance(k, str) and isinstance(v, list) and v and all(isinstance(i, int) and not isinstance(i, bool)
+                                                                    and 0 <= i < 1 << 20 for i in v)
+            for k, v in plan.items()):
+        raise SlimzipError("the channel plan is malformed (want {layer fqn: [kept channel indices]})")
+    return plan

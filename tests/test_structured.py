@@ -1,0 +1,146 @@
+"""Channel pruning: a narrowed model equals the original with the same channels zeroed, and its size is
+what the plan says, on every registered model and on models slimzip has never seen."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimzip.data import get_dataset_spec
+from slimzip.errors import SlimzipError
+from slimzip.measure import measure
+from slimzip.models import MODELS, create_model
+from slimzip.structured import IMPORTANCES, ChannelPruner, apply_plan, plan_cost, widths, zero_channels_hooks
+
+
+class Branchy(nn.Module):
+    """Depthwise and grouped convs, a residual add, a concatenation of two sources, flatten into Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.dw, self.bn_dw = nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.BatchNorm2d(16)
+        self.pw = nn.Conv2d(16, 16, 1)
+        self.grouped = nn.Conv2d(16, 32, 3, padding=1, groups=4)
+        self.side = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Conv2d(40, 24, 3, stride=2, padding=1)
+        self.fc1, self.fc2 = nn.Linear(24 * 8 * 8, 32), nn.Linear(32, 10)
+
+    def forward(self, x):
+        s = F.relu(self.bn(self.stem(x)))
+        r = s + self.pw(F.relu(self.bn_dw(self.dw(s))))
+        c = torch.cat([F.relu(self.grouped(r)), F.relu(self.side(x))], 1)
+        return self.fc2(F.relu(self.fc1(torch.flatten(F.relu(self.head(c)), 1))))
+
+
+class TwoTowers(nn.Module):
+    """Two branches added, then concatenated with the input: coupled groups across an add and a cat."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 12, 3, padding=1), nn.Conv2d(3, 12, 5, padding=2)
+        self.bn_a, self.bn_b = nn.BatchNorm2d(12), nn.BatchNorm2d(12)
+        self.mix = nn.Conv2d(15, 20, 3, padding=1)
+        self.fc = nn.Linear(20, 5)
+
+    def forward(self, x):
+        y = F.relu(self.bn_a(self.a(x)) + self.bn_b(self.b(x)))
+        return self.fc(F.adaptive_avg_pool2d(F.relu(self.mix(torch.cat([y, x], 1))), 1).flatten(1))
+
+
+CUSTOM = {"branchy": (Branchy, (3, 16, 16)), "two-towers": (TwoTowers, (3, 12, 12))}
+
+
+def _randomise_bn(model):
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.weight.uniform_(0, 1)
+                m.bias.normal_()
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2)
+    return model.eval()
+
+
+def _check(model, shape, pruner):
+    plan = pruner.fit(model, shape).plan_
+    narrowed = apply_plan(copy.deepcopy(model), plan, shape).eval()
+    reference = copy.deepcopy(model)
+    zero_channels_hooks(reference, plan, shape)
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        assert torch.allclose(narrowed(x), reference(x), atol=1e-4, rtol=1e-4)
+    cost = measure(narrowed, shape)
+    assert plan_cost(model, plan, shape) == (cost.params, cost.macs)
+    assert cost.params < measure(model, shape).params
+    assert all(w >= 1 for w in widths(narrowed).values())
+    return plan, narrowed
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_registered_model_narrows_exactly(name):
+    torch.manual_seed(0)
+    model = _randomise_bn(create_model(name))
+    shape = get_dataset_spec(MODELS[name].dataset).image_shape
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    pruner = ChannelPruner(importance="bn_scale" if has_bn else "l1", channel_ratio=0.4,
+                           scope="global" if has_bn else "layer")
+    plan, narrowed = _check(model, shape, pruner)
+    rebuilt = apply_plan(create_model(name), plan, shape)  # a name and a plan rebuild the architecture
+    assert [p.shape for p in rebuilt.parameters()] == [p.shape for p in narrowed.parameters()]
+
+
+@pytest.mark.parametrize("name", sorted(CUSTOM))
+@pytest.mark.parametrize("importance, scope", [("l1", "layer"), ("l2", "global"), ("random", "layer")])
+def test_models_slimzip_has_never_seen(name, importance, scope):
+    torch.manual_seed(0)
+    cls, shape = CUSTOM[name]
+    _check(_randomise_bn(cls()), shape, ChannelPruner(importance=importance, channel_ratio=0.5, scope=scope))
+
+
+def test_layer_scope_removes_the_ratio_of_every_group_and_keeps_the_best():
+    model = _randomise_bn(create_model("vgg11"))
+    pruner = ChannelPruner(importance="bn_scale", channel_ratio=0.25, scope="layer").fit(model, (3, 32, 32))
+    for root, kept in pruner.plan_.items():
+        scores = pruner.scores_[root]
+        assert len(kept) == len(scores) - int(0.25 * len(scores))
+        assert scores[kept].min() >= scores[[i for i in range(len(scores)) if i not in kept]].max()
+
+
+def test_min_channels_and_round_to():
+    model = _randomise_bn(create_model("vgg11"))
+    with torch.no_grad():
+        model.features[1].weight.zero_()  # a layer whose scales are all zero: global pruning would empty it
+    plan = ChannelPruner(channel_ratio=0.3, min_channels=4, round_to=8).fit(model, (3, 32, 32)).plan_
+    assert all(len(k) >= 4 and len(k) % 8 == 0 for k in plan.values())
+    assert len(plan["features.0"]) == 8
+
+
+@pytest.mark.parametrize("bad", [dict(channel_ratio=1.0), dict(channel_ratio=-0.1), dict(importance="magic"),
+                                 dict(scope="block"), dict(min_channels=0)])
+def test_bad_settings_are_user_errors(bad):
+    with pytest.raises(SlimzipError):
+        ChannelPruner(**bad).fit(create_model("lenet-5-bn"), (1, 28, 28))
+
+
+def test_bn_scale_needs_batchnorm_and_activation_criteria_need_data():
+    with pytest.raises(SlimzipError, match="BatchNorm"):
+        ChannelPruner(importance="bn_scale").fit(create_model("lenet-5"), (1, 28, 28))
+    with pytest.raises(SlimzipError, match="activations"):
+        ChannelPruner(importance="dropnet").fit(create_model("lenet-5"), (1, 28, 28))
+    assert {"bn_scale", "l1", "l2", "random", "dropnet", "dropnet_max", "apoz"} <= set(IMPORTANCES)
+
+
+def test_untraceable_model_is_a_user_error():
+    class Weird(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.fc(x) if x.sum().item() > 1e9 else None  # returns no tensor
+
+    with pytest.raises(SlimzipError, match="cannot trace"):
+        ChannelPruner(importance="l1").fit(Weird(), (4,))
