@@ -108,3 +108,29 @@ def test_compress_inspect_eval_agree(capsys, data_dir, tmp_path):
 def test_compress_rejects_bad_knobs(capsys, tmp_path, argv, message):
     code, _, err = run(capsys, "compress", str(tmp_path), "--out", str(tmp_path / "x.slz"), *argv)
     assert code == 2 and message in err
+
+
+def test_prune_channels_narrows_saves_and_never_touches_the_input(capsys, data_dir, tmp_path):
+    ckpt = tmp_path / "run"
+    assert main(["train", "--model", "lenet-5-bn", "--epochs", "1", "--subset", "2000", "--out", str(ckpt),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in ckpt.iterdir() if p.is_file()}
+    out = tmp_path / "narrow"
+    code, stdout, _ = run(capsys, "prune-channels", str(ckpt), "--method", "slimming", "--ratio", "0.5",
+                          "--out", str(out), "--json", "--quiet")
+    r = json.loads(stdout)
+    assert code == 0 and r["after"]["cost"]["params"] < r["before"]["cost"]["params"]
+    assert sum(r["after"]["widths"].values()) < sum(r["before"]["widths"].values())
+    code, stdout, _ = run(capsys, "eval", str(out), "--json")  # rebuilt from registry name + plan
+    assert code == 0 and json.loads(stdout)["accuracy"] == r["after"]["test_accuracy"]
+    slz = tmp_path / "n.slz"  # a narrowed model compresses and decodes too
+    code, stdout, _ = run(capsys, "compress", str(out), "--prune-steps", "1", "--retrain-epochs", "0",
+                          "--centroid-epochs", "0", "--out", str(slz), "--json", "--quiet")
+    assert code == 0 and json.loads(stdout)["params"] == r["after"]["cost"]["params"]
+    for argv, message in ((["--ratio", "1.0"], "channel ratio"), (["--ratio", "0.5", "--method", "magic"], "method"),
+                          (["--ratio", "0.5", "--out", str(ckpt)], "never modified")):
+        argv = argv if "--out" in argv else argv + ["--out", str(tmp_path / "x")]
+        code, _, err = run(capsys, "prune-channels", str(ckpt), *argv)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert before == {p.name: p.read_bytes() for p in ckpt.iterdir() if p.is_file()}

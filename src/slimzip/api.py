@@ -21,7 +21,7 @@ from .checkpoint import atomic_write_bytes, atomic_write_json, load_checkpoint, 
 from .compress import CompressConfig, decode_model, deep_compress, encode_model, inspect_container
 from .container import decode_container, read_container
 from .data import create_loaders, get_dataset_spec
-from .errors import SlimzipError
+from .errors import SlimzipError, check_range
 from .measure import dense_fp32_bytes, measure
 from .models import MODELS, create_model, get_model_entry
 from .progress import log
@@ -203,3 +203,67 @@ def inspect_file(path: str | os.PathLike) -> dict:
     report = inspect_container(container)
     return {"file": str(path), "model": container.manifest.get("model"), "dataset": container.manifest.get("dataset"),
             **report}
+
+
+METHODS = {"slimming": "bn_scale", "l1": "l1", "l2": "l2", "dropnet": "dropnet", "dropnet_max": "dropnet_max",
+           "apoz": "apoz", "random": "random"}  # command-line method -> importance criterion
+
+
+def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, method: str = "slimming",
+                   channel_ratio: float = 0.5, scope: str = "global", min_channels: int = 1, round_to: int = 1,
+                   finetune_epochs: int = 0, lr: float | None = None, sparsity: float = 0.0, seed: int = 0,
+                   device: str = "cpu", data_dir: str | None = None, verbose: bool = True) -> dict:
+    """Remove channels from a trained checkpoint (physically: the result is a narrower dense model),
+    fine-tune, and save a new checkpoint; the input is never modified."""
+    from .structured import ChannelPruner, apply_plan, collect_activations, compose_plans, widths
+
+    if method not in METHODS:
+        raise SlimzipError(f"unknown method {method!r}; choose from: {', '.join(METHODS)}")
+    check_range("channel ratio", channel_ratio, 0.0, 1.0, high_open=True)
+    out = Path(out)
+    if out.resolve() == Path(checkpoint).resolve():
+        raise SlimzipError("--out must be a new directory; the input checkpoint is never modified")
+    dev = resolve_device(device)
+    model, meta = load_checkpoint(checkpoint, dev)
+    dataset, spec = meta["dataset"], meta["model"]
+    shape = get_dataset_spec(dataset).image_shape
+    train_cfg = TrainConfig.from_json(meta["config"]["train"])
+    data_opts = meta["config"].get("data", {})
+    pruner = ChannelPruner(importance=METHODS[method], channel_ratio=channel_ratio, scope=scope,
+                           min_channels=min_channels, round_to=round_to, seed=seed)
+    config = {"pruned_from": str(checkpoint), "method": method, "channel_ratio": channel_ratio, "scope": scope,
+              "min_channels": min_channels, "round_to": round_to, "finetune_epochs": finetune_epochs, "lr": lr,
+              "sparsity": sparsity, "seed": seed}
+    if (finished := _finished(out, {**meta["config"], "prune": config})) is not None:
+        return finished
+    _claim(out, {**meta["config"], "prune": config})
+    loaders = create_loaders(dataset, data_dir=data_dir, batch_size=train_cfg.batch_size, device=dev,
+                             augment=data_opts.get("augment"), normalize=data_opts.get("normalize", "standard"),
+                             seed=seed)
+    before = {"cost": measure(model, shape).as_dict(), "widths": widths(model),
+              "val_accuracy": evaluate(model, loaders.val)[1]}
+    activations = None
+    if method in ("dropnet", "dropnet_max", "apoz"):  # DropNet scores over the whole training split
+        from .structured import channel_groups
+
+        activations = collect_activations(model, channel_groups(model, shape)[0], loaders.train)
+    pruner.fit(model, shape, activations)
+    model = apply_plan(model, pruner.plan_, shape)
+    pruned_val = evaluate(model, loaders.val)[1]
+    if finetune_epochs:
+        ft = dataclasses.replace(train_cfg, epochs=finetune_epochs, lr=lr or train_cfg.lr * 0.1, schedule="cosine",
+                                 sparsity=sparsity, patience=0)
+        fit(model, loaders.train, loaders.val, ft, run_dir=out / "finetune", verbose=verbose)
+    new_spec = {**spec, "plan": compose_plans(spec.get("plan"), pruner.plan_)}
+    cost = measure(model, shape)
+    summary = {"model": spec["name"], "dataset": dataset, "out": str(out), "method": method,
+               "channel_ratio": channel_ratio, "scope": scope, "before": before,
+               "after": {"cost": cost.as_dict(), "widths": widths(model), "val_accuracy_before_finetune": pruned_val,
+                         "val_accuracy": evaluate(model, loaders.val)[1],
+                         "test_accuracy": evaluate(model, loaders.test)[1]},
+               "params_removed": 1 - cost.params / before["cost"]["params"],
+               "macs_removed": 1 - cost.macs / before["cost"]["macs"], "finetune_epochs": finetune_epochs}
+    save_checkpoint(out, model.float().to(memory_format=torch.contiguous_format), new_spec, dataset=dataset,
+                    config={**meta["config"], "prune": config}, metrics=summary)
+    atomic_write_json(out / "summary.json", summary)
+    return summary

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import SlimzipError
-from .models import create_model
+from .structured import build_model
 
 FORMAT = "slimzip-checkpoint"
 VERSION = 1
@@ -99,7 +99,7 @@ def load_checkpoint(directory: str | os.PathLike, device: str | torch.device = "
     """Rebuild the model from its registry spec and load its weights; returns (model, meta)."""
     meta = read_meta(directory)
     spec = meta["model"]
-    model = create_model(spec["name"], **spec.get("kwargs", {}))
+    model = build_model(spec)
     state = load_tensors(Path(directory) / WEIGHTS)
     try:
         model.load_state_dict(state, strict=True)

@@ -124,6 +124,28 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     _emit(inspect_file(args.file), args.json, table)
 
 
+def cmd_prune_channels(args: argparse.Namespace) -> None:
+    from .api import prune_channels
+
+    r = prune_channels(args.checkpoint, args.out, method=args.method, channel_ratio=args.ratio, scope=args.scope,
+                       min_channels=args.min_channels, round_to=args.round_to, finetune_epochs=args.finetune_epochs,
+                       lr=args.lr, sparsity=args.sparsity, seed=args.seed, device=args.device, data_dir=args.data_dir,
+                       verbose=not args.quiet)
+
+    def table(r: dict) -> str:
+        b, a = r["before"], r["after"]
+        lines = [f"{r['model']}: params {b['cost']['params']:,} -> {a['cost']['params']:,} "
+                 f"(-{r['params_removed']:.1%}), MACs {b['cost']['macs']:,} -> {a['cost']['macs']:,} "
+                 f"(-{r['macs_removed']:.1%})",
+                 f"val accuracy {b['val_accuracy']:.4f} -> {a['val_accuracy_before_finetune']:.4f} pruned -> "
+                 f"{a['val_accuracy']:.4f} after {r['finetune_epochs']} fine-tune epochs; test {a['test_accuracy']:.4f}",
+                 f"{'layer':28} {'width before':>12} {'after':>6}"]
+        lines += [f"{k:28} {v:>12} {a['widths'].get(k, 0):>6}" for k, v in b["widths"].items()]
+        return "\n".join(lines)
+
+    _emit(r, args.json, table)
+
+
 # --- parser --------------------------------------------------------------------------------------
 
 def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
@@ -171,6 +193,23 @@ def build_parser() -> Parser:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     _common(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("prune-channels", help="remove channels (physically) from a checkpoint, then fine-tune")
+    p.add_argument("checkpoint", help="a checkpoint directory (from `slimzip train` or `prune-channels`)")
+    p.add_argument("--out", required=True, help="a new directory for the narrowed checkpoint")
+    p.add_argument("--method", default="slimming",
+                   help="slimming (BN scales), l1, l2, dropnet (mean activation), dropnet_max, apoz or random")
+    p.add_argument("--ratio", type=_number, required=True, help="fraction of channels removed, in [0, 1)")
+    p.add_argument("--scope", default="global", help="global (one threshold) or layer (the ratio in every layer)")
+    p.add_argument("--min-channels", type=_positive_int, default=1, help="channels every layer keeps (default 1)")
+    p.add_argument("--round-to", type=_positive_int, default=1, help="round kept widths up to a multiple (8, 16, 32)")
+    p.add_argument("--finetune-epochs", type=int, default=0)
+    p.add_argument("--lr", type=_number, help="fine-tune learning rate (default: a tenth of the checkpoint's)")
+    p.add_argument("--sparsity", type=_number, default=0.0, help="L1 on BN scales while fine-tuning (multi-pass slimming)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    _common(p)
+    p.set_defaults(func=cmd_prune_channels)
 
     p = sub.add_parser("compress", help="deep compression with fixed knobs into a .slz file")
     p.add_argument("checkpoint", help="a checkpoint directory (from `slimzip train`)")

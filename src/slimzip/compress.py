@@ -19,7 +19,7 @@ from .coding import CODECS, FormatError, entropy_bits, gaps_decode, gaps_encode
 from .container import HEADER, TRAILER, Container, ContainerError, encode_container
 from .data import DeviceLoader
 from .errors import SlimzipError, check_range, unknown
-from .models import create_model
+from .structured import build_model
 from .progress import log
 from .sharing import SharedLayer, WeightSharer, tie_centroids_, untie_centroids_
 from .train import TrainConfig, fit
@@ -148,12 +148,15 @@ def _model_from_manifest(manifest: dict) -> nn.Module:
     if manifest.get("format") != FORMAT or not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise ContainerError("manifest does not describe a slimzip model")
     kwargs = spec.get("kwargs", {})
-    if not isinstance(kwargs, dict) or set(kwargs) - {"num_classes"}:
+    if not isinstance(kwargs, dict) or set(kwargs) - {"num_classes"} or set(spec) - {"name", "kwargs", "plan"}:
         raise ContainerError("manifest model arguments are not supported")
     classes = kwargs.get("num_classes", 10)
     if not isinstance(classes, int) or isinstance(classes, bool) or not 2 <= classes <= MAX_CLASSES:
         raise ContainerError("manifest asks for an impossible number of classes")
-    return create_model(spec["name"], **kwargs)
+    try:
+        return build_model(spec)
+    except SlimzipError as e:
+        raise ContainerError(f"manifest model: {e}") from None
 
 
 def _section(container: Container, entry: dict, key: str) -> bytes:

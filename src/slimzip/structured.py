@@ -176,7 +176,8 @@ class ChannelPruner:
             raise unknown("scope", self.scope, ["global", "layer"])
         if self.min_channels < 1 or self.round_to < 1:
             raise SlimzipError("min_channels and round_to must be at least 1 (a layer never loses its last channel)")
-        groups, _graph = channel_groups(model, input_shape)
+        groups, self.graph_ = channel_groups(model, input_shape)
+        self.groups_ = groups  # valid while the model is unchanged (the graph holds the modules)
         gen = torch.Generator().manual_seed(self.seed)
         self.scores_ = {k: IMPORTANCES[self.importance](g, (activations or {}).get(k), gen).float()
                         for k, g in groups.items()}
@@ -201,26 +202,33 @@ class ChannelPruner:
 
 def apply_plan(model: nn.Module, plan: ChannelPlan, input_shape: tuple[int, ...]) -> nn.Module:
     """Physically remove the channels a plan does not keep, in place; returns the model."""
-    groups, graph = channel_groups(model, input_shape)
-    if unknown_roots := set(plan) - set(groups):
-        raise SlimzipError(f"the channel plan names groups this model does not have: {sorted(unknown_roots)[:3]}")
     modules = dict(model.named_modules())
+    roots = {name: modules.get(name) for name in plan}
+    if bad := [n for n, m in roots.items() if not isinstance(m, PRUNABLE)]:
+        raise SlimzipError(f"the channel plan names layers this model does not have: {sorted(bad)[:3]}")
+    example = torch.zeros(1, *input_shape)
+    try:
+        with torch.enable_grad():  # the graph is traced through autograd
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    except Exception as e:
+        raise SlimzipError(f"cannot trace the model for channel pruning ({type(e).__name__}: {e})") from None
     for root, kept in plan.items():
-        size = _root_size(groups[root])
+        module = roots[root]
+        size = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
         if not kept or len(set(kept)) != len(kept) or min(kept) < 0 or max(kept) >= size:
             raise SlimzipError(f"channel plan for {root}: kept indices must be distinct, in [0, {size}), not empty")
         removed = sorted(set(range(size)) - set(kept))
         if removed:
-            module = modules[root]
             handler = tp.prune_conv_out_channels if isinstance(module, nn.Conv2d) else tp.prune_linear_out_channels
             graph.get_pruning_group(module, handler, idxs=removed).prune()
     return model
 
 
-def zero_channels_hooks(model: nn.Module, plan: ChannelPlan, input_shape: tuple[int, ...]) -> list:
+def zero_channels_hooks(model: nn.Module, plan: ChannelPlan, input_shape: tuple[int, ...],
+                        groups: dict[str, Group] | None = None) -> list:
     """Forward hooks that zero, in the unpruned model, every output channel the plan removes: the
-    reference a narrowed model must equal. Returns the hook handles."""
-    groups, _graph = channel_groups(model, input_shape)
+    reference a narrowed model must equal. Returns the hook handles. ``groups``: the model's own, if at hand."""
+    groups = groups if groups is not None else channel_groups(model, input_shape)[0]
     handles = []
     for root, kept in plan.items():
         group = groups[root]
@@ -259,10 +267,11 @@ def _removed_per_module(groups: dict[str, Group], plan: ChannelPlan) -> tuple[di
     return out_removed, in_removed
 
 
-def plan_cost(model: nn.Module, plan: ChannelPlan, input_shape: tuple[int, ...]) -> tuple[int, int]:
+def plan_cost(model: nn.Module, plan: ChannelPlan, input_shape: tuple[int, ...],
+              groups: dict[str, Group] | None = None) -> tuple[int, int]:
     """(params, MACs) the narrowed model will have, computed from the plan and the *unpruned* model's
     layer shapes, without building the narrowed model (a check on ``apply_plan``)."""
-    groups, _graph = channel_groups(model, input_shape)
+    groups = groups if groups is not None else channel_groups(model, input_shape)[0]
     out_removed, in_removed = _removed_per_module(groups, plan)
     positions: dict[nn.Module, int] = {}
     hooks = [m.register_forward_hook(lambda mod, i, o: positions.__setitem__(mod, o[0, 0].numel()))
@@ -297,3 +306,25 @@ def validate_plan(plan: object) -> ChannelPlan:
             for k, v in plan.items()):
         raise SlimzipError("the channel plan is malformed (want {layer fqn: [kept channel indices]})")
     return plan
+
+
+def compose_plans(old: ChannelPlan | None, new: ChannelPlan) -> ChannelPlan:
+    """The plan, against the original model, of pruning with ``old`` and then with ``new`` (whose
+    indices count the channels ``old`` kept)."""
+    old = old or {}
+    out = {k: list(v) for k, v in old.items()}
+    for root, kept in new.items():
+        out[root] = [old[root][i] for i in kept] if root in old else list(kept)
+    return out
+
+
+def build_model(spec: dict) -> nn.Module:
+    """A registry model from its spec ``{"name", "kwargs", "plan"?}``: built, then narrowed by the plan."""
+    from .data import get_dataset_spec
+    from .models import create_model, get_model_entry
+
+    model = create_model(spec["name"], **spec.get("kwargs", {}))
+    if spec.get("plan"):
+        shape = get_dataset_spec(get_model_entry(spec["name"]).dataset).image_shape
+        apply_plan(model, validate_plan(spec["plan"]), shape)
+    return model
