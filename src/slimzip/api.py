@@ -267,3 +267,34 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
                     config={**meta["config"], "prune": config}, metrics=summary)
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def dropnet(model_name: str, dataset: str | None, out: str | os.PathLike, *, metric: str = "min_layer",
+            fraction: float = 0.2, stop_remaining: float = 0.1, kappa: float = 0.0, reset: str = "init",
+            overrides: dict[str, Any] | None = None, seed: int = 0, subset: int | None = None, device: str = "cpu",
+            data_dir: str | None = None, verbose: bool = True) -> dict:
+    """DropNet's iterative loop on a registered model (paper defaults: SGD lr 0.1, batch 32, up to 100
+    epochs with early stopping on validation loss, patience 5; pixels in [0, 1], no augmentation)."""
+    from .dropnet import DropNetConfig, run_dropnet
+
+    dataset = dataset or get_model_entry(model_name).dataset
+    check_fits(model_name, dataset)
+    cfg = DropNetConfig(metric=metric, fraction=fraction, stop_remaining=stop_remaining, kappa=kappa, reset=reset,
+                        seed=seed).validate()
+    train_cfg = dataclasses.replace(TrainConfig(epochs=100, batch_size=32, lr=0.1, weight_decay=0.0,
+                                                schedule="constant", patience=5), **(overrides or {})).validate()
+    dev = resolve_device(device)
+    config = json.loads(json.dumps({"model": model_name, "dataset": dataset, "dropnet": dataclasses.asdict(cfg),
+                                    "train": train_cfg.to_json(), "subset": subset}))
+    run = Path(out)
+    _claim(run, config)
+    loaders = create_loaders(dataset, data_dir=data_dir, batch_size=train_cfg.batch_size, device=dev,
+                             augment=False, normalize="unit", subset=subset, seed=seed)
+    spec = get_dataset_spec(dataset)
+    kwargs = {"num_classes": spec.num_classes} if spec.num_classes != 10 else {}
+    rows = run_dropnet(lambda: create_model(model_name, **kwargs).to(dev), loaders, cfg, train_cfg, run,
+                       verbose=verbose)
+    summary = {"model": model_name, "dataset": dataset, "metric": metric, "out": str(run),
+               "cycles": [{k: v for k, v in r.items() if k != "plan"} for r in rows]}
+    atomic_write_json(run / "summary.json", summary)
+    return summary

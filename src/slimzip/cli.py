@@ -146,6 +146,25 @@ def cmd_prune_channels(args: argparse.Namespace) -> None:
     _emit(r, args.json, table)
 
 
+def cmd_dropnet(args: argparse.Namespace) -> None:
+    from .api import dropnet
+
+    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "patience") if getattr(args, k) is not None}
+    r = dropnet(args.model, args.dataset, args.out, metric=args.metric, fraction=args.fraction,
+                stop_remaining=args.stop_remaining, kappa=args.kappa, reset=args.reset, overrides=overrides,
+                seed=args.seed, subset=args.subset, device=args.device, data_dir=args.data_dir,
+                verbose=not args.quiet)
+
+    def table(r: dict) -> str:
+        lines = [f"DropNet {r['metric']} on {r['model']} ({r['dataset']})",
+                 f"{'cycle':>5} {'remaining':>10} {'val acc':>8} {'test acc':>9} {'params':>9}"]
+        lines += [f"{c['cycle']:>5} {c['remaining']:>10.1%} {c['val_accuracy']:>8.4f} {c['test_accuracy']:>9.4f} "
+                  f"{c['params']:>9,}" for c in r["cycles"]]
+        return "\n".join(lines)
+
+    _emit(r, args.json, table)
+
+
 # --- parser --------------------------------------------------------------------------------------
 
 def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
@@ -210,6 +229,26 @@ def build_parser() -> Parser:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     _common(p)
     p.set_defaults(func=cmd_prune_channels)
+
+    p = sub.add_parser("dropnet", help="DropNet: train, drop the least active units, repeat (resumable)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", help="default: the model's own")
+    p.add_argument("--out", required=True, help="run directory: cycles.jsonl, per-cycle weights, summary")
+    p.add_argument("--metric", default="min_layer",
+                   help="min, min_layer, max, max_layer, random, random_layer, apoz, apoz_layer")
+    p.add_argument("--fraction", type=_number, default=0.2, help="of the remaining units dropped per cycle")
+    p.add_argument("--stop-remaining", type=_number, default=0.1, help="stop at this fraction of units left")
+    p.add_argument("--kappa", type=_number, default=0.0, help="stop once val accuracy < kappa x the first cycle's")
+    p.add_argument("--reset", default="init", help="init (theta0, DropNet's default), none, or random")
+    p.add_argument("--epochs", type=_positive_int, help="per cycle, with early stopping (default 100)")
+    p.add_argument("--patience", type=int, help="early stopping patience (default 5)")
+    p.add_argument("--batch-size", type=_positive_int, help="default 32")
+    p.add_argument("--lr", type=_number, help="default 0.1")
+    p.add_argument("--subset", type=_positive_int, help="train on the first N training images only")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    _common(p)
+    p.set_defaults(func=cmd_dropnet)
 
     p = sub.add_parser("compress", help="deep compression with fixed knobs into a .slz file")
     p.add_argument("checkpoint", help="a checkpoint directory (from `slimzip train`)")

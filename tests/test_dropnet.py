@@ -1,0 +1,39 @@
+import json
+
+import pytest
+
+from slimzip.api import dropnet
+from slimzip.errors import SlimzipError
+
+
+def _run(tmp_path, name="run", **kw):
+    args = dict(metric="min_layer", fraction=0.25, stop_remaining=0.5, subset=1000,
+                overrides={"epochs": 2, "batch_size": 100}, verbose=False)
+    return dropnet("dropnet-a", None, tmp_path / name, **{**args, **kw})
+
+
+def test_cycles_shrink_by_the_fraction_and_resume_exactly(data_dir, tmp_path):
+    rows = _run(tmp_path)["cycles"]
+    remaining = [r["remaining"] for r in rows]
+    assert remaining[0] == 1.0 and remaining[-1] <= 0.5 < remaining[-2]
+    assert all(b < a for a, b in zip(remaining, remaining[1:]))
+    assert all(b["params"] < a["params"] for a, b in zip(rows, rows[1:]))
+    journal = tmp_path / "run" / "cycles.jsonl"
+    lines = journal.read_text().splitlines()
+    journal.write_text("\n".join(lines[:-1]) + "\n")  # as if killed during the last cycle
+    again = _run(tmp_path)["cycles"]
+    assert again == rows  # the same cycle, retrained from the same start, gives the same numbers
+    assert len(journal.read_text().splitlines()) == len(lines)
+
+
+@pytest.mark.parametrize("bad, message", [(dict(metric="median"), "unknown DropNet metric"),
+                                          (dict(fraction=1.0), "fraction"), (dict(reset="warm"), "unknown reset")])
+def test_bad_settings(data_dir, tmp_path, bad, message):
+    with pytest.raises(SlimzipError, match=message):
+        _run(tmp_path, **bad)
+
+
+@pytest.mark.parametrize("reset", ["none", "random"])
+def test_other_resets_run(data_dir, tmp_path, reset):
+    rows = _run(tmp_path, reset=reset, metric="random")["cycles"]
+    assert len(rows) >= 2 and json.dumps(rows)
