@@ -145,3 +145,23 @@ def test_untraceable_model_is_a_user_error():
 
     with pytest.raises(SlimzipError, match="cannot trace"):
         ChannelPruner(importance="l1").fit(Weird(), (4,))
+
+
+@pytest.mark.parametrize("name", ["lenet-300-100", "lenet-5", "vgg11", "resnet20"])
+def test_dead_channels_are_removed_without_changing_outputs(name):
+    from slimzip.structured import dead_channel_plan
+
+    torch.manual_seed(0)
+    model = _randomise_bn(create_model(name))
+    shape = get_dataset_spec(MODELS[name].dataset).image_shape
+    with torch.no_grad():  # nothing reads the first third of every layer's input channels
+        for m in list(model.modules())[1:]:
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.shape[1] > 3:
+                m.weight[:, : m.weight.shape[1] // 3] = 0
+    plan = dead_channel_plan(model, shape)
+    assert plan and all(len(k) >= 1 for k in plan.values())
+    narrowed = apply_plan(copy.deepcopy(model), plan, shape).eval()
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        assert torch.allclose(narrowed(x), model(x), atol=1e-5)
+    assert measure(narrowed, shape).params < measure(model, shape).params

@@ -26,6 +26,7 @@ from .measure import dense_fp32_bytes, measure
 from .models import MODELS, create_model, get_model_entry
 from .progress import log
 from .train import TrainConfig, evaluate, fit, use_bf16
+from .structured import compose_plans, widths
 from .unstructured import sparsity_of
 
 # Default training recipes per dataset; every field can be overridden from the command line.
@@ -176,13 +177,18 @@ def compress(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: Compres
     dense = measure(model, spec.image_shape)
     dense_bytes = dense_fp32_bytes(model)
     t0 = time.perf_counter()
-    layers, epochs = deep_compress(model, loaders.train, loaders.val, cfg, train_cfg, verbose=verbose)
+    units_before = sum(widths(model).values())
+    result = deep_compress(model, loaders.train, loaders.val, cfg, train_cfg, spec.image_shape, verbose=verbose)
+    model, layers, epochs = result.model, result.layers, result.epochs
+    model_spec = {**meta["model"], "plan": compose_plans(meta["model"].get("plan"), result.dead_plan)}
+    if not model_spec["plan"]:
+        model_spec.pop("plan")
     # Validation accuracy of the decoded bytes goes into the manifest; encoding is deterministic, so the
     # second encoding decodes to the same weights as the first.
-    val_acc = evaluate(decode_model(decode_container(encode_model(model.cpu(), meta["model"], layers, cfg))).to(dev),
+    val_acc = evaluate(decode_model(decode_container(encode_model(model.cpu(), model_spec, layers, cfg))).to(dev),
                        loaders.val)[1]
     extra = {"dataset": dataset, "metrics": {"val_accuracy": val_acc, "baseline_val_accuracy": base_val}}
-    atomic_write_bytes(out, encode_model(model.cpu(), meta["model"], layers, cfg, extra))
+    atomic_write_bytes(out, encode_model(model.cpu(), model_spec, layers, cfg, extra))
     written = decode_model(read_container(out)).to(dev)  # what a user will load: test accuracy is measured here
     test_acc = evaluate(written, loaders.test)[1]
     cost = measure(written, spec.image_shape)
@@ -192,6 +198,7 @@ def compress(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: Compres
               "val_accuracy": val_acc, "test_accuracy": test_acc,
               "params": cost.params, "macs": cost.macs, "nonzero_macs": cost.nonzero_macs,
               "dense_macs": dense.macs, "sparsity": sparsity_of(written), "knobs": dataclasses.asdict(cfg),
+              "dead_units_removed": units_before - sum(widths(written).values()),
               "epochs": epochs, "wall_seconds": time.perf_counter() - t0,
               "components": inspect_container(read_container(out))["components"]}
     return result
@@ -273,15 +280,16 @@ def dropnet(model_name: str, dataset: str | None, out: str | os.PathLike, *, met
             fraction: float = 0.2, stop_remaining: float = 0.1, kappa: float = 0.0, reset: str = "init",
             overrides: dict[str, Any] | None = None, seed: int = 0, subset: int | None = None, device: str = "cpu",
             data_dir: str | None = None, verbose: bool = True) -> dict:
-    """DropNet's iterative loop on a registered model (paper defaults: SGD lr 0.1, batch 32, up to 100
-    epochs with early stopping on validation loss, patience 5; pixels in [0, 1], no augmentation)."""
+    """DropNet's iterative loop on a registered model (paper defaults: plain SGD lr 0.1, no momentum,
+    batch 32, up to 100 epochs with early stopping on validation loss, patience 5; pixels in [0, 1], no
+    augmentation)."""
     from .dropnet import DropNetConfig, run_dropnet
 
     dataset = dataset or get_model_entry(model_name).dataset
     check_fits(model_name, dataset)
     cfg = DropNetConfig(metric=metric, fraction=fraction, stop_remaining=stop_remaining, kappa=kappa, reset=reset,
                         seed=seed).validate()
-    train_cfg = dataclasses.replace(TrainConfig(epochs=100, batch_size=32, lr=0.1, weight_decay=0.0,
+    train_cfg = dataclasses.replace(TrainConfig(epochs=100, batch_size=32, lr=0.1, momentum=0.0, weight_decay=0.0,
                                                 schedule="constant", patience=5), **(overrides or {})).validate()
     dev = resolve_device(device)
     config = json.loads(json.dumps({"model": model_name, "dataset": dataset, "dropnet": dataclasses.asdict(cfg),

@@ -19,11 +19,11 @@ from .coding import CODECS, FormatError, entropy_bits, gaps_decode, gaps_encode
 from .container import HEADER, TRAILER, Container, ContainerError, encode_container
 from .data import DeviceLoader
 from .errors import SlimzipError, check_range, unknown
-from .structured import build_model
+from .structured import apply_plan, build_model, dead_channel_plan
 from .progress import log
 from .sharing import SharedLayer, WeightSharer, tie_centroids_, untie_centroids_
 from .train import TrainConfig, fit
-from .unstructured import MagnitudePruner, apply_masks_, mask_hook, prunable_weights
+from .unstructured import MagnitudePruner, apply_masks_, mask_hook, masks_from_zeros, prunable_weights
 
 FORMAT = "slimzip-model"
 RAW_DTYPES = {"float32": (np.float32, torch.float32), "float16": (np.float16, torch.float16)}
@@ -66,9 +66,19 @@ def sparsity_schedule(target: float, steps: int) -> list[float]:
     return [1 - (1 - target) ** ((i + 1) / steps) for i in range(steps)]
 
 
+@dataclass
+class DeepCompressed:
+    """What ``deep_compress`` produced besides the (narrowed, shared) model itself."""
+
+    model: nn.Module
+    layers: dict[str, SharedLayer]
+    dead_plan: dict[str, list[int]]  # channels removed because nothing read them (relative to the input)
+    epochs: int
+
+
 def deep_compress(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None, cfg: CompressConfig,
-                  train_cfg: TrainConfig, verbose: bool = True) -> tuple[dict[str, SharedLayer], int]:
-    """Prune, retrain and share ``model`` in place; returns (shared layers, epochs trained)."""
+                  train_cfg: TrainConfig, input_shape: tuple[int, ...], verbose: bool = True) -> DeepCompressed:
+    """Prune and retrain, remove dead units, share weights and fine-tune centroids."""
     cfg.validate()
     epochs = 0
     tune = lambda n: dataclasses.replace(train_cfg, epochs=n, lr=cfg.lr, schedule="cosine", patience=0)  # noqa: E731
@@ -80,6 +90,11 @@ def deep_compress(model: nn.Module, train: DeviceLoader, val: DeviceLoader | Non
         if cfg.retrain_epochs:
             fit(model, train, val, tune(cfg.retrain_epochs), after_step=[mask_hook(masks)], verbose=verbose)
             epochs += cfg.retrain_epochs
+    dead = dead_channel_plan(model, input_shape)
+    if dead:  # units no weight reads any more: removed physically, as the combined heuristic's paper does
+        log(f"removing dead units in {len(dead)} layers", verbose=verbose)
+        model = apply_plan(model, dead, input_shape)
+        masks = masks_from_zeros(model)
     layers = WeightSharer(bits_conv=cfg.bits_conv, bits_fc=cfg.bits_fc).fit(model, masks).layers_
     if cfg.centroid_epochs:
         log("fine-tuning centroids", verbose=verbose)
@@ -87,7 +102,7 @@ def deep_compress(model: nn.Module, train: DeviceLoader, val: DeviceLoader | Non
         fit(model, train, val, dataclasses.replace(tune(cfg.centroid_epochs), weight_decay=0.0), verbose=verbose)
         layers = untie_centroids_(model, layers)
         epochs += cfg.centroid_epochs
-    return layers, epochs
+    return DeepCompressed(model, layers, dead, epochs)
 
 
 # --- encoding ------------------------------------------------------------------------------------

@@ -328,3 +328,29 @@ def build_model(spec: dict) -> nn.Module:
         shape = get_dataset_spec(get_model_entry(spec["name"]).dataset).image_shape
         apply_plan(model, validate_plan(spec["plan"]), shape)
     return model
+
+
+@torch.no_grad()
+def dead_channel_plan(model: nn.Module, input_shape: tuple[int, ...]) -> ChannelPlan:
+    """Channels whose outgoing weights are all zero in every consumer: nothing downstream reads them,
+    so removing them changes no output. Returns a plan keeping the others (at least one per group),
+    only for groups that lose something."""
+    groups, _graph = channel_groups(model, input_shape)
+    plan = {}
+    for root, group in groups.items():
+        size = _root_size(group)
+        alive = torch.zeros(size, dtype=torch.bool)
+        consumers = 0
+        for item in group:
+            module = item.dep.target.module
+            if isinstance(module, PRUNABLE) and item.dep.handler.__name__ == "prune_in_channels":
+                consumers += 1
+                per = len(item.idxs) // size  # a flatten feeds H x W inputs per channel, channel-major
+                cols = module.weight.detach()[:, list(item.idxs)].flatten(2) if module.weight.dim() > 2 \
+                    else module.weight.detach()[:, list(item.idxs)].unsqueeze(-1)
+                used = cols.ne(0).any(dim=0).any(dim=-1).reshape(size, per).any(dim=1)
+                alive |= used
+        if consumers and not alive.all():
+            kept = alive.nonzero().flatten().tolist() or [0]
+            plan[root] = kept
+    return plan
