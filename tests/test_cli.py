@@ -137,3 +137,17 @@ def test_prune_channels_narrows_saves_and_never_touches_the_input(capsys, data_d
         code, _, err = run(capsys, "prune-channels", str(ckpt), *argv)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert before == {p.name: p.read_bytes() for p in ckpt.iterdir() if p.is_file()}
+
+
+def test_compress_with_channel_ratio_combines_both_kinds(capsys, data_dir, tmp_path):
+    ckpt = tmp_path / "run"
+    assert main(["train", "--model", "lenet-5-bn", "--epochs", "1", "--subset", "2000", "--out", str(ckpt),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    slz = tmp_path / "c.slz"
+    code, out, _ = run(capsys, "compress", str(ckpt), "--channel-ratio", "0.5", "--sparsity", "0.8", "--prune-steps",
+                       "1", "--retrain-epochs", "0", "--centroid-epochs", "0", "--out", str(slz), "--json", "--quiet")
+    r = json.loads(out)
+    assert code == 0 and r["params"] < 0.6 * 432220 and r["macs"] < r["dense_macs"]
+    code, out, _ = run(capsys, "eval", str(slz), "--json")
+    assert code == 0 and json.loads(out)["accuracy"] == r["test_accuracy"]

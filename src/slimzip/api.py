@@ -180,7 +180,7 @@ def compress(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: Compres
     units_before = sum(widths(model).values())
     result = deep_compress(model, loaders.train, loaders.val, cfg, train_cfg, spec.image_shape, verbose=verbose)
     model, layers, epochs = result.model, result.layers, result.epochs
-    model_spec = {**meta["model"], "plan": compose_plans(meta["model"].get("plan"), result.dead_plan)}
+    model_spec = {**meta["model"], "plan": compose_plans(meta["model"].get("plan"), result.plan)}
     if not model_spec["plan"]:
         model_spec.pop("plan")
     # Validation accuracy of the decoded bytes goes into the manifest; encoding is deterministic, so the

@@ -91,7 +91,7 @@ def cmd_compress(args: argparse.Namespace) -> None:
     from .api import compress
     from .compress import CompressConfig
 
-    fields = ("sparsity", "scope", "prune_steps", "retrain_epochs", "bits_conv", "bits_fc", "centroid_epochs",
+    fields = ("channel_ratio", "sparsity", "scope", "prune_steps", "retrain_epochs", "bits_conv", "bits_fc", "centroid_epochs",
               "index_bits_conv", "index_bits_fc", "coder", "raw_dtype", "lr")
     cfg = CompressConfig(**{k: getattr(args, k) for k in fields if getattr(args, k) is not None})
     result = compress(args.checkpoint, args.out, cfg, device=args.device, data_dir=args.data_dir,
@@ -253,6 +253,8 @@ def build_parser() -> Parser:
     p = sub.add_parser("compress", help="deep compression with fixed knobs into a .slz file")
     p.add_argument("checkpoint", help="a checkpoint directory (from `slimzip train`)")
     p.add_argument("--out", required=True, help="the .slz file to write")
+    p.add_argument("--channel-ratio", type=_number,
+                   help="fraction of channels removed first, then retrained (default 0: none)")
     p.add_argument("--sparsity", type=_number, help="fraction of conv/linear weights removed (default 0.9)")
     p.add_argument("--scope", help="layer (default) or global magnitude threshold")
     p.add_argument("--prune-steps", type=_positive_int, help="prune-retrain rounds (default 3)")

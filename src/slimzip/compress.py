@@ -19,7 +19,7 @@ from .coding import CODECS, FormatError, entropy_bits, gaps_decode, gaps_encode
 from .container import HEADER, TRAILER, Container, ContainerError, encode_container
 from .data import DeviceLoader
 from .errors import SlimzipError, check_range, unknown
-from .structured import apply_plan, build_model, dead_channel_plan
+from .structured import ChannelPruner, apply_plan, build_model, compose_plans, dead_channel_plan
 from .progress import log
 from .sharing import SharedLayer, WeightSharer, tie_centroids_, untie_centroids_
 from .train import TrainConfig, fit
@@ -34,6 +34,7 @@ MAX_CLASSES = 100_000  # a manifest asking for more is hostile, not a model
 class CompressConfig:
     """The knobs of deep compression. Saved in the file's manifest."""
 
+    channel_ratio: float = 0.0  # fraction of channels removed first (structured), 0 = none
     sparsity: float = 0.9  # fraction of conv/linear weights set to zero
     scope: str = "layer"  # 'layer' (each layer at `sparsity`) or 'global' (one threshold)
     prune_steps: int = 3  # iterative pruning: sparsity rises over this many prune-retrain rounds
@@ -50,6 +51,7 @@ class CompressConfig:
 
     def validate(self) -> "CompressConfig":
         check_range("sparsity", self.sparsity, 0.0, 1.0, high_open=True)
+        check_range("channel ratio", self.channel_ratio, 0.0, 1.0, high_open=True)
         for name in ("bits_conv", "bits_fc", "index_bits_conv", "index_bits_fc"):
             check_range(name.replace("_", " "), getattr(self, name), 1, 16)
         if self.coder not in (*CODECS, "auto"):
@@ -72,16 +74,28 @@ class DeepCompressed:
 
     model: nn.Module
     layers: dict[str, SharedLayer]
-    dead_plan: dict[str, list[int]]  # channels removed because nothing read them (relative to the input)
+    plan: dict[str, list[int]]  # channels removed (the ratio, then dead units), relative to the input model
     epochs: int
 
 
 def deep_compress(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None, cfg: CompressConfig,
                   train_cfg: TrainConfig, input_shape: tuple[int, ...], verbose: bool = True) -> DeepCompressed:
-    """Prune and retrain, remove dead units, share weights and fine-tune centroids."""
+    """Remove channels (``channel_ratio``), prune weights and retrain, remove dead units, share weights,
+    fine-tune centroids. ``model`` may be replaced by a narrower one: use the returned model."""
     cfg.validate()
     epochs = 0
     tune = lambda n: dataclasses.replace(train_cfg, epochs=n, lr=cfg.lr, schedule="cosine", patience=0)  # noqa: E731
+    channel_plan: dict[str, list[int]] = {}
+    if cfg.channel_ratio > 0:  # structured first: BN scales (slimming) where there are any, else filter L1
+        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        pruner = ChannelPruner(importance="bn_scale" if has_bn else "l1", channel_ratio=cfg.channel_ratio,
+                               scope="global" if has_bn else "layer")
+        channel_plan = pruner.fit(model, input_shape).plan_
+        model = apply_plan(model, channel_plan, input_shape)
+        log(f"removed {cfg.channel_ratio:.0%} of channels ({pruner.importance}, {pruner.scope})", verbose=verbose)
+        if cfg.retrain_epochs:
+            fit(model, train, val, tune(cfg.retrain_epochs), verbose=verbose)
+            epochs += cfg.retrain_epochs
     masks = {}
     for round_, sparsity in enumerate(sparsity_schedule(cfg.sparsity, cfg.prune_steps)):
         masks = MagnitudePruner(sparsity=sparsity, scope=cfg.scope).fit(model).masks_
@@ -91,6 +105,7 @@ def deep_compress(model: nn.Module, train: DeviceLoader, val: DeviceLoader | Non
             fit(model, train, val, tune(cfg.retrain_epochs), after_step=[mask_hook(masks)], verbose=verbose)
             epochs += cfg.retrain_epochs
     dead = dead_channel_plan(model, input_shape)
+    plan = compose_plans(channel_plan, dead)
     if dead:  # units no weight reads any more: removed physically, as the combined heuristic's paper does
         log(f"removing dead units in {len(dead)} layers", verbose=verbose)
         model = apply_plan(model, dead, input_shape)
@@ -102,7 +117,7 @@ def deep_compress(model: nn.Module, train: DeviceLoader, val: DeviceLoader | Non
         fit(model, train, val, dataclasses.replace(tune(cfg.centroid_epochs), weight_decay=0.0), verbose=verbose)
         layers = untie_centroids_(model, layers)
         epochs += cfg.centroid_epochs
-    return DeepCompressed(model, layers, dead, epochs)
+    return DeepCompressed(model, layers, plan, epochs)
 
 
 # --- encoding ------------------------------------------------------------------------------------
