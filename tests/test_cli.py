@@ -16,6 +16,13 @@ def run(capsys, *argv):
     return code, out, err
 
 
+def _tiny_checkpoint(capsys, path, model="lenet-300-100", subset="3000"):
+    """A one-epoch checkpoint on a subset, for the commands that start from one."""
+    assert main(["train", "--model", model, "--epochs", "1", "--subset", subset, "--out", str(path), "--quiet"]) == 0
+    capsys.readouterr()
+    return path
+
+
 def test_models_json_lists_the_registry(capsys):
     code, out, _ = run(capsys, "models", "--json")
     names = {m["name"]: m for m in json.loads(out)["models"]}
@@ -80,10 +87,7 @@ def test_console_script_entry_point():
 
 
 def test_compress_inspect_eval_agree(capsys, data_dir, tmp_path):
-    ckpt = tmp_path / "run"
-    assert main(["train", "--model", "lenet-300-100", "--epochs", "1", "--subset", "3000", "--out", str(ckpt),
-                 "--quiet"]) == 0
-    capsys.readouterr()
+    ckpt = _tiny_checkpoint(capsys, tmp_path / "run")
     slz = tmp_path / "m.slz"
     code, out, _ = run(capsys, "compress", str(ckpt), "--sparsity", "0.9", "--prune-steps", "1", "--retrain-epochs",
                        "0", "--centroid-epochs", "0", "--out", str(slz), "--json", "--quiet")
@@ -111,10 +115,7 @@ def test_compress_rejects_bad_knobs(capsys, tmp_path, argv, message):
 
 
 def test_prune_channels_narrows_saves_and_never_touches_the_input(capsys, data_dir, tmp_path):
-    ckpt = tmp_path / "run"
-    assert main(["train", "--model", "lenet-5-bn", "--epochs", "1", "--subset", "2000", "--out", str(ckpt),
-                 "--quiet"]) == 0
-    capsys.readouterr()
+    ckpt = _tiny_checkpoint(capsys, tmp_path / "run", "lenet-5-bn", "2000")
     before = {p.name: p.read_bytes() for p in ckpt.iterdir() if p.is_file()}
     out = tmp_path / "narrow"
     code, stdout, _ = run(capsys, "prune-channels", str(ckpt), "--method", "slimming", "--ratio", "0.5",
@@ -140,10 +141,7 @@ def test_prune_channels_narrows_saves_and_never_touches_the_input(capsys, data_d
 
 
 def test_compress_with_channel_ratio_combines_both_kinds(capsys, data_dir, tmp_path):
-    ckpt = tmp_path / "run"
-    assert main(["train", "--model", "lenet-5-bn", "--epochs", "1", "--subset", "2000", "--out", str(ckpt),
-                 "--quiet"]) == 0
-    capsys.readouterr()
+    ckpt = _tiny_checkpoint(capsys, tmp_path / "run", "lenet-5-bn", "2000")
     slz = tmp_path / "c.slz"
     code, out, _ = run(capsys, "compress", str(ckpt), "--channel-ratio", "0.5", "--sparsity", "0.8", "--prune-steps",
                        "1", "--retrain-epochs", "0", "--centroid-epochs", "0", "--out", str(slz), "--json", "--quiet")
