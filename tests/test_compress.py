@@ -1,6 +1,5 @@
 """Deep compression: pruning, sharing, the .slz container and its decoder."""
 
-import json
 import subprocess
 import sys
 
@@ -8,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from slimzip.compress import CompressConfig, decode_model, dense_state_equal, encode_model, inspect_container
+from slimzip.compress import CompressConfig, decode_model, encode_model, inspect_container
 from slimzip.container import ContainerError, decode_container, read_container, write_container
 from slimzip.data import get_dataset_spec
 from slimzip.models import MODELS, create_model
@@ -184,7 +183,6 @@ def test_auto_coder_is_never_larger_than_any_single_coder():
 
 
 def test_unknown_flags_and_manifest_bombs_are_rejected():
-    import struct
     import zlib
 
     from slimzip.container import HEADER, MAGIC, TRAILER

@@ -168,11 +168,8 @@ def compress(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: Compres
     model, meta = load_checkpoint(checkpoint, dev)
     dataset = meta.get("dataset")
     spec = get_dataset_spec(dataset)
-    train_cfg = TrainConfig.from_json(meta.get("config", {}).get("train", {})) if meta.get("config") else RECIPES[dataset]
-    data_opts = meta.get("config", {}).get("data", {})
-    loaders = create_loaders(dataset, data_dir=data_dir, batch_size=train_cfg.batch_size, device=dev,
-                             augment=data_opts.get("augment"), normalize=data_opts.get("normalize", "standard"),
-                             seed=train_cfg.seed)
+    train_cfg = _checkpoint_recipe(meta)
+    loaders = _checkpoint_loaders(meta, train_cfg.batch_size, dev, data_dir, train_cfg.seed)
     base_val = evaluate(model, loaders.val)[1]
     dense = measure(model, spec.image_shape)
     dense_bytes = dense_fp32_bytes(model)
@@ -202,6 +199,19 @@ def compress(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: Compres
               "epochs": epochs, "wall_seconds": time.perf_counter() - t0,
               "components": inspect_container(read_container(out))["components"]}
     return result
+
+
+def _checkpoint_recipe(meta: dict) -> TrainConfig:
+    """The training config a checkpoint was made with (its dataset's recipe if it records none)."""
+    saved = meta.get("config", {}).get("train")
+    return TrainConfig.from_json(saved) if saved else RECIPES[meta["dataset"]]
+
+
+def _checkpoint_loaders(meta: dict, batch_size: int, device: torch.device, data_dir: str | None, seed: int):
+    """Loaders for a checkpoint's dataset, with the data options it was trained with."""
+    opts = meta.get("config", {}).get("data", {})
+    return create_loaders(meta["dataset"], data_dir=data_dir, batch_size=batch_size, device=device,
+                          augment=opts.get("augment"), normalize=opts.get("normalize", "standard"), seed=seed)
 
 
 def inspect_file(path: str | os.PathLike) -> dict:
@@ -234,8 +244,7 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
     model, meta = load_checkpoint(checkpoint, dev)
     dataset, spec = meta["dataset"], meta["model"]
     shape = get_dataset_spec(dataset).image_shape
-    train_cfg = TrainConfig.from_json(meta["config"]["train"])
-    data_opts = meta["config"].get("data", {})
+    train_cfg = _checkpoint_recipe(meta)
     pruner = ChannelPruner(importance=METHODS[method], channel_ratio=channel_ratio, scope=scope,
                            min_channels=min_channels, round_to=round_to, seed=seed)
     config = {"pruned_from": str(checkpoint), "method": method, "channel_ratio": channel_ratio, "scope": scope,
@@ -244,9 +253,7 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
     if (finished := _finished(out, {**meta["config"], "prune": config})) is not None:
         return finished
     _claim(out, {**meta["config"], "prune": config})
-    loaders = create_loaders(dataset, data_dir=data_dir, batch_size=train_cfg.batch_size, device=dev,
-                             augment=data_opts.get("augment"), normalize=data_opts.get("normalize", "standard"),
-                             seed=seed)
+    loaders = _checkpoint_loaders(meta, train_cfg.batch_size, dev, data_dir, seed)
     before = {"cost": measure(model, shape).as_dict(), "widths": widths(model),
               "val_accuracy": evaluate(model, loaders.val)[1]}
     activations = None

@@ -64,14 +64,10 @@ def load_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, to
         raise SlimzipError(f"{path}: not a readable safetensors file ({e})") from None
 
 
-def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return dict(model.state_dict())
-
-
 def save_checkpoint(directory: str | os.PathLike, model: nn.Module, spec: dict, **meta: Any) -> Path:
     """Write ``model`` (built from registry ``spec``) and JSON ``meta`` into ``directory``."""
     directory = Path(directory)
-    save_tensors(directory / WEIGHTS, model_state(model))
+    save_tensors(directory / WEIGHTS, model.state_dict())
     atomic_write_json(directory / META, {"format": FORMAT, "version": VERSION, "model": spec, **meta})
     return directory
 

@@ -23,7 +23,7 @@ from .structured import ChannelPruner, apply_plan, build_model, compose_plans, d
 from .progress import log
 from .sharing import SharedLayer, WeightSharer, tie_centroids_, untie_centroids_
 from .train import TrainConfig, fit
-from .unstructured import MagnitudePruner, apply_masks_, mask_hook, masks_from_zeros, prunable_weights
+from .unstructured import MagnitudePruner, apply_masks_, mask_hook, masks_from_zeros
 
 FORMAT = "slimzip-model"
 RAW_DTYPES = {"float32": (np.float32, torch.float32), "float16": (np.float16, torch.float16)}
@@ -282,13 +282,3 @@ def inspect_container(container: Container) -> dict:
             rows.append({"name": e["name"], "weights": numel, "kept": 1.0, "dtype": e["dtype"], "bytes": size})
     assert sum(parts.values()) == container.file_bytes  # every byte is accounted for
     return {"file_bytes": container.file_bytes, "components": parts, "tensors": rows}
-
-
-def dense_state_equal(a: nn.Module, b: nn.Module) -> bool:
-    """Bit-identical parameters and float buffers (the training counter aside)."""
-    sa, sb = a.state_dict(), b.state_dict()
-    return all(torch.equal(sa[k].float(), sb[k].float()) for k in sa if not k.endswith("num_batches_tracked"))
-
-
-def prunable_count(model: nn.Module) -> int:
-    return sum(w.numel() for w in prunable_weights(model).values())

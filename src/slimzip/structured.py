@@ -41,16 +41,28 @@ def _forward_order(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
     return order
 
 
+def _traced(fn: Callable):
+    """Run a tracing step; tracing fails in many ways on arbitrary user code, all of them user errors."""
+    try:
+        return fn()
+    except Exception as e:
+        raise SlimzipError(f"cannot trace the model for channel pruning ({type(e).__name__}: {e})") from None
+
+
+def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
+    """Torch-Pruning's dependency graph of ``model`` (traced through autograd, so grad is enabled)."""
+    def build() -> tp.DependencyGraph:
+        with torch.enable_grad():
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    return _traced(build)
+
+
 def channel_groups(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str, Group], tp.DependencyGraph]:
     """Every prunable channel group, by root fqn, and the graph they live in (keep it alive while the
     groups are used). The last layer (the classifier) is never pruned."""
     example = torch.zeros(1, *input_shape)
-    try:
-        order = _forward_order(model, example)
-        with torch.enable_grad():  # the graph is traced through autograd
-            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    except Exception as e:  # tracing fails in many ways on arbitrary user code
-        raise SlimzipError(f"cannot trace the model for channel pruning ({type(e).__name__}: {e})") from None
+    order = _traced(lambda: _forward_order(model, example))
+    graph = dependency_graph(model, example)
     names = {m: n for n, m in model.named_modules()}
     keep = list(getattr(model, "unprunable_layers", lambda: [])())
     groups = graph.get_all_groups(ignored_layers=order[-1:] + keep, root_module_types=list(PRUNABLE))
@@ -206,12 +218,7 @@ def apply_plan(model: nn.Module, plan: ChannelPlan, input_shape: tuple[int, ...]
     roots = {name: modules.get(name) for name in plan}
     if bad := [n for n, m in roots.items() if not isinstance(m, PRUNABLE)]:
         raise SlimzipError(f"the channel plan names layers this model does not have: {sorted(bad)[:3]}")
-    example = torch.zeros(1, *input_shape)
-    try:
-        with torch.enable_grad():  # the graph is traced through autograd
-            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    except Exception as e:
-        raise SlimzipError(f"cannot trace the model for channel pruning ({type(e).__name__}: {e})") from None
+    graph = dependency_graph(model, torch.zeros(1, *input_shape))
     for root, kept in plan.items():
         module = roots[root]
         size = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
