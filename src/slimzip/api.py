@@ -13,7 +13,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -28,6 +28,9 @@ from .progress import log
 from .train import TrainConfig, evaluate, fit, use_bf16
 from .structured import compose_plans, widths
 from .unstructured import sparsity_of
+
+if TYPE_CHECKING:
+    from .search import SearchConfig
 
 # Default training recipes per dataset; every field can be overridden from the command line.
 RECIPES: dict[str, TrainConfig] = {
@@ -207,11 +210,13 @@ def _checkpoint_recipe(meta: dict) -> TrainConfig:
     return TrainConfig.from_json(saved) if saved else RECIPES[meta["dataset"]]
 
 
-def _checkpoint_loaders(meta: dict, batch_size: int, device: torch.device, data_dir: str | None, seed: int):
+def _checkpoint_loaders(meta: dict, batch_size: int, device: torch.device, data_dir: str | None, seed: int,
+                        subset: int | None = None):
     """Loaders for a checkpoint's dataset, with the data options it was trained with."""
     opts = meta.get("config", {}).get("data", {})
     return create_loaders(meta["dataset"], data_dir=data_dir, batch_size=batch_size, device=device,
-                          augment=opts.get("augment"), normalize=opts.get("normalize", "standard"), seed=seed)
+                          augment=opts.get("augment"), normalize=opts.get("normalize", "standard"), seed=seed,
+                          subset=subset)
 
 
 def inspect_file(path: str | os.PathLike) -> dict:
@@ -313,3 +318,132 @@ def dropnet(model_name: str, dataset: str | None, out: str | os.PathLike, *, met
                "cycles": [{k: v for k, v in r.items() if k != "plan"} for r in rows]}
     atomic_write_json(run / "summary.json", summary)
     return summary
+
+
+# --- the search ----------------------------------------------------------------------------------
+
+def _search_target(baseline: float, target_accuracy: float | None, max_drop: float | None) -> float:
+    if (target_accuracy is None) == (max_drop is None):
+        raise SlimzipError("give exactly one of --target-accuracy (a validation accuracy, e.g. 0.99) and "
+                           "--max-drop (points below the baseline, e.g. 0.5)")
+    if target_accuracy is not None:
+        return check_range("target accuracy", target_accuracy, 0.0, 1.0)
+    return baseline - check_range("max drop", max_drop, 0.0, 100.0) / 100
+
+
+def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchConfig", *,
+           target_accuracy: float | None = None, max_drop: float | None = None, run_dir: str | os.PathLike | None = None,
+           device: str = "cpu", data_dir: str | None = None, verbose: bool = True) -> dict:
+    """Find the smallest .slz file whose decoded model meets a validation-accuracy target, by searching
+    channel ratio x weight sparsity with ``cfg.strategy``; write it to ``out``. The run directory
+    (default: ``out`` with ``.run`` for ``.slz``) holds the journal; the same command resumes a killed run.
+    The winner's test accuracy is measured once, on the model decoded from ``out``."""
+    from .search import Journal, run_search
+    from .search.pipeline import CandidatePipeline
+
+    cfg.validate()
+    out = Path(out)
+    if out.suffix != ".slz":
+        raise SlimzipError(f"{out}: the output file must end in .slz")
+    run = Path(run_dir) if run_dir else out.with_suffix(".run")
+    dev = resolve_device(device)
+    model, meta = load_checkpoint(checkpoint, dev)
+    spec = get_dataset_spec(meta["dataset"])
+    train_cfg = _checkpoint_recipe(meta)
+    loaders = _checkpoint_loaders(meta, train_cfg.batch_size, dev, data_dir, train_cfg.seed, cfg.train_subset)
+    baseline = evaluate(model, loaders.val)[1]
+    target = _search_target(baseline, target_accuracy, max_drop)
+    config = json.loads(json.dumps({"checkpoint": str(Path(checkpoint).resolve()), "baseline_val_accuracy": baseline,
+                                    "target_accuracy": target, "search": dataclasses.asdict(cfg)}))
+    _claim(run, config)
+    journal = Journal(run / "journal.sqlite", config)
+    pipeline = CandidatePipeline(model, meta["model"], meta["dataset"], spec.image_shape, loaders, train_cfg, cfg, run,
+                                 verbose=verbose)
+    t0 = time.perf_counter()
+    log(f"searching ({cfg.strategy}) for the smallest file at val accuracy >= {target:.4f} "
+        f"(baseline {baseline:.4f}); journal {run / 'journal.sqlite'}", verbose=verbose)
+    try:
+        result = run_search(cfg, target, baseline, journal, pipeline, verbose=verbose)
+    finally:
+        journal.close()
+    summary = {"target_accuracy": target, "baseline_val_accuracy": baseline,
+               "baseline_test_accuracy": meta.get("metrics", {}).get("test_accuracy"), "margin": result.margin,
+               "search": result.cost(), "candidates": [c.as_dict() for c in result.candidates],
+               "run_dir": str(run), "wall_seconds_this_call": time.perf_counter() - t0}
+    if result.best is None:
+        atomic_write_json(run / "summary.json", {**summary, "file": None})
+        top = max((c for c in result.candidates if c.status == "ok"), key=lambda c: c.val_accuracy, default=None)
+        found = (f"best found: channels {top.knobs.channel_ratio:g}, sparsity {top.knobs.sparsity:g} -> val "
+                 f"{top.val_accuracy:.4f}, {top.file_bytes:,} B" if top else "no candidate finished")
+        why = (f"is above the input model's {baseline:.4f}" if target > baseline else "was met by no candidate")
+        raise SlimzipError(f"target val accuracy {target:.4f} {why}: infeasible; {found} "
+                           f"({len(result.candidates)} candidates, {result.epochs} epochs; journal in {run})")
+    best = result.best
+    atomic_write_bytes(out, pipeline.file_path(best).read_bytes())
+    written = decode_model(read_container(out)).to(dev)
+    cost = measure(written, spec.image_shape)
+    dense_bytes = dense_fp32_bytes(model)
+    summary = {"file": str(out), "file_bytes": out.stat().st_size, "dense_fp32_bytes": dense_bytes,
+               "compression_ratio": dense_bytes / out.stat().st_size, "val_accuracy": best.val_accuracy,
+               "test_accuracy": evaluate(written, loaders.test)[1], "params": cost.params, "macs": cost.macs,
+               "sparsity": sparsity_of(written), "knobs": {**dataclasses.asdict(best.knobs), "candidate": best.id},
+               **summary}
+    atomic_write_json(run / "summary.json", summary)
+    return summary
+
+
+ABLATIONS = {"structured only": {"max_sparsity": 0.0, "margin": 0.0},
+             "unstructured only": {"max_channel_ratio": 0.0, "margin": 0.0},
+             "combined": {}}
+
+
+def compare_search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchConfig", *,
+                   strategies: tuple[str, ...] = ("heuristic", "grid", "frontier"), ablation: str | None = "frontier",
+                   target_accuracy: float | None = None, max_drop: float | None = None, device: str = "cpu",
+                   data_dir: str | None = None, verbose: bool = True) -> dict:
+    """Run several strategies (and the structured-only / unstructured-only / combined ablation with one
+    strategy) on the same checkpoint and target; results and cost ratios side by side. Every search has
+    its own run directory under ``out``, so each is resumable and none reuses another's candidates."""
+    out = Path(out)
+    runs: dict[str, dict] = {}
+    for name in strategies:
+        runs[name] = search(checkpoint, out / f"{name}.slz", dataclasses.replace(cfg, strategy=name),
+                            target_accuracy=target_accuracy, max_drop=max_drop, run_dir=out / name,
+                            device=device, data_dir=data_dir, verbose=verbose)
+    ablations = {}
+    if ablation:
+        for label, overrides in ABLATIONS.items():
+            if label == "combined" and ablation in runs:
+                ablations[label] = runs[ablation]
+                continue
+            slug = f"ablation-{ablation}-{label.split()[0]}"
+            ablations[label] = search(checkpoint, out / f"{slug}.slz",
+                                      dataclasses.replace(cfg, strategy=ablation, **overrides),
+                                      target_accuracy=target_accuracy, max_drop=max_drop, run_dir=out / slug,
+                                      device=device, data_dir=data_dir, verbose=verbose)
+    result = {"checkpoint": str(checkpoint), "target_accuracy": next(iter(runs.values()))["target_accuracy"]
+              if runs else None, "strategies": {k: _brief(v) for k, v in runs.items()},
+              "ratios": _ratios(runs), "ablation": {k: _brief(v) for k, v in ablations.items()},
+              "ablation_strategy": ablation}
+    atomic_write_json(out / "compare.json", result)
+    return result
+
+
+def _brief(r: dict) -> dict:
+    keep = ("file_bytes", "compression_ratio", "val_accuracy", "test_accuracy", "params", "macs", "knobs", "search",
+            "file")
+    return {k: r[k] for k in keep}
+
+
+def _ratios(runs: dict[str, dict]) -> dict:
+    """Cost and size of each strategy against each other one: ``a/b`` = a's number over b's."""
+    out = {}
+    for a in runs:
+        for b in runs:
+            if a != b:
+                ra, rb = runs[a], runs[b]
+                out[f"{a}/{b}"] = {"file_bytes": ra["file_bytes"] / rb["file_bytes"],
+                                   "epochs": ra["search"]["epochs"] / max(rb["search"]["epochs"], 1),
+                                   "wall_seconds": ra["search"]["wall_seconds"] / max(rb["search"]["wall_seconds"], 1e-9),
+                                   "candidates": ra["search"]["candidates"] / max(rb["search"]["candidates"], 1)}
+    return out

@@ -87,10 +87,46 @@ def cmd_eval(args: argparse.Namespace) -> None:
                                        f"(loss {r['loss']:.4f}, {r['images']} images)")
 
 
+SEARCH_FIELDS = ("step", "refine", "max_channel_ratio", "max_sparsity", "finetune_epochs", "prune_steps",
+                 "centroid_epochs", "scope", "bits_conv", "bits_fc", "index_bits_conv", "index_bits_fc", "coder", "lr",
+                 "train_subset")
+FIXED_ONLY = ("channel_ratio", "sparsity", "retrain_epochs", "raw_dtype")
+
+
+def _search_config(args: argparse.Namespace, strategy: str):
+    from .search import SearchConfig
+
+    values = {k: getattr(args, k) for k in SEARCH_FIELDS if getattr(args, k, None) is not None}
+    for name in ("margin", "screen_gap"):  # given in accuracy points, kept as fractions
+        if getattr(args, name, None) is not None:
+            values[name] = getattr(args, name) / 100
+    return SearchConfig(strategy=strategy, **values)
+
+
+def _search_line(r: dict) -> str:
+    s = r["search"]
+    return (f"{r['file']}: {r['file_bytes']:,} bytes ({r['compression_ratio']:.1f}x smaller than dense fp32), "
+            f"test accuracy {r['test_accuracy']:.4f}, val {r['val_accuracy']:.4f} (target {r['target_accuracy']:.4f}), "
+            f"channels {r['knobs']['channel_ratio']:g} sparsity {r['knobs']['sparsity']:g}; search {s['strategy']}: "
+            f"{s['candidates']} candidates, {s['epochs']} epochs, {s['wall_seconds']:.0f}s")
+
+
 def cmd_compress(args: argparse.Namespace) -> None:
+    if args.target_accuracy is not None or args.max_drop is not None:
+        from .api import search
+
+        if given := [f"--{k.replace('_', '-')}" for k in FIXED_ONLY if getattr(args, k) is not None]:
+            raise SlimzipError(f"{', '.join(given)}: chosen by the search; drop them or drop --target-accuracy/--max-drop")
+        result = search(args.checkpoint, args.out, _search_config(args, args.search or "heuristic"),
+                        target_accuracy=args.target_accuracy, max_drop=args.max_drop, run_dir=args.run_dir,
+                        device=args.device, data_dir=args.data_dir, verbose=not args.quiet)
+        _emit(result, args.json, _search_line)
+        return
     from .api import compress
     from .compress import CompressConfig
 
+    if args.search is not None:
+        raise SlimzipError("--search needs a target: --target-accuracy A or --max-drop P")
     fields = ("channel_ratio", "sparsity", "scope", "prune_steps", "retrain_epochs", "bits_conv", "bits_fc", "centroid_epochs",
               "index_bits_conv", "index_bits_fc", "coder", "raw_dtype", "lr")
     cfg = CompressConfig(**{k: getattr(args, k) for k in fields if getattr(args, k) is not None})
@@ -100,6 +136,33 @@ def cmd_compress(args: argparse.Namespace) -> None:
                                         f"smaller than {r['dense_fp32_bytes']:,} dense fp32), test accuracy "
                                         f"{r['test_accuracy']:.4f}, val {r['val_accuracy']:.4f} "
                                         f"(baseline val {r['baseline_val_accuracy']:.4f}), sparsity {r['sparsity']:.4f}"))
+
+
+def cmd_compare_search(args: argparse.Namespace) -> None:
+    from .api import compare_search
+
+    strategies = tuple(s for s in args.strategies.split(",") if s)
+    ablation = None if args.ablation == "none" else args.ablation
+    result = compare_search(args.checkpoint, args.out, _search_config(args, strategies[0] if strategies else "heuristic"),
+                            strategies=strategies, ablation=ablation, target_accuracy=args.target_accuracy,
+                            max_drop=args.max_drop, device=args.device, data_dir=args.data_dir, verbose=not args.quiet)
+
+    def table(r: dict) -> str:
+        head = f"{'':20} {'file bytes':>11} {'ratio':>6} {'val':>7} {'test':>7} {'knobs (c, s)':>14} {'cands':>6} " \
+               f"{'epochs':>6} {'seconds':>8}"
+        lines = [f"target val accuracy {r['target_accuracy']:.4f}", head]
+        for label, rows in (("", r["strategies"]), ("ablation: ", r["ablation"])):
+            for name, x in rows.items():
+                k, c = x["knobs"], x["search"]
+                lines.append(f"{label + name:20} {x['file_bytes']:>11,} {x['compression_ratio']:>5.1f}x "
+                             f"{x['val_accuracy']:>7.4f} {x['test_accuracy']:>7.4f} "
+                             f"{k['channel_ratio']:>6g}, {k['sparsity']:<6g} {c['candidates']:>6} {c['epochs']:>6} "
+                             f"{c['wall_seconds']:>8.0f}")
+        for pair, x in r["ratios"].items():
+            lines.append(f"{pair}: size {x['file_bytes']:.3f}, epochs {x['epochs']:.2f}, wall {x['wall_seconds']:.2f}")
+        return "\n".join(lines)
+
+    _emit(result, args.json, table)
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
@@ -172,6 +235,32 @@ def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
     if data:
         p.add_argument("--data-dir", help="dataset folder (default: $SLIMZIP_DATA, then ~/.cache/slimzip/data)")
         p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+
+
+def _search_args(p: argparse.ArgumentParser) -> None:
+    """Options shared by compress (search and fixed knobs) and compare-search."""
+    p.add_argument("--target-accuracy", type=_number, help="search: the validation accuracy to meet, e.g. 0.99")
+    p.add_argument("--max-drop", type=_number, help="search: target = baseline val accuracy minus P points")
+    p.add_argument("--step", type=_number, help="search: step width of channel ratio and sparsity (default 0.1)")
+    p.add_argument("--margin", type=_number,
+                   help="search: accuracy points held back while removing channels (default: half the allowed drop)")
+    p.add_argument("--refine", type=int, help="search: refinement rounds, step halves each (default 2)")
+    p.add_argument("--max-channel-ratio", type=_number, help="search: largest channel ratio tried (default 0.9)")
+    p.add_argument("--max-sparsity", type=_number, help="search: largest weight sparsity tried (default 0.99)")
+    p.add_argument("--finetune-epochs", type=int, help="search: epochs after each pruning step (default 1)")
+    p.add_argument("--screen-gap", type=_number,
+                   help="frontier: fine-tune a screened candidate only within P points of the target (default 5)")
+    p.add_argument("--train-subset", type=_positive_int, help="search: fine-tune on the first N training images")
+    p.add_argument("--scope", help="weight pruning threshold: layer or global (fixed knobs default layer, search global)")
+    p.add_argument("--prune-steps", type=_positive_int, help="prune-retrain rounds (default 3; the grid's per candidate)")
+    p.add_argument("--bits-conv", type=int, help="codebook bits for conv layers (default 8)")
+    p.add_argument("--bits-fc", type=int, help="codebook bits for linear layers (default 5)")
+    p.add_argument("--centroid-epochs", type=int, help="centroid fine-tuning epochs (default 1)")
+    p.add_argument("--index-bits-conv", type=int, help="relative index bits, conv (default 8)")
+    p.add_argument("--index-bits-fc", type=int, help="relative index bits, linear (default 5)")
+    p.add_argument("--coder", help="auto (default: smallest per stream), rans, huffman or fixed")
+    p.add_argument("--lr", type=_number, help="fine-tuning learning rate (default 0.01)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def build_parser() -> Parser:
@@ -250,26 +339,29 @@ def build_parser() -> Parser:
     _common(p)
     p.set_defaults(func=cmd_dropnet)
 
-    p = sub.add_parser("compress", help="deep compression with fixed knobs into a .slz file")
+    p = sub.add_parser("compress", help="the main job: the smallest .slz file at a target accuracy (or fixed knobs)")
     p.add_argument("checkpoint", help="a checkpoint directory (from `slimzip train`)")
     p.add_argument("--out", required=True, help="the .slz file to write")
+    _search_args(p)
+    p.add_argument("--search", help="heuristic (default), grid or frontier")
+    p.add_argument("--run-dir", help="the search's run directory (default: OUT with .run for .slz)")
     p.add_argument("--channel-ratio", type=_number,
-                   help="fraction of channels removed first, then retrained (default 0: none)")
-    p.add_argument("--sparsity", type=_number, help="fraction of conv/linear weights removed (default 0.9)")
-    p.add_argument("--scope", help="layer (default) or global magnitude threshold")
-    p.add_argument("--prune-steps", type=_positive_int, help="prune-retrain rounds (default 3)")
-    p.add_argument("--retrain-epochs", type=int, help="epochs after each pruning round (default 2)")
-    p.add_argument("--bits-conv", type=int, help="codebook bits for conv layers (default 8)")
-    p.add_argument("--bits-fc", type=int, help="codebook bits for linear layers (default 5)")
-    p.add_argument("--centroid-epochs", type=int, help="centroid fine-tuning epochs (default 1)")
-    p.add_argument("--index-bits-conv", type=int, help="relative index bits, conv (default 8)")
-    p.add_argument("--index-bits-fc", type=int, help="relative index bits, linear (default 5)")
-    p.add_argument("--coder", help="rans (default), huffman or fixed")
-    p.add_argument("--raw-dtype", help="float16 (default) or float32 for BN, biases and small tensors")
-    p.add_argument("--lr", type=_number, help="retraining learning rate (default 0.01)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+                   help="fixed knobs: fraction of channels removed first, then retrained (default 0: none)")
+    p.add_argument("--sparsity", type=_number, help="fixed knobs: fraction of conv/linear weights removed (default 0.9)")
+    p.add_argument("--retrain-epochs", type=int, help="fixed knobs: epochs after each pruning round (default 2)")
+    p.add_argument("--raw-dtype", help="fixed knobs: float16 (default) or float32 for BN, biases, small tensors")
     _common(p)
     p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("compare-search", help="run heuristic, grid and frontier (and the ablation) on one checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint directory (from `slimzip train`)")
+    p.add_argument("--out", required=True, help="a directory: one run directory and .slz file per search")
+    _search_args(p)
+    p.add_argument("--strategies", default="heuristic,grid,frontier", help="comma-separated (default: all three)")
+    p.add_argument("--ablation", default="frontier",
+                   help="strategy for the structured-only / unstructured-only / combined table, or none")
+    _common(p)
+    p.set_defaults(func=cmd_compare_search)
 
     p = sub.add_parser("inspect", help="per-tensor and per-component bytes of a .slz file")
     p.add_argument("file")

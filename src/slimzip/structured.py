@@ -73,6 +73,12 @@ def channel_groups(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict
     return out, graph
 
 
+def prunable_channels(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """How many channels channel pruning may choose from (the roots of every prunable group)."""
+    groups, _graph = channel_groups(model, input_shape)
+    return sum(_root_size(g) for g in groups.values())
+
+
 def _is_grouped(module: object) -> bool:
     """A grouped (not depthwise) convolution: removing its channels must keep every group equal, which
     a free channel choice does not, so channels coupled to one are kept."""

@@ -1,0 +1,159 @@
+"""The search driver: runs a strategy against a candidate pipeline, journals every candidate, counts
+what the search cost, and picks the smallest file that meets the target."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..errors import SlimzipError, check_range, unknown
+from ..progress import log
+from .journal import Candidate, Journal, Knobs
+from .strategies import STRATEGIES
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything a search needs besides the target. Saved in the journal: a run directory holds one
+    search, and running it again with other settings is refused."""
+
+    strategy: str = "heuristic"
+    step: float = 0.1  # step width of both knobs (heuristic, grid; frontier's first step)
+    margin: float | None = None  # accuracy kept in reserve for weight pruning (fraction); None: half the slack
+    refine: int = 2  # heuristic: refinement rounds (step and margin halve); frontier: finest step = step / 2**refine
+    max_channel_ratio: float = 0.9
+    max_sparsity: float = 0.99
+    finetune_epochs: int = 1  # after each pruning step
+    prune_steps: int = 3  # grid: weight-pruning rounds per candidate (each followed by finetune_epochs)
+    centroid_epochs: int = 1  # centroid fine-tuning of the winner (0: none)
+    screen_gap: float = 0.05  # frontier: fine-tune a screened candidate only if it misses by less than this
+    scope: str = "global"  # weight-pruning threshold: one global, or per layer
+    bits_conv: int = 8
+    bits_fc: int = 5
+    index_bits_conv: int = 8
+    index_bits_fc: int = 5
+    coder: str = "auto"
+    lr: float = 0.01  # fine-tuning learning rate (cosine within each step)
+    train_subset: int | None = None  # fine-tune on the first N training images only (None: all)
+
+    def validate(self) -> "SearchConfig":
+        if self.strategy not in STRATEGIES:
+            raise unknown("search strategy", self.strategy, list(STRATEGIES))
+        check_range("step", self.step, 1e-3, 1.0, high_open=True)
+        if self.margin is not None:
+            check_range("margin", self.margin, 0.0, 1.0)
+        check_range("max channel ratio", self.max_channel_ratio, 0.0, 1.0, high_open=True)
+        check_range("max sparsity", self.max_sparsity, 0.0, 1.0, high_open=True)
+        check_range("refine", self.refine, 0, 10)
+        check_range("screen gap", self.screen_gap, 0.0, 1.0)
+        for name in ("finetune_epochs", "prune_steps", "centroid_epochs"):
+            check_range(name.replace("_", " "), getattr(self, name), 0 if name != "prune_steps" else 1, 1000)
+        if self.train_subset is not None and self.train_subset < 1:
+            raise SlimzipError(f"train subset must be at least 1, got {self.train_subset}")
+        return self
+
+class RunCandidate(Protocol):
+    """The candidate pipeline: warm-start from ``parent`` (None: the input model), move to ``knobs``,
+    fine-tune, code into a file, decode it and validate. Returns the measurements (val_accuracy,
+    file_bytes, params, macs, epochs, channels_removed); raises FloatingPointError if training diverges."""
+
+    def __call__(self, knobs: Knobs, parent: Candidate | None, *, key: str, epochs: int, rounds: int,
+                 centroid_epochs: int) -> dict: ...
+
+@dataclass
+class SearchResult:
+    best: Candidate | None
+    candidates: list[Candidate]  # every candidate of this search, in order (reused ones included)
+    target: float
+    margin: float
+    strategy: str
+
+    @property
+    def epochs(self) -> int:
+        return sum(c.epochs for c in self.candidates)
+
+    @property
+    def wall_seconds(self) -> float:
+        return sum(c.wall_seconds for c in self.candidates)
+
+    def cost(self) -> dict:
+        return {"strategy": self.strategy, "candidates": len(self.candidates), "epochs": self.epochs,
+                "wall_seconds": round(self.wall_seconds, 2),
+                "failed": sum(c.status != "ok" for c in self.candidates)}
+
+class Search:
+    """What a strategy sees: the config, the target, and ``evaluate``."""
+
+    def __init__(self, cfg: SearchConfig, target: float, margin: float, journal: Journal, run: RunCandidate,
+                 verbose: bool = True):
+        self.cfg, self.target, self.margin = cfg, target, margin
+        self.journal, self.run, self.verbose = journal, run, verbose
+        self.seen: dict[str, Candidate] = {}
+
+    def evaluate(self, knobs: Knobs, parent: Candidate | None, *, epochs: int, rounds: int = 1,
+                 centroid_epochs: int = 0) -> Candidate:
+        """The candidate at ``knobs`` warm-started from ``parent``: from the journal if it was finished
+        before, else run now (a diverged run is recorded as failed, not raised)."""
+        key = (f"p{parent.id if parent else 0}:c{knobs.channel_ratio:g}:s{knobs.sparsity:g}:e{epochs}:n{rounds}"
+               f":q{centroid_epochs}")
+        if (done := self.journal.get(key)) is None:
+            done = self._run(key, knobs, parent, epochs, rounds, centroid_epochs)
+        self.seen.setdefault(key, done)
+        return done
+
+    def _run(self, key: str, knobs: Knobs, parent: Candidate | None, epochs: int, rounds: int,
+             centroid_epochs: int) -> Candidate:
+        t0 = time.perf_counter()
+        common = dict(id=self.journal.next_id(), key=key, knobs=knobs, parent=parent.id if parent else None,
+                      strategy=self.cfg.strategy)
+        try:
+            m = self.run(knobs, parent, key=key, epochs=epochs, rounds=rounds, centroid_epochs=centroid_epochs)
+            ok = m["val_accuracy"] == m["val_accuracy"]  # NaN accuracy: the weights went non-finite
+            candidate = Candidate(**common, status="ok" if ok else "failed", wall_seconds=time.perf_counter() - t0,
+                                  error=None if ok else "validation accuracy is NaN", **m)
+        except FloatingPointError as e:
+            spent = getattr(e, "epochs", epochs)
+            candidate = Candidate(**common, epochs=spent, status="failed", wall_seconds=time.perf_counter() - t0,
+                                  error=str(e), channels_removed=parent.channels_removed if parent else 0)
+        self.journal.add(candidate)
+        log(_describe(candidate, self.target), verbose=self.verbose)
+        return candidate
+
+def _describe(c: Candidate, target: float) -> str:
+    head = f"candidate {c.id}: channels {c.knobs.channel_ratio:.3f} sparsity {c.knobs.sparsity:.4f}"
+    if c.status != "ok":
+        return f"{head} FAILED ({c.error}), {c.epochs} epochs"
+    verdict = "meets" if c.meets(target) else "misses"
+    return (f"{head} -> val {c.val_accuracy:.4f} ({verdict} {target:.4f}), {c.file_bytes:,} B, "
+            f"{c.epochs} epochs, {c.wall_seconds:.1f}s")
+
+def smallest(candidates: list[Candidate], threshold: float) -> Candidate | None:
+    """The smallest file that meets ``threshold`` (ties: the more accurate)."""
+    ok = [c for c in candidates if c.meets(threshold)]
+    return min(ok, key=lambda c: (c.file_bytes, -(c.val_accuracy or 0.0), c.id)) if ok else None
+
+def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journal, run: RunCandidate,
+               verbose: bool = True) -> SearchResult:
+    """Run ``cfg.strategy``; then fine-tune the winner's centroids (the same for every strategy).
+
+    A target above the baseline's validation accuracy cannot be met by removing anything: the search
+    evaluates only the input model as coded (no training) and ends, reporting it as the best found."""
+    cfg.validate()
+    check_range("target accuracy", target, 0.0, 1.0)
+    margin = cfg.margin if cfg.margin is not None else max(baseline - target, 0.0) / 2
+    search = Search(cfg, target, margin, journal, run, verbose)
+    if target > baseline:
+        search.evaluate(Knobs(), None, epochs=0)
+    else:
+        STRATEGIES[cfg.strategy](search)
+    best = smallest(list(search.seen.values()), target)
+    if best is not None and cfg.centroid_epochs and target <= baseline:
+        search.evaluate(best.knobs, best, epochs=0, rounds=0, centroid_epochs=cfg.centroid_epochs)
+        best = smallest(list(search.seen.values()), target)
+    return SearchResult(best, list(search.seen.values()), target, margin, cfg.strategy)
+
+def artifact_name(key: str) -> str:
+    """A short file name for a candidate's artifacts."""
+    return hashlib.sha1(key.encode()).hexdigest()[:16]

@@ -1,0 +1,144 @@
+"""The candidate pipeline on real models: warm-start from a parent candidate's saved model, remove
+channels, prune weights with masked retraining, remove dead units, share weights, code the file,
+decode it and measure validation accuracy on the decoded model.
+
+Every candidate saves its *trunk* (the pruned, retrained model before weight sharing) so children can
+start from it, in this run or in a resumed one; and its .slz file, so the winner is copied, not rebuilt.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..checkpoint import atomic_write_bytes, atomic_write_json, load_tensors, save_tensors
+from ..compress import CompressConfig, decode_model, encode_model
+from ..container import decode_container
+from ..data import Loaders
+from ..measure import measure
+from ..sharing import WeightSharer, tie_centroids_, untie_centroids_
+from ..structured import (ChannelPruner, apply_plan, build_model, compose_plans, dead_channel_plan,
+                          prunable_channels)
+from ..train import TrainConfig, evaluate, fit
+from ..unstructured import MagnitudePruner, Masks, apply_masks_, mask_hook, masks_from_zeros
+from .driver import SearchConfig, artifact_name
+from .journal import Candidate, Knobs
+
+
+def sparsity_steps(start: float, end: float, rounds: int) -> list[float]:
+    """Sparsities after each of ``rounds`` pruning rounds from ``start`` to ``end``: the kept fraction
+    shrinks geometrically (0 -> 0.875 in 3 rounds: 0.5, 0.75, 0.875)."""
+    kept0, kept1 = 1 - start, 1 - end
+    return [1 - kept0 * (kept1 / kept0) ** ((i + 1) / rounds) for i in range(rounds)]
+
+
+class CandidatePipeline:
+    """``RunCandidate`` for a registry model (see ``driver.RunCandidate``)."""
+
+    def __init__(self, base: nn.Module, spec: dict, dataset: str, input_shape: tuple[int, ...], loaders: Loaders,
+                 train_cfg: TrainConfig, cfg: SearchConfig, run_dir: Path, verbose: bool = True):
+        self.base, self.spec, self.dataset, self.shape = base, spec, dataset, input_shape
+        self.loaders, self.train_cfg, self.cfg, self.dir, self.verbose = loaders, train_cfg, cfg, run_dir, verbose
+        self.device = next(base.parameters()).device
+        self.channels = prunable_channels(base, input_shape)
+        self.has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in base.modules())
+
+    def compress_config(self, knobs: Knobs) -> CompressConfig:
+        c = self.cfg
+        return CompressConfig(channel_ratio=knobs.channel_ratio, sparsity=knobs.sparsity, scope=c.scope,
+                              bits_conv=c.bits_conv, bits_fc=c.bits_fc, index_bits_conv=c.index_bits_conv,
+                              index_bits_fc=c.index_bits_fc, coder=c.coder, lr=c.lr, centroid_epochs=0)
+
+    def file_path(self, c: Candidate) -> Path:
+        return self.dir / "files" / f"{artifact_name(c.key)}.slz"
+
+    def _trunk_path(self, key: str) -> Path:
+        return self.dir / "trunks" / f"{artifact_name(key)}.safetensors"
+
+    def _load(self, parent: Candidate | None) -> tuple[nn.Module, dict]:
+        if parent is None:
+            return copy.deepcopy(self.base), copy.deepcopy(self.spec)
+        path = self._trunk_path(parent.key)
+        spec = json.loads(path.with_suffix(".json").read_text())
+        model = build_model(spec)
+        model.load_state_dict(load_tensors(path))
+        return model.to(self.device), spec
+
+    def _tune(self, model: nn.Module, epochs: int, masks: Masks | None, weight_decay: float | None = None) -> int:
+        if epochs:
+            cfg = dataclasses.replace(self.train_cfg, epochs=epochs, lr=self.cfg.lr, schedule="cosine", patience=0,
+                                      warmup_epochs=0, sparsity=0.0)
+            if weight_decay is not None:
+                cfg = dataclasses.replace(cfg, weight_decay=weight_decay)
+            fit(model, self.loaders.train, None, cfg, after_step=[mask_hook(masks)] if masks else [],
+                verbose=self.verbose)
+        return epochs
+
+    def _remove_channels(self, model: nn.Module, spec: dict, ratio: float, removed: int):
+        """Remove channels until ``ratio`` of the input model's prunable channels are gone: BN scales with
+        one global threshold (network slimming) where the model has BN, else filter L1 per layer."""
+        want = round(ratio * self.channels) - removed
+        have = prunable_channels(model, self.shape)
+        if want <= 0 or have <= 1:
+            return model, spec, removed
+        pruner = ChannelPruner(importance="bn_scale" if self.has_bn else "l1", scope="global" if self.has_bn else "layer",
+                               channel_ratio=min((want + 0.5) / have, 0.999)).fit(model, self.shape)
+        gone = have - sum(len(k) for k in pruner.plan_.values())
+        model = apply_plan(model, pruner.plan_, self.shape)
+        return model, {**spec, "plan": compose_plans(spec.get("plan"), pruner.plan_)}, removed + gone
+
+    def __call__(self, knobs: Knobs, parent: Candidate | None, *, key: str, epochs: int, rounds: int,
+                 centroid_epochs: int) -> dict:
+        model, spec = self._load(parent)
+        start = parent.knobs if parent else Knobs()
+        removed = parent.channels_removed if parent else 0
+        masks = masks_from_zeros(model) if start.sparsity > 0 else None
+        spent = 0
+        try:
+            if knobs.channel_ratio > start.channel_ratio:
+                model, spec, removed = self._remove_channels(model, spec, knobs.channel_ratio, removed)
+                masks = masks_from_zeros(model) if start.sparsity > 0 else None
+                spent += self._tune(model, epochs, masks)
+            if knobs.sparsity > start.sparsity:
+                for sparsity in sparsity_steps(start.sparsity, knobs.sparsity, max(rounds, 1)):
+                    masks = MagnitudePruner(sparsity=sparsity, scope=self.cfg.scope).fit(model).masks_
+                    apply_masks_(model, masks)
+                    spent += self._tune(model, epochs, masks)
+            elif knobs == start:  # the same point, trained further (a screened candidate's fine-tune)
+                spent += self._tune(model, epochs, masks)
+            if dead := dead_channel_plan(model, self.shape):  # units nothing reads any more: removed exactly
+                model = apply_plan(model, dead, self.shape)
+                spec = {**spec, "plan": compose_plans(spec.get("plan"), dead)}
+            self._save_trunk(key, model, spec)
+            data = self._code(model, spec, knobs, centroid_epochs)
+            spent += centroid_epochs
+        except FloatingPointError as e:
+            e.epochs = spent  # type: ignore[attr-defined]
+            raise
+        atomic_write_bytes(self.dir / "files" / f"{artifact_name(key)}.slz", data)
+        decoded = decode_model(decode_container(data)).to(self.device)
+        cost = measure(decoded, self.shape)
+        return {"val_accuracy": evaluate(decoded, self.loaders.val)[1], "file_bytes": len(data),
+                "params": cost.params, "macs": cost.macs, "epochs": spent, "channels_removed": removed}
+
+    def _save_trunk(self, key: str, model: nn.Module, spec: dict) -> None:
+        path = self._trunk_path(key)
+        atomic_write_json(path.with_suffix(".json"), spec)
+        save_tensors(path, model.state_dict())
+
+    def _code(self, model: nn.Module, spec: dict, knobs: Knobs, centroid_epochs: int) -> bytes:
+        """Share weights (k-means), fine-tune the centroids, and code the file."""
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise FloatingPointError("weights are not finite")
+        masks = masks_from_zeros(model)
+        layers = WeightSharer(bits_conv=self.cfg.bits_conv, bits_fc=self.cfg.bits_fc).fit(model, masks).layers_
+        if centroid_epochs:
+            tie_centroids_(model, layers)
+            self._tune(model, centroid_epochs, None, weight_decay=0.0)
+            layers = untie_centroids_(model, layers)
+        return encode_model(model.cpu(), spec, layers, self.compress_config(knobs), {"dataset": self.dataset})

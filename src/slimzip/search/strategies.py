@@ -1,0 +1,136 @@
+"""Search strategies: each proposes candidates to ``search.evaluate`` and reads back what they measured.
+
+A strategy only walks the (channel ratio, weight sparsity) plane; the driver keeps the journal, counts
+the cost and picks the smallest file that meets the target. Strategies are plain functions in a
+registry, so a new one is a function and a line.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from .journal import Candidate, Knobs
+
+if TYPE_CHECKING:
+    from .driver import Search
+
+Strategy = Callable[["Search"], None]
+AXES = ("channel_ratio", "sparsity")
+EPS = 1e-9
+
+
+def _knobs(point: Candidate | None) -> Knobs:
+    return point.knobs if point is not None else Knobs()
+
+
+def _raised(point: Candidate | None, axis: str, step: float) -> Knobs:
+    knobs = _knobs(point)
+    values = {a: getattr(knobs, a) for a in AXES}
+    values[axis] += step
+    return Knobs(**values)
+
+
+def _limit(search: "Search", axis: str) -> float:
+    return search.cfg.max_channel_ratio if axis == "channel_ratio" else search.cfg.max_sparsity
+
+
+def _linear_walk(search: "Search", point: Candidate | None, axis: str, step: float,
+                 threshold: float) -> Candidate | None:
+    """Raise one knob by ``step`` at a time, warm-starting each candidate from the last one, while
+    validation accuracy stays at ``threshold``; returns the last candidate that did (or ``point``)."""
+    while True:
+        knobs = _raised(point, axis, step)
+        if getattr(knobs, axis) > _limit(search, axis) + EPS:
+            return point
+        candidate = search.evaluate(knobs, point, epochs=search.cfg.finetune_epochs)
+        if not candidate.meets(threshold):
+            return point
+        point = candidate
+
+
+def heuristic(search: "Search") -> None:
+    """The combined heuristic (Tian et al. 2022): step 1 raises the channel ratio by ``step`` while
+    accuracy stays at target + margin; step 2 raises weight sparsity on that model while it stays at
+    the target; then ``refine`` rounds halve step and margin and repeat both walks from the best point.
+    The paper does not say how step and margin shrink; halving both is slimzip's choice."""
+    cfg, target = search.cfg, search.target
+    step, margin = cfg.step, search.margin
+    point = None
+    for _round in range(cfg.refine + 1):
+        point = _linear_walk(search, point, "channel_ratio", step, target + margin)
+        point = _linear_walk(search, point, "sparsity", step, target)
+        step, margin = step / 2, margin / 2
+
+
+def _axis(step: float, limit: float) -> list[float]:
+    n = int(limit / step + EPS)
+    return [round(i * step, 6) for i in range(n + 1)]
+
+
+def grid(search: "Search") -> None:
+    """Brute force: every (channel ratio, sparsity) pair on the step grid, each from the input model
+    with the same budget (``finetune_epochs`` after channel removal, then ``prune_steps`` rounds of
+    weight pruning with ``finetune_epochs`` each). The channel stage of a ratio is computed once and
+    shared by that ratio's row, which changes no result, only the cost."""
+    cfg = search.cfg
+    for ratio in _axis(cfg.step, cfg.max_channel_ratio):
+        row = search.evaluate(Knobs(ratio, 0.0), None, epochs=cfg.finetune_epochs if ratio else 0)
+        if row.status != "ok":
+            continue
+        for sparsity in _axis(cfg.step, cfg.max_sparsity)[1:]:
+            search.evaluate(Knobs(ratio, sparsity), row, epochs=cfg.finetune_epochs, rounds=cfg.prune_steps)
+
+
+def _gallop(search: "Search", point: Candidate | None, axis: str, threshold: float,
+            step: float | None = None) -> Candidate | None:
+    """Walk one knob with a step that doubles after every success until the first failure, then
+    bisects between the last success and the first failure, down to ``step / 2**refine``. Each
+    candidate is first screened without any training (prune from the warm parent, code, decode,
+    validate); only a candidate that misses by less than ``screen_gap`` is fine-tuned, and only a
+    screened or fine-tuned success becomes the next parent."""
+    cfg = search.cfg
+    step, finest = step or cfg.step, cfg.step / 2 ** cfg.refine
+    failed_at = _limit(search, axis) + 2 * EPS  # the smallest value known to fail (or past the limit)
+    while step >= finest - EPS:
+        knobs = _raised(point, axis, step)
+        if getattr(knobs, axis) > failed_at - 2 * EPS:
+            step /= 2
+            continue
+        if (accepted := _try(search, knobs, point, threshold)) is not None:
+            point = accepted
+            step = step * 2 if failed_at > _limit(search, axis) + EPS else step / 2
+        else:
+            failed_at, step = getattr(knobs, axis), step / 2
+    return point
+
+
+def _try(search: "Search", knobs: Knobs, point: Candidate | None, threshold: float) -> Candidate | None:
+    """Screen ``knobs`` from ``point`` with no training; fine-tune it if it misses by less than the
+    screen gap. Returns the candidate that meets ``threshold``, or None."""
+    cfg = search.cfg
+    screen = search.evaluate(knobs, point, epochs=0)
+    if not screen.meets(threshold) and screen.meets(threshold - cfg.screen_gap) and cfg.finetune_epochs:
+        screen = search.evaluate(knobs, screen, epochs=cfg.finetune_epochs)
+    return screen if screen.meets(threshold) else None
+
+
+def frontier(search: "Search") -> None:
+    """slimzip's strategy: the heuristic's two walks (channels at target + margin, then sparsity at the
+    target), but galloping (steps double until the first failure, then bisect: the boundary is found
+    in logarithmically many candidates, to a finer resolution) and screening every candidate with zero
+    training before paying for a fine-tune (early steps often lose no accuracy at all). Then it walks
+    the staircase boundary: alternately each knob again from the best point, at the finest step and
+    with the margin spent, until neither moves."""
+    cfg, target = search.cfg, search.target
+    point = _gallop(search, None, "channel_ratio", target + search.margin)
+    point = _gallop(search, point, "sparsity", target)
+    finest = cfg.step / 2 ** cfg.refine
+    moved = True
+    while moved and point is not None:
+        before = point
+        for axis in AXES:
+            point = _gallop(search, point, axis, target, step=finest)
+        moved = point is not before
+
+
+STRATEGIES: dict[str, Strategy] = {"heuristic": heuristic, "grid": grid, "frontier": frontier}

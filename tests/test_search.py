@@ -1,0 +1,206 @@
+"""The search: strategies on a synthetic landscape (fast, exact), the journal (resume, no repeats,
+failed candidates), and the real pipeline end to end on a tiny checkpoint."""
+
+import json
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from slimzip.cli import main
+from slimzip.errors import SlimzipError
+from slimzip.search import Journal, Knobs, SearchConfig, run_search
+from slimzip.search.pipeline import sparsity_steps
+from slimzip.search.strategies import _axis
+
+BASELINE = 0.99
+
+
+class Landscape:
+    """A fake candidate pipeline: accuracy falls with both knobs (faster past a knee), file bytes
+    shrink with both; a screened candidate (pruned, not trained) loses twice what the step costs a
+    fine-tuned one (fine-tuning recovers half of the damage)."""
+
+    def __init__(self, fail_at=None, stop_after=None):
+        self.calls, self.fail_at, self.stop_after = [], fail_at, stop_after
+
+    def accuracy(self, k: Knobs) -> float:
+        return BASELINE - 0.02 * max(k.channel_ratio - 0.5, 0) - 0.05 * max(k.sparsity - 0.8, 0) - 0.001 * k.sparsity
+
+    def __call__(self, knobs, parent, *, key, epochs, rounds, centroid_epochs):
+        if self.stop_after is not None and len(self.calls) >= self.stop_after:
+            raise KeyboardInterrupt
+        self.calls.append(key)
+        if knobs == self.fail_at:
+            raise FloatingPointError("training diverged at epoch 1 (loss nan)")
+        acc = self.accuracy(knobs)
+        if epochs == 0 and (parent is None or parent.knobs != knobs):  # screened: pruned, not trained
+            acc -= self.accuracy(parent.knobs if parent else Knobs()) - acc
+        size = int(100_000 * (1 - knobs.channel_ratio) ** 2 * (1 - knobs.sparsity)) + 500
+        return {"val_accuracy": acc, "file_bytes": size, "params": size, "macs": size,
+                "epochs": epochs * max(rounds, 1) + centroid_epochs, "channels_removed": 0}
+
+
+def _search(tmp_path, strategy, target=0.985, fake=None, **kw):
+    cfg = SearchConfig(strategy=strategy, **kw)
+    fake = fake or Landscape()
+    journal = Journal(tmp_path / f"{strategy}.sqlite", {"cfg": strategy, "target": target})
+    try:
+        return run_search(cfg, target, BASELINE, journal, fake, verbose=False), fake
+    finally:
+        journal.close()
+
+
+def _feasible_grid_best(target, step=0.1):
+    fake = Landscape()
+    points = [Knobs(r, s) for r in _axis(step, 0.9) for s in _axis(step, 0.99)]
+    ok = [p for p in points if fake.accuracy(p) >= target]
+    return min(int(100_000 * (1 - p.channel_ratio) ** 2 * (1 - p.sparsity)) + 500 for p in ok)
+
+
+def test_grid_tries_every_pair_and_finds_the_grid_optimum(tmp_path):
+    result, fake = _search(tmp_path, "grid")
+    assert len(fake.calls) == 10 * 10 + 1  # every pair, then the winner's centroid fine-tune
+    assert result.best.file_bytes == _feasible_grid_best(0.985)
+    assert result.best.meets(0.985)
+
+
+def test_heuristic_and_frontier_meet_the_target_far_cheaper(tmp_path):
+    grid, _ = _search(tmp_path, "grid")
+    heur, _ = _search(tmp_path, "heuristic")
+    front, _ = _search(tmp_path, "frontier")
+    for r in (heur, front):
+        assert r.best.meets(0.985) and all(c.meets(0.985) or c is not r.best for c in r.candidates)
+    assert grid.epochs >= 10 * heur.epochs
+    assert heur.best.file_bytes <= 1.1 * grid.best.file_bytes
+    # on this landscape channels are the cheaper bytes and the heuristic's refinement trades sparsity for
+    # them; frontier (which never lowers a knob) ends a little larger: on LeNet the comparison is measured
+    assert front.epochs * 2 <= heur.epochs and front.best.file_bytes <= 1.3 * heur.best.file_bytes
+
+
+def test_heuristic_walks_channels_at_target_plus_margin_then_sparsity(tmp_path):
+    result, _ = _search(tmp_path, "heuristic", refine=0, margin=0.004)
+    channel_only = [c for c in result.candidates if c.knobs.sparsity == 0]
+    # accuracy at ratio r is 0.99 - 0.02 * (r - 0.5): it reaches 0.985 + 0.004 up to r = 0.55 (0.5 on the grid)
+    assert max(c.knobs.channel_ratio for c in channel_only if c.meets(0.989)) == 0.5
+    assert result.best.knobs.channel_ratio == 0.5
+    parents = {c.id: c for c in result.candidates}
+    for c in result.candidates:  # warm starts: every candidate continues from a feasible one
+        assert c.parent is None or parents[c.parent].meets(0.985)
+
+
+def test_infeasible_target_ends_after_one_candidate(tmp_path):
+    result, fake = _search(tmp_path, "heuristic", target=0.995)
+    assert len(fake.calls) == 1 and result.best is None
+    assert result.candidates[0].knobs == Knobs() and result.candidates[0].epochs == 0
+
+
+def test_diverged_candidate_is_recorded_as_failed_and_the_search_goes_on(tmp_path):
+    fake = Landscape(fail_at=Knobs(0.3, 0.0))
+    result, _ = _search(tmp_path, "grid", fake=fake)
+    failed = [c for c in result.candidates if c.status == "failed"]
+    assert [c.knobs for c in failed] == [Knobs(0.3, 0.0)] and "diverged" in failed[0].error
+    assert not any(c.knobs.channel_ratio == 0.3 for c in result.candidates if c.status == "ok")
+    assert result.best is not None and result.best.meets(0.985)
+    rows = sqlite3.connect(tmp_path / "grid.sqlite").execute("SELECT status, error FROM candidates").fetchall()
+    assert ("failed", failed[0].error) in rows
+
+
+@pytest.mark.parametrize("strategy", ["heuristic", "grid", "frontier"])
+def test_a_killed_search_resumes_without_repeating_or_losing_candidates(tmp_path, strategy):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    whole, fake_whole = _search(tmp_path / "a", strategy)
+    with pytest.raises(KeyboardInterrupt):
+        _search(tmp_path / "b", strategy, fake=Landscape(stop_after=7))
+    again = Landscape()
+    resumed, _ = _search(tmp_path / "b", strategy, fake=again)
+    assert len(again.calls) == len(fake_whole.calls) - 7  # the 7 finished ones came from the journal
+    assert not set(again.calls) & set(fake_whole.calls[:7])
+    assert [c.key for c in resumed.candidates] == [c.key for c in whole.candidates]
+    assert resumed.best.key == whole.best.key and resumed.epochs == whole.epochs
+
+
+def test_journal_refuses_a_different_search(tmp_path):
+    Journal(tmp_path / "j.sqlite", {"a": 1}).close()
+    with pytest.raises(SlimzipError, match="other settings"):
+        Journal(tmp_path / "j.sqlite", {"a": 2})
+    (tmp_path / "bad.sqlite").write_bytes(b"not a database, just bytes" * 100)
+    with pytest.raises(SlimzipError, match="not a readable search journal"):
+        Journal(tmp_path / "bad.sqlite", {"a": 1})
+
+
+def test_sparsity_steps_shrink_the_kept_fraction_geometrically():
+    assert sparsity_steps(0.0, 0.875, 3) == pytest.approx([0.5, 0.75, 0.875])
+    assert sparsity_steps(0.5, 0.9, 1) == pytest.approx([0.9])
+
+
+@pytest.mark.parametrize("kw, message", [({"strategy": "anneal"}, "unknown search strategy"),
+                                         ({"step": 0.0}, "step must be"), ({"max_sparsity": 1.0}, "max sparsity"),
+                                         ({"train_subset": 0}, "train subset")])
+def test_bad_search_settings_are_named(kw, message):
+    with pytest.raises(SlimzipError, match=message):
+        SearchConfig(**kw).validate()
+
+
+# --- the real pipeline, end to end --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, data_dir):
+    """A one-epoch LeNet-300-100 (BN) checkpoint with slimming's sparsity, shared by this module's tests
+    (none of them modifies it: that is one of the things they check)."""
+    path = tmp_path_factory.mktemp("search") / "run"
+    assert main(["train", "--model", "lenet-300-100-bn", "--epochs", "1", "--subset", "3000", "--sparsity", "1e-4",
+                 "--out", str(path), "--quiet"]) == 0
+    return path
+
+
+def test_compress_search_writes_the_winner_and_resumes_from_the_journal(capsys, tiny, tmp_path):
+    ckpt = tiny
+    argv = ["compress", str(ckpt), "--max-drop", "3", "--search", "frontier", "--step", "0.4", "--refine", "1",
+            "--train-subset", "1000", "--out", str(tmp_path / "m.slz"), "--quiet", "--json"]
+    capsys.readouterr()
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["val_accuracy"] >= first["target_accuracy"]
+    assert first["file_bytes"] == (tmp_path / "m.slz").stat().st_size
+    assert first["knobs"]["sparsity"] > 0 and first["search"]["candidates"] == len(first["candidates"])
+    db = sqlite3.connect(tmp_path / "m.run" / "journal.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0] == first["search"]["candidates"]
+    # the file decodes in a fresh process to the accuracy the search reported
+    out = subprocess.run([sys.executable, "-m", "slimzip", "eval", str(tmp_path / "m.slz"), "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(out)["accuracy"] == first["test_accuracy"]
+    # the same command again: every candidate comes from the journal, nothing is trained
+    assert main(argv) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0] == first["search"]["candidates"]
+    assert second["file_bytes"] == first["file_bytes"] and second["test_accuracy"] == first["test_accuracy"]
+
+
+def test_infeasible_target_is_one_line_exit_2_with_the_best_found(capsys, tiny, tmp_path):
+    ckpt = tiny
+    before = {p.name: p.read_bytes() for p in ckpt.iterdir() if p.is_file()}
+    capsys.readouterr()
+    code = main(["compress", str(ckpt), "--target-accuracy", "0.9999", "--out", str(tmp_path / "m.slz"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "infeasible" in err and "best found" in err and "Traceback" not in err
+    assert not (tmp_path / "m.slz").exists()
+    assert before == {p.name: p.read_bytes() for p in ckpt.iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--target-accuracy", "1.5"], "target accuracy must be in"),
+    (["--target-accuracy", "0.9", "--max-drop", "1"], "exactly one of"),
+    (["--max-drop", "1", "--search", "anneal"], "unknown search strategy"),
+    (["--max-drop", "1", "--sparsity", "0.9"], "chosen by the search"),
+    (["--search", "grid"], "needs a target"),
+])
+def test_search_mistakes_exit_2(capsys, tiny, tmp_path, extra, message):
+    ckpt = tiny
+    capsys.readouterr()
+    code = main(["compress", str(ckpt), "--out", str(tmp_path / "m.slz"), "--quiet", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
