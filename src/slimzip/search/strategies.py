@@ -7,6 +7,7 @@ registry, so a new one is a function and a line.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Callable
 
 from .journal import Candidate, Knobs
@@ -81,26 +82,34 @@ def grid(search: "Search") -> None:
             search.evaluate(Knobs(ratio, sparsity), row, epochs=cfg.finetune_epochs, rounds=cfg.prune_steps)
 
 
-def _gallop(search: "Search", point: Candidate | None, axis: str, threshold: float,
-            step: float | None = None) -> Candidate | None:
-    """Walk one knob with a step that doubles after every success until the first failure, then
-    bisects between the last success and the first failure, down to ``step / 2**refine``. Each
-    candidate is first screened without any training (prune from the warm parent, code, decode,
+# A walk coordinate for a knob, and back: channels walk linearly; sparsity walks in *halvings* of the
+# kept weights (s = 0.5, 0.75, 0.875, ... are 1, 2, 3 halvings), so one step removes the same share of
+# what is left wherever the walk is, as deep compression's iterative pruning does.
+Scale = tuple[Callable[[float], float], Callable[[float], float]]
+LINEAR: Scale = (lambda v: v, lambda x: x)
+HALVINGS: Scale = (lambda s: -math.log2(1 - s), lambda u: 1 - 2 ** -u)
+
+
+def _gallop(search: "Search", point: Candidate | None, axis: str, threshold: float, scale: Scale, step: float,
+            finest: float) -> Candidate | None:
+    """Walk one knob (in ``scale``'s coordinate) with a step that doubles after every success until the
+    first failure, then bisects between the last success and the first failure, down to ``finest``.
+    Each candidate is first screened without any training (prune from the warm parent, code, decode,
     validate); only a candidate that misses by less than ``screen_gap`` is fine-tuned, and only a
     screened or fine-tuned success becomes the next parent."""
-    cfg = search.cfg
-    step, finest = step or cfg.step, cfg.step / 2 ** cfg.refine
-    failed_at = _limit(search, axis) + 2 * EPS  # the smallest value known to fail (or past the limit)
+    to_walk, to_knob = scale
+    failed_at = to_walk(_limit(search, axis)) + 2 * EPS  # the smallest coordinate known to fail, or the limit
     while step >= finest - EPS:
-        knobs = _raised(point, axis, step)
-        if getattr(knobs, axis) > failed_at - 2 * EPS:
+        x = to_walk(getattr(_knobs(point), axis)) + step
+        if x > failed_at - 2 * EPS:
             step /= 2
             continue
-        if (accepted := _try(search, knobs, point, threshold)) is not None:
+        if (accepted := _try(search, _raised(point, axis, to_knob(x) - getattr(_knobs(point), axis)), point,
+                             threshold)) is not None:
             point = accepted
-            step = step * 2 if failed_at > _limit(search, axis) + EPS else step / 2
+            step = step * 2 if failed_at > to_walk(_limit(search, axis)) + EPS else step / 2
         else:
-            failed_at, step = getattr(knobs, axis), step / 2
+            failed_at, step = x, step / 2
     return point
 
 
@@ -117,19 +126,22 @@ def _try(search: "Search", knobs: Knobs, point: Candidate | None, threshold: flo
 def frontier(search: "Search") -> None:
     """slimzip's strategy: the heuristic's two walks (channels at target + margin, then sparsity at the
     target), but galloping (steps double until the first failure, then bisect: the boundary is found
-    in logarithmically many candidates, to a finer resolution) and screening every candidate with zero
-    training before paying for a fine-tune (early steps often lose no accuracy at all). Then it walks
-    the staircase boundary: alternately each knob again from the best point, at the finest step and
-    with the margin spent, until neither moves."""
+    in logarithmically many candidates, to a finer resolution; sparsity in halvings of the kept
+    weights) and screening every candidate with zero training before paying for a fine-tune (early
+    steps often lose no accuracy at all). Then it walks the staircase boundary: each knob again from the
+    best point, at the finest step and with the margin spent, until neither moves."""
     cfg, target = search.cfg, search.target
-    point = _gallop(search, None, "channel_ratio", target + search.margin)
-    point = _gallop(search, point, "sparsity", target)
-    finest = cfg.step / 2 ** cfg.refine
+    walks = {"channel_ratio": (LINEAR, cfg.step, cfg.step / 2 ** cfg.refine),
+             "sparsity": (HALVINGS, 1.0, 1.0 / 2 ** cfg.refine)}
+    point = None
+    for axis, (scale, step, finest) in walks.items():
+        point = _gallop(search, point, axis, target + (search.margin if axis == "channel_ratio" else 0.0), scale,
+                        step, finest)
     moved = True
     while moved and point is not None:
         before = point
-        for axis in AXES:
-            point = _gallop(search, point, axis, target, step=finest)
+        for axis, (scale, _step, finest) in walks.items():
+            point = _gallop(search, point, axis, target, scale, finest, finest)
         moved = point is not before
 
 
