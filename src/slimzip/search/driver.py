@@ -139,7 +139,8 @@ def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journ
     """Run ``cfg.strategy``; then fine-tune the winner's centroids (the same for every strategy).
 
     A target above the baseline's validation accuracy cannot be met by removing anything: the search
-    evaluates only the input model as coded (no training) and ends, reporting it as the best found."""
+    evaluates only the input model as coded (no training) and ends, reporting it as the best found.
+    If a strategy finds nothing that meets the target, the input model as coded is tried last."""
     cfg.validate()
     check_range("target accuracy", target, 0.0, 1.0)
     margin = cfg.margin if cfg.margin is not None else max(baseline - target, 0.0) / 2
@@ -148,6 +149,8 @@ def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journ
         search.evaluate(Knobs(), None, epochs=0)
     else:
         STRATEGIES[cfg.strategy](search)
+        if smallest(list(search.seen.values()), target) is None:  # nothing removed is a candidate too
+            search.evaluate(Knobs(), None, epochs=0)
     best = smallest(list(search.seen.values()), target)
     if best is not None and cfg.centroid_epochs and target <= baseline:
         search.evaluate(best.knobs, best, epochs=0, rounds=0, centroid_epochs=cfg.centroid_epochs)
