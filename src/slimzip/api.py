@@ -164,9 +164,7 @@ def compress(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: Compres
     """Deep-compress a trained checkpoint into a .slz file with fixed knobs; accuracy is measured on the
     model decoded from the written file."""
     cfg.validate()
-    out = Path(out)
-    if out.suffix != ".slz":
-        raise SlimzipError(f"{out}: the output file must end in .slz")
+    out = _slz_path(out)
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, dev)
     dataset = meta.get("dataset")
@@ -202,6 +200,13 @@ def compress(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: Compres
               "epochs": epochs, "wall_seconds": time.perf_counter() - t0,
               "components": inspect_container(read_container(out))["components"]}
     return result
+
+
+def _slz_path(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    if out.suffix != ".slz":
+        raise SlimzipError(f"{out}: the output file must end in .slz")
+    return out
 
 
 def _checkpoint_recipe(meta: dict) -> TrainConfig:
@@ -342,9 +347,7 @@ def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchCo
     from .search.pipeline import CandidatePipeline
 
     cfg.validate()
-    out = Path(out)
-    if out.suffix != ".slz":
-        raise SlimzipError(f"{out}: the output file must end in .slz")
+    out = _slz_path(out)
     run = Path(run_dir) if run_dir else out.with_suffix(".run")
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, dev)
@@ -379,12 +382,13 @@ def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchCo
         raise SlimzipError(f"target val accuracy {target:.4f} {why}: infeasible; {found} "
                            f"({len(result.candidates)} candidates, {result.epochs} epochs; journal in {run})")
     best = result.best
-    atomic_write_bytes(out, pipeline.file_path(best).read_bytes())
+    atomic_write_bytes(out, pipeline.file_path(best.key).read_bytes())
     written = decode_model(read_container(out)).to(dev)
     cost = measure(written, spec.image_shape)
     dense_bytes = dense_fp32_bytes(model)
-    summary = {"file": str(out), "file_bytes": out.stat().st_size, "dense_fp32_bytes": dense_bytes,
-               "compression_ratio": dense_bytes / out.stat().st_size, "val_accuracy": best.val_accuracy,
+    file_bytes = out.stat().st_size
+    summary = {"file": str(out), "file_bytes": file_bytes, "dense_fp32_bytes": dense_bytes,
+               "compression_ratio": dense_bytes / file_bytes, "val_accuracy": best.val_accuracy,
                "test_accuracy": evaluate(written, loaders.test)[1], "params": cost.params, "macs": cost.macs,
                "sparsity": sparsity_of(written), "knobs": {**dataclasses.asdict(best.knobs), "candidate": best.id},
                **summary}

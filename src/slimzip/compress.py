@@ -86,10 +86,8 @@ def deep_compress(model: nn.Module, train: DeviceLoader, val: DeviceLoader | Non
     epochs = 0
     tune = lambda n: dataclasses.replace(train_cfg, epochs=n, lr=cfg.lr, schedule="cosine", patience=0)  # noqa: E731
     channel_plan: dict[str, list[int]] = {}
-    if cfg.channel_ratio > 0:  # structured first: BN scales (slimming) where there are any, else filter L1
-        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-        pruner = ChannelPruner(importance="bn_scale" if has_bn else "l1", channel_ratio=cfg.channel_ratio,
-                               scope="global" if has_bn else "layer")
+    if cfg.channel_ratio > 0:  # structured first
+        pruner = default_channel_pruner(model, cfg.channel_ratio)
         channel_plan = pruner.fit(model, input_shape).plan_
         model = apply_plan(model, channel_plan, input_shape)
         log(f"removed {cfg.channel_ratio:.0%} of channels ({pruner.importance}, {pruner.scope})", verbose=verbose)
@@ -110,14 +108,30 @@ def deep_compress(model: nn.Module, train: DeviceLoader, val: DeviceLoader | Non
         log(f"removing dead units in {len(dead)} layers", verbose=verbose)
         model = apply_plan(model, dead, input_shape)
         masks = masks_from_zeros(model)
-    layers = WeightSharer(bits_conv=cfg.bits_conv, bits_fc=cfg.bits_fc).fit(model, masks).layers_
-    if cfg.centroid_epochs:
+    layers = share_weights(model, masks, cfg.bits_conv, cfg.bits_fc, tune(cfg.centroid_epochs), train, val,
+                           grad=cfg.centroid_grad, verbose=verbose)
+    return DeepCompressed(model, layers, plan, epochs + cfg.centroid_epochs)
+
+
+def default_channel_pruner(model: nn.Module, channel_ratio: float) -> ChannelPruner:
+    """Network slimming (BN scales, one global threshold) where the model has BatchNorm, else filter L1
+    per layer."""
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return ChannelPruner(importance="bn_scale" if has_bn else "l1", channel_ratio=channel_ratio,
+                         scope="global" if has_bn else "layer")
+
+
+def share_weights(model: nn.Module, masks: dict, bits_conv: int, bits_fc: int, centroid_cfg: TrainConfig,
+                  train: DeviceLoader, val: DeviceLoader | None, grad: str = "mean",
+                  verbose: bool = True) -> dict[str, SharedLayer]:
+    """k-means weight sharing, then ``centroid_cfg.epochs`` of centroid fine-tuning (no weight decay)."""
+    layers = WeightSharer(bits_conv=bits_conv, bits_fc=bits_fc).fit(model, masks).layers_
+    if centroid_cfg.epochs:
         log("fine-tuning centroids", verbose=verbose)
-        tie_centroids_(model, layers, grad=cfg.centroid_grad)
-        fit(model, train, val, dataclasses.replace(tune(cfg.centroid_epochs), weight_decay=0.0), verbose=verbose)
+        tie_centroids_(model, layers, grad=grad)
+        fit(model, train, val, dataclasses.replace(centroid_cfg, weight_decay=0.0), verbose=verbose)
         layers = untie_centroids_(model, layers)
-        epochs += cfg.centroid_epochs
-    return DeepCompressed(model, layers, plan, epochs)
+    return layers
 
 
 # --- encoding ------------------------------------------------------------------------------------

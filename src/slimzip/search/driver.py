@@ -3,7 +3,6 @@ what the search cost, and picks the smallest file that meets the target."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass
@@ -149,13 +148,13 @@ def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journ
         search.evaluate(Knobs(), None, epochs=0)
     else:
         STRATEGIES[cfg.strategy](search)
-        if smallest(list(search.seen.values()), target) is None:  # nothing removed is a candidate too
-            search.evaluate(Knobs(), None, epochs=0)
-    best = smallest(list(search.seen.values()), target)
-    if best is not None and cfg.centroid_epochs and target <= baseline:
-        search.evaluate(best.knobs, best, epochs=0, rounds=0, centroid_epochs=cfg.centroid_epochs)
         best = smallest(list(search.seen.values()), target)
-    return SearchResult(best, list(search.seen.values()), target, margin, cfg.strategy)
+        if best is None:  # nothing removed is a candidate too
+            search.evaluate(Knobs(), None, epochs=0)
+        elif cfg.centroid_epochs:
+            search.evaluate(best.knobs, best, epochs=0, rounds=0, centroid_epochs=cfg.centroid_epochs)
+    candidates = list(search.seen.values())
+    return SearchResult(smallest(candidates, target), candidates, target, margin, cfg.strategy)
 
 def artifact_name(key: str) -> str:
     """A short file name for a candidate's artifacts."""

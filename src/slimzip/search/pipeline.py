@@ -17,13 +17,11 @@ import torch
 from torch import nn
 
 from ..checkpoint import atomic_write_bytes, atomic_write_json, load_tensors, save_tensors
-from ..compress import CompressConfig, decode_model, encode_model
+from ..compress import CompressConfig, decode_model, default_channel_pruner, encode_model, share_weights
 from ..container import decode_container
 from ..data import Loaders
 from ..measure import measure
-from ..sharing import WeightSharer, tie_centroids_, untie_centroids_
-from ..structured import (ChannelPruner, apply_plan, build_model, compose_plans, dead_channel_plan,
-                          prunable_channels)
+from ..structured import apply_plan, build_model, compose_plans, dead_channel_plan, prunable_channels
 from ..train import TrainConfig, evaluate, fit
 from ..unstructured import MagnitudePruner, Masks, apply_masks_, mask_hook, masks_from_zeros
 from .driver import SearchConfig, artifact_name
@@ -46,7 +44,6 @@ class CandidatePipeline:
         self.loaders, self.train_cfg, self.cfg, self.dir, self.verbose = loaders, train_cfg, cfg, run_dir, verbose
         self.device = next(base.parameters()).device
         self.channels = prunable_channels(base, input_shape)
-        self.has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in base.modules())
 
     def compress_config(self, knobs: Knobs) -> CompressConfig:
         c = self.cfg
@@ -54,8 +51,8 @@ class CandidatePipeline:
                               bits_conv=c.bits_conv, bits_fc=c.bits_fc, index_bits_conv=c.index_bits_conv,
                               index_bits_fc=c.index_bits_fc, coder=c.coder, lr=c.lr, centroid_epochs=0)
 
-    def file_path(self, c: Candidate) -> Path:
-        return self.dir / "files" / f"{artifact_name(c.key)}.slz"
+    def file_path(self, key: str) -> Path:
+        return self.dir / "files" / f"{artifact_name(key)}.slz"
 
     def _trunk_path(self, key: str) -> Path:
         return self.dir / "trunks" / f"{artifact_name(key)}.safetensors"
@@ -69,14 +66,14 @@ class CandidatePipeline:
         model.load_state_dict(load_tensors(path))
         return model.to(self.device), spec
 
-    def _tune(self, model: nn.Module, epochs: int, masks: Masks | None, weight_decay: float | None = None) -> int:
+    def _tune_config(self, epochs: int) -> TrainConfig:
+        return dataclasses.replace(self.train_cfg, epochs=epochs, lr=self.cfg.lr, schedule="cosine", patience=0,
+                                   warmup_epochs=0, sparsity=0.0)
+
+    def _tune(self, model: nn.Module, epochs: int, masks: Masks | None) -> int:
         if epochs:
-            cfg = dataclasses.replace(self.train_cfg, epochs=epochs, lr=self.cfg.lr, schedule="cosine", patience=0,
-                                      warmup_epochs=0, sparsity=0.0)
-            if weight_decay is not None:
-                cfg = dataclasses.replace(cfg, weight_decay=weight_decay)
-            fit(model, self.loaders.train, None, cfg, after_step=[mask_hook(masks)] if masks else [],
-                verbose=self.verbose)
+            fit(model, self.loaders.train, None, self._tune_config(epochs),
+                after_step=[mask_hook(masks)] if masks else [], verbose=self.verbose)
         return epochs
 
     def _remove_channels(self, model: nn.Module, spec: dict, ratio: float, removed: int):
@@ -86,8 +83,7 @@ class CandidatePipeline:
         have = prunable_channels(model, self.shape)
         if want <= 0 or have <= 1:
             return model, spec, removed
-        pruner = ChannelPruner(importance="bn_scale" if self.has_bn else "l1", scope="global" if self.has_bn else "layer",
-                               channel_ratio=min((want + 0.5) / have, 0.999)).fit(model, self.shape)
+        pruner = default_channel_pruner(model, min((want + 0.5) / have, 0.999)).fit(model, self.shape)
         gone = have - sum(len(k) for k in pruner.plan_.values())
         model = apply_plan(model, pruner.plan_, self.shape)
         return model, {**spec, "plan": compose_plans(spec.get("plan"), pruner.plan_)}, removed + gone
@@ -120,7 +116,7 @@ class CandidatePipeline:
         except FloatingPointError as e:
             e.epochs = spent  # type: ignore[attr-defined]
             raise
-        atomic_write_bytes(self.dir / "files" / f"{artifact_name(key)}.slz", data)
+        atomic_write_bytes(self.file_path(key), data)
         decoded = decode_model(decode_container(data)).to(self.device)
         cost = measure(decoded, self.shape)
         return {"val_accuracy": evaluate(decoded, self.loaders.val)[1], "file_bytes": len(data),
@@ -135,10 +131,6 @@ class CandidatePipeline:
         """Share weights (k-means), fine-tune the centroids, and code the file."""
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise FloatingPointError("weights are not finite")
-        masks = masks_from_zeros(model)
-        layers = WeightSharer(bits_conv=self.cfg.bits_conv, bits_fc=self.cfg.bits_fc).fit(model, masks).layers_
-        if centroid_epochs:
-            tie_centroids_(model, layers)
-            self._tune(model, centroid_epochs, None, weight_decay=0.0)
-            layers = untie_centroids_(model, layers)
+        layers = share_weights(model, masks_from_zeros(model), self.cfg.bits_conv, self.cfg.bits_fc,
+                               self._tune_config(centroid_epochs), self.loaders.train, None, verbose=self.verbose)
         return encode_model(model.cpu(), spec, layers, self.compress_config(knobs), {"dataset": self.dataset})
