@@ -403,17 +403,26 @@ ABLATIONS = {"structured only": {"max_sparsity": 0.0, "margin": 0.0},
 
 def compare_search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchConfig", *,
                    strategies: tuple[str, ...] = ("heuristic", "grid", "frontier"), ablation: str | None = "frontier",
-                   target_accuracy: float | None = None, max_drop: float | None = None, device: str = "cpu",
+                   budget_ratio: float | None = None, target_accuracy: float | None = None, max_drop: float | None = None, device: str = "cpu",
                    data_dir: str | None = None, verbose: bool = True) -> dict:
     """Run several strategies (and the structured-only / unstructured-only / combined ablation with one
     strategy) on the same checkpoint and target; results and cost ratios side by side. Every search has
-    its own run directory under ``out``, so each is resumable and none reuses another's candidates."""
+    its own run directory under ``out``, so each is resumable and none reuses another's candidates.
+    ``budget_ratio`` R adds 'frontier-budget': frontier with ``max_epochs`` = R x the heuristic's epochs
+    (does frontier at a fraction of the heuristic's cost find a file as small?)."""
     out = Path(out)
+    if budget_ratio is not None:
+        check_range("budget ratio", budget_ratio, 0.01, 100.0)
+        if "heuristic" not in strategies:
+            raise SlimzipError("--budget-ratio sets frontier's budget from the heuristic's cost: include heuristic")
+    plan = [(name, dataclasses.replace(cfg, strategy=name)) for name in strategies]
     runs: dict[str, dict] = {}
-    for name in strategies:
-        runs[name] = search(checkpoint, out / f"{name}.slz", dataclasses.replace(cfg, strategy=name),
-                            target_accuracy=target_accuracy, max_drop=max_drop, run_dir=out / name,
-                            device=device, data_dir=data_dir, verbose=verbose)
+    for name, run_cfg in plan + ([("frontier-budget", None)] if budget_ratio is not None else []):
+        if run_cfg is None:
+            budget = round(budget_ratio * runs["heuristic"]["search"]["epochs"], 6)
+            run_cfg = dataclasses.replace(cfg, strategy="frontier", max_epochs=budget)
+        runs[name] = search(checkpoint, out / f"{name}.slz", run_cfg, target_accuracy=target_accuracy,
+                            max_drop=max_drop, run_dir=out / name, device=device, data_dir=data_dir, verbose=verbose)
     ablations = {}
     if ablation:
         for label, overrides in ABLATIONS.items():
@@ -428,7 +437,7 @@ def compare_search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "
     result = {"checkpoint": str(checkpoint), "target_accuracy": next(iter(runs.values()))["target_accuracy"]
               if runs else None, "strategies": {k: _brief(v) for k, v in runs.items()},
               "ratios": _ratios(runs), "ablation": {k: _brief(v) for k, v in ablations.items()},
-              "ablation_strategy": ablation}
+              "ablation_strategy": ablation, "budget_ratio": budget_ratio}
     atomic_write_json(out / "compare.json", result)
     return result
 
@@ -447,7 +456,7 @@ def _ratios(runs: dict[str, dict]) -> dict:
             if a != b:
                 ra, rb = runs[a], runs[b]
                 out[f"{a}/{b}"] = {"file_bytes": ra["file_bytes"] / rb["file_bytes"],
-                                   "epochs": ra["search"]["epochs"] / max(rb["search"]["epochs"], 1),
+                                   "epochs": ra["search"]["epochs"] / max(rb["search"]["epochs"], 1e-3),
                                    "wall_seconds": ra["search"]["wall_seconds"] / max(rb["search"]["wall_seconds"], 1e-9),
                                    "candidates": ra["search"]["candidates"] / max(rb["search"]["candidates"], 1)}
     return out

@@ -87,9 +87,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
                                        f"(loss {r['loss']:.4f}, {r['images']} images)")
 
 
-SEARCH_FIELDS = ("step", "refine", "max_channel_ratio", "max_sparsity", "finetune_epochs", "prune_steps",
-                 "centroid_epochs", "scope", "bits_conv", "bits_fc", "index_bits_conv", "index_bits_fc", "coder", "lr",
-                 "train_subset")
+SEARCH_FIELDS = ("step", "refine", "max_channel_ratio", "max_sparsity", "finetune_epochs", "short_epochs",
+                 "calibration_images", "prune_steps", "centroid_epochs", "scope", "channel_scope", "bits_conv",
+                 "bits_fc", "index_bits_conv", "index_bits_fc", "coder", "lr", "train_subset", "max_epochs")
 FIXED_ONLY = ("channel_ratio", "sparsity", "retrain_epochs", "raw_dtype")
 
 
@@ -108,7 +108,7 @@ def _search_line(r: dict) -> str:
     return (f"{r['file']}: {r['file_bytes']:,} bytes ({r['compression_ratio']:.1f}x smaller than dense fp32), "
             f"test accuracy {r['test_accuracy']:.4f}, val {r['val_accuracy']:.4f} (target {r['target_accuracy']:.4f}), "
             f"channels {r['knobs']['channel_ratio']:g} sparsity {r['knobs']['sparsity']:g}; search {s['strategy']}: "
-            f"{s['candidates']} candidates, {s['epochs']} epochs, {s['wall_seconds']:.0f}s")
+            f"{s['candidates']} candidates, {s['epochs']:g} epochs, {s['wall_seconds']:.0f}s")
 
 
 def cmd_compress(args: argparse.Namespace) -> None:
@@ -127,7 +127,7 @@ def cmd_compress(args: argparse.Namespace) -> None:
 
     if args.search is not None:
         raise SlimzipError("--search needs a target: --target-accuracy A or --max-drop P")
-    fields = ("channel_ratio", "sparsity", "scope", "prune_steps", "retrain_epochs", "bits_conv", "bits_fc", "centroid_epochs",
+    fields = ("channel_ratio", "channel_scope", "sparsity", "scope", "prune_steps", "retrain_epochs", "bits_conv", "bits_fc", "centroid_epochs",
               "index_bits_conv", "index_bits_fc", "coder", "raw_dtype", "lr")
     cfg = CompressConfig(**{k: getattr(args, k) for k in fields if getattr(args, k) is not None})
     result = compress(args.checkpoint, args.out, cfg, device=args.device, data_dir=args.data_dir,
@@ -144,7 +144,8 @@ def cmd_compare_search(args: argparse.Namespace) -> None:
     strategies = tuple(s for s in args.strategies.split(",") if s)
     ablation = None if args.ablation == "none" else args.ablation
     result = compare_search(args.checkpoint, args.out, _search_config(args, strategies[0] if strategies else "heuristic"),
-                            strategies=strategies, ablation=ablation, target_accuracy=args.target_accuracy,
+                            strategies=strategies, ablation=ablation, budget_ratio=args.budget_ratio,
+                            target_accuracy=args.target_accuracy,
                             max_drop=args.max_drop, device=args.device, data_dir=args.data_dir, verbose=not args.quiet)
 
     def table(r: dict) -> str:
@@ -156,7 +157,7 @@ def cmd_compare_search(args: argparse.Namespace) -> None:
                 k, c = x["knobs"], x["search"]
                 lines.append(f"{label + name:20} {x['file_bytes']:>11,} {x['compression_ratio']:>5.1f}x "
                              f"{x['val_accuracy']:>7.4f} {x['test_accuracy']:>7.4f} "
-                             f"{k['channel_ratio']:>6g}, {k['sparsity']:<6g} {c['candidates']:>6} {c['epochs']:>6} "
+                             f"{k['channel_ratio']:>6g}, {k['sparsity']:<6g} {c['candidates']:>6} {c['epochs']:>6g} "
                              f"{c['wall_seconds']:>8.0f}")
         for pair, x in r["ratios"].items():
             lines.append(f"{pair}: size {x['file_bytes']:.3f}, epochs {x['epochs']:.2f}, wall {x['wall_seconds']:.2f}")
@@ -248,10 +249,18 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-channel-ratio", type=_number, help="search: largest channel ratio tried (default 0.9)")
     p.add_argument("--max-sparsity", type=_number, help="search: largest weight sparsity tried (default 0.99)")
     p.add_argument("--finetune-epochs", type=int, help="search: epochs after each pruning step (default 1)")
+    p.add_argument("--short-epochs", type=_number,
+                   help="frontier: the short fine-tune tried before a full one, in epochs (default 0.25; 0: none)")
+    p.add_argument("--calibration-images", type=int,
+                   help="search: images to re-estimate BN statistics after pruning without training (default 2048; 0: off)")
     p.add_argument("--screen-gap", type=_number,
                    help="frontier: fine-tune a screened candidate only within P points of the target (default 5)")
+    p.add_argument("--max-epochs", type=_number,
+                   help="search: budget in fine-tune epochs; the best file found within it wins (default: none)")
     p.add_argument("--train-subset", type=_positive_int, help="search: fine-tune on the first N training images")
     p.add_argument("--scope", help="weight pruning threshold: layer or global (fixed knobs default layer, search global)")
+    p.add_argument("--channel-scope",
+                   help="channel removal threshold: global, layer, or auto (default: global with BN, else layer)")
     p.add_argument("--prune-steps", type=_positive_int, help="prune-retrain rounds (default 3; the grid's per candidate)")
     p.add_argument("--bits-conv", type=int, help="codebook bits for conv layers (default 8)")
     p.add_argument("--bits-fc", type=int, help="codebook bits for linear layers (default 5)")
@@ -358,6 +367,8 @@ def build_parser() -> Parser:
     p.add_argument("--out", required=True, help="a directory: one run directory and .slz file per search")
     _search_args(p)
     p.add_argument("--strategies", default="heuristic,grid,frontier", help="comma-separated (default: all three)")
+    p.add_argument("--budget-ratio", type=_number,
+                   help="also run frontier with a budget of R x the heuristic's epochs ('frontier-budget')")
     p.add_argument("--ablation", default="frontier",
                    help="strategy for the structured-only / unstructured-only / combined table, or none")
     _common(p)

@@ -30,11 +30,15 @@ RAW_DTYPES = {"float32": (np.float32, torch.float32), "float16": (np.float16, to
 MAX_CLASSES = 100_000  # a manifest asking for more is hostile, not a model
 
 
+CHANNEL_SCOPES = ("auto", "global", "layer")
+
+
 @dataclass(frozen=True)
 class CompressConfig:
     """The knobs of deep compression. Saved in the file's manifest."""
 
     channel_ratio: float = 0.0  # fraction of channels removed first (structured), 0 = none
+    channel_scope: str = "auto"  # channel threshold: 'global', per 'layer', or 'auto' (global where the model has BN)
     sparsity: float = 0.9  # fraction of conv/linear weights set to zero
     scope: str = "layer"  # 'layer' (each layer at `sparsity`) or 'global' (one threshold)
     prune_steps: int = 3  # iterative pruning: sparsity rises over this many prune-retrain rounds
@@ -52,6 +56,8 @@ class CompressConfig:
     def validate(self) -> "CompressConfig":
         check_range("sparsity", self.sparsity, 0.0, 1.0, high_open=True)
         check_range("channel ratio", self.channel_ratio, 0.0, 1.0, high_open=True)
+        if self.channel_scope not in CHANNEL_SCOPES:
+            raise unknown("channel scope", self.channel_scope, list(CHANNEL_SCOPES))
         for name in ("bits_conv", "bits_fc", "index_bits_conv", "index_bits_fc"):
             check_range(name.replace("_", " "), getattr(self, name), 1, 16)
         if self.coder not in (*CODECS, "auto"):
@@ -87,7 +93,7 @@ def deep_compress(model: nn.Module, train: DeviceLoader, val: DeviceLoader | Non
     tune = lambda n: dataclasses.replace(train_cfg, epochs=n, lr=cfg.lr, schedule="cosine", patience=0)  # noqa: E731
     channel_plan: dict[str, list[int]] = {}
     if cfg.channel_ratio > 0:  # structured first
-        pruner = default_channel_pruner(model, cfg.channel_ratio)
+        pruner = default_channel_pruner(model, cfg.channel_ratio, cfg.channel_scope)
         channel_plan = pruner.fit(model, input_shape).plan_
         model = apply_plan(model, channel_plan, input_shape)
         log(f"removed {cfg.channel_ratio:.0%} of channels ({pruner.importance}, {pruner.scope})", verbose=verbose)
@@ -113,12 +119,14 @@ def deep_compress(model: nn.Module, train: DeviceLoader, val: DeviceLoader | Non
     return DeepCompressed(model, layers, plan, epochs + cfg.centroid_epochs)
 
 
-def default_channel_pruner(model: nn.Module, channel_ratio: float) -> ChannelPruner:
-    """Network slimming (BN scales, one global threshold) where the model has BatchNorm, else filter L1
-    per layer."""
+def default_channel_pruner(model: nn.Module, channel_ratio: float, scope: str = "auto") -> ChannelPruner:
+    """Network slimming (BN scales) where the model has BatchNorm, else filter L1. ``scope='auto'``:
+    slimming's one global threshold with BN, per layer without (L1 norms of different layers do not
+    compare); 'global' or 'layer' force one."""
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    return ChannelPruner(importance="bn_scale" if has_bn else "l1", channel_ratio=channel_ratio,
-                         scope="global" if has_bn else "layer")
+    if scope == "auto":
+        scope = "global" if has_bn else "layer"
+    return ChannelPruner(importance="bn_scale" if has_bn else "l1", channel_ratio=channel_ratio, scope=scope)
 
 
 def share_weights(model: nn.Module, masks: dict, bits_conv: int, bits_fc: int, centroid_cfg: TrainConfig,

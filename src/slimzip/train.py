@@ -146,6 +146,32 @@ def evaluate(model: nn.Module, loader: Iterable, *, bf16: bool = False) -> tuple
     return loss_sum / max(count, 1), correct / max(count, 1)
 
 
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, loader: Iterable, images: int) -> int:
+    """Re-estimate every BatchNorm's running mean and variance from ``images`` training images (forward
+    passes in train mode, no gradient, no weight change): after pruning, the old statistics no longer
+    match the layer outputs, and this alone recovers most of the accuracy a pruned model seems to have
+    lost. Returns the images used (0 when the model has no BatchNorm)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns or images <= 0:
+        return 0
+    was_training, momenta = model.training, [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches below
+    model.train()
+    seen = 0
+    for x, _y in loader:
+        model(x[:images - seen])
+        seen += min(len(x), images - seen)
+        if seen >= images:
+            break
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+    return seen
+
+
 # --- the loop ------------------------------------------------------------------------------------
 
 @dataclass

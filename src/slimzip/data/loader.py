@@ -7,6 +7,7 @@ no torchvision.
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from typing import Iterator
@@ -82,6 +83,13 @@ class DeviceLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def slice(self, start: int, stop: int) -> "DeviceLoader":
+        """The same loader over images ``start:stop`` only (views, no copy): a fraction of an epoch."""
+        part = copy.copy(self)
+        part.x, part.y = self.x[start:stop], self.y[start:stop]
+        part.drop_last = self.drop_last and stop - start > self.batch_size
+        return part
 
     def _order(self, gen: torch.Generator) -> torch.Tensor:
         n = len(self.y)

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..compress import CHANNEL_SCOPES
 from ..errors import SlimzipError, check_range, unknown
 from ..progress import log
 from .journal import Candidate, Journal, Knobs
@@ -25,10 +26,13 @@ class SearchConfig:
     max_channel_ratio: float = 0.9
     max_sparsity: float = 0.99
     finetune_epochs: int = 1  # after each pruning step
+    short_epochs: float = 0.5  # frontier: the short fine-tune between the screen and a full one (epoch fraction)
+    calibration_images: int = 2048  # BN statistics re-estimated on this many images after pruning without training
     prune_steps: int = 3  # grid: weight-pruning rounds per candidate (each followed by finetune_epochs)
     centroid_epochs: int = 1  # centroid fine-tuning of the winner (0: none)
     screen_gap: float = 0.05  # frontier: fine-tune a screened candidate only if it misses by less than this
     scope: str = "global"  # weight-pruning threshold: one global, or per layer
+    channel_scope: str = "auto"  # channel removal: 'global' threshold, per 'layer', or 'auto' (global with BN)
     bits_conv: int = 8
     bits_fc: int = 5
     index_bits_conv: int = 8
@@ -36,6 +40,7 @@ class SearchConfig:
     coder: str = "auto"
     lr: float = 0.01  # fine-tuning learning rate (cosine within each step)
     train_subset: int | None = None  # fine-tune on the first N training images only (None: all)
+    max_epochs: float | None = None  # search budget: no candidate starts that could end past it (None: no limit)
 
     def validate(self) -> "SearchConfig":
         if self.strategy not in STRATEGIES:
@@ -47,8 +52,16 @@ class SearchConfig:
         check_range("max sparsity", self.max_sparsity, 0.0, 1.0, high_open=True)
         check_range("refine", self.refine, 0, 10)
         check_range("screen gap", self.screen_gap, 0.0, 1.0)
+        check_range("short epochs", self.short_epochs, 0.0, 1.0)
+        if self.scope not in ("global", "layer"):
+            raise unknown("weight-pruning scope", self.scope, ["global", "layer"])
+        if self.channel_scope not in CHANNEL_SCOPES:
+            raise unknown("channel scope", self.channel_scope, list(CHANNEL_SCOPES))
+        check_range("calibration images", self.calibration_images, 0, 10_000_000)
         for name in ("finetune_epochs", "prune_steps", "centroid_epochs"):
             check_range(name.replace("_", " "), getattr(self, name), 0 if name != "prune_steps" else 1, 1000)
+        if self.max_epochs is not None:
+            check_range("max epochs", self.max_epochs, 0.0, 1e6)
         if self.train_subset is not None and self.train_subset < 1:
             raise SlimzipError(f"train subset must be at least 1, got {self.train_subset}")
         return self
@@ -58,7 +71,7 @@ class RunCandidate(Protocol):
     fine-tune, code into a file, decode it and validate. Returns the measurements (val_accuracy,
     file_bytes, params, macs, epochs, channels_removed); raises FloatingPointError if training diverges."""
 
-    def __call__(self, knobs: Knobs, parent: Candidate | None, *, key: str, epochs: int, rounds: int,
+    def __call__(self, knobs: Knobs, parent: Candidate | None, *, key: str, epochs: float, rounds: int,
                  centroid_epochs: int) -> dict: ...
 
 @dataclass
@@ -70,8 +83,8 @@ class SearchResult:
     strategy: str
 
     @property
-    def epochs(self) -> int:
-        return sum(c.epochs for c in self.candidates)
+    def epochs(self) -> float:
+        return round(sum(c.epochs for c in self.candidates), 6)
 
     @property
     def wall_seconds(self) -> float:
@@ -82,6 +95,10 @@ class SearchResult:
                 "wall_seconds": round(self.wall_seconds, 2),
                 "failed": sum(c.status != "ok" for c in self.candidates)}
 
+class OutOfBudget(Exception):
+    """Raised by ``Search.evaluate`` when a new candidate would not fit the search's epoch budget."""
+
+
 class Search:
     """What a strategy sees: the config, the target, and ``evaluate``."""
 
@@ -91,18 +108,33 @@ class Search:
         self.journal, self.run, self.verbose = journal, run, verbose
         self.seen: dict[str, Candidate] = {}
 
-    def evaluate(self, knobs: Knobs, parent: Candidate | None, *, epochs: int, rounds: int = 1,
-                 centroid_epochs: int = 0) -> Candidate:
+    def evaluate(self, knobs: Knobs, parent: Candidate | None, *, epochs: float, rounds: int = 1,
+                 centroid_epochs: int = 0, reserved: bool = False) -> Candidate:
         """The candidate at ``knobs`` warm-started from ``parent``: from the journal if it was finished
-        before, else run now (a diverged run is recorded as failed, not raised)."""
-        key = (f"p{parent.id if parent else 0}:c{knobs.channel_ratio:g}:s{knobs.sparsity:g}:e{epochs}:n{rounds}"
+        before, else run now (a diverged run is recorded as failed, not raised). Raises ``OutOfBudget``
+        instead of running one that would not fit ``max_epochs`` (``reserved``: the winner's polish)."""
+        key = (f"p{parent.id if parent else 0}:c{knobs.channel_ratio:g}:s{knobs.sparsity:g}:e{epochs:g}:n{rounds}"
                f":q{centroid_epochs}")
         if (done := self.journal.get(key)) is None:
+            if not reserved:
+                self._check_budget(epochs * max(rounds, 1) + centroid_epochs)
             done = self._run(key, knobs, parent, epochs, rounds, centroid_epochs)
         self.seen.setdefault(key, done)
         return done
 
-    def _run(self, key: str, knobs: Knobs, parent: Candidate | None, epochs: int, rounds: int,
+    def spent(self) -> float:
+        return sum(c.epochs for c in self.seen.values())
+
+    def _check_budget(self, epochs: float) -> None:
+        """A candidate starts only if its training, and the winner's centroid fine-tune held in reserve,
+        fit the budget (a screen's BN calibration, a few hundredths of an epoch, can overrun it)."""
+        if self.cfg.max_epochs is None:
+            return
+        need = epochs + self.cfg.centroid_epochs
+        if self.spent() + need > self.cfg.max_epochs + 1e-9:
+            raise OutOfBudget
+
+    def _run(self, key: str, knobs: Knobs, parent: Candidate | None, epochs: float, rounds: int,
              centroid_epochs: int) -> Candidate:
         t0 = time.perf_counter()
         common = dict(id=self.journal.next_id(), key=key, knobs=knobs, parent=parent.id if parent else None,
@@ -123,10 +155,10 @@ class Search:
 def _describe(c: Candidate, target: float) -> str:
     head = f"candidate {c.id}: channels {c.knobs.channel_ratio:.3f} sparsity {c.knobs.sparsity:.4f}"
     if c.status != "ok":
-        return f"{head} FAILED ({c.error}), {c.epochs} epochs"
+        return f"{head} FAILED ({c.error}), {c.epochs:g} epochs"
     verdict = "meets" if c.meets(target) else "misses"
     return (f"{head} -> val {c.val_accuracy:.4f} ({verdict} {target:.4f}), {c.file_bytes:,} B, "
-            f"{c.epochs} epochs, {c.wall_seconds:.1f}s")
+            f"{c.epochs:g} epochs, {c.wall_seconds:.1f}s")
 
 def smallest(candidates: list[Candidate], threshold: float) -> Candidate | None:
     """The smallest file that meets ``threshold`` (ties: the more accurate)."""
@@ -147,12 +179,15 @@ def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journ
     if target > baseline:
         search.evaluate(Knobs(), None, epochs=0)
     else:
-        STRATEGIES[cfg.strategy](search)
+        try:
+            STRATEGIES[cfg.strategy](search)
+        except OutOfBudget:
+            log(f"search budget of {cfg.max_epochs:g} epochs reached after {search.spent():.2f}", verbose=verbose)
         best = smallest(list(search.seen.values()), target)
         if best is None:  # nothing removed is a candidate too
             search.evaluate(Knobs(), None, epochs=0)
         elif cfg.centroid_epochs:
-            search.evaluate(best.knobs, best, epochs=0, rounds=0, centroid_epochs=cfg.centroid_epochs)
+            search.evaluate(best.knobs, best, epochs=0, rounds=0, centroid_epochs=cfg.centroid_epochs, reserved=True)
     candidates = list(search.seen.values())
     return SearchResult(smallest(candidates, target), candidates, target, margin, cfg.strategy)
 

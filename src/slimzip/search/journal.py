@@ -38,7 +38,7 @@ class Candidate:
     key: str
     knobs: Knobs
     parent: int | None  # the candidate it was warm-started from (None: the input model)
-    epochs: int  # fine-tune epochs spent on this candidate alone (channel, weight and centroid stages)
+    epochs: float  # fine-tune epochs (fractions: a short fine-tune) spent on this candidate alone (channel, weight and centroid stages)
     status: str  # 'ok' or 'failed' (training diverged, or the pipeline raised)
     val_accuracy: float | None = None
     file_bytes: int | None = None
@@ -63,7 +63,7 @@ _COLUMNS = ("id", "key", "strategy", "channel_ratio", "sparsity", "parent", "epo
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS candidates (
     id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL, strategy TEXT NOT NULL, channel_ratio REAL NOT NULL,
-    sparsity REAL NOT NULL, parent INTEGER, epochs INTEGER NOT NULL, status TEXT NOT NULL, val_accuracy REAL,
+    sparsity REAL NOT NULL, parent INTEGER, epochs REAL NOT NULL, status TEXT NOT NULL, val_accuracy REAL,
     file_bytes INTEGER, params INTEGER, macs INTEGER, channels_removed INTEGER NOT NULL, wall_seconds REAL NOT NULL,
     error TEXT, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);

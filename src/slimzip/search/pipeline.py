@@ -19,10 +19,10 @@ from torch import nn
 from ..checkpoint import atomic_write_bytes, atomic_write_json, load_tensors, save_tensors
 from ..compress import CompressConfig, decode_model, default_channel_pruner, encode_model, share_weights
 from ..container import decode_container
-from ..data import Loaders
+from ..data import DeviceLoader, Loaders
 from ..measure import measure
 from ..structured import apply_plan, build_model, compose_plans, dead_channel_plan, prunable_channels
-from ..train import TrainConfig, evaluate, fit
+from ..train import TrainConfig, evaluate, fit, recalibrate_bn
 from ..unstructured import MagnitudePruner, Masks, apply_masks_, mask_hook, masks_from_zeros
 from .driver import SearchConfig, artifact_name
 from .journal import Candidate, Knobs
@@ -70,25 +70,46 @@ class CandidatePipeline:
         return dataclasses.replace(self.train_cfg, epochs=epochs, lr=self.cfg.lr, schedule="cosine", patience=0,
                                    warmup_epochs=0, sparsity=0.0)
 
-    def _tune(self, model: nn.Module, epochs: int, masks: Masks | None) -> int:
-        if epochs:
-            fit(model, self.loaders.train, None, self._tune_config(epochs),
-                after_step=[mask_hook(masks)] if masks else [], verbose=self.verbose)
+    def _tune(self, model: nn.Module, epochs: float, masks: Masks | None, key: str) -> float:
+        """Fine-tune for ``epochs``; a fraction of an epoch is one pass over that share of the training
+        images (``_images``)."""
+        hooks = [mask_hook(masks)] if masks else []
+        whole, part = int(epochs), epochs - int(epochs)
+        if whole:
+            fit(model, self.loaders.train, None, self._tune_config(whole), after_step=hooks, verbose=self.verbose)
+        if part > 1e-9:
+            fit(model, self._images(round(part * self.loaders.train.num_samples), key), None, self._tune_config(1),
+                after_step=hooks, verbose=self.verbose)
         return epochs
 
+    def _images(self, count: int, key: str) -> DeviceLoader:
+        """``count`` consecutive training images at an offset set by the candidate: short fine-tunes along
+        a lineage see different images, and a resumed run the same ones."""
+        n = self.loaders.train.num_samples
+        count = min(max(count, 1), n)
+        start = int(artifact_name(key), 16) % (n - count + 1)
+        return self.loaders.train.slice(start, start + count)
+
+    def _calibrate(self, model: nn.Module, key: str) -> float:
+        """BN statistics re-estimated after pruning without training; its forward passes are counted
+        as epochs (images / training images), an upper bound on their cost."""
+        seen = recalibrate_bn(model, self._images(self.cfg.calibration_images, key), self.cfg.calibration_images)
+        return seen / self.loaders.train.num_samples
+
     def _remove_channels(self, model: nn.Module, spec: dict, ratio: float, removed: int):
-        """Remove channels until ``ratio`` of the input model's prunable channels are gone: BN scales with
-        one global threshold (network slimming) where the model has BN, else filter L1 per layer."""
+        """Remove channels until ``ratio`` of the input model's prunable channels are gone (about: a
+        per-layer scope rounds each layer down), by ``default_channel_pruner`` with the channel scope."""
         want = round(ratio * self.channels) - removed
         have = prunable_channels(model, self.shape)
         if want <= 0 or have <= 1:
             return model, spec, removed
-        pruner = default_channel_pruner(model, min((want + 0.5) / have, 0.999)).fit(model, self.shape)
+        pruner = default_channel_pruner(model, min((want + 0.5) / have, 0.999), self.cfg.channel_scope)
+        pruner.fit(model, self.shape)
         gone = have - sum(len(k) for k in pruner.plan_.values())
         model = apply_plan(model, pruner.plan_, self.shape)
         return model, {**spec, "plan": compose_plans(spec.get("plan"), pruner.plan_)}, removed + gone
 
-    def __call__(self, knobs: Knobs, parent: Candidate | None, *, key: str, epochs: int, rounds: int,
+    def __call__(self, knobs: Knobs, parent: Candidate | None, *, key: str, epochs: float, rounds: int,
                  centroid_epochs: int) -> dict:
         model, spec = self._load(parent)
         start = parent.knobs if parent else Knobs()
@@ -99,14 +120,16 @@ class CandidatePipeline:
             if knobs.channel_ratio > start.channel_ratio:
                 model, spec, removed = self._remove_channels(model, spec, knobs.channel_ratio, removed)
                 masks = masks_from_zeros(model) if start.sparsity > 0 else None
-                spent += self._tune(model, epochs, masks)
+                spent += self._tune(model, epochs, masks, key)
             if knobs.sparsity > start.sparsity:
                 for sparsity in sparsity_steps(start.sparsity, knobs.sparsity, max(rounds, 1)):
                     masks = MagnitudePruner(sparsity=sparsity, scope=self.cfg.scope).fit(model).masks_
                     apply_masks_(model, masks)
-                    spent += self._tune(model, epochs, masks)
+                    spent += self._tune(model, epochs, masks, key)
             elif knobs == start:  # the same point, trained further (a screened candidate's fine-tune)
-                spent += self._tune(model, epochs, masks)
+                spent += self._tune(model, epochs, masks, key)
+            if spent == 0 and knobs != start:  # pruned, not trained: the BN statistics are stale
+                spent += self._calibrate(model, key)
             if dead := dead_channel_plan(model, self.shape):  # units nothing reads any more: removed exactly
                 model = apply_plan(model, dead, self.shape)
                 spec = {**spec, "plan": compose_plans(spec.get("plan"), dead)}

@@ -94,9 +94,8 @@ def _gallop(search: "Search", point: Candidate | None, axis: str, threshold: flo
             finest: float) -> Candidate | None:
     """Walk one knob (in ``scale``'s coordinate) with a step that doubles after every success until the
     first failure, then bisects between the last success and the first failure, down to ``finest``.
-    Each candidate is first screened without any training (prune from the warm parent, code, decode,
-    validate); only a candidate that misses by less than ``screen_gap`` is fine-tuned, and only a
-    screened or fine-tuned success becomes the next parent."""
+    Each candidate climbs ``_try``'s budget ladder (screen, short fine-tune, full fine-tune) only as far
+    as it needs to, and only a success becomes the next parent."""
     to_walk, to_knob = scale
     failed_at = to_walk(_limit(search, axis)) + 2 * EPS  # the smallest coordinate known to fail, or the limit
     while step >= finest - EPS:
@@ -114,22 +113,58 @@ def _gallop(search: "Search", point: Candidate | None, axis: str, threshold: flo
 
 
 def _try(search: "Search", knobs: Knobs, point: Candidate | None, threshold: float) -> Candidate | None:
-    """Screen ``knobs`` from ``point`` with no training; fine-tune it if it misses by less than the
-    screen gap. Returns the candidate that meets ``threshold``, or None."""
+    """Climb the budget ladder (successive halving in spirit): screen ``knobs`` from ``point`` with no
+    training; a candidate that misses by less than the screen gap gets a short fine-tune (a fraction of
+    an epoch, ``short_epochs``); one that still misses, by less than half the margin, gets a full
+    ``finetune_epochs``. Each rung continues from the last. Returns the candidate that meets
+    ``threshold``, or None."""
     cfg = search.cfg
-    screen = search.evaluate(knobs, point, epochs=0)
-    if not screen.meets(threshold) and screen.meets(threshold - cfg.screen_gap) and cfg.finetune_epochs:
-        screen = search.evaluate(knobs, screen, epochs=cfg.finetune_epochs)
-    return screen if screen.meets(threshold) else None
+    rungs = [(epochs, gap) for epochs, gap in ((cfg.short_epochs, cfg.screen_gap),
+                                                (cfg.finetune_epochs, max(search.margin / 2, 1e-3))) if epochs]
+    candidate = search.evaluate(knobs, point, epochs=0)
+    for epochs, gap in rungs:
+        if candidate.meets(threshold) or not candidate.meets(threshold - gap):
+            break
+        candidate = search.evaluate(knobs, candidate, epochs=epochs)
+    return candidate if candidate.meets(threshold) else None
+
+
+def _staircase(search: "Search", point: Candidate, walks: dict, threshold: float) -> Candidate:
+    """Walk the staircase boundary from ``point``: screen a finest step of each knob (no training), send
+    the more promising move (fewer accuracy points lost per byte saved) up the budget ladder, the other
+    only if that one fails; stop when neither moves."""
+    while True:
+        moves = []
+        for axis, (scale, _step, finest) in walks.items():
+            to_walk, to_knob = scale
+            x = to_walk(getattr(point.knobs, axis)) + finest
+            if x <= to_walk(_limit(search, axis)) + EPS:
+                knobs = _raised(point, axis, to_knob(x) - getattr(point.knobs, axis))
+                moves.append((knobs, search.evaluate(knobs, point, epochs=0)))
+        moves.sort(key=lambda m: _loss_per_byte(point, m[1]))
+        for knobs, _screen in moves:
+            if (accepted := _try(search, knobs, point, threshold)) is not None:
+                point = accepted
+                break
+        else:
+            return point
+
+
+def _loss_per_byte(point: Candidate, screen: Candidate) -> float:
+    if screen.status != "ok":
+        return math.inf
+    saved = max(point.file_bytes - screen.file_bytes, 1)
+    return (point.val_accuracy - screen.val_accuracy) / saved
 
 
 def frontier(search: "Search") -> None:
     """slimzip's strategy: the heuristic's two walks (channels at target + margin, then sparsity at the
     target), but galloping (steps double until the first failure, then bisect: the boundary is found
     in logarithmically many candidates, to a finer resolution; sparsity in halvings of the kept
-    weights) and screening every candidate with zero training before paying for a fine-tune (early
-    steps often lose no accuracy at all). Then it walks the staircase boundary: each knob again from the
-    best point, at the finest step and with the margin spent, until neither moves."""
+    weights) and screening every candidate with zero training, then a short fine-tune, before paying
+    for a full one (early steps often lose no accuracy at all, and a fraction of an epoch recovers most
+    of what a later one loses). Then it walks the staircase boundary with the margin spent, one finest
+    step at a time, always trying first the knob whose screen promises the cheaper bytes."""
     cfg, target = search.cfg, search.target
     walks = {"channel_ratio": (LINEAR, cfg.step, cfg.step / 2 ** cfg.refine),
              "sparsity": (HALVINGS, 1.0, 1.0 / 2 ** cfg.refine)}
@@ -137,12 +172,8 @@ def frontier(search: "Search") -> None:
     for axis, (scale, step, finest) in walks.items():
         point = _gallop(search, point, axis, target + (search.margin if axis == "channel_ratio" else 0.0), scale,
                         step, finest)
-    moved = True
-    while moved and point is not None:
-        before = point
-        for axis, (scale, _step, finest) in walks.items():
-            point = _gallop(search, point, axis, target, scale, finest, finest)
-        moved = point is not before
+    if point is not None:
+        _staircase(search, point, walks, target)
 
 
 STRATEGIES: dict[str, Strategy] = {"heuristic": heuristic, "grid": grid, "frontier": frontier}
