@@ -38,3 +38,16 @@ def test_corrupt_or_foreign_checkpoints_are_user_errors(tmp_path):
     (tmp_path / "model.json").write_text("{not json")
     with pytest.raises(SlimzipError, match="corrupt"):
         load_checkpoint(tmp_path)
+
+
+def test_settings_added_later_match_only_at_their_default():
+    from slimzip.checkpoint import same_settings
+
+    saved = {"model": "m", "search": {"step": 0.1}}  # written before 'short_epochs' existed
+    defaults = {"search": {"step": 0.1, "short_epochs": 0.5}}
+    assert same_settings(saved, {"model": "m", "search": {"step": 0.1, "short_epochs": 0.5}}, defaults)
+    assert not same_settings(saved, {"model": "m", "search": {"step": 0.1, "short_epochs": 0.25}}, defaults)
+    assert not same_settings(saved, {"model": "m", "search": {"step": 0.2, "short_epochs": 0.5}}, defaults)
+    assert not same_settings(saved, {"model": "m", "search": {"step": 0.1, "new": 1}}, defaults)
+    assert not same_settings({**saved, "gone": 1}, {"model": "m", "search": {"step": 0.1}}, defaults)
+    assert not same_settings(None, {"model": "m"}, defaults)

@@ -144,3 +144,12 @@ def test_loader_normalises_and_is_deterministic_per_epoch():
     assert all(torch.equal(a[1], b) for a, b in zip(first, again))
     loader.set_epoch(1)
     assert not torch.equal(torch.cat([b[1] for b in loader]), torch.cat([b[1] for b in first]))
+
+
+def test_slice_serves_only_its_images_without_copying():
+    x = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 1, 2, 2).contiguous()
+    loader = DeviceLoader(x, torch.arange(10), batch_size=3, mean=(0.0,), std=(1 / 255,), shuffle=True)
+    part = loader.slice(4, 9)
+    seen = torch.cat([y for _x, y in part])
+    assert sorted(seen.tolist()) == [4, 5, 6, 7, 8] and part.num_samples == 5
+    assert part.x.data_ptr() == x[4:].data_ptr() and loader.num_samples == 10  # a view; the loader is unchanged

@@ -37,3 +37,35 @@ def test_bad_settings(data_dir, tmp_path, bad, message):
 def test_other_resets_run(data_dir, tmp_path, reset):
     rows = _run(tmp_path, reset=reset, metric="random")["cycles"]
     assert len(rows) >= 2 and json.dumps(rows)
+
+
+def test_oracle_drops_the_unit_whose_removal_costs_least():
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from slimzip.dropnet import oracle_plan
+    from slimzip.structured import apply_plan, channel_groups
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 3))
+    x, y = torch.randn(64, 1, 4, 4), torch.randint(0, 3, (64,))
+    groups, _ = channel_groups(model, (1, 4, 4))
+    full = {"1": list(range(8)), "3": list(range(6))}
+
+    def loss_narrowed(root, unit):  # the unit physically removed
+        plan = {**full, root: [k for k in full[root] if k != unit]}
+        return F.cross_entropy(apply_plan(copy.deepcopy(model), plan, (1, 4, 4))(x), y).item()
+
+    losses = {(r, u): loss_narrowed(r, u) for r, units in full.items() for u in units}
+    root, unit = min(losses, key=losses.get)
+    plan = oracle_plan(model, groups, (1, 4, 4), [(x[:32], y[:32]), (x[32:], y[32:])], count=1)
+    assert plan == {**full, root: [k for k in full[root] if k != unit]}
+    assert all(len(kept) == 1 for kept in oracle_plan(model, groups, (1, 4, 4), [(x, y)], count=20).values())
+
+
+def test_oracle_metric_runs_in_the_loop(data_dir, tmp_path):
+    rows = _run(tmp_path, metric="oracle", oracle_images=200)["cycles"]
+    assert rows[-1]["remaining"] <= 0.5 and all(b["params"] < a["params"] for a, b in zip(rows, rows[1:]))

@@ -197,6 +197,9 @@ def test_infeasible_target_is_one_line_exit_2_with_the_best_found(capsys, tiny, 
     (["--max-drop", "1", "--search", "anneal"], "unknown search strategy"),
     (["--max-drop", "1", "--sparsity", "0.9"], "chosen by the search"),
     (["--search", "grid"], "needs a target"),
+    (["--max-drop", "1", "--channel-scope", "row"], "unknown channel scope"),
+    (["--max-drop", "1", "--short-epochs", "2"], "short epochs must be in"),
+    (["--max-drop", "1", "--max-epochs", "-1"], "max epochs must be in"),
 ])
 def test_search_mistakes_exit_2(capsys, tiny, tmp_path, extra, message):
     ckpt = tiny
@@ -204,3 +207,34 @@ def test_search_mistakes_exit_2(capsys, tiny, tmp_path, extra, message):
     code = main(["compress", str(ckpt), "--out", str(tmp_path / "m.slz"), "--quiet", *extra])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_frontier_climbs_the_budget_ladder_only_as_far_as_needed(tmp_path):
+    result, fake = _search(tmp_path, "frontier")
+    rung = {c.id: float(c.key.split(":e")[1].split(":")[0]) for c in result.candidates}
+    assert sorted(set(rung.values())) == [0.0, 0.5, 1.0]
+    by_id = {c.id: c for c in result.candidates}
+    for c in result.candidates[:-1]:  # (the last is the winner's centroid fine-tune)
+        if rung[c.id]:  # a fine-tune continues the same knobs from the rung below, which missed
+            parent = by_id[c.parent]
+            assert parent.knobs == c.knobs and rung[parent.id] == {0.5: 0.0, 1.0: 0.5}[rung[c.id]]
+    assert sum(r == 0.0 for r in rung.values()) > sum(r > 0 for r in rung.values())  # most stop at the screen
+
+
+@pytest.mark.parametrize("strategy", ["heuristic", "grid", "frontier"])
+def test_an_epoch_budget_stops_the_search_and_keeps_the_best_found(tmp_path, strategy):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    whole, _ = _search(tmp_path / "a", strategy)
+    budget = whole.epochs / 3
+    capped, _ = _search(tmp_path / "b", strategy, max_epochs=budget)
+    assert capped.epochs <= budget + 1e-9 and capped.epochs < whole.epochs
+    assert capped.best is not None and capped.best.meets(0.985) and capped.best.file_bytes >= whole.best.file_bytes
+
+
+def test_compare_search_budget_needs_the_heuristic(capsys, tiny, tmp_path):
+    capsys.readouterr()
+    code = main(["compare-search", str(tiny), "--max-drop", "1", "--strategies", "frontier", "--budget-ratio", "0.5",
+                 "--out", str(tmp_path / "c"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "include heuristic" in err and len(err.strip().splitlines()) == 1

@@ -3,7 +3,7 @@ import torch
 
 from slimzip.errors import SlimzipError
 from slimzip.models import create_model
-from slimzip.train import SCHEDULES, TrainConfig, bn_l1_penalty, evaluate, fit, lr_at
+from slimzip.train import SCHEDULES, TrainConfig, bn_l1_penalty, distillation, evaluate, fit, lr_at
 
 FAST = dict(epochs=2, batch_size=100, lr=0.05, precision="fp32")
 
@@ -38,7 +38,7 @@ def test_bn_l1_penalty_gradient_is_lambda_sign_gamma():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.weight.uniform_(-1, 1)
-    bn_l1_penalty(1e-3)(model).backward()
+    bn_l1_penalty(1e-3)(model, None, None, None).backward()
     bn = model.features[1]
     assert torch.allclose(bn.weight.grad, 1e-3 * torch.sign(bn.weight))
 
@@ -123,3 +123,33 @@ def test_divergence_raises(mnist_loaders):
     with pytest.raises(FloatingPointError, match="diverged"):
         fit(_model(), mnist_loaders.train, None, TrainConfig(epochs=1, batch_size=100, lr=1e6, precision="fp32"),
             verbose=False)
+
+
+def test_distillation_is_zero_for_the_teacher_itself_and_pulls_a_student_towards_it():
+    teacher, student = _model(seed=0), _model(seed=1)
+    x = torch.randn(16, 1, 28, 28)
+    term = distillation(teacher, weight=1.0, temperature=4.0)
+    assert term(teacher, x, teacher(x), None).item() == pytest.approx(0.0, abs=1e-6)
+    gap = term(student, x, student(x), None)
+    assert gap.item() > 0
+    gap.backward()
+    assert all(p.grad is None for p in teacher.parameters()) and any(p.grad is not None for p in student.parameters())
+
+
+def test_recalibrate_bn_replaces_stale_statistics_with_the_data_s():
+    from slimzip.train import recalibrate_bn
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    bn = model[1]
+    bn.running_mean.fill_(5.0)
+    bn.running_var.fill_(9.0)
+    x = torch.randn(64, 4) * 2 + 1
+    batches = [(x[:32], None), (x[32:], None), (torch.full((32, 4), 1e3), None)]
+    model.eval()
+    assert recalibrate_bn(model, batches, 64) == 64  # stops after the 64 images asked for
+    h = model[0](x).detach()
+    assert torch.allclose(bn.running_mean, h.mean(0), atol=1e-5)
+    assert torch.allclose(bn.running_var, (h[:32].var(0) + h[32:].var(0)) / 2, atol=1e-4)
+    assert not model.training and bn.momentum == 0.1
+    assert recalibrate_bn(torch.nn.Linear(2, 2), batches, 64) == 0

@@ -8,6 +8,7 @@ an interrupted run, or returns the summary of a finished one without training ag
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -17,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .checkpoint import atomic_write_bytes, atomic_write_json, load_checkpoint, read_meta, save_checkpoint
+from .checkpoint import (atomic_write_bytes, atomic_write_json, load_checkpoint, read_meta, same_settings,
+                         save_checkpoint)
 from .compress import CompressConfig, decode_model, deep_compress, encode_model, inspect_container
 from .container import decode_container, read_container
 from .data import create_loaders, get_dataset_spec
@@ -25,7 +27,7 @@ from .errors import SlimzipError, check_range
 from .measure import dense_fp32_bytes, measure
 from .models import MODELS, create_model, get_model_entry
 from .progress import log
-from .train import TrainConfig, evaluate, fit, use_bf16
+from .train import TrainConfig, distillation, evaluate, fit, use_bf16
 from .structured import compose_plans, widths
 from .unstructured import sparsity_of
 
@@ -112,23 +114,23 @@ def train(model_name: str, dataset: str | None, out: str | os.PathLike, *, overr
     return summary
 
 
-def _finished(run: Path, config: dict) -> dict | None:
+def _finished(run: Path, config: dict, defaults: dict | None = None) -> dict | None:
     """The summary of a finished run made with this config, if there is one."""
     if (run / "summary.json").is_file() and (run / "model.json").is_file():
-        if read_meta(run).get("config") == config:
+        if same_settings(read_meta(run).get("config"), config, defaults):
             return json.loads((run / "summary.json").read_text())
     return None
 
 
-def _claim(run: Path, config: dict) -> None:
-    """Write config.json, refusing a directory that holds a different run."""
+def _claim(run: Path, config: dict, defaults: dict | None = None) -> None:
+    """Write config.json, refusing a directory that holds a different run (see ``same_settings``)."""
     path = run / "config.json"
     if path.is_file():
         try:
             saved = json.loads(path.read_text())
         except json.JSONDecodeError:
             saved = None
-        if saved != config:
+        if not same_settings(saved, config, defaults):
             raise SlimzipError(f"{run} holds a different run (config.json differs); use a new --out directory")
     elif run.exists() and any(run.iterdir()):
         raise SlimzipError(f"{run} exists and is not a slimzip run directory; use a new --out directory")
@@ -238,15 +240,17 @@ METHODS = {"slimming": "bn_scale", "l1": "l1", "l2": "l2", "dropnet": "dropnet",
 
 def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, method: str = "slimming",
                    channel_ratio: float = 0.5, scope: str = "global", min_channels: int = 1, round_to: int = 1,
-                   finetune_epochs: int = 0, lr: float | None = None, sparsity: float = 0.0, seed: int = 0,
-                   device: str = "cpu", data_dir: str | None = None, verbose: bool = True) -> dict:
+                   finetune_epochs: int = 0, lr: float | None = None, sparsity: float = 0.0, distill: float = 0.0,
+                   seed: int = 0, device: str = "cpu", data_dir: str | None = None, verbose: bool = True) -> dict:
     """Remove channels from a trained checkpoint (physically: the result is a narrower dense model),
-    fine-tune, and save a new checkpoint; the input is never modified."""
+    fine-tune (``distill`` > 0: with that weight on distillation from the model before pruning), and save
+    a new checkpoint; the input is never modified."""
     from .structured import ChannelPruner, apply_plan, collect_activations, compose_plans, widths
 
     if method not in METHODS:
         raise SlimzipError(f"unknown method {method!r}; choose from: {', '.join(METHODS)}")
     check_range("channel ratio", channel_ratio, 0.0, 1.0, high_open=True)
+    check_range("distillation weight", distill, 0.0, 100.0)
     out = Path(out)
     if out.resolve() == Path(checkpoint).resolve():
         raise SlimzipError("--out must be a new directory; the input checkpoint is never modified")
@@ -259,10 +263,11 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
                            min_channels=min_channels, round_to=round_to, seed=seed)
     config = {"pruned_from": str(checkpoint), "method": method, "channel_ratio": channel_ratio, "scope": scope,
               "min_channels": min_channels, "round_to": round_to, "finetune_epochs": finetune_epochs, "lr": lr,
-              "sparsity": sparsity, "seed": seed}
-    if (finished := _finished(out, {**meta["config"], "prune": config})) is not None:
+              "sparsity": sparsity, "distill": distill, "seed": seed}
+    added_later = {"prune": {"distill": 0.0}}
+    if (finished := _finished(out, {**meta["config"], "prune": config}, added_later)) is not None:
         return finished
-    _claim(out, {**meta["config"], "prune": config})
+    _claim(out, {**meta["config"], "prune": config}, added_later)
     loaders = _checkpoint_loaders(meta, train_cfg.batch_size, dev, data_dir, seed)
     before = {"cost": measure(model, shape).as_dict(), "widths": widths(model),
               "val_accuracy": evaluate(model, loaders.val)[1]}
@@ -271,13 +276,15 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
         from .structured import channel_groups
 
         activations = collect_activations(model, channel_groups(model, shape)[0], loaders.train)
+    teacher = copy.deepcopy(model) if distill and finetune_epochs else None
     pruner.fit(model, shape, activations)
     model = apply_plan(model, pruner.plan_, shape)
     pruned_val = evaluate(model, loaders.val)[1]
     if finetune_epochs:
         ft = dataclasses.replace(train_cfg, epochs=finetune_epochs, lr=lr or train_cfg.lr * 0.1, schedule="cosine",
                                  sparsity=sparsity, patience=0)
-        fit(model, loaders.train, loaders.val, ft, run_dir=out / "finetune", verbose=verbose)
+        terms = [distillation(teacher, distill)] if teacher is not None else []
+        fit(model, loaders.train, loaders.val, ft, loss_terms=terms, run_dir=out / "finetune", verbose=verbose)
     new_spec = {**spec, "plan": compose_plans(spec.get("plan"), pruner.plan_)}
     cost = measure(model, shape)
     summary = {"model": spec["name"], "dataset": dataset, "out": str(out), "method": method,
@@ -295,7 +302,7 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
 
 def dropnet(model_name: str, dataset: str | None, out: str | os.PathLike, *, metric: str = "min_layer",
             fraction: float = 0.2, stop_remaining: float = 0.1, kappa: float = 0.0, reset: str = "init",
-            overrides: dict[str, Any] | None = None, seed: int = 0, subset: int | None = None, device: str = "cpu",
+            oracle_images: int = 5000, overrides: dict[str, Any] | None = None, seed: int = 0, subset: int | None = None, device: str = "cpu",
             data_dir: str | None = None, verbose: bool = True) -> dict:
     """DropNet's iterative loop on a registered model (paper defaults: plain SGD lr 0.1, no momentum,
     batch 32, up to 100 epochs with early stopping on validation loss, patience 5; pixels in [0, 1], no
@@ -305,14 +312,14 @@ def dropnet(model_name: str, dataset: str | None, out: str | os.PathLike, *, met
     dataset = dataset or get_model_entry(model_name).dataset
     check_fits(model_name, dataset)
     cfg = DropNetConfig(metric=metric, fraction=fraction, stop_remaining=stop_remaining, kappa=kappa, reset=reset,
-                        seed=seed).validate()
+                        seed=seed, oracle_images=oracle_images).validate()
     train_cfg = dataclasses.replace(TrainConfig(epochs=100, batch_size=32, lr=0.1, momentum=0.0, weight_decay=0.0,
                                                 schedule="constant", patience=5), **(overrides or {})).validate()
     dev = resolve_device(device)
     config = json.loads(json.dumps({"model": model_name, "dataset": dataset, "dropnet": dataclasses.asdict(cfg),
                                     "train": train_cfg.to_json(), "subset": subset}))
     run = Path(out)
-    _claim(run, config)
+    _claim(run, config, {"dropnet": dataclasses.asdict(DropNetConfig())})
     loaders = create_loaders(dataset, data_dir=data_dir, batch_size=train_cfg.batch_size, device=dev,
                              augment=False, normalize="unit", subset=subset, seed=seed)
     spec = get_dataset_spec(dataset)
@@ -343,7 +350,7 @@ def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchCo
     channel ratio x weight sparsity with ``cfg.strategy``; write it to ``out``. The run directory
     (default: ``out`` with ``.run`` for ``.slz``) holds the journal; the same command resumes a killed run.
     The winner's test accuracy is measured once, on the model decoded from ``out``."""
-    from .search import Journal, run_search
+    from .search import Journal, SearchConfig, run_search
     from .search.pipeline import CandidatePipeline
 
     cfg.validate()
@@ -358,8 +365,9 @@ def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchCo
     target = _search_target(baseline, target_accuracy, max_drop)
     config = json.loads(json.dumps({"checkpoint": str(Path(checkpoint).resolve()), "baseline_val_accuracy": baseline,
                                     "target_accuracy": target, "search": dataclasses.asdict(cfg)}))
-    _claim(run, config)
-    journal = Journal(run / "journal.sqlite", config)
+    defaults = {"search": dataclasses.asdict(SearchConfig())}
+    _claim(run, config, defaults)
+    journal = Journal(run / "journal.sqlite", config, defaults)
     pipeline = CandidatePipeline(model, meta["model"], meta["dataset"], spec.image_shape, loaders, train_cfg, cfg, run,
                                  verbose=verbose)
     t0 = time.perf_counter()

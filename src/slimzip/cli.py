@@ -149,16 +149,16 @@ def cmd_compare_search(args: argparse.Namespace) -> None:
                             max_drop=args.max_drop, device=args.device, data_dir=args.data_dir, verbose=not args.quiet)
 
     def table(r: dict) -> str:
-        head = f"{'':20} {'file bytes':>11} {'ratio':>6} {'val':>7} {'test':>7} {'knobs (c, s)':>14} {'cands':>6} " \
-               f"{'epochs':>6} {'seconds':>8}"
+        head = f"{'':28} {'file bytes':>11} {'ratio':>6} {'val':>7} {'test':>7} {'knobs (c, s)':>16} {'cands':>6} " \
+               f"{'epochs':>7} {'seconds':>8}"
         lines = [f"target val accuracy {r['target_accuracy']:.4f}", head]
         for label, rows in (("", r["strategies"]), ("ablation: ", r["ablation"])):
             for name, x in rows.items():
                 k, c = x["knobs"], x["search"]
-                lines.append(f"{label + name:20} {x['file_bytes']:>11,} {x['compression_ratio']:>5.1f}x "
+                lines.append(f"{label + name:28} {x['file_bytes']:>11,} {x['compression_ratio']:>5.1f}x "
                              f"{x['val_accuracy']:>7.4f} {x['test_accuracy']:>7.4f} "
-                             f"{k['channel_ratio']:>6g}, {k['sparsity']:<6g} {c['candidates']:>6} {c['epochs']:>6g} "
-                             f"{c['wall_seconds']:>8.0f}")
+                             f"{k['channel_ratio']:>7.4g}, {k['sparsity']:<7.4g} {c['candidates']:>6} "
+                             f"{c['epochs']:>7.2f} {c['wall_seconds']:>8.0f}")
         for pair, x in r["ratios"].items():
             lines.append(f"{pair}: size {x['file_bytes']:.3f}, epochs {x['epochs']:.2f}, wall {x['wall_seconds']:.2f}")
         return "\n".join(lines)
@@ -193,8 +193,8 @@ def cmd_prune_channels(args: argparse.Namespace) -> None:
 
     r = prune_channels(args.checkpoint, args.out, method=args.method, channel_ratio=args.ratio, scope=args.scope,
                        min_channels=args.min_channels, round_to=args.round_to, finetune_epochs=args.finetune_epochs,
-                       lr=args.lr, sparsity=args.sparsity, seed=args.seed, device=args.device, data_dir=args.data_dir,
-                       verbose=not args.quiet)
+                       lr=args.lr, sparsity=args.sparsity, distill=args.distill, seed=args.seed, device=args.device,
+                       data_dir=args.data_dir, verbose=not args.quiet)
 
     def table(r: dict) -> str:
         b, a = r["before"], r["after"]
@@ -215,7 +215,8 @@ def cmd_dropnet(args: argparse.Namespace) -> None:
 
     overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "patience") if getattr(args, k) is not None}
     r = dropnet(args.model, args.dataset, args.out, metric=args.metric, fraction=args.fraction,
-                stop_remaining=args.stop_remaining, kappa=args.kappa, reset=args.reset, overrides=overrides,
+                stop_remaining=args.stop_remaining, kappa=args.kappa, reset=args.reset,
+                oracle_images=args.oracle_images, overrides=overrides,
                 seed=args.seed, subset=args.subset, device=args.device, data_dir=args.data_dir,
                 verbose=not args.quiet)
 
@@ -323,6 +324,8 @@ def build_parser() -> Parser:
     p.add_argument("--finetune-epochs", type=int, default=0)
     p.add_argument("--lr", type=_number, help="fine-tune learning rate (default: a tenth of the checkpoint's)")
     p.add_argument("--sparsity", type=_number, default=0.0, help="L1 on BN scales while fine-tuning (multi-pass slimming)")
+    p.add_argument("--distill", type=_number, default=0.0,
+                   help="fine-tune with this weight on distillation from the unpruned model (0: off; e.g. 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     _common(p)
@@ -333,11 +336,13 @@ def build_parser() -> Parser:
     p.add_argument("--dataset", help="default: the model's own")
     p.add_argument("--out", required=True, help="run directory: cycles.jsonl, per-cycle weights, summary")
     p.add_argument("--metric", default="min_layer",
-                   help="min, min_layer, max, max_layer, random, random_layer, apoz, apoz_layer")
+                   help="min, min_layer, max, max_layer, random, random_layer, apoz, apoz_layer, oracle (small nets)")
     p.add_argument("--fraction", type=_number, default=0.2, help="of the remaining units dropped per cycle")
     p.add_argument("--stop-remaining", type=_number, default=0.1, help="stop at this fraction of units left")
     p.add_argument("--kappa", type=_number, default=0.0, help="stop once val accuracy < kappa x the first cycle's")
     p.add_argument("--reset", default="init", help="init (theta0, DropNet's default), none, or random")
+    p.add_argument("--oracle-images", type=_positive_int, default=5000,
+                   help="oracle metric: training images the loss is measured on (default 5000)")
     p.add_argument("--epochs", type=_positive_int, help="per cycle, with early stopping (default 100)")
     p.add_argument("--patience", type=int, help="early stopping patience (default 5)")
     p.add_argument("--batch-size", type=_positive_int, help="default 32")

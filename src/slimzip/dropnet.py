@@ -15,9 +15,10 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import atomic_write_bytes, load_tensors, save_tensors
@@ -25,7 +26,8 @@ from .data import Loaders
 from .errors import SlimzipError, check_range, unknown
 from .measure import measure
 from .progress import log
-from .structured import ChannelPlan, ChannelPruner, apply_plan, channel_groups, collect_activations, compose_plans
+from .structured import (ChannelPlan, ChannelPruner, apply_plan, channel_groups, collect_activations, compose_plans,
+                         zero_channels_hooks)
 from .train import TrainConfig, evaluate, fit
 
 METRICS = {  # DropNet's metric name -> (importance, scope)
@@ -33,6 +35,7 @@ METRICS = {  # DropNet's metric name -> (importance, scope)
     "max": ("dropnet_max", "global"), "max_layer": ("dropnet_max", "layer"),
     "random": ("random", "global"), "random_layer": ("random", "layer"),
     "apoz": ("apoz", "global"), "apoz_layer": ("apoz", "layer"),
+    "oracle": ("oracle", "global"),  # greedy, one unit at a time: small nets only
 }
 RESETS = ("init", "none", "random")
 
@@ -46,6 +49,7 @@ class DropNetConfig:
     reset: str = "init"
     seed: int = 0
     max_cycles: int = 50
+    oracle_images: int = 5000  # training images the oracle measures the loss on
 
     def validate(self) -> "DropNetConfig":
         if self.metric not in METRICS:
@@ -55,6 +59,7 @@ class DropNetConfig:
         check_range("fraction", self.fraction, 0.0, 1.0, high_open=True)
         check_range("stop remaining", self.stop_remaining, 0.0, 1.0)
         check_range("kappa", self.kappa, 0.0, 1.0)
+        check_range("oracle images", self.oracle_images, 1, 10_000_000)
         if self.fraction == 0:
             raise SlimzipError("fraction must be above 0")
         return self
@@ -111,10 +116,16 @@ def _next(model: nn.Module, theta0: nn.Module, make_model: Callable[[], nn.Modul
           shape: tuple[int, ...], cfg: DropNetConfig, loaders: Loaders, cycle: int) -> tuple[nn.Module, ChannelPlan]:
     """Score the trained model's units, drop a fraction, and return the next cycle's starting model."""
     importance, scope = METRICS[cfg.metric]
-    acts = None if importance == "random" else collect_activations(model, channel_groups(model, shape)[0],
-                                                                   loaders.train)
-    step = ChannelPruner(importance=importance, channel_ratio=cfg.fraction, scope=scope, seed=cfg.seed + cycle)
-    step_plan = step.fit(model, shape, acts).plan_
+    if importance == "oracle":
+        groups = channel_groups(model, shape)[0]
+        units = sum(len(g[0].idxs) for g in groups.values())
+        step_plan = oracle_plan(model, groups, shape, loaders.train.slice(0, cfg.oracle_images),
+                                max(1, int(cfg.fraction * units)))
+    else:
+        acts = None if importance == "random" else collect_activations(model, channel_groups(model, shape)[0],
+                                                                       loaders.train)
+        step = ChannelPruner(importance=importance, channel_ratio=cfg.fraction, scope=scope, seed=cfg.seed + cycle)
+        step_plan = step.fit(model, shape, acts).plan_
     plan = compose_plans(plan, step_plan)
     if cfg.reset == "none":  # keep training the surviving trained weights
         return apply_plan(model, step_plan, shape), plan
@@ -127,3 +138,39 @@ def _next(model: nn.Module, theta0: nn.Module, make_model: Callable[[], nn.Modul
 def _read_rows(run: Path) -> list[dict]:
     path = run / "cycles.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+@torch.no_grad()
+def oracle_plan(model: nn.Module, groups: dict, input_shape: tuple[int, ...], batches: Iterable,
+                count: int) -> ChannelPlan:
+    """DropNet's oracle: remove ``count`` units one at a time, each time the one whose removal raises the
+    loss on ``batches`` least (every remaining unit is tried at every step, so the cost is about
+    count x units forward passes: small nets only). A layer keeps at least one unit."""
+    data = list(batches)
+    plan = {root: list(range(len(g[0].idxs))) for root, g in groups.items()}
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in range(count):
+            trials = [(root, c) for root, kept in plan.items() if len(kept) > 1 for c in kept]
+            if not trials:
+                break
+            losses = [_loss_without(model, plan, root, c, input_shape, groups, data) for root, c in trials]
+            root, c = trials[min(range(len(trials)), key=losses.__getitem__)]
+            plan[root] = [k for k in plan[root] if k != c]
+    finally:
+        model.train(was_training)
+    return plan
+
+
+def _loss_without(model: nn.Module, plan: ChannelPlan, root: str, unit: int, input_shape: tuple[int, ...],
+                  groups: dict, data: list) -> float:
+    """Mean cross-entropy with the plan's removed units, and ``unit`` of ``root``, zeroed."""
+    trial = {**plan, root: [k for k in plan[root] if k != unit]}
+    handles = zero_channels_hooks(model, trial, input_shape, groups)
+    try:
+        total = sum(F.cross_entropy(model(x), y, reduction="sum").item() for x, y in data)
+    finally:
+        for h in handles:
+            h.remove()
+    return total / sum(len(y) for _x, y in data)

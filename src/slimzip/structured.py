@@ -136,6 +136,13 @@ IMPORTANCES: dict[str, Importance] = {
 }
 
 
+def probe_point(group: Group) -> tuple[nn.Module, list[int]]:
+    """Where a group's channels are read before their activation: the BN after a conv or linear if there
+    is one, else the layer itself; with the group's channel indices in that module's output."""
+    items = list(_out_items(group))
+    return next(((m, i) for m, i in items if isinstance(m, NORMS)), items[0])
+
+
 @torch.no_grad()
 def collect_activations(model: nn.Module, groups: dict[str, Group], batches: Iterable) -> dict[str, torch.Tensor]:
     """Per group: (mean |ReLU(output)|, fraction of zeros) per channel of the last out-item module of the
@@ -144,8 +151,7 @@ def collect_activations(model: nn.Module, groups: dict[str, Group], batches: Ite
     hooks = []
     count = [0]
     for root, group in groups.items():
-        items = list(_out_items(group))
-        module, idx = next(((m, i) for m, i in items if isinstance(m, NORMS)), items[0])
+        module, idx = probe_point(group)
 
         def hook(mod, inp, out, root=root, idx=idx):
             a = torch.relu(out.detach().float())[:, idx]

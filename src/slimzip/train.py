@@ -25,7 +25,7 @@ from .data import DeviceLoader
 from .errors import SlimzipError, check_range, unknown
 from .progress import Bar, log
 
-LossTerm = Callable[[nn.Module], torch.Tensor]  # model -> scalar added to the loss
+LossTerm = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (model, x, out, y) -> scalar
 AfterStep = Callable[[nn.Module], None]  # model -> None, called after every optimizer step
 
 
@@ -105,10 +105,25 @@ def lr_at(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
 
 def bn_l1_penalty(lam: float) -> LossTerm:
     """Network slimming's sparsity term: ``lam * sum |gamma|`` over every BatchNorm scale."""
-    def term(model: nn.Module) -> torch.Tensor:
+    def term(model: nn.Module, _x: torch.Tensor, _out: torch.Tensor, _y: torch.Tensor) -> torch.Tensor:
         scales = [m.weight for m in model.modules()
                   if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None]
         return lam * sum(s.abs().sum() for s in scales) if scales else torch.zeros(())
+    return term
+
+
+def distillation(teacher: nn.Module, weight: float, temperature: float = 4.0) -> LossTerm:
+    """Knowledge distillation (Hinton et al. 2015): ``weight * T^2 * KL(teacher || student)`` on the
+    batch's logits softened by ``T``; the teacher (e.g. the model before pruning) is frozen in eval mode."""
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+
+    def term(_model: nn.Module, x: torch.Tensor, out: torch.Tensor, _y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = F.log_softmax(teacher(x).float() / temperature, 1)
+        student = F.log_softmax(out.float() / temperature, 1)
+        return weight * temperature ** 2 * F.kl_div(student, target, log_target=True, reduction="batchmean")
     return term
 
 
@@ -224,7 +239,7 @@ def fit(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None, cfg: Tr
             with autocast(bf16, device):
                 out = net(x)
                 loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
-            total = loss + sum(term(model) for term in terms)
+            total = loss + sum(term(model, x, out, y) for term in terms)
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..checkpoint import same_settings
 from ..errors import SlimzipError
 
 
@@ -73,7 +74,7 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 class Journal:
     """Finished candidates of one search, persisted after each one (a transaction per candidate)."""
 
-    def __init__(self, path: str | Path, config: dict):
+    def __init__(self, path: str | Path, config: dict, defaults: dict | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -86,7 +87,7 @@ class Journal:
         if row is None:
             with self.db:
                 self.db.execute("INSERT INTO meta VALUES ('config', ?)", (text,))
-        elif row[0] != text:
+        elif not same_settings(json.loads(row[0]), config, defaults):
             raise SlimzipError(f"{self.path} belongs to a search with other settings; use a new run directory")
 
     def get(self, key: str) -> Candidate | None:

@@ -31,6 +31,10 @@ def _raised(point: Candidate | None, axis: str, step: float) -> Knobs:
     return Knobs(**values)
 
 
+def _placed(point: Candidate | None, axis: str, value: float) -> Knobs:
+    return _raised(point, axis, value - getattr(_knobs(point), axis))
+
+
 def _limit(search: "Search", axis: str) -> float:
     return search.cfg.max_channel_ratio if axis == "channel_ratio" else search.cfg.max_sparsity
 
@@ -103,8 +107,7 @@ def _gallop(search: "Search", point: Candidate | None, axis: str, threshold: flo
         if x > failed_at - 2 * EPS:
             step /= 2
             continue
-        if (accepted := _try(search, _raised(point, axis, to_knob(x) - getattr(_knobs(point), axis)), point,
-                             threshold)) is not None:
+        if (accepted := _try(search, _placed(point, axis, to_knob(x)), point, threshold)) is not None:
             point = accepted
             step = step * 2 if failed_at > to_walk(_limit(search, axis)) + EPS else step / 2
         else:
@@ -139,7 +142,7 @@ def _staircase(search: "Search", point: Candidate, walks: dict, threshold: float
             to_walk, to_knob = scale
             x = to_walk(getattr(point.knobs, axis)) + finest
             if x <= to_walk(_limit(search, axis)) + EPS:
-                knobs = _raised(point, axis, to_knob(x) - getattr(point.knobs, axis))
+                knobs = _placed(point, axis, to_knob(x))
                 moves.append((knobs, search.evaluate(knobs, point, epochs=0)))
         moves.sort(key=lambda m: _loss_per_byte(point, m[1]))
         for knobs, _screen in moves:
