@@ -49,11 +49,18 @@ def _traced(fn: Callable):
         raise SlimzipError(f"cannot trace the model for channel pruning ({type(e).__name__}: {e})") from None
 
 
+def _custom_pruners(model: nn.Module) -> dict[type, object]:
+    """Module types that say how they lose channels: a class attribute ``channel_pruner`` holding a
+    Torch-Pruning ``BasePruningFunc`` (e.g. ResNet's option-A shortcut, an index map, not a layer)."""
+    return {type(m): type(m).channel_pruner for m in model.modules() if hasattr(type(m), "channel_pruner")}
+
+
 def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
     """Torch-Pruning's dependency graph of ``model`` (traced through autograd, so grad is enabled)."""
     def build() -> tp.DependencyGraph:
         with torch.enable_grad():
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example,
+                                                         customized_pruners=_custom_pruners(model))
     return _traced(build)
 
 
@@ -85,11 +92,13 @@ def _is_grouped(module: object) -> bool:
     return isinstance(module, nn.Conv2d) and 1 < module.groups < module.in_channels
 
 
-def _out_items(group: Group) -> Iterable[tuple[nn.Module, list[int]]]:
-    """(module, channel indices) for every parameterised module whose outputs the group removes."""
+def _out_items(group: Group, every: bool = False) -> Iterable[tuple[nn.Module, list[int]]]:
+    """(module, channel indices) for every parameterised module whose outputs the group removes (with
+    ``every``: also parameter-free modules with their own channel pruner)."""
     for item in group:
         module = item.dep.target.module
-        if isinstance(module, (*PRUNABLE, *NORMS)) and item.dep.handler.__name__ == "prune_out_channels":
+        kinds = (*PRUNABLE, *NORMS) + (tuple(_custom_pruners(module)) if every else ())
+        if isinstance(module, kinds) and item.dep.handler.__name__ == "prune_out_channels":
             yield module, list(item.idxs)
 
 
@@ -252,7 +261,7 @@ def zero_channels_hooks(model: nn.Module, plan: ChannelPlan, input_shape: tuple[
     for root, kept in plan.items():
         group = groups[root]
         removed = sorted(set(range(_root_size(group))) - set(kept))
-        for module, idx in _out_items(group):
+        for module, idx in _out_items(group, every=True):
             drop = [idx[i] for i in removed]
 
             def hook(mod, inp, out, drop=drop):
@@ -362,6 +371,8 @@ def dead_channel_plan(model: nn.Module, input_shape: tuple[int, ...]) -> Channel
         consumers = 0
         for item in group:
             module = item.dep.target.module
+            if item.dep.handler.__name__ == "prune_in_channels" and _custom_pruners(module):
+                alive[:] = True  # read by a parameter-free layer (a shortcut): alive whatever the weights
             if isinstance(module, PRUNABLE) and item.dep.handler.__name__ == "prune_in_channels":
                 consumers += 1
                 per = len(item.idxs) // size  # a flatten feeds H x W inputs per channel, channel-major

@@ -7,21 +7,84 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+import torch_pruning as tp
 from torch import nn
 
 from .registry import register_model
 
 
-class PadShortcut(nn.Module):
-    """Option A shortcut: subsample by the stride and pad the new channels with zeros (no parameters)."""
+class _Place(torch.autograd.Function):
+    """out[:, dst] = x[:, src, ::stride, ::stride], zeros elsewhere. One autograd node, so a dependency
+    graph sees the shortcut as one layer from its input to its output."""
 
-    def __init__(self, stride: int, extra: int):
+    @staticmethod
+    def forward(ctx, x, src, dst, out_channels: int, stride: int):  # type: ignore[override]
+        ctx.save_for_backward(src, dst)
+        ctx.x_shape, ctx.stride = x.shape, stride
+        x = x[:, :, ::stride, ::stride]
+        out = x.new_zeros(x.shape[0], out_channels, *x.shape[2:])
+        out[:, dst] = x[:, src]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        src, dst = ctx.saved_tensors
+        s = ctx.stride
+        grad_x = grad.new_zeros(ctx.x_shape)
+        grad_x[:, src, ::s, ::s] = grad[:, dst]
+        return grad_x, None, None, None, None
+
+
+class PadShortcut(nn.Module):
+    """Option A shortcut: subsample by the stride and place the input channels among zero channels (no
+    parameters). Which input channel lands where is an index map (``src`` -> ``dst``), so channel
+    pruning can remove channels of the residual stream on both sides (``PadShortcutPruner``)."""
+
+    def __init__(self, stride: int, cin: int, cout: int):
         super().__init__()
-        self.stride, self.extra = stride, extra
+        self.stride, self.in_channels, self.out_channels = stride, cin, cout
+        first = (cout - cin) // 2
+        self.register_buffer("src", torch.arange(cin), persistent=False)
+        self.register_buffer("dst", torch.arange(cin) + first, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, :, ::self.stride, ::self.stride]
-        return F.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+        return _Place.apply(x, self.src, self.dst, self.out_channels, self.stride)
+
+    def drop(self, idxs: list[int], side: str) -> None:
+        """Remove input (``side='in'``) or output channels, renumbering the map."""
+        gone = torch.tensor(sorted(set(idxs)), dtype=torch.long, device=self.src.device)
+        ends = self.src if side == "in" else self.dst
+        keep = ~torch.isin(ends, gone)
+        self.src, self.dst = self.src[keep], self.dst[keep]
+        ends = self.src if side == "in" else self.dst
+        ends -= torch.searchsorted(gone, ends)
+        if side == "in":
+            self.in_channels -= len(gone)
+        else:
+            self.out_channels -= len(gone)
+
+
+class PadShortcutPruner(tp.pruner.function.BasePruningFunc):
+    """Torch-Pruning's handler for ``PadShortcut``: its inputs and outputs are separate channel sets."""
+
+    TARGET_MODULES = (PadShortcut,)
+
+    def prune_out_channels(self, layer: nn.Module, idxs) -> nn.Module:
+        layer.drop(list(idxs), "out")
+        return layer
+
+    def prune_in_channels(self, layer: nn.Module, idxs) -> nn.Module:
+        layer.drop(list(idxs), "in")
+        return layer
+
+    def get_out_channels(self, layer: nn.Module) -> int:
+        return layer.out_channels
+
+    def get_in_channels(self, layer: nn.Module) -> int:
+        return layer.in_channels
+
+
+PadShortcut.channel_pruner = PadShortcutPruner()  # how a dependency graph removes its channels
 
 
 class BasicBlock(nn.Module):
@@ -31,7 +94,7 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = PadShortcut(stride, cout - cin) if stride != 1 or cin != cout else nn.Identity()
+        self.shortcut = PadShortcut(stride, cin, cout) if stride != 1 or cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -57,12 +120,6 @@ class ResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(F.relu(self.bn1(self.conv1(x))))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-    def unprunable_layers(self) -> list[nn.Module]:
-        """The residual stream's producers. Option A pads channels between stages, which no dependency
-        graph maps, so channel pruning keeps the stream's width and prunes inside the blocks (as Li et
-        al. do for ResNet-56)."""
-        return [self.conv1] + [block.conv2 for block in self.layers]
 
 
 class PreActBottleneck(nn.Module):
