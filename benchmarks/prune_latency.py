@@ -1,8 +1,8 @@
 """CPU inference latency: dense vs channel-pruned (50% of channels removed), side by side in one run.
 
 For VGG-16 and ResNet-56 (CIFAR-10 shapes, random weights: latency does not depend on their values),
-removes 50% of each prunable layer's channels by L1 norm (``scope='layer'``; ResNet-56 keeps its
-residual stream and prunes inside the blocks), then times eager fp32 inference at batch 1 and 64,
+removes 50% of each prunable layer's channels by L1 norm (``scope='layer'``; ResNet-56's residual
+stream included), then times eager fp32 inference at batch 1 and 64,
 alternating dense and narrowed runs so that machine noise hits both alike, and reports the median
 speedup next to the MACs ratio.
 

@@ -103,8 +103,8 @@ class Search:
     """What a strategy sees: the config, the target, and ``evaluate``."""
 
     def __init__(self, cfg: SearchConfig, target: float, margin: float, journal: Journal, run: RunCandidate,
-                 verbose: bool = True):
-        self.cfg, self.target, self.margin = cfg, target, margin
+                 verbose: bool = True, slack: float = 0.0):
+        self.cfg, self.target, self.margin, self.slack = cfg, target, margin, slack  # slack: baseline - target
         self.journal, self.run, self.verbose = journal, run, verbose
         self.seen: dict[str, Candidate] = {}
 
@@ -174,8 +174,9 @@ def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journ
     If a strategy finds nothing that meets the target, the input model as coded is tried last."""
     cfg.validate()
     check_range("target accuracy", target, 0.0, 1.0)
-    margin = cfg.margin if cfg.margin is not None else max(baseline - target, 0.0) / 2
-    search = Search(cfg, target, margin, journal, run, verbose)
+    slack = max(baseline - target, 0.0)
+    margin = cfg.margin if cfg.margin is not None else slack / 2
+    search = Search(cfg, target, margin, journal, run, verbose, slack)
     if target > baseline:
         search.evaluate(Knobs(), None, epochs=0)
     else:

@@ -118,12 +118,13 @@ def _gallop(search: "Search", point: Candidate | None, axis: str, threshold: flo
 def _try(search: "Search", knobs: Knobs, point: Candidate | None, threshold: float) -> Candidate | None:
     """Climb the budget ladder (successive halving in spirit): screen ``knobs`` from ``point`` with no
     training; a candidate that misses by less than the screen gap gets a short fine-tune (a fraction of
-    an epoch, ``short_epochs``); one that still misses, by less than half the margin, gets a full
+    an epoch, ``short_epochs``); one that still misses, by less than a quarter of the allowed drop
+    (baseline - target: the same rule whatever the margin, so ablations climb alike), gets a full
     ``finetune_epochs``. Each rung continues from the last. Returns the candidate that meets
     ``threshold``, or None."""
     cfg = search.cfg
     rungs = [(epochs, gap) for epochs, gap in ((cfg.short_epochs, cfg.screen_gap),
-                                                (cfg.finetune_epochs, max(search.margin / 2, 1e-3))) if epochs]
+                                                (cfg.finetune_epochs, max(search.slack / 4, 1e-3))) if epochs]
     candidate = search.evaluate(knobs, point, epochs=0)
     for epochs, gap in rungs:
         if candidate.meets(threshold) or not candidate.meets(threshold - gap):
