@@ -251,7 +251,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-sparsity", type=_number, help="search: largest weight sparsity tried (default 0.99)")
     p.add_argument("--finetune-epochs", type=int, help="search: epochs after each pruning step (default 1)")
     p.add_argument("--short-epochs", type=_number,
-                   help="frontier: the short fine-tune tried before a full one, in epochs (default 0.25; 0: none)")
+                   help="frontier: the short fine-tune tried before a full one, in epochs (default 0.5; 0: none)")
     p.add_argument("--calibration-images", type=int,
                    help="search: images to re-estimate BN statistics after pruning without training (default 2048; 0: off)")
     p.add_argument("--screen-gap", type=_number,
