@@ -28,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--metrics", default=",".join(METRICS), help="comma-separated subset of " + ", ".join(METRICS))
+    parser.add_argument("--init", default="torch", help="theta0 initialisation: torch or glorot (Keras's)")
     parser.add_argument("--quick", action="store_true", help="5,000 images, 3 epochs per cycle (smoke run)")
     parser.add_argument("--runs", default="runs/dropnet-curve", help="where the per-run directories go")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "dropnet_curve.json"))
@@ -40,8 +41,8 @@ def main() -> None:
     for seed in range(args.seeds):
         for metric in metrics:
             out = Path(args.runs) / f"{metric}-seed{seed}{'-quick' if args.quick else ''}"
-            r = dropnet("dropnet-a", "mnist", out, metric=metric, stop_remaining=0.2, seed=seed, verbose=False,
-                        **extra)
+            r = dropnet("dropnet-a", "mnist", out, metric=metric, stop_remaining=0.2, seed=seed, init=args.init,
+                        verbose=False, **extra)
             curves[metric].append(r["cycles"])
             print(f"{metric} seed {seed}: " + ", ".join(f"{c['remaining']:.0%} {c['test_accuracy']:.4f}"
                                                        for c in r["cycles"]), flush=True)
@@ -58,7 +59,8 @@ def main() -> None:
         print(f"{row['cycle']:>5} {row['remaining']:>10.1%} " +
               " ".join(f"{row[m]['mean']:>9.4f} +-{row[m]['std']:.4f}" for m in metrics))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"seeds": args.seeds, "quick": args.quick, "table": table}, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps({"seeds": args.seeds, "quick": args.quick, "init": args.init, "table": table},
+                                         indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

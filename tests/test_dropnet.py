@@ -69,3 +69,16 @@ def test_oracle_drops_the_unit_whose_removal_costs_least():
 def test_oracle_metric_runs_in_the_loop(data_dir, tmp_path):
     rows = _run(tmp_path, metric="oracle", oracle_images=200)["cycles"]
     assert rows[-1]["remaining"] <= 0.5 and all(b["params"] < a["params"] for a, b in zip(rows, rows[1:]))
+
+
+def test_glorot_init_is_keras_s_default(data_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    _run(tmp_path, metric="random", init="glorot")
+    theta0 = load_file(tmp_path / "run" / "theta0.safetensors")
+    w = theta0["features.1.weight"]
+    bound = (6 / (w.shape[0] + w.shape[1])) ** 0.5
+    assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
+    assert all(v.abs().sum() == 0 for k, v in theta0.items() if k.endswith("bias"))
+    with pytest.raises(SlimzipError, match="unknown init"):
+        _run(tmp_path, name="bad", init="he")

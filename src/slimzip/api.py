@@ -302,7 +302,7 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
 
 def dropnet(model_name: str, dataset: str | None, out: str | os.PathLike, *, metric: str = "min_layer",
             fraction: float = 0.2, stop_remaining: float = 0.1, kappa: float = 0.0, reset: str = "init",
-            oracle_images: int = 5000, overrides: dict[str, Any] | None = None, seed: int = 0, subset: int | None = None, device: str = "cpu",
+            oracle_images: int = 5000, init: str = "torch", overrides: dict[str, Any] | None = None, seed: int = 0, subset: int | None = None, device: str = "cpu",
             data_dir: str | None = None, verbose: bool = True) -> dict:
     """DropNet's iterative loop on a registered model (paper defaults: plain SGD lr 0.1, no momentum,
     batch 32, up to 100 epochs with early stopping on validation loss, patience 5; pixels in [0, 1], no
@@ -312,7 +312,7 @@ def dropnet(model_name: str, dataset: str | None, out: str | os.PathLike, *, met
     dataset = dataset or get_model_entry(model_name).dataset
     check_fits(model_name, dataset)
     cfg = DropNetConfig(metric=metric, fraction=fraction, stop_remaining=stop_remaining, kappa=kappa, reset=reset,
-                        seed=seed, oracle_images=oracle_images).validate()
+                        seed=seed, oracle_images=oracle_images, init=init).validate()
     train_cfg = dataclasses.replace(TrainConfig(epochs=100, batch_size=32, lr=0.1, momentum=0.0, weight_decay=0.0,
                                                 schedule="constant", patience=5), **(overrides or {})).validate()
     dev = resolve_device(device)

@@ -216,7 +216,7 @@ def cmd_dropnet(args: argparse.Namespace) -> None:
     overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "patience") if getattr(args, k) is not None}
     r = dropnet(args.model, args.dataset, args.out, metric=args.metric, fraction=args.fraction,
                 stop_remaining=args.stop_remaining, kappa=args.kappa, reset=args.reset,
-                oracle_images=args.oracle_images, overrides=overrides,
+                oracle_images=args.oracle_images, init=args.init, overrides=overrides,
                 seed=args.seed, subset=args.subset, device=args.device, data_dir=args.data_dir,
                 verbose=not args.quiet)
 
@@ -341,6 +341,8 @@ def build_parser() -> Parser:
     p.add_argument("--stop-remaining", type=_number, default=0.1, help="stop at this fraction of units left")
     p.add_argument("--kappa", type=_number, default=0.0, help="stop once val accuracy < kappa x the first cycle's")
     p.add_argument("--reset", default="init", help="init (theta0, DropNet's default), none, or random")
+    p.add_argument("--init", default="torch",
+                   help="theta0: torch (PyTorch's default init) or glorot (Keras's, which DropNet's code used)")
     p.add_argument("--oracle-images", type=_positive_int, default=5000,
                    help="oracle metric: training images the loss is measured on (default 5000)")
     p.add_argument("--epochs", type=_positive_int, help="per cycle, with early stopping (default 100)")

@@ -40,6 +40,19 @@ METRICS = {  # DropNet's metric name -> (importance, scope)
 RESETS = ("init", "none", "random")
 
 
+def _glorot(model: nn.Module) -> nn.Module:
+    """Keras's default initialisation, which DropNet's code used: Glorot-uniform weights, zero biases."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return model
+
+
+INITS: dict[str, Callable[[nn.Module], nn.Module]] = {"torch": lambda m: m, "glorot": _glorot}
+
+
 @dataclass(frozen=True)
 class DropNetConfig:
     metric: str = "min_layer"
@@ -50,10 +63,13 @@ class DropNetConfig:
     seed: int = 0
     max_cycles: int = 50
     oracle_images: int = 5000  # training images the oracle measures the loss on
+    init: str = "torch"  # weight initialisation of theta0: PyTorch's defaults, or 'glorot' (Keras's, DropNet's code)
 
     def validate(self) -> "DropNetConfig":
         if self.metric not in METRICS:
             raise unknown("DropNet metric", self.metric, list(METRICS))
+        if self.init not in INITS:
+            raise unknown("init", self.init, list(INITS))
         if self.reset not in RESETS:
             raise unknown("reset", self.reset, list(RESETS))
         check_range("fraction", self.fraction, 0.0, 1.0, high_open=True)
@@ -73,7 +89,7 @@ def run_dropnet(make_model: Callable[[], nn.Module], loaders: Loaders, cfg: Drop
     run.mkdir(parents=True, exist_ok=True)
     shape = loaders.spec.image_shape
     torch.manual_seed(cfg.seed)
-    theta0 = make_model()
+    theta0 = INITS[cfg.init](make_model())
     if (run / "theta0.safetensors").is_file():
         theta0.load_state_dict(load_tensors(run / "theta0.safetensors"))
     else:
@@ -131,7 +147,7 @@ def _next(model: nn.Module, theta0: nn.Module, make_model: Callable[[], nn.Modul
         return apply_plan(model, step_plan, shape), plan
     if cfg.reset == "random":
         torch.manual_seed(cfg.seed + 1000 + cycle)
-        return apply_plan(make_model(), plan, shape), plan
+        return apply_plan(INITS[cfg.init](make_model()), plan, shape), plan
     return apply_plan(copy.deepcopy(theta0), plan, shape), plan  # DropNet's default: back to theta0
 
 
