@@ -27,6 +27,7 @@ METRICS = ("min", "min_layer", "random", "oracle")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--metrics", default=",".join(METRICS), help="comma-separated subset of " + ", ".join(METRICS))
     parser.add_argument("--init", default="torch", help="theta0 initialisation: torch or glorot (Keras's)")
     parser.add_argument("--quick", action="store_true", help="5,000 images, 3 epochs per cycle (smoke run)")
@@ -38,7 +39,7 @@ def main() -> None:
     if unknown := set(metrics) - set(METRICS):
         parser.error(f"unknown metrics {sorted(unknown)}; choose from {', '.join(METRICS)}")
     curves: dict[str, list[list[dict]]] = {m: [] for m in metrics}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for metric in metrics:
             out = Path(args.runs) / f"{metric}-seed{seed}{'-quick' if args.quick else ''}"
             r = dropnet("dropnet-a", "mnist", out, metric=metric, stop_remaining=0.2, seed=seed, init=args.init,
