@@ -302,7 +302,8 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
 
 def dropnet(model_name: str, dataset: str | None, out: str | os.PathLike, *, metric: str = "min_layer",
             fraction: float = 0.2, stop_remaining: float = 0.1, kappa: float = 0.0, reset: str = "init",
-            oracle_images: int = 5000, init: str = "torch", overrides: dict[str, Any] | None = None, seed: int = 0, subset: int | None = None, device: str = "cpu",
+            oracle_images: int = 5000, init: str = "torch", overrides: dict[str, Any] | None = None, seed: int = 0,
+            subset: int | None = None, device: str = "cpu",
             data_dir: str | None = None, verbose: bool = True) -> dict:
     """DropNet's iterative loop on a registered model (paper defaults: plain SGD lr 0.1, no momentum,
     batch 32, up to 100 epochs with early stopping on validation loss, patience 5; pixels in [0, 1], no
@@ -411,8 +412,9 @@ ABLATIONS = {"structured only": {"max_sparsity": 0.0, "margin": 0.0},
 
 def compare_search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchConfig", *,
                    strategies: tuple[str, ...] = ("heuristic", "grid", "frontier"), ablation: str | None = "frontier",
-                   budget_ratio: float | None = None, target_accuracy: float | None = None, max_drop: float | None = None, device: str = "cpu",
-                   data_dir: str | None = None, verbose: bool = True) -> dict:
+                   budget_ratio: float | None = None, target_accuracy: float | None = None,
+                   max_drop: float | None = None, device: str = "cpu", data_dir: str | None = None,
+                   verbose: bool = True) -> dict:
     """Run several strategies (and the structured-only / unstructured-only / combined ablation with one
     strategy) on the same checkpoint and target; results and cost ratios side by side. Every search has
     its own run directory under ``out``, so each is resumable and none reuses another's candidates.
@@ -423,25 +425,22 @@ def compare_search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "
         check_range("budget ratio", budget_ratio, 0.01, 100.0)
         if "heuristic" not in strategies:
             raise SlimzipError("--budget-ratio sets frontier's budget from the heuristic's cost: include heuristic")
-    plan = [(name, dataclasses.replace(cfg, strategy=name)) for name in strategies]
-    runs: dict[str, dict] = {}
-    for name, run_cfg in plan + ([("frontier-budget", None)] if budget_ratio is not None else []):
-        if run_cfg is None:
-            budget = round(budget_ratio * runs["heuristic"]["search"]["epochs"], 6)
-            run_cfg = dataclasses.replace(cfg, strategy="frontier", max_epochs=budget)
-        runs[name] = search(checkpoint, out / f"{name}.slz", run_cfg, target_accuracy=target_accuracy,
-                            max_drop=max_drop, run_dir=out / name, device=device, data_dir=data_dir, verbose=verbose)
+
+    def run(name: str, run_cfg: "SearchConfig") -> dict:
+        return search(checkpoint, out / f"{name}.slz", run_cfg, target_accuracy=target_accuracy, max_drop=max_drop,
+                      run_dir=out / name, device=device, data_dir=data_dir, verbose=verbose)
+
+    runs = {name: run(name, dataclasses.replace(cfg, strategy=name)) for name in strategies}
+    if budget_ratio is not None:
+        budget = round(budget_ratio * runs["heuristic"]["search"]["epochs"], 6)
+        runs["frontier-budget"] = run("frontier-budget", dataclasses.replace(cfg, strategy="frontier", max_epochs=budget))
     ablations = {}
-    if ablation:
-        for label, overrides in ABLATIONS.items():
-            if label == "combined" and ablation in runs:
-                ablations[label] = runs[ablation]
-                continue
-            slug = f"ablation-{ablation}-{label.split()[0]}"
-            ablations[label] = search(checkpoint, out / f"{slug}.slz",
-                                      dataclasses.replace(cfg, strategy=ablation, **overrides),
-                                      target_accuracy=target_accuracy, max_drop=max_drop, run_dir=out / slug,
-                                      device=device, data_dir=data_dir, verbose=verbose)
+    for label, overrides in (ABLATIONS.items() if ablation else ()):
+        if label == "combined" and ablation in runs:
+            ablations[label] = runs[ablation]
+        else:
+            ablations[label] = run(f"ablation-{ablation}-{label.split()[0]}",
+                                   dataclasses.replace(cfg, strategy=ablation, **overrides))
     result = {"checkpoint": str(checkpoint), "target_accuracy": next(iter(runs.values()))["target_accuracy"]
               if runs else None, "strategies": {k: _brief(v) for k, v in runs.items()},
               "ratios": _ratios(runs), "ablation": {k: _brief(v) for k, v in ablations.items()},

@@ -49,10 +49,14 @@ def _traced(fn: Callable):
         raise SlimzipError(f"cannot trace the model for channel pruning ({type(e).__name__}: {e})") from None
 
 
-def _custom_pruners(model: nn.Module) -> dict[type, object]:
-    """Module types that say how they lose channels: a class attribute ``channel_pruner`` holding a
+def _has_own_pruner(module: object) -> bool:
+    """A module type that says how it loses channels: a class attribute ``channel_pruner`` holding a
     Torch-Pruning ``BasePruningFunc`` (e.g. ResNet's option-A shortcut, an index map, not a layer)."""
-    return {type(m): type(m).channel_pruner for m in model.modules() if hasattr(type(m), "channel_pruner")}
+    return hasattr(type(module), "channel_pruner")
+
+
+def _custom_pruners(model: nn.Module) -> dict[type, object]:
+    return {type(m): type(m).channel_pruner for m in model.modules() if _has_own_pruner(m)}
 
 
 def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
@@ -71,8 +75,7 @@ def channel_groups(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict
     order = _traced(lambda: _forward_order(model, example))
     graph = dependency_graph(model, example)
     names = {m: n for n, m in model.named_modules()}
-    keep = list(getattr(model, "unprunable_layers", lambda: [])())
-    groups = graph.get_all_groups(ignored_layers=order[-1:] + keep, root_module_types=list(PRUNABLE))
+    groups = graph.get_all_groups(ignored_layers=order[-1:], root_module_types=list(PRUNABLE))
     out: dict[str, Group] = {}
     for group in groups:
         if not any(_is_grouped(item.dep.target.module) for item in group):
@@ -97,8 +100,8 @@ def _out_items(group: Group, every: bool = False) -> Iterable[tuple[nn.Module, l
     ``every``: also parameter-free modules with their own channel pruner)."""
     for item in group:
         module = item.dep.target.module
-        kinds = (*PRUNABLE, *NORMS) + (tuple(_custom_pruners(module)) if every else ())
-        if isinstance(module, kinds) and item.dep.handler.__name__ == "prune_out_channels":
+        if item.dep.handler.__name__ == "prune_out_channels" and \
+                (isinstance(module, (*PRUNABLE, *NORMS)) or (every and _has_own_pruner(module))):
             yield module, list(item.idxs)
 
 
@@ -371,9 +374,11 @@ def dead_channel_plan(model: nn.Module, input_shape: tuple[int, ...]) -> Channel
         consumers = 0
         for item in group:
             module = item.dep.target.module
-            if item.dep.handler.__name__ == "prune_in_channels" and _custom_pruners(module):
+            if item.dep.handler.__name__ != "prune_in_channels":
+                continue
+            if _has_own_pruner(module):
                 alive[:] = True  # read by a parameter-free layer (a shortcut): alive whatever the weights
-            if isinstance(module, PRUNABLE) and item.dep.handler.__name__ == "prune_in_channels":
+            if isinstance(module, PRUNABLE):
                 consumers += 1
                 per = len(item.idxs) // size  # a flatten feeds H x W inputs per channel, channel-major
                 cols = module.weight.detach()[:, list(item.idxs)].flatten(2) if module.weight.dim() > 2 \
