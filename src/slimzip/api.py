@@ -140,14 +140,8 @@ def _claim(run: Path, config: dict, defaults: dict | None = None) -> None:
 def evaluate_path(path: str | os.PathLike, *, dataset: str | None = None, split: str = "test", device: str = "cpu",
                   data_dir: str | None = None) -> dict:
     """Accuracy of a checkpoint directory on a split of its dataset."""
-    if not Path(path).exists():
-        raise SlimzipError(f"{path}: no such file or directory")
     dev = resolve_device(device)
-    if Path(path).is_file():  # a .slz file
-        container = read_container(path)
-        model, meta = decode_model(container).to(dev), container.manifest
-    else:
-        model, meta = load_checkpoint(path, dev)
+    model, meta = _load_any(path, dev)
     dataset = dataset or meta.get("dataset")
     if not isinstance(dataset, str):
         raise SlimzipError(f"{path}: checkpoint names no dataset; pass --dataset")
@@ -159,6 +153,49 @@ def evaluate_path(path: str | os.PathLike, *, dataset: str | None = None, split:
     loss, acc = evaluate(model, loader)
     return {"path": str(path), "model": meta["model"]["name"], "dataset": dataset, "split": split,
             "accuracy": acc, "loss": loss, "images": loader.num_samples}
+
+
+ONNX_TOLERANCE = 1e-4  # max |onnxruntime - PyTorch| / max(1, max |PyTorch|) an exported graph may show
+
+
+def _load_any(path: str | os.PathLike, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """A model and its metadata from a checkpoint directory or a .slz file."""
+    if not Path(path).exists():
+        raise SlimzipError(f"{path}: no such file or directory")
+    if Path(path).is_file():  # a .slz file
+        container = read_container(path)
+        return decode_model(container).to(device), container.manifest
+    return load_checkpoint(path, device)
+
+
+def export(path: str | os.PathLike, out: str | os.PathLike, *, check_images: int = 64, seed: int = 0,
+           split: str | None = None, data_dir: str | None = None) -> dict:
+    """Write a .slz file's (or a checkpoint's) model as ONNX and check it with onnxruntime on
+    ``check_images`` seeded random inputs; with ``split``, also measure the ONNX graph's accuracy there."""
+    from .export import check_onnx, onnx_accuracy, onnx_path, to_onnx
+
+    check_range("check images", check_images, 1, 100_000)
+    out = onnx_path(out, path)
+    model, meta = _load_any(path, torch.device("cpu"))
+    shape = get_dataset_spec(meta["dataset"]).image_shape
+    blob = to_onnx(model, shape)
+    inputs = torch.randn(check_images, *shape, generator=torch.Generator().manual_seed(seed))
+    check = check_onnx(model, blob, inputs)
+    if check.max_rel_diff > ONNX_TOLERANCE:  # a wrong graph is not written
+        raise SlimzipError(f"{path}: the ONNX graph's outputs differ from PyTorch's by {check.max_rel_diff:.3g} "
+                           f"(relative; tolerance {ONNX_TOLERANCE:g}); not written")
+    result = {"source": str(path), "file": str(out), "file_bytes": len(blob), "model": meta["model"]["name"],
+              "dataset": meta["dataset"], "input_shape": ["batch", *shape], "params": measure(model, shape).params,
+              "check": dataclasses.asdict(check)}
+    if split:
+        if split not in ("test", "val"):
+            raise SlimzipError(f"unknown split {split!r}; choose from: test, val")
+        normalize = meta.get("config", {}).get("data", {}).get("normalize", "standard")
+        loaders = create_loaders(meta["dataset"], data_dir=data_dir, batch_size=1000, normalize=normalize)
+        result["accuracy"] = {"split": split, "onnx": onnx_accuracy(blob, getattr(loaders, split))}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, blob)
+    return result
 
 
 def compress(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: CompressConfig, *, device: str = "cpu",

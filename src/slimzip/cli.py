@@ -188,6 +188,22 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     _emit(inspect_file(args.file), args.json, table)
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from .api import export
+
+    def line(r: dict) -> str:
+        c = r["check"]
+        text = (f"{r['file']}: {r['model']} ({r['dataset']}), {r['params']:,} params, {r['file_bytes']:,} bytes "
+                f"(dense fp32); onnxruntime vs PyTorch on {c['images']} random inputs: max |diff| "
+                f"{c['max_abs_diff']:.2g}, same class {c['same_argmax']:.0%}")
+        if "accuracy" in r:
+            text += f"\nonnxruntime accuracy on the {r['accuracy']['split']} split: {r['accuracy']['onnx']:.4f}"
+        return text
+
+    _emit(export(args.file, args.onnx, check_images=args.check_images, split=args.split, data_dir=args.data_dir),
+          args.json, line)
+
+
 def cmd_prune_channels(args: argparse.Namespace) -> None:
     from .api import prune_channels
 
@@ -385,6 +401,16 @@ def build_parser() -> Parser:
     p.add_argument("file")
     _common(p, data=False)
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("export", help="write a .slz file's model (or a checkpoint's) as ONNX, checked with onnxruntime")
+    p.add_argument("file", help="a .slz file or a checkpoint directory")
+    p.add_argument("--onnx", required=True, help="the ONNX file to write (needs slimzip[onnx])")
+    p.add_argument("--check-images", type=_positive_int, default=64,
+                   help="random inputs run through both onnxruntime and PyTorch (default 64)")
+    p.add_argument("--split", choices=["test", "val"], help="also measure the ONNX graph's accuracy on this split")
+    _common(p, data=False)
+    p.add_argument("--data-dir", help="dataset folder for --split (default: $SLIMZIP_DATA, then ~/.cache/slimzip/data)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("eval", help="accuracy of a checkpoint directory or a .slz file")
     p.add_argument("path", help="a checkpoint directory (from `slimzip train`) or a .slz file")

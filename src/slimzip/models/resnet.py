@@ -48,7 +48,15 @@ class PadShortcut(nn.Module):
         self.register_buffer("dst", torch.arange(cin) + first, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():  # an exporter cannot see into an autograd Function
+            return F.conv2d(x[:, :, ::self.stride, ::self.stride], self.placement(x.dtype)[:, :, None, None])
         return _Place.apply(x, self.src, self.dst, self.out_channels, self.stride)
+
+    def placement(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The map as an (out, in) 0/1 matrix: a 1x1 convolution with it computes the same output."""
+        matrix = torch.zeros(self.out_channels, self.in_channels, dtype=dtype, device=self.src.device)
+        matrix[self.dst, self.src] = 1.0
+        return matrix
 
     def drop(self, idxs: list[int], side: str) -> None:
         """Remove input (``side='in'``) or output channels, renumbering the map."""

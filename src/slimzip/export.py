@@ -1,0 +1,90 @@
+"""ONNX export of a model (narrowed widths, decoded weights), checked against PyTorch with onnxruntime.
+
+ONNX has no format for k-means codebooks or sparse index streams, so the exported graph holds every
+tensor as dense fp32: pruned weights are zeros and shared weights are their centroids' values. The
+`.slz` file stays the small artifact; the ONNX file is the one a runtime can execute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import SlimzipError
+
+OPSET = 17
+
+
+@dataclasses.dataclass(frozen=True)
+class OnnxCheck:
+    """How far onnxruntime's outputs are from PyTorch's on the same inputs."""
+
+    images: int
+    max_abs_diff: float
+    max_rel_diff: float  # max |diff| / max(1, max |PyTorch output|)
+    same_argmax: float  # fraction of inputs whose predicted class agrees
+
+
+def _require(module: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise SlimzipError(f"ONNX export needs the '{module}' package: pip install 'slimzip[onnx]'") from None
+
+
+def to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int = OPSET) -> bytes:
+    """The model as an ONNX graph with a dynamic batch axis (input 'input', output 'logits')."""
+    _require("onnx")
+    model = model.eval().cpu()
+    buffer = io.BytesIO()
+    example = torch.zeros(2, *input_shape)
+    try:  # the TorchScript exporter: it needs no extra package, and the torch pin (2.13) keeps it
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=opset, input_names=["input"],
+                              output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    except Exception as e:  # an exporter failure names the op it could not convert
+        raise SlimzipError(f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    return buffer.getvalue()
+
+
+@torch.no_grad()
+def check_onnx(model: nn.Module, onnx_bytes: bytes, inputs: torch.Tensor) -> OnnxCheck:
+    """Run the ONNX graph with onnxruntime and compare it with the PyTorch model on ``inputs``."""
+    ort = _require("onnxruntime")
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": inputs.cpu().numpy().astype(np.float32)})[0]
+    want = model.eval().cpu()(inputs.cpu()).numpy()
+    diff = float(np.abs(got - want).max())
+    return OnnxCheck(images=len(inputs), max_abs_diff=diff, max_rel_diff=diff / max(1.0, float(np.abs(want).max())),
+                     same_argmax=float((got.argmax(1) == want.argmax(1)).mean()))
+
+
+def onnx_accuracy(onnx_bytes: bytes, batches) -> float:
+    """Top-1 accuracy of the ONNX graph, run by onnxruntime, over (images, labels) batches."""
+    ort = _require("onnxruntime")
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    correct = total = 0
+    for x, y in batches:
+        predicted = session.run(None, {"input": x.cpu().numpy().astype(np.float32)})[0].argmax(1)
+        correct += int((predicted == y.cpu().numpy()).sum())
+        total += len(y)
+    return correct / total
+
+
+def onnx_path(out: str | os.PathLike, source: str | os.PathLike) -> Path:
+    """Check the output path: ends in .onnx and is not the input."""
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise SlimzipError(f"{out}: the output file must end in .onnx")
+    if out.exists() and Path(source).exists() and out.resolve() == Path(source).resolve():
+        raise SlimzipError(f"{out}: the output would overwrite the input")
+    return out
