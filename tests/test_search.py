@@ -238,3 +238,23 @@ def test_compare_search_budget_needs_the_heuristic(capsys, tiny, tmp_path):
                  "--out", str(tmp_path / "c"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "include heuristic" in err and len(err.strip().splitlines()) == 1
+
+
+def test_compare_search_runs_each_strategy_and_reports(capsys, tiny, tmp_path):
+    out = tmp_path / "cmp"
+    capsys.readouterr()
+    assert main(["compare-search", str(tiny), "--max-drop", "3", "--strategies", "heuristic,frontier", "--step", "0.4",
+                 "--refine", "1", "--train-subset", "1000", "--ablation", "none", "--out", str(out), "--quiet",
+                 "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert set(r["strategies"]) == {"heuristic", "frontier"} and "frontier/heuristic" in r["ratios"]
+    for name, s in r["strategies"].items():
+        assert s["val_accuracy"] >= r["target_accuracy"] and (out / f"{name}.slz").stat().st_size == s["file_bytes"]
+    assert main(["report", str(out), "--json"]) == 0  # the comparison as tables and one plot
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["kind"] == "compare-search" and len(rep["sections"][0]["rows"]) == 2 and rep["plots"] == 1
+    assert main(["report", str(out / "frontier"), "--json"]) == 0  # one strategy's journal
+    rep = json.loads(capsys.readouterr().out)
+    rows = rep["sections"][1]["rows"]
+    assert rep["kind"] == "search" and len(rows) == r["strategies"]["frontier"]["search"]["candidates"]
+    assert [row[0] for row in rows if row[-1] == "winner"] == [r["strategies"]["frontier"]["knobs"]["candidate"]]

@@ -198,6 +198,21 @@ def export(path: str | os.PathLike, out: str | os.PathLike, *, check_images: int
     return result
 
 
+def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> dict:
+    """Tables (and, with matplotlib, plots) of a run directory, written as one HTML page."""
+    from .report import sections_of, to_html, to_text
+
+    run = Path(run_dir)
+    kind, sections = sections_of(run)
+    out = Path(out) if out else run / "report.html"
+    if out.suffix != ".html":
+        raise SlimzipError(f"{out}: the report file must end in .html")
+    page, plots = to_html(f"slimzip {kind}: {run}", sections)
+    atomic_write_bytes(out, page.encode())
+    return {"run": str(run), "kind": kind, "file": str(out), "plots": plots, "text": to_text(sections),
+            "sections": [dataclasses.asdict(s) for s in sections]}
+
+
 def compress(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: CompressConfig, *, device: str = "cpu",
              data_dir: str | None = None, verbose: bool = True) -> dict:
     """Deep-compress a trained checkpoint into a .slz file with fixed knobs; accuracy is measured on the

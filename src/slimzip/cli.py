@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -202,6 +203,15 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     _emit(export(args.file, args.onnx, check_images=args.check_images, split=args.split, data_dir=args.data_dir),
           args.json, line)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .api import report
+
+    r = report(args.run, args.out)
+    if r["plots"] == 0 and any(s["plot"] for s in r["sections"]):
+        log("slimzip: no plots (matplotlib is not installed: pip install 'slimzip[report]'); tables only")
+    _emit(r, args.json, lambda r: f"{r['text']}\n{r['kind']} report: {r['file']} ({r['plots']} plots)")
 
 
 def cmd_prune_channels(args: argparse.Namespace) -> None:
@@ -412,6 +422,12 @@ def build_parser() -> Parser:
     p.add_argument("--data-dir", help="dataset folder for --split (default: $SLIMZIP_DATA, then ~/.cache/slimzip/data)")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("report", help="tables and plots of a run directory, as text and one HTML page")
+    p.add_argument("run", help="a directory from train, prune-channels, dropnet, compress --search or compare-search")
+    p.add_argument("--out", help="the HTML file (default: RUN/report.html)")
+    _common(p, data=False)
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("eval", help="accuracy of a checkpoint directory or a .slz file")
     p.add_argument("path", help="a checkpoint directory (from `slimzip train`) or a .slz file")
     p.add_argument("--dataset", help="default: the dataset the checkpoint was trained on")
@@ -428,6 +444,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SlimzipError as e:
         print(f"slimzip: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # stdout closed early (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         log("slimzip: interrupted; run the same command again to resume")
         return 130

@@ -1,0 +1,271 @@
+"""Reports of run directories: tables and plots as plain data, rendered to text or to one HTML file.
+
+A run directory's kind is recognised by the files it holds (a registry, first match wins); each kind
+turns its files into ``Section``s. Plots need matplotlib (``pip install 'slimzip[report]'``); without
+it the HTML report has the tables only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import io
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import SlimzipError
+
+
+@dataclasses.dataclass
+class Series:
+    name: str
+    x: list[float]
+    y: list[float]
+    style: str = "line"  # line, points or star
+
+
+@dataclasses.dataclass
+class Plot:
+    x_label: str
+    y_label: str
+    series: list[Series]
+    log_x: bool = False
+    hline: float | None = None  # a target, drawn across
+    hline_label: str = ""
+    y_min: float | None = None  # points below are left out of view
+
+
+@dataclasses.dataclass
+class Section:
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+    plot: Plot | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SlimzipError(f"{path}: not readable JSON ({e.__class__.__name__})") from None
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError) as e:
+        raise SlimzipError(f"{path}: not readable JSON lines ({e.__class__.__name__})") from None
+
+
+def _pct(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:.2f}%"
+
+
+def _epochs_section(rows: list[dict], title: str) -> Section:
+    """Per-epoch metrics (``metrics.jsonl``) as a table and a validation-accuracy curve."""
+    columns = ["epoch", "lr", "train loss", "train acc", "val loss", "val acc", "seconds"]
+    table = [[r["epoch"], f"{r['lr']:.3g}", f"{r['train_loss']:.4f}", _pct(r.get("train_acc")),
+              "" if "val_loss" not in r else f"{r['val_loss']:.4f}", _pct(r.get("val_acc")), f"{r['seconds']:.1f}"]
+             for r in rows]
+    curves = [Series("val accuracy", [r["epoch"] for r in rows if "val_acc" in r],
+                     [100 * r["val_acc"] for r in rows if "val_acc" in r]),
+              Series("train accuracy", [r["epoch"] for r in rows], [100 * r["train_acc"] for r in rows])]
+    return Section(title, columns, table, Plot("epoch", "accuracy (%)", curves))
+
+
+def _train(run: Path) -> list[Section]:
+    s = _read_json(run / "summary.json") if (run / "summary.json").is_file() else {}
+    rows = _read_jsonl(run / "metrics.jsonl")
+    head = Section("training run", ["model", "dataset", "params", "MACs", "epochs", "val acc", "test acc", "seconds"],
+                   [[s.get("model", "?"), s.get("dataset", "?"), f"{s.get('params', 0):,}", f"{s.get('macs', 0):,}",
+                     s.get("epochs_run", len(rows)), _pct(s.get("val_accuracy")), _pct(s.get("test_accuracy")),
+                     f"{s.get('train_seconds', 0):.0f}"]],
+                   notes=[] if s else ["unfinished: no summary.json yet"])
+    return [head, _epochs_section(rows, "epochs")]
+
+
+def _prune_channels(run: Path) -> list[Section]:
+    s = _read_json(run / "summary.json")
+    b, a = s["before"], s["after"]
+    rows = [["params", f"{b['cost']['params']:,}", f"{a['cost']['params']:,}"],
+            ["MACs", f"{b['cost']['macs']:,}", f"{a['cost']['macs']:,}"],
+            ["val accuracy", _pct(b.get("val_accuracy")), _pct(a.get("val_accuracy"))],
+            ["test accuracy", "", _pct(a.get("test_accuracy"))]]
+    rows += [[f"width {k}", b["widths"][k], a["widths"].get(k, "")] for k in b["widths"]]
+    sections = [Section(f"prune-channels: {s['model']} ({s['method']}, ratio {s['channel_ratio']}, {s['scope']})",
+                        ["", "before", "after"], rows)]
+    if (run / "finetune" / "metrics.jsonl").is_file():
+        sections.append(_epochs_section(_read_jsonl(run / "finetune" / "metrics.jsonl"), "fine-tune epochs"))
+    return sections
+
+
+def _dropnet(run: Path) -> list[Section]:
+    cycles = _read_jsonl(run / "cycles.jsonl")
+    rows = [[c["cycle"], f"{c['remaining']:.1%}", f"{c['params']:,}", _pct(c["val_accuracy"]),
+             _pct(c["test_accuracy"])] for c in cycles]
+    plot = Plot("fraction of units remaining", "accuracy (%)",
+                [Series("test", [c["remaining"] for c in cycles], [100 * c["test_accuracy"] for c in cycles]),
+                 Series("val", [c["remaining"] for c in cycles], [100 * c["val_accuracy"] for c in cycles])],
+                log_x=True)
+    return [Section("DropNet cycles", ["cycle", "units left", "params", "val acc", "test acc"], rows, plot)]
+
+
+def _search(run: Path) -> list[Section]:
+    s = _read_json(run / "summary.json") if (run / "summary.json").is_file() else None
+    try:
+        with sqlite3.connect(f"file:{run / 'journal.sqlite'}?mode=ro", uri=True) as db:
+            db.row_factory = sqlite3.Row
+            cands = [dict(r) for r in db.execute("SELECT * FROM candidates ORDER BY id")]
+    except sqlite3.Error as e:
+        raise SlimzipError(f"{run / 'journal.sqlite'}: not a readable search journal ({e})") from None
+    winner = (s or {}).get("knobs", {}).get("candidate")
+    rows = [[c["id"], c["strategy"], f"{c['channel_ratio']:.4g}", f"{c['sparsity']:.4g}", c["status"],
+             _pct(c["val_accuracy"]), "" if c["file_bytes"] is None else f"{c['file_bytes']:,}",
+             f"{c['epochs']:.2f}", "winner" if c["id"] == winner else ""] for c in cands]
+    ok = [c for c in cands if c["status"] == "ok" and c["file_bytes"]]
+    target = s["target_accuracy"] if s else None
+    plot = Plot("file bytes", "val accuracy (%)",
+                [Series("candidates", [c["file_bytes"] for c in ok], [100 * c["val_accuracy"] for c in ok], "points")]
+                + ([Series("winner", [s["file_bytes"]], [100 * s["val_accuracy"]], "star")] if s else []),
+                log_x=True, hline=None if target is None else 100 * target, hline_label="target",
+                y_min=None if target is None else 100 * target - 3)  # the decisions happen near the target
+    sections = []
+    if s:
+        sr = s["search"]
+        sections.append(Section(
+            f"search ({sr['strategy']})", ["target", "val acc", "test acc", "file bytes", "ratio", "channel ratio",
+                                           "sparsity", "candidates", "epochs", "seconds"],
+            [[_pct(target), _pct(s["val_accuracy"]), _pct(s["test_accuracy"]), f"{s['file_bytes']:,}",
+              f"{s['compression_ratio']:.1f}x", s["knobs"]["channel_ratio"], s["knobs"]["sparsity"], sr["candidates"],
+              f"{sr['epochs']:.2f}", f"{sr['wall_seconds']:.0f}"]]))
+    sections.append(Section("candidates", ["id", "strategy", "channel ratio", "sparsity", "status", "val acc",
+                                           "file bytes", "epochs", ""], rows, plot,
+                            notes=[] if s else ["unfinished: no summary.json yet (the journal so far)"]))
+    return sections
+
+
+def _compare(run: Path) -> list[Section]:
+    c = _read_json(run / "compare.json")
+
+    def row(name: str, r: dict) -> list[Any]:
+        sr = r["search"]
+        return [name, f"{r['file_bytes']:,}", f"{r['compression_ratio']:.1f}x", _pct(r["val_accuracy"]),
+                _pct(r["test_accuracy"]), r["knobs"]["channel_ratio"], r["knobs"]["sparsity"], sr["candidates"],
+                f"{sr['epochs']:.2f}", f"{sr['wall_seconds']:.0f}"]
+
+    columns = ["", "file bytes", "ratio", "val acc", "test acc", "channel ratio", "sparsity", "candidates", "epochs",
+               "seconds"]
+    strategies = c["strategies"]
+    plot = Plot("search cost (training epochs)", "file bytes",
+                [Series(n, [r["search"]["epochs"]], [r["file_bytes"]], "points") for n, r in strategies.items()],
+                log_x=True)
+    sections = [Section(f"compare-search on {c['checkpoint']} (target {_pct(c['target_accuracy'])})", columns,
+                        [row(n, r) for n, r in strategies.items()], plot)]
+    if c.get("ablation"):
+        sections.append(Section(f"ablation ({c['ablation_strategy']})", columns,
+                                [row(n, r) for n, r in c["ablation"].items()]))
+    return sections
+
+
+def _has(name: str) -> Callable[[Path], bool]:
+    return lambda run: (run / name).exists()
+
+
+def _is_prune_run(run: Path) -> bool:
+    return (run / "summary.json").is_file() and '"before"' in (run / "summary.json").read_text()
+
+
+# run kind -> (how it is recognised, its sections); checked in order, first match wins
+KINDS: dict[str, tuple[Callable[[Path], bool], Callable[[Path], list[Section]]]] = {
+    "compare-search": (_has("compare.json"), _compare),
+    "search": (_has("journal.sqlite"), _search),
+    "dropnet": (_has("cycles.jsonl"), _dropnet),
+    "prune-channels": (_is_prune_run, _prune_channels),
+    "train": (_has("metrics.jsonl"), _train),
+}
+
+
+def run_kind(run: Path) -> str:
+    if not run.is_dir():
+        raise SlimzipError(f"{run}: not a run directory")
+    for kind, (recognise, _) in KINDS.items():
+        if recognise(run):
+            return kind
+    raise SlimzipError(f"{run}: not a slimzip run directory (from train, prune-channels, dropnet, compress --search "
+                       "or compare-search)")
+
+
+def sections_of(run: Path) -> tuple[str, list[Section]]:
+    kind = run_kind(run)
+    try:
+        return kind, KINDS[kind][1](run)
+    except (KeyError, TypeError, IndexError) as e:
+        raise SlimzipError(f"{run}: a {kind} run with unexpected contents ({e.__class__.__name__}: {e})") from None
+
+
+def to_text(sections: list[Section], max_rows: int = 20) -> str:
+    """Fixed-width tables; long tables keep their first and last rows."""
+    out = []
+    for s in sections:
+        rows = [[str(v) for v in r] for r in s.rows]
+        if len(rows) > max_rows:
+            half = max_rows // 2
+            rows = rows[:half] + [["..."] * len(s.columns)] + rows[-half:]
+        widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(s.columns)]
+        out.append(f"## {s.title}")
+        out.append("  ".join(c.rjust(w) for c, w in zip(s.columns, widths)))
+        out += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows]
+        out += s.notes
+        out.append("")
+    return "\n".join(out)
+
+
+def _svg(plot: Plot) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for s in plot.series:
+        ax.plot(s.x, s.y, {"points": "o", "line": "-o", "star": "*"}[s.style], markersize=10 if s.style == "star" else 3,
+                label=s.name)
+    if plot.hline is not None:
+        ax.axhline(plot.hline, color="gray", linestyle="--", linewidth=1, label=plot.hline_label)
+    if plot.log_x:
+        ax.set_xscale("log")
+    if plot.y_min is not None:
+        top = max([y for s in plot.series for y in s.y] + [plot.hline or plot.y_min])
+        ax.set_ylim(plot.y_min, top + 0.1 * (top - plot.y_min))
+    ax.set_xlabel(plot.x_label)
+    ax.set_ylabel(plot.y_label)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    buffer = io.StringIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="svg")
+    plt.close(fig)
+    return buffer.getvalue()[buffer.getvalue().index("<svg"):]
+
+
+def to_html(title: str, sections: list[Section]) -> tuple[str, int]:
+    """One self-contained HTML page (inline SVG plots); returns it and the number of plots drawn."""
+    parts, plots = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
+                    "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse}"
+                    "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}</style>",
+                    f"<h1>{html.escape(title)}</h1>"], 0
+    for s in sections:
+        parts.append(f"<h2>{html.escape(s.title)}</h2><table><tr>" +
+                     "".join(f"<th>{html.escape(c)}</th>" for c in s.columns) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>" for r in s.rows]
+        parts.append("</table>")
+        parts += [f"<p>{html.escape(n)}</p>" for n in s.notes]
+        if s.plot is not None and (svg := _svg(s.plot)) is not None:
+            parts.append(svg)
+            plots += 1
+    return "\n".join(parts) + "\n", plots
