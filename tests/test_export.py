@@ -9,7 +9,7 @@ from slimzip.cli import main
 from slimzip.data import get_dataset_spec
 from slimzip.export import check_onnx, to_onnx
 from slimzip.models import create_model, get_model_entry
-from slimzip.structured import ChannelPruner, apply_plan, widths
+from slimzip.structured import ChannelPruner, widths
 
 pytest.importorskip("onnxruntime")
 
@@ -20,8 +20,7 @@ def test_narrowed_models_export_and_onnxruntime_agrees(name):
     model = create_model(name).eval()
     shape = get_dataset_spec(get_model_entry(name).dataset).image_shape
     before = sum(widths(model).values())
-    narrow = apply_plan(model, ChannelPruner(importance="l1", channel_ratio=0.5, scope="layer").fit(model, shape).plan_,
-                        shape).eval()
+    narrow = ChannelPruner(importance="l1", channel_ratio=0.5, scope="layer").fit_transform(model, shape).eval()
     assert sum(widths(narrow).values()) < before
     check = check_onnx(narrow, to_onnx(narrow, shape), torch.randn(5, *shape))  # batch 5: the axis is dynamic
     assert check.images == 5 and check.max_rel_diff < 1e-4 and check.same_argmax == 1.0

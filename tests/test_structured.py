@@ -2,6 +2,7 @@
 what the plan says, on every registered model and on models slimzip has never seen."""
 
 import copy
+import json
 
 import pytest
 import torch
@@ -108,6 +109,18 @@ def test_layer_scope_removes_the_ratio_of_every_group_and_keeps_the_best():
         scores = pruner.scores_[root]
         assert len(kept) == len(scores) - int(0.25 * len(scores))
         assert scores[kept].min() >= scores[[i for i in range(len(scores)) if i not in kept]].max()
+
+
+def test_transform_applies_the_fitted_plan_and_a_json_plan_narrows_the_same():
+    model, shape = _randomise_bn(create_model("resnet20")).eval(), (3, 32, 32)
+    with pytest.raises(SlimzipError, match="call fit first"):
+        ChannelPruner().transform(model, shape)
+    pruner = ChannelPruner(importance="l1", channel_ratio=0.5).fit(model, shape)
+    plan = json.loads(json.dumps(pruner.plan_))
+    a, b = pruner.transform(copy.deepcopy(model), shape), apply_plan(copy.deepcopy(model), plan, shape)
+    assert widths(a) == widths(b) and widths(a) != widths(model)
+    x = torch.randn(2, *shape)
+    assert torch.equal(a(x), b(x))
 
 
 def test_min_channels_and_round_to():

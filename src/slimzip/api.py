@@ -330,7 +330,7 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
         activations = collect_activations(model, channel_groups(model, shape)[0], loaders.train)
     teacher = copy.deepcopy(model) if distill and finetune_epochs else None
     pruner.fit(model, shape, activations)
-    model = apply_plan(model, pruner.plan_, shape)
+    model = pruner.transform(model, shape)
     pruned_val = evaluate(model, loaders.val)[1]
     if finetune_epochs:
         ft = dataclasses.replace(train_cfg, epochs=finetune_epochs, lr=lr or train_cfg.lr * 0.1, schedule="cosine",

@@ -220,6 +220,17 @@ class ChannelPruner:
         self.plan_ = self._plan()
         return self
 
+    def transform(self, model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
+        """Narrow ``model`` (in place) to the fitted plan ``plan_``; a plan read back from JSON narrows
+        a model the same way through ``apply_plan``."""
+        if not hasattr(self, "plan_"):
+            raise SlimzipError("ChannelPruner.transform needs a fitted plan: call fit first")
+        return apply_plan(model, self.plan_, input_shape)
+
+    def fit_transform(self, model: nn.Module, input_shape: tuple[int, ...],
+                      activations: dict[str, torch.Tensor] | None = None) -> nn.Module:
+        return self.fit(model, input_shape, activations).transform(model, input_shape)
+
     def _plan(self) -> ChannelPlan:
         if self.scope == "global":
             every = torch.cat(list(self.scores_.values()))

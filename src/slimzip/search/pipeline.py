@@ -106,7 +106,7 @@ class CandidatePipeline:
         pruner = default_channel_pruner(model, min((want + 0.5) / have, 0.999), self.cfg.channel_scope)
         pruner.fit(model, self.shape)
         gone = have - sum(len(k) for k in pruner.plan_.values())
-        model = apply_plan(model, pruner.plan_, self.shape)
+        model = pruner.transform(model, self.shape)
         return model, {**spec, "plan": compose_plans(spec.get("plan"), pruner.plan_)}, removed + gone
 
     def __call__(self, knobs: Knobs, parent: Candidate | None, *, key: str, epochs: float, rounds: int,
