@@ -133,7 +133,8 @@ def test_prune_channels_narrows_saves_and_never_touches_the_input(capsys, data_d
     code, stdout, _ = run(capsys, "eval", str(slz), "--json")
     assert code == 0 and json.loads(stdout)["accuracy"] == compressed["test_accuracy"]
     for argv, message in ((["--ratio", "1.0"], "channel ratio"), (["--ratio", "0.5", "--method", "magic"], "method"),
-                          (["--ratio", "0.5", "--out", str(ckpt)], "never modified")):
+                          (["--ratio", "0.5", "--out", str(ckpt)], "never modified"),
+                          (["--ratio", "0.5", "--teacher", str(ckpt)], "--distill")):
         argv = argv if "--out" in argv else argv + ["--out", str(tmp_path / "x")]
         code, _, err = run(capsys, "prune-channels", str(ckpt), *argv)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1

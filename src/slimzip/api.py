@@ -293,10 +293,11 @@ METHODS = {"slimming": "bn_scale", "l1": "l1", "l2": "l2", "dropnet": "dropnet",
 def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, method: str = "slimming",
                    channel_ratio: float = 0.5, scope: str = "global", min_channels: int = 1, round_to: int = 1,
                    finetune_epochs: int = 0, lr: float | None = None, sparsity: float = 0.0, distill: float = 0.0,
-                   seed: int = 0, device: str = "cpu", data_dir: str | None = None, verbose: bool = True) -> dict:
+                   teacher: str | None = None, seed: int = 0, device: str = "cpu", data_dir: str | None = None,
+                   verbose: bool = True) -> dict:
     """Remove channels from a trained checkpoint (physically: the result is a narrower dense model),
-    fine-tune (``distill`` > 0: with that weight on distillation from the model before pruning), and save
-    a new checkpoint; the input is never modified."""
+    fine-tune (``distill`` > 0: with that weight on distillation from ``teacher``, a checkpoint directory,
+    else from the model before pruning), and save a new checkpoint; the input is never modified."""
     from .structured import ChannelPruner, apply_plan, collect_activations, compose_plans, widths
 
     if method not in METHODS:
@@ -315,8 +316,10 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
                            min_channels=min_channels, round_to=round_to, seed=seed)
     config = {"pruned_from": str(checkpoint), "method": method, "channel_ratio": channel_ratio, "scope": scope,
               "min_channels": min_channels, "round_to": round_to, "finetune_epochs": finetune_epochs, "lr": lr,
-              "sparsity": sparsity, "distill": distill, "seed": seed}
-    added_later = {"prune": {"distill": 0.0}}
+              "sparsity": sparsity, "distill": distill, "teacher": teacher, "seed": seed}
+    if teacher is not None and not distill:
+        raise SlimzipError("--teacher is the model to distill from: give --distill a weight above 0 too")
+    added_later = {"prune": {"distill": 0.0, "teacher": None}}
     if (finished := _finished(out, {**meta["config"], "prune": config}, added_later)) is not None:
         return finished
     _claim(out, {**meta["config"], "prune": config}, added_later)
@@ -328,14 +331,16 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
         from .structured import channel_groups
 
         activations = collect_activations(model, channel_groups(model, shape)[0], loaders.train)
-    teacher = copy.deepcopy(model) if distill and finetune_epochs else None
+    teacher_model = None
+    if distill and finetune_epochs:  # the given checkpoint, else the model before pruning
+        teacher_model = _teacher(teacher, dataset, dev) or copy.deepcopy(model)
     pruner.fit(model, shape, activations)
     model = pruner.transform(model, shape)
     pruned_val = evaluate(model, loaders.val)[1]
     if finetune_epochs:
         ft = dataclasses.replace(train_cfg, epochs=finetune_epochs, lr=lr or train_cfg.lr * 0.1, schedule="cosine",
                                  sparsity=sparsity, patience=0)
-        terms = [distillation(teacher, distill)] if teacher is not None else []
+        terms = [distillation(teacher_model, distill)] if teacher_model is not None else []
         fit(model, loaders.train, loaders.val, ft, loss_terms=terms, run_dir=out / "finetune", verbose=verbose)
     new_spec = {**spec, "plan": compose_plans(spec.get("plan"), pruner.plan_)}
     cost = measure(model, shape)
@@ -350,6 +355,16 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
                     config={**meta["config"], "prune": config}, metrics=summary)
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def _teacher(path: str | None, dataset: str, device: torch.device) -> torch.nn.Module | None:
+    """A distillation teacher from a checkpoint directory, checked to be for the same dataset."""
+    if path is None:
+        return None
+    model, meta = load_checkpoint(path, device)
+    if meta.get("dataset") != dataset:
+        raise SlimzipError(f"teacher {path} was trained on {meta.get('dataset')}, not {dataset}")
+    return model
 
 
 def dropnet(model_name: str, dataset: str | None, out: str | os.PathLike, *, metric: str = "min_layer",

@@ -219,7 +219,7 @@ def cmd_prune_channels(args: argparse.Namespace) -> None:
 
     r = prune_channels(args.checkpoint, args.out, method=args.method, channel_ratio=args.ratio, scope=args.scope,
                        min_channels=args.min_channels, round_to=args.round_to, finetune_epochs=args.finetune_epochs,
-                       lr=args.lr, sparsity=args.sparsity, distill=args.distill, seed=args.seed, device=args.device,
+                       lr=args.lr, sparsity=args.sparsity, distill=args.distill, teacher=args.teacher, seed=args.seed, device=args.device,
                        data_dir=args.data_dir, verbose=not args.quiet)
 
     def table(r: dict) -> str:
@@ -352,6 +352,7 @@ def build_parser() -> Parser:
     p.add_argument("--sparsity", type=_number, default=0.0, help="L1 on BN scales while fine-tuning (multi-pass slimming)")
     p.add_argument("--distill", type=_number, default=0.0,
                    help="fine-tune with this weight on distillation from the unpruned model (0: off; e.g. 1)")
+    p.add_argument("--teacher", help="with --distill: distill from this checkpoint directory instead (same dataset)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     _common(p)
