@@ -18,7 +18,7 @@ FAMILIES = ["lenet-300-100", "lenet-5-bn", "dropnet-b", "vgg11", "resnet20", "pr
             "densenet-bc-100"]
 
 
-def _compressed(name: str, sparsity: float = 0.9, coder: str = "rans", bits=(8, 5)):
+def _compressed(name: str, sparsity: float = 0.9, coder: str = "rans", bits=(8, 5), **knobs):
     torch.manual_seed(0)
     model = create_model(name).eval()
     with torch.no_grad():
@@ -28,7 +28,7 @@ def _compressed(name: str, sparsity: float = 0.9, coder: str = "rans", bits=(8, 
                 m.running_var.uniform_(0.5, 2)
     masks = MagnitudePruner(sparsity=sparsity).fit(model).masks_
     apply_masks_(model, masks)
-    cfg = CompressConfig(sparsity=sparsity, coder=coder, bits_conv=bits[0], bits_fc=bits[1])
+    cfg = CompressConfig(sparsity=sparsity, coder=coder, bits_conv=bits[0], bits_fc=bits[1], **knobs)
     layers = WeightSharer(bits_conv=bits[0], bits_fc=bits[1]).fit(model, masks).layers_
     blob = encode_model(model, {"name": name, "kwargs": {}}, layers, cfg, {"dataset": MODELS[name].dataset})
     return model, layers, blob
@@ -119,6 +119,29 @@ def test_file_round_trip_in_a_fresh_process(name, tmp_path):
     assert torch.allclose(decoded.eval()(x), decoded.eval()(x))
 
 
+@pytest.mark.parametrize("name, biases_folded", [("lenet-5-bn", 3), ("lenet-300-100-bn", 2), ("resnet20", 0),
+                                                 ("densenet40", 0)])
+def test_folded_batchnorm_computes_what_the_model_computes_in_fewer_bytes(name, biases_folded):
+    """BN stored as scale + shift (a bias that only BN reads folded in): the same eval-mode outputs, with
+    the running statistics and those biases as constants that cost no section bytes."""
+    model, _, folded = _compressed(name, raw_dtype="float32")
+    _, _, unfolded = _compressed(name, raw_dtype="float32", fold_bn=False)
+    x = torch.randn(3, *get_dataset_spec(MODELS[name].dataset).image_shape)
+    with torch.no_grad():
+        want = model.eval()(x)
+        for blob in (folded, unfolded):
+            got = decode_model(decode_container(blob)).eval()(x)
+            assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+    entries = {e["name"]: e for e in decode_container(folded).manifest["tensors"]}
+    bns = [n for n, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    constants = {n for n, e in entries.items() if e["encoding"] == "constant"}
+    assert constants >= {f"{n}.{s}" for n in bns for s in ("running_mean", "running_var")}
+    assert len(constants) == 2 * len(bns) + biases_folded
+    assert len(folded) < len(unfolded)
+    rows = inspect_container(decode_container(folded))["tensors"]
+    assert all(r["bytes"] == 0 for r in rows if r["name"] in constants)
+
+
 @pytest.mark.parametrize("coder", ["huffman", "rans", "fixed", "auto"])
 def test_every_coder_round_trips_a_model(coder):
     model, layers, blob = _compressed("lenet-5", coder=coder)
@@ -162,6 +185,9 @@ def _forge(blob: bytes, edit) -> bytes:
     (lambda m: m["tensors"][0].update(codes=99), "section"),
     (lambda m: m["tensors"].pop(), "do not match"),
     (lambda m: m.update(format="other"), "slimzip model"),
+    (lambda m: m["tensors"][-1].update(encoding="constant", value="0"), "finite number"),
+    (lambda m: m["tensors"][-1].update(encoding="constant", value=True), "finite number"),
+    (lambda m: m["tensors"][-1].update(encoding="constant", value=float("inf")), "finite number"),
 ])
 def test_hostile_manifests_are_rejected(edit, message):
     _, _, blob = _compressed("lenet-300-100")
@@ -192,6 +218,13 @@ def test_unknown_flags_and_manifest_bombs_are_rejected():
     blob = bytes(blob[:-4]) + TRAILER.pack(zlib.crc32(bytes(blob[:-4])))
     with pytest.raises(ContainerError, match="flags"):
         decode_container(blob)
+    old = bytearray(_compressed("lenet-300-100")[2])  # version 1 files (before constants) still read
+    old[8:10] = (1).to_bytes(2, "little")
+    old = bytes(old[:-4]) + TRAILER.pack(zlib.crc32(bytes(old[:-4])))
+    assert decode_container(old).manifest["format"] == "slimzip-model"
+    old = old[:8] + (3).to_bytes(2, "little") + old[10:-4]
+    with pytest.raises(ContainerError, match="version 3"):
+        decode_container(old + TRAILER.pack(zlib.crc32(old)))
     bomb = zlib.compress(b" " * (80 << 20), 9)  # inflates past the 64 MiB manifest limit
     raw = HEADER.pack(MAGIC, 1, 1, len(bomb), zlib.crc32(bomb)) + bomb
     with pytest.raises(ContainerError, match="limit"):

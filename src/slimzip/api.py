@@ -433,7 +433,8 @@ def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchCo
     target = _search_target(baseline, target_accuracy, max_drop)
     config = json.loads(json.dumps({"checkpoint": str(Path(checkpoint).resolve()), "baseline_val_accuracy": baseline,
                                     "target_accuracy": target, "search": dataclasses.asdict(cfg)}))
-    defaults = {"search": dataclasses.asdict(SearchConfig())}
+    # a run made before a setting existed matches only the behaviour it had: files stored BN unfolded then
+    defaults = {"search": {**dataclasses.asdict(SearchConfig()), "fold_bn": False}}
     _claim(run, config, defaults)
     journal = Journal(run / "journal.sqlite", config, defaults)
     pipeline = CandidatePipeline(model, meta["model"], meta["dataset"], spec.image_shape, loaders, train_cfg, cfg, run,

@@ -90,7 +90,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 SEARCH_FIELDS = ("step", "refine", "max_channel_ratio", "max_sparsity", "finetune_epochs", "short_epochs",
                  "calibration_images", "prune_steps", "centroid_epochs", "scope", "channel_scope", "bits_conv",
-                 "bits_fc", "index_bits_conv", "index_bits_fc", "coder", "lr", "train_subset", "max_epochs")
+                 "bits_fc", "index_bits_conv", "index_bits_fc", "coder", "fold_bn", "lr", "train_subset", "max_epochs")
 FIXED_ONLY = ("channel_ratio", "sparsity", "retrain_epochs", "raw_dtype")
 
 
@@ -129,7 +129,7 @@ def cmd_compress(args: argparse.Namespace) -> None:
     if args.search is not None:
         raise SlimzipError("--search needs a target: --target-accuracy A or --max-drop P")
     fields = ("channel_ratio", "channel_scope", "sparsity", "scope", "prune_steps", "retrain_epochs", "bits_conv", "bits_fc", "centroid_epochs",
-              "index_bits_conv", "index_bits_fc", "coder", "raw_dtype", "lr")
+              "index_bits_conv", "index_bits_fc", "coder", "raw_dtype", "fold_bn", "lr")
     cfg = CompressConfig(**{k: getattr(args, k) for k in fields if getattr(args, k) is not None})
     result = compress(args.checkpoint, args.out, cfg, device=args.device, data_dir=args.data_dir,
                       verbose=not args.quiet)
@@ -296,6 +296,9 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index-bits-fc", type=int, help="relative index bits, linear (default 5)")
     p.add_argument("--coder", help="auto (default: smallest per stream), rans, huffman or fixed")
     p.add_argument("--lr", type=_number, help="fine-tuning learning rate (default 0.01)")
+    p.add_argument("--no-fold-bn", dest="fold_bn", action="store_false", default=None,
+                   help="store BatchNorm's four tensors as they are (default: folded into scale + shift: exact in "
+                        "eval mode and smaller, but the decoded BN layers no longer hold training statistics)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 

@@ -17,9 +17,10 @@ from torch import nn
 
 from .coding import CODECS, FormatError, entropy_bits, gaps_decode, gaps_encode
 from .container import HEADER, TRAILER, Container, ContainerError, encode_container
-from .data import DeviceLoader
+from .data import DeviceLoader, get_dataset_spec
 from .errors import SlimzipError, check_range, unknown
-from .structured import ChannelPruner, apply_plan, build_model, compose_plans, dead_channel_plan
+from .models import get_model_entry
+from .structured import ChannelPruner, apply_plan, build_model, compose_plans, dead_channel_plan, dependency_graph
 from .progress import log
 from .sharing import SharedLayer, WeightSharer, tie_centroids_, untie_centroids_
 from .train import TrainConfig, fit
@@ -51,6 +52,7 @@ class CompressConfig:
     index_bits_fc: int = 5  # relative-index width, linear layers
     coder: str = "auto"  # 'rans', 'huffman', 'fixed', or 'auto': the smallest of them for each stream
     raw_dtype: str = "float16"  # BN parameters, biases and other small tensors
+    fold_bn: bool = True  # store BatchNorm as scale + shift (a preceding bias folded in): exact in eval mode
     lr: float = 0.01  # retraining / fine-tuning learning rate (cosine within each round)
 
     def validate(self) -> "CompressConfig":
@@ -154,6 +156,46 @@ def encode_stream(symbols: np.ndarray, alphabet: int, coder: str) -> tuple[str, 
     return min(((n, CODECS[n].encode(symbols, alphabet)) for n in names), key=lambda c: len(c[1]))
 
 
+def _bias_feeding(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, str]:
+    """BatchNorm fqn -> the conv / linear layer whose biased output only that BatchNorm reads (its bias
+    can move into the BatchNorm's shift). Empty when the model cannot be traced."""
+    try:
+        graph = dependency_graph(model, torch.zeros(1, *input_shape))
+    except SlimzipError:
+        return {}
+    names = {m: n for n, m in model.named_modules()}
+    pairs = {}
+    for module, node in graph.module2node.items():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and len(node.inputs) == 1:
+            src = node.inputs[0]
+            if isinstance(src.module, (nn.Conv2d, nn.Linear)) and src.module.bias is not None and \
+                    len(src.outputs) == 1 and src.module in names:
+                pairs[names[module]] = names[src.module]
+    return pairs
+
+
+def fold_batchnorm(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """The model's state with every BatchNorm folded, for storage: running mean 0 and variance 1 become
+    constants, weight and bias the scale and shift that give the same eval-mode output, and a conv /
+    linear bias read only by a BatchNorm moves into its shift (a constant 0 left behind). Returns the
+    state and ``{tensor name: constant value}``. Train-mode behaviour is not kept (batch statistics)."""
+    state = {k: v.detach().cpu().float().clone() for k, v in model.state_dict().items()}
+    constants: dict[str, float] = {}
+    feeding = _bias_feeding(model, input_shape)
+    for name, bn in model.named_modules():
+        if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or not (bn.affine and bn.track_running_stats):
+            continue
+        w, b = f"{name}.weight", f"{name}.bias"
+        scale = state[w] / torch.sqrt(state[f"{name}.running_var"] + bn.eps)
+        shift = state[b] - state[f"{name}.running_mean"] * scale
+        if name in feeding:
+            bias = f"{feeding[name]}.bias"
+            shift, constants[bias] = shift + scale * state[bias], 0.0
+        state[w], state[b] = scale * math.sqrt(1.0 + bn.eps), shift  # decoded variance 1: (x - 0) / sqrt(1 + eps)
+        constants[f"{name}.running_mean"], constants[f"{name}.running_var"] = 0.0, 1.0
+    return state, constants
+
+
 def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], cfg: CompressConfig,
                  extra: dict | None = None) -> bytes:
     """Serialise a shared model into .slz bytes. ``spec``: ``{"name", "kwargs"}`` of the registry."""
@@ -165,10 +207,18 @@ def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], c
         sections.append(data)
         return len(sections) - 1
 
-    for name, value in model.state_dict().items():
+    state, constants = model.state_dict(), {}
+    if cfg.fold_bn:
+        dataset = get_model_entry(spec["name"]).dataset
+        state, constants = fold_batchnorm(model, get_dataset_spec(dataset).image_shape)
+        constants = {k: v for k, v in constants.items() if k not in layers}  # (biases are never shared)
+    for name, value in state.items():
         if name.endswith("num_batches_tracked"):
             continue  # a training counter; inference never reads it
-        if name in layers:
+        if name in constants:
+            tensors.append({"name": name, "shape": list(value.shape), "encoding": "constant",
+                            "value": constants[name]})
+        elif name in layers:
             layer = layers[name]
             index_bits = _index_bits(modules[name.rsplit(".", 1)[0]], cfg)
             positions = np.flatnonzero(layer.mask.numpy().reshape(-1))
@@ -227,6 +277,11 @@ def _int_field(entry: dict, key: str, low: int, high: int) -> int:
 
 def _decode_tensor(container: Container, entry: dict, like: torch.Tensor) -> torch.Tensor:
     numel = like.numel()
+    if entry.get("encoding") == "constant":
+        value = entry.get("value")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise ContainerError(f"tensor {entry['name']}: a constant needs a finite number")
+        return torch.full(like.shape, float(value))
     if entry.get("encoding") == "raw":
         if entry.get("dtype") not in RAW_DTYPES:
             raise ContainerError(f"tensor {entry['name']}: unknown dtype")
@@ -298,6 +353,8 @@ def inspect_container(container: Container) -> dict:
                          "code_entropy": e.get("code_entropy", 0.0), "index_bits": 8 * sizes["index"] / nnz,
                          "index_entropy": e.get("index_entropy", 0.0) * e["gap_symbols"] / nnz,
                          "bytes": sum(sizes.values())})
+        elif e["encoding"] == "constant":  # in the manifest only
+            rows.append({"name": e["name"], "weights": numel, "kept": 1.0, "dtype": f"= {e['value']:g}", "bytes": 0})
         else:
             size = len(container.sections[e["data"]])
             parts["raw"] += size

@@ -22,7 +22,8 @@ from .checkpoint import atomic_write_bytes
 from .errors import SlimzipError
 
 MAGIC = b"\x89SLZ\r\n\x1a\n"  # PNG-style: catches text-mode and truncation damage early
-VERSION = 1
+VERSION = 2  # written; 2 added the 'constant' tensor encoding (docs/FORMAT.md)
+READABLE = (1, 2)
 HEADER = struct.Struct("<8sHHII")  # magic, version, flags, manifest length, manifest crc32
 TRAILER = struct.Struct("<I")  # crc32 of everything before it
 MAX_MANIFEST = 64 << 20  # bytes; a real manifest is a few KB per hundred tensors
@@ -69,8 +70,9 @@ def decode_container(blob: bytes) -> Container:
     magic, version, flags, mlen, mcrc = HEADER.unpack_from(blob)
     if magic != MAGIC:
         raise ContainerError("not a .slz file (bad magic bytes)")
-    if version != VERSION:
-        raise ContainerError(f".slz version {version} is not supported (this slimzip reads version {VERSION})")
+    if version not in READABLE:
+        raise ContainerError(f".slz version {version} is not supported (this slimzip reads versions "
+                             f"{', '.join(map(str, READABLE))})")
     if flags & ~FLAG_DEFLATE:
         raise ContainerError(f"unknown flags {flags:#x}")
     (fcrc,) = TRAILER.unpack_from(blob, len(blob) - TRAILER.size)

@@ -38,6 +38,7 @@ class SearchConfig:
     index_bits_conv: int = 8
     index_bits_fc: int = 5
     coder: str = "auto"
+    fold_bn: bool = True  # files store BatchNorm as scale + shift (CompressConfig.fold_bn)
     lr: float = 0.01  # fine-tuning learning rate (cosine within each step)
     train_subset: int | None = None  # fine-tune on the first N training images only (None: all)
     max_epochs: float | None = None  # search budget: no candidate starts that could end past it (None: no limit)

@@ -49,7 +49,8 @@ class CandidatePipeline:
         c = self.cfg
         return CompressConfig(channel_ratio=knobs.channel_ratio, sparsity=knobs.sparsity, scope=c.scope,
                               bits_conv=c.bits_conv, bits_fc=c.bits_fc, index_bits_conv=c.index_bits_conv,
-                              index_bits_fc=c.index_bits_fc, coder=c.coder, lr=c.lr, centroid_epochs=0)
+                              index_bits_fc=c.index_bits_fc, coder=c.coder, fold_bn=c.fold_bn, lr=c.lr,
+                              centroid_epochs=0)
 
     def file_path(self, key: str) -> Path:
         return self.dir / "files" / f"{artifact_name(key)}.slz"
