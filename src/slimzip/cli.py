@@ -180,7 +180,8 @@ def cmd_inspect(args: argparse.Namespace) -> None:
                              f"{t['code_bits']:>8.2f} {t['code_entropy']:>6.2f} {t['index_bits']:>9.2f} "
                              f"{t['index_entropy']:>6.2f} {t['bytes']:>9,}")
             else:
-                lines.append(f"{t['name']:28} {t['weights']:>9,} {'raw':>7} {t['dtype']:>39} {t['bytes']:>9,}")
+                kind = "const" if t["bytes"] == 0 and t["dtype"].startswith("=") else "raw"
+                lines.append(f"{t['name']:28} {t['weights']:>9,} {kind:>7} {t['dtype']:>39} {t['bytes']:>9,}")
         lines.append("b/w: coded bits per kept weight; (H): the stream's empirical entropy, in the same unit")
         lines.append("components: " + ", ".join(f"{k} {v:,}" for k, v in r["components"].items()) +
                      f" = {sum(r['components'].values()):,} bytes")
