@@ -75,11 +75,11 @@ def main() -> None:
         dataset = read_container(f).manifest.get("dataset", "mnist")
         loaders.setdefault(dataset, create_loaders(dataset, batch_size=1000))
         rows.append(reencode(Path(f), loaders[dataset]))
-    print(f"{'file':36} {'as written':>10} {'unfolded':>9} {'folded':>8} {'saved':>6} {'test unf.':>9} "
+    print(f"{'file':50} {'as written':>10} {'unfolded':>9} {'folded':>8} {'saved':>6} {'test unf.':>9} "
           f"{'test fold':>9} {'max dlogit':>10}")
     for r in rows:
         u, f = r["unfolded"], r["folded"]
-        print(f"{r["file"]:50} {r['bytes']:>10,} {u['bytes']:>9,} {f['bytes']:>8,} {r['saved']:>6.1%} "
+        print(f"{r['file']:50} {r['bytes']:>10,} {u['bytes']:>9,} {f['bytes']:>8,} {r['saved']:>6.1%} "
               f"{u['test_accuracy']:>9.4f} {f['test_accuracy']:>9.4f} {f['max_logit_diff']:>10.2g}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
