@@ -1,6 +1,7 @@
 """The search: strategies on a synthetic landscape (fast, exact), the journal (resume, no repeats,
 failed candidates), and the real pipeline end to end on a tiny checkpoint."""
 
+import dataclasses
 import json
 import sqlite3
 import subprocess
@@ -258,3 +259,13 @@ def test_compare_search_runs_each_strategy_and_reports(capsys, tiny, tmp_path):
     rows = rep["sections"][1]["rows"]
     assert rep["kind"] == "search" and len(rows) == r["strategies"]["frontier"]["search"]["candidates"]
     assert [row[0] for row in rows if row[-1] == "winner"] == [r["strategies"]["frontier"]["knobs"]["candidate"]]
+
+
+def test_a_search_run_made_before_folded_batchnorm_does_not_resume_into_it():
+    from slimzip.api import search_defaults
+    from slimzip.checkpoint import same_settings
+
+    now = {"search": dataclasses.asdict(SearchConfig())}
+    before = {"search": {k: v for k, v in now["search"].items() if k != "fold_bn"}}
+    assert not same_settings(before, now, search_defaults())
+    assert same_settings(before, {"search": {**now["search"], "fold_bn": False}}, search_defaults())

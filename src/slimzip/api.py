@@ -402,6 +402,14 @@ def dropnet(model_name: str, dataset: str | None, out: str | os.PathLike, *, met
 
 # --- the search ----------------------------------------------------------------------------------
 
+def search_defaults() -> dict:
+    """What a search run directory made before a setting existed implicitly used: its default, except
+    that files stored BatchNorm unfolded then (so such a run does not resume into the new encoder)."""
+    from .search import SearchConfig
+
+    return {"search": {**dataclasses.asdict(SearchConfig()), "fold_bn": False}}
+
+
 def _search_target(baseline: float, target_accuracy: float | None, max_drop: float | None) -> float:
     if (target_accuracy is None) == (max_drop is None):
         raise SlimzipError("give exactly one of --target-accuracy (a validation accuracy, e.g. 0.99) and "
@@ -433,8 +441,7 @@ def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchCo
     target = _search_target(baseline, target_accuracy, max_drop)
     config = json.loads(json.dumps({"checkpoint": str(Path(checkpoint).resolve()), "baseline_val_accuracy": baseline,
                                     "target_accuracy": target, "search": dataclasses.asdict(cfg)}))
-    # a run made before a setting existed matches only the behaviour it had: files stored BN unfolded then
-    defaults = {"search": {**dataclasses.asdict(SearchConfig()), "fold_bn": False}}
+    defaults = search_defaults()
     _claim(run, config, defaults)
     journal = Journal(run / "journal.sqlite", config, defaults)
     pipeline = CandidatePipeline(model, meta["model"], meta["dataset"], spec.image_shape, loaders, train_cfg, cfg, run,
