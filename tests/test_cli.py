@@ -150,3 +150,17 @@ def test_compress_with_channel_ratio_combines_both_kinds(capsys, data_dir, tmp_p
     assert code == 0 and r["params"] < 0.6 * 432220 and r["macs"] < r["dense_macs"]
     code, out, _ = run(capsys, "eval", str(slz), "--json")
     assert code == 0 and json.loads(out)["accuracy"] == r["test_accuracy"]
+
+
+def test_a_file_remembers_the_normalisation_its_model_was_trained_with(capsys, data_dir, tmp_path):
+    """`eval` of a .slz normalises inputs as the checkpoint's training did (pixels in [0, 1] here)."""
+    ckpt = tmp_path / "run"
+    assert main(["train", "--model", "lenet-300-100", "--epochs", "1", "--subset", "2000", "--normalize", "unit",
+                 "--out", str(ckpt), "--quiet"]) == 0
+    capsys.readouterr()
+    slz = tmp_path / "u.slz"
+    code, out, _ = run(capsys, "compress", str(ckpt), "--sparsity", "0.5", "--prune-steps", "1", "--retrain-epochs",
+                       "0", "--centroid-epochs", "0", "--out", str(slz), "--json", "--quiet")
+    assert code == 0
+    code, stdout, _ = run(capsys, "eval", str(slz), "--json")
+    assert code == 0 and json.loads(stdout)["accuracy"] == json.loads(out)["test_accuracy"]

@@ -146,13 +146,24 @@ def evaluate_path(path: str | os.PathLike, *, dataset: str | None = None, split:
     if not isinstance(dataset, str):
         raise SlimzipError(f"{path}: checkpoint names no dataset; pass --dataset")
     check_fits(meta["model"]["name"], dataset)
-    cfg = meta.get("config", {})
-    loaders = create_loaders(dataset, data_dir=data_dir, device=dev,
-                             normalize=cfg.get("data", {}).get("normalize", "standard"))
+    loaders = create_loaders(dataset, data_dir=data_dir, device=dev, normalize=_normalization(meta))
     loader = loaders.test if split == "test" else loaders.val
     loss, acc = evaluate(model, loader)
     return {"path": str(path), "model": meta["model"]["name"], "dataset": dataset, "split": split,
             "accuracy": acc, "loss": loss, "images": loader.num_samples}
+
+
+def _normalization(meta: dict) -> str:
+    """The input normalisation a model was trained with: from a checkpoint's config, or from a .slz
+    manifest's ``data`` (written only when it is not the default, 'standard')."""
+    data = meta.get("data") if isinstance(meta.get("data"), dict) else meta.get("config", {}).get("data", {})
+    return data.get("normalize", "standard")
+
+
+def _file_data(meta: dict) -> dict:
+    """What a .slz manifest records of a checkpoint's data options (so `eval` normalises as training did)."""
+    normalize = _normalization(meta)
+    return {} if normalize == "standard" else {"data": {"normalize": normalize}}
 
 
 ONNX_TOLERANCE = 1e-4  # max |onnxruntime - PyTorch| / max(1, max |PyTorch|) an exported graph may show
@@ -190,8 +201,7 @@ def export(path: str | os.PathLike, out: str | os.PathLike, *, check_images: int
     if split:
         if split not in ("test", "val"):
             raise SlimzipError(f"unknown split {split!r}; choose from: test, val")
-        normalize = meta.get("config", {}).get("data", {}).get("normalize", "standard")
-        loaders = create_loaders(meta["dataset"], data_dir=data_dir, batch_size=1000, normalize=normalize)
+        loaders = create_loaders(meta["dataset"], data_dir=data_dir, batch_size=1000, normalize=_normalization(meta))
         result["accuracy"] = {"split": split, "onnx": onnx_accuracy(blob, getattr(loaders, split))}
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, blob)
@@ -239,7 +249,8 @@ def compress(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: Compres
     # second encoding decodes to the same weights as the first.
     val_acc = evaluate(decode_model(decode_container(encode_model(model.cpu(), model_spec, layers, cfg))).to(dev),
                        loaders.val)[1]
-    extra = {"dataset": dataset, "metrics": {"val_accuracy": val_acc, "baseline_val_accuracy": base_val}}
+    extra = {"dataset": dataset, **_file_data(meta),
+             "metrics": {"val_accuracy": val_acc, "baseline_val_accuracy": base_val}}
     atomic_write_bytes(out, encode_model(model.cpu(), model_spec, layers, cfg, extra))
     written = decode_model(read_container(out)).to(dev)  # what a user will load: test accuracy is measured here
     test_acc = evaluate(written, loaders.test)[1]
@@ -445,7 +456,7 @@ def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchCo
     _claim(run, config, defaults)
     journal = Journal(run / "journal.sqlite", config, defaults)
     pipeline = CandidatePipeline(model, meta["model"], meta["dataset"], spec.image_shape, loaders, train_cfg, cfg, run,
-                                 verbose=verbose)
+                                 verbose=verbose, file_meta=_file_data(meta))
     t0 = time.perf_counter()
     log(f"searching ({cfg.strategy}) for the smallest file at val accuracy >= {target:.4f} "
         f"(baseline {baseline:.4f}); journal {run / 'journal.sqlite'}", verbose=verbose)

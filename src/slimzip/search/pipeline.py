@@ -39,8 +39,10 @@ class CandidatePipeline:
     """``RunCandidate`` for a registry model (see ``driver.RunCandidate``)."""
 
     def __init__(self, base: nn.Module, spec: dict, dataset: str, input_shape: tuple[int, ...], loaders: Loaders,
-                 train_cfg: TrainConfig, cfg: SearchConfig, run_dir: Path, verbose: bool = True):
+                 train_cfg: TrainConfig, cfg: SearchConfig, run_dir: Path, verbose: bool = True,
+                 file_meta: dict | None = None):
         self.base, self.spec, self.dataset, self.shape = base, spec, dataset, input_shape
+        self.file_meta = {"dataset": dataset, **(file_meta or {})}  # what every candidate file's manifest records
         self.loaders, self.train_cfg, self.cfg, self.dir, self.verbose = loaders, train_cfg, cfg, run_dir, verbose
         self.device = next(base.parameters()).device
         self.channels = prunable_channels(base, input_shape)
@@ -157,4 +159,4 @@ class CandidatePipeline:
             raise FloatingPointError("weights are not finite")
         layers = share_weights(model, masks_from_zeros(model), self.cfg.bits_conv, self.cfg.bits_fc,
                                self._tune_config(centroid_epochs), self.loaders.train, None, verbose=self.verbose)
-        return encode_model(model.cpu(), spec, layers, self.compress_config(knobs), {"dataset": self.dataset})
+        return encode_model(model.cpu(), spec, layers, self.compress_config(knobs), self.file_meta)
