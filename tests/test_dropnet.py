@@ -82,3 +82,19 @@ def test_glorot_init_is_keras_s_default(data_dir, tmp_path):
     assert all(v.abs().sum() == 0 for k, v in theta0.items() if k.endswith("bias"))
     with pytest.raises(SlimzipError, match="unknown init"):
         _run(tmp_path, name="bad", init="he")
+
+
+@pytest.mark.parametrize("kappa", [0.0, 0.999])
+def test_the_run_directory_is_a_checkpoint_of_the_chosen_cycle(capsys, data_dir, tmp_path, kappa):
+    """Without kappa the last cycle, with it the last one above kappa x the first: `eval`, `compress`,
+    `export` and `prune-channels` take the directory like any checkpoint."""
+    from slimzip.cli import main
+
+    r = _run(tmp_path, kappa=kappa, stop_remaining=0.5 if not kappa else 0.1)
+    rows, chosen = r["cycles"], r["checkpoint"]
+    bound = kappa * rows[0]["val_accuracy"]
+    want = len(rows) - 1 if not kappa else max(i for i, c in enumerate(rows) if i == 0 or c["val_accuracy"] >= bound)
+    assert chosen["cycle"] == want
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run"), "--json"]) == 0  # pixels in [0, 1], as DropNet trained
+    assert json.loads(capsys.readouterr().out)["accuracy"] == chosen["test_accuracy"]

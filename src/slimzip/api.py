@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .checkpoint import (atomic_write_bytes, atomic_write_json, load_checkpoint, read_meta, same_settings,
-                         save_checkpoint)
+from .checkpoint import (atomic_write_bytes, atomic_write_json, load_checkpoint, load_tensors, read_meta,
+                         same_settings, save_checkpoint)
 from .compress import CompressConfig, decode_model, deep_compress, encode_model, inspect_container
 from .container import decode_container, read_container
 from .data import create_loaders, get_dataset_spec
@@ -28,7 +28,7 @@ from .measure import dense_fp32_bytes, measure
 from .models import MODELS, create_model, get_model_entry
 from .progress import log
 from .train import TrainConfig, distillation, evaluate, fit, use_bf16
-from .structured import compose_plans, widths
+from .structured import build_model, compose_plans, widths
 from .unstructured import sparsity_of
 
 if TYPE_CHECKING:
@@ -405,10 +405,28 @@ def dropnet(model_name: str, dataset: str | None, out: str | os.PathLike, *, met
     kwargs = {"num_classes": spec.num_classes} if spec.num_classes != 10 else {}
     rows = run_dropnet(lambda: create_model(model_name, **kwargs).to(dev), loaders, cfg, train_cfg, run,
                        verbose=verbose)
+    chosen = _dropnet_result(rows, cfg)
+    spec = {"name": model_name, "kwargs": kwargs, **({"plan": rows[chosen]["plan"]} if rows[chosen]["plan"] else {})}
+    model = build_model(spec)
+    model.load_state_dict(load_tensors(run / f"cycle{chosen}.safetensors"))
+    keep = ("cycle", "remaining", "val_accuracy", "test_accuracy", "params")
+    save_checkpoint(run, model, spec, dataset=dataset,
+                    config={"data": {"subset": subset, "augment": False, "normalize": "unit"},
+                            "train": train_cfg.to_json(), "dropnet": dataclasses.asdict(cfg)},
+                    metrics={k: rows[chosen][k] for k in keep})
     summary = {"model": model_name, "dataset": dataset, "metric": metric, "out": str(run),
+               "checkpoint": {k: rows[chosen][k] for k in keep},
                "cycles": [{k: v for k, v in r.items() if k != "plan"} for r in rows]}
     atomic_write_json(run / "summary.json", summary)
     return summary
+
+
+def _dropnet_result(rows: list[dict], cfg: Any) -> int:
+    """The cycle a DropNet run hands on as its checkpoint: with kappa, the last one whose validation
+    accuracy holds kappa x the first cycle's (the loop's stopping rule); otherwise the last one."""
+    if not cfg.kappa:
+        return len(rows) - 1
+    return max(i for i, r in enumerate(rows) if i == 0 or r["val_accuracy"] >= cfg.kappa * rows[0]["val_accuracy"])
 
 
 # --- the search ----------------------------------------------------------------------------------

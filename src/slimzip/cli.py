@@ -252,6 +252,9 @@ def cmd_dropnet(args: argparse.Namespace) -> None:
                  f"{'cycle':>5} {'remaining':>10} {'val acc':>8} {'test acc':>9} {'params':>9}"]
         lines += [f"{c['cycle']:>5} {c['remaining']:>10.1%} {c['val_accuracy']:>8.4f} {c['test_accuracy']:>9.4f} "
                   f"{c['params']:>9,}" for c in r["cycles"]]
+        c = r["checkpoint"]
+        lines.append(f"checkpoint: cycle {c['cycle']} ({c['remaining']:.1%} of units, test {c['test_accuracy']:.4f}) "
+                     f"-> {r['out']} (eval, compress, export and prune-channels take it)")
         return "\n".join(lines)
 
     _emit(r, args.json, table)
