@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from slimzip.api import _checkpoint_loaders, _checkpoint_recipe
+from slimzip.api.common import _checkpoint_loaders, _checkpoint_recipe
 from slimzip.checkpoint import load_checkpoint
 from slimzip.compress import default_channel_pruner
 from slimzip.data import get_dataset_spec

@@ -1,0 +1,115 @@
+"""What the commands share: recipes, devices, run-directory claims, checkpoint loaders."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import atomic_write_json, load_checkpoint, read_meta, same_settings
+from ..compress import decode_model
+from ..container import read_container
+from ..data import create_loaders, get_dataset_spec
+from ..errors import SlimzipError
+from ..models import get_model_entry
+from ..train import TrainConfig
+
+
+# Default training recipes per dataset; every field can be overridden from the command line.
+RECIPES: dict[str, TrainConfig] = {
+    # LeNets / MLPs on MNIST: short cosine runs are enough (no augmentation for digits).
+    "mnist": TrainConfig(epochs=15, batch_size=128, lr=0.05, weight_decay=5e-4, schedule="cosine"),
+    # Network slimming's CIFAR recipe: SGD, batch 64, 160 epochs, lr 0.1 / 10 at 50% and 75%, wd 1e-4.
+    "cifar10": TrainConfig(epochs=160, batch_size=64, lr=0.1, weight_decay=1e-4, schedule="step"),
+    "cifar100": TrainConfig(epochs=160, batch_size=64, lr=0.1, weight_decay=1e-4, schedule="step"),
+}
+
+
+def resolve_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SlimzipError(f"unknown device {name!r}; use cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SlimzipError("--device cuda was asked for, but no CUDA GPU is available")
+    if device.type not in ("cpu", "cuda"):
+        raise SlimzipError(f"unsupported device {name!r}; use cpu or cuda")
+    return device
+
+
+def check_fits(model_name: str, dataset: str) -> None:
+    """A model built for one input shape cannot take another (LeNet-5 on CIFAR, say)."""
+    entry = get_model_entry(model_name)
+    want, got = get_dataset_spec(entry.dataset).image_shape, get_dataset_spec(dataset).image_shape
+    if want != got:
+        raise SlimzipError(f"model {model_name} takes {entry.dataset} inputs {want}; {dataset} images are {got}")
+
+
+def _finished(run: Path, config: dict, defaults: dict | None = None) -> dict | None:
+    """The summary of a finished run made with this config, if there is one."""
+    if (run / "summary.json").is_file() and (run / "model.json").is_file():
+        if same_settings(read_meta(run).get("config"), config, defaults):
+            return json.loads((run / "summary.json").read_text())
+    return None
+
+
+def _claim(run: Path, config: dict, defaults: dict | None = None) -> None:
+    """Write config.json, refusing a directory that holds a different run (see ``same_settings``)."""
+    path = run / "config.json"
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            saved = None
+        if not same_settings(saved, config, defaults):
+            raise SlimzipError(f"{run} holds a different run (config.json differs); use a new --out directory")
+    elif run.exists() and any(run.iterdir()):
+        raise SlimzipError(f"{run} exists and is not a slimzip run directory; use a new --out directory")
+    atomic_write_json(path, config)
+
+
+def _normalization(meta: dict) -> str:
+    """The input normalisation a model was trained with: from a checkpoint's config, or from a .slz
+    manifest's ``data`` (written only when it is not the default, 'standard')."""
+    data = meta.get("data") if isinstance(meta.get("data"), dict) else meta.get("config", {}).get("data", {})
+    return data.get("normalize", "standard")
+
+
+def _file_data(meta: dict) -> dict:
+    """What a .slz manifest records of a checkpoint's data options (so `eval` normalises as training did)."""
+    normalize = _normalization(meta)
+    return {} if normalize == "standard" else {"data": {"normalize": normalize}}
+
+
+def _load_any(path: str | os.PathLike, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """A model and its metadata from a checkpoint directory or a .slz file."""
+    if not Path(path).exists():
+        raise SlimzipError(f"{path}: no such file or directory")
+    if Path(path).is_file():  # a .slz file
+        container = read_container(path)
+        return decode_model(container).to(device), container.manifest
+    return load_checkpoint(path, device)
+
+
+def _slz_path(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    if out.suffix != ".slz":
+        raise SlimzipError(f"{out}: the output file must end in .slz")
+    return out
+
+
+def _checkpoint_recipe(meta: dict) -> TrainConfig:
+    """The training config a checkpoint was made with (its dataset's recipe if it records none)."""
+    saved = meta.get("config", {}).get("train")
+    return TrainConfig.from_json(saved) if saved else RECIPES[meta["dataset"]]
+
+
+def _checkpoint_loaders(meta: dict, batch_size: int, device: torch.device, data_dir: str | None, seed: int,
+                        subset: int | None = None):
+    """Loaders for a checkpoint's dataset, with the data options it was trained with."""
+    opts = meta.get("config", {}).get("data", {})
+    return create_loaders(meta["dataset"], data_dir=data_dir, batch_size=batch_size, device=device,
+                          augment=opts.get("augment"), normalize=opts.get("normalize", "standard"), seed=seed,
+                          subset=subset)

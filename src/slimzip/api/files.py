@@ -1,0 +1,121 @@
+"""The .slz file and what comes out of a run: deep compression, inspect, ONNX export, reports."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import atomic_write_bytes, load_checkpoint
+from ..compress import CompressConfig, decode_model, deep_compress, encode_model, inspect_container
+from ..container import decode_container, read_container
+from ..data import create_loaders, get_dataset_spec
+from ..errors import SlimzipError, check_range
+from ..measure import dense_fp32_bytes, measure
+from ..train import evaluate
+from ..structured import compose_plans, widths
+from ..unstructured import sparsity_of
+from .common import (_checkpoint_loaders, _checkpoint_recipe, _file_data, _load_any, _normalization,
+                     _slz_path, resolve_device)
+
+
+ONNX_TOLERANCE = 1e-4  # max |onnxruntime - PyTorch| / max(1, max |PyTorch|) an exported graph may show
+
+
+def export(path: str | os.PathLike, out: str | os.PathLike, *, check_images: int = 64, seed: int = 0,
+           split: str | None = None, data_dir: str | None = None) -> dict:
+    """Write a .slz file's (or a checkpoint's) model as ONNX and check it with onnxruntime on
+    ``check_images`` seeded random inputs; with ``split``, also measure the ONNX graph's accuracy there."""
+    from ..export import check_onnx, onnx_accuracy, onnx_path, to_onnx
+
+    check_range("check images", check_images, 1, 100_000)
+    out = onnx_path(out, path)
+    model, meta = _load_any(path, torch.device("cpu"))
+    shape = get_dataset_spec(meta["dataset"]).image_shape
+    blob = to_onnx(model, shape)
+    inputs = torch.randn(check_images, *shape, generator=torch.Generator().manual_seed(seed))
+    check = check_onnx(model, blob, inputs)
+    if check.max_rel_diff > ONNX_TOLERANCE:  # a wrong graph is not written
+        raise SlimzipError(f"{path}: the ONNX graph's outputs differ from PyTorch's by {check.max_rel_diff:.3g} "
+                           f"(relative; tolerance {ONNX_TOLERANCE:g}); not written")
+    result = {"source": str(path), "file": str(out), "file_bytes": len(blob), "model": meta["model"]["name"],
+              "dataset": meta["dataset"], "input_shape": ["batch", *shape], "params": measure(model, shape).params,
+              "check": dataclasses.asdict(check)}
+    if split:
+        if split not in ("test", "val"):
+            raise SlimzipError(f"unknown split {split!r}; choose from: test, val")
+        loaders = create_loaders(meta["dataset"], data_dir=data_dir, batch_size=1000, normalize=_normalization(meta))
+        result["accuracy"] = {"split": split, "onnx": onnx_accuracy(blob, getattr(loaders, split))}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, blob)
+    return result
+
+
+def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> dict:
+    """Tables (and, with matplotlib, plots) of a run directory, written as one HTML page."""
+    from ..report import sections_of, to_html, to_text
+
+    run = Path(run_dir)
+    kind, sections = sections_of(run)
+    out = Path(out) if out else run / "report.html"
+    if out.suffix != ".html":
+        raise SlimzipError(f"{out}: the report file must end in .html")
+    page, plots = to_html(f"slimzip {kind}: {run}", sections)
+    atomic_write_bytes(out, page.encode())
+    return {"run": str(run), "kind": kind, "file": str(out), "plots": plots, "text": to_text(sections),
+            "sections": [dataclasses.asdict(s) for s in sections]}
+
+
+def compress(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: CompressConfig, *, device: str = "cpu",
+             data_dir: str | None = None, verbose: bool = True) -> dict:
+    """Deep-compress a trained checkpoint into a .slz file with fixed knobs; accuracy is measured on the
+    model decoded from the written file."""
+    cfg.validate()
+    out = _slz_path(out)
+    dev = resolve_device(device)
+    model, meta = load_checkpoint(checkpoint, dev)
+    dataset = meta.get("dataset")
+    spec = get_dataset_spec(dataset)
+    train_cfg = _checkpoint_recipe(meta)
+    loaders = _checkpoint_loaders(meta, train_cfg.batch_size, dev, data_dir, train_cfg.seed)
+    base_val = evaluate(model, loaders.val)[1]
+    dense = measure(model, spec.image_shape)
+    dense_bytes = dense_fp32_bytes(model)
+    t0 = time.perf_counter()
+    units_before = sum(widths(model).values())
+    result = deep_compress(model, loaders.train, loaders.val, cfg, train_cfg, spec.image_shape, verbose=verbose)
+    model, layers, epochs = result.model, result.layers, result.epochs
+    model_spec = {**meta["model"], "plan": compose_plans(meta["model"].get("plan"), result.plan)}
+    if not model_spec["plan"]:
+        model_spec.pop("plan")
+    # Validation accuracy of the decoded bytes goes into the manifest; encoding is deterministic, so the
+    # second encoding decodes to the same weights as the first.
+    val_acc = evaluate(decode_model(decode_container(encode_model(model.cpu(), model_spec, layers, cfg))).to(dev),
+                       loaders.val)[1]
+    extra = {"dataset": dataset, **_file_data(meta),
+             "metrics": {"val_accuracy": val_acc, "baseline_val_accuracy": base_val}}
+    atomic_write_bytes(out, encode_model(model.cpu(), model_spec, layers, cfg, extra))
+    written = decode_model(read_container(out)).to(dev)  # what a user will load: test accuracy is measured here
+    test_acc = evaluate(written, loaders.test)[1]
+    cost = measure(written, spec.image_shape)
+    file_bytes = out.stat().st_size
+    result = {"file": str(out), "file_bytes": file_bytes, "dense_fp32_bytes": dense_bytes,
+              "compression_ratio": dense_bytes / file_bytes, "baseline_val_accuracy": base_val,
+              "val_accuracy": val_acc, "test_accuracy": test_acc,
+              "params": cost.params, "macs": cost.macs, "nonzero_macs": cost.nonzero_macs,
+              "dense_macs": dense.macs, "sparsity": sparsity_of(written), "knobs": dataclasses.asdict(cfg),
+              "dead_units_removed": units_before - sum(widths(written).values()),
+              "epochs": epochs, "wall_seconds": time.perf_counter() - t0,
+              "components": inspect_container(read_container(out))["components"]}
+    return result
+
+
+def inspect_file(path: str | os.PathLike) -> dict:
+    """Per-tensor and per-component bytes of a .slz file (the components add up to the file size)."""
+    container = read_container(path)
+    report = inspect_container(container)
+    return {"file": str(path), "model": container.manifest.get("model"), "dataset": container.manifest.get("dataset"),
+            **report}

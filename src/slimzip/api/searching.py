@@ -1,0 +1,166 @@
+"""The accuracy-target search and the side-by-side comparison of strategies."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..checkpoint import atomic_write_bytes, atomic_write_json, load_checkpoint
+from ..compress import decode_model
+from ..container import read_container
+from ..data import get_dataset_spec
+from ..errors import SlimzipError, check_range
+from ..measure import dense_fp32_bytes, measure
+from ..progress import log
+from ..train import evaluate
+from ..unstructured import sparsity_of
+from .common import _checkpoint_loaders, _checkpoint_recipe, _claim, _file_data, _slz_path, resolve_device
+
+if TYPE_CHECKING:
+    from ..search import SearchConfig
+
+
+def search_defaults() -> dict:
+    """What a search run directory made before a setting existed implicitly used: its default, except
+    that files stored BatchNorm unfolded then (so such a run does not resume into the new encoder)."""
+    from ..search import SearchConfig
+
+    return {"search": {**dataclasses.asdict(SearchConfig()), "fold_bn": False}}
+
+
+def _search_target(baseline: float, target_accuracy: float | None, max_drop: float | None) -> float:
+    if (target_accuracy is None) == (max_drop is None):
+        raise SlimzipError("give exactly one of --target-accuracy (a validation accuracy, e.g. 0.99) and "
+                           "--max-drop (points below the baseline, e.g. 0.5)")
+    if target_accuracy is not None:
+        return check_range("target accuracy", target_accuracy, 0.0, 1.0)
+    return baseline - check_range("max drop", max_drop, 0.0, 100.0) / 100
+
+
+def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchConfig", *,
+           target_accuracy: float | None = None, max_drop: float | None = None, run_dir: str | os.PathLike | None = None,
+           device: str = "cpu", data_dir: str | None = None, verbose: bool = True) -> dict:
+    """Find the smallest .slz file whose decoded model meets a validation-accuracy target, by searching
+    channel ratio x weight sparsity with ``cfg.strategy``; write it to ``out``. The run directory
+    (default: ``out`` with ``.run`` for ``.slz``) holds the journal; the same command resumes a killed run.
+    The winner's test accuracy is measured once, on the model decoded from ``out``."""
+    from ..search import Journal, run_search
+    from ..search.pipeline import CandidatePipeline
+
+    cfg.validate()
+    out = _slz_path(out)
+    run = Path(run_dir) if run_dir else out.with_suffix(".run")
+    dev = resolve_device(device)
+    model, meta = load_checkpoint(checkpoint, dev)
+    spec = get_dataset_spec(meta["dataset"])
+    train_cfg = _checkpoint_recipe(meta)
+    loaders = _checkpoint_loaders(meta, train_cfg.batch_size, dev, data_dir, train_cfg.seed, cfg.train_subset)
+    baseline = evaluate(model, loaders.val)[1]
+    target = _search_target(baseline, target_accuracy, max_drop)
+    config = json.loads(json.dumps({"checkpoint": str(Path(checkpoint).resolve()), "baseline_val_accuracy": baseline,
+                                    "target_accuracy": target, "search": dataclasses.asdict(cfg)}))
+    defaults = search_defaults()
+    _claim(run, config, defaults)
+    journal = Journal(run / "journal.sqlite", config, defaults)
+    pipeline = CandidatePipeline(model, meta["model"], meta["dataset"], spec.image_shape, loaders, train_cfg, cfg, run,
+                                 verbose=verbose, file_meta=_file_data(meta))
+    t0 = time.perf_counter()
+    log(f"searching ({cfg.strategy}) for the smallest file at val accuracy >= {target:.4f} "
+        f"(baseline {baseline:.4f}); journal {run / 'journal.sqlite'}", verbose=verbose)
+    try:
+        result = run_search(cfg, target, baseline, journal, pipeline, verbose=verbose)
+    finally:
+        journal.close()
+    summary = {"target_accuracy": target, "baseline_val_accuracy": baseline,
+               "baseline_test_accuracy": meta.get("metrics", {}).get("test_accuracy"), "margin": result.margin,
+               "search": result.cost(), "candidates": [c.as_dict() for c in result.candidates],
+               "run_dir": str(run), "wall_seconds_this_call": time.perf_counter() - t0}
+    if result.best is None:
+        atomic_write_json(run / "summary.json", {**summary, "file": None})
+        top = max((c for c in result.candidates if c.status == "ok"), key=lambda c: c.val_accuracy, default=None)
+        found = (f"best found: channels {top.knobs.channel_ratio:g}, sparsity {top.knobs.sparsity:g} -> val "
+                 f"{top.val_accuracy:.4f}, {top.file_bytes:,} B" if top else "no candidate finished")
+        why = (f"is above the input model's {baseline:.4f}" if target > baseline else "was met by no candidate")
+        raise SlimzipError(f"target val accuracy {target:.4f} {why}: infeasible; {found} "
+                           f"({len(result.candidates)} candidates, {result.epochs} epochs; journal in {run})")
+    best = result.best
+    atomic_write_bytes(out, pipeline.file_path(best.key).read_bytes())
+    written = decode_model(read_container(out)).to(dev)
+    cost = measure(written, spec.image_shape)
+    dense_bytes = dense_fp32_bytes(model)
+    file_bytes = out.stat().st_size
+    summary = {"file": str(out), "file_bytes": file_bytes, "dense_fp32_bytes": dense_bytes,
+               "compression_ratio": dense_bytes / file_bytes, "val_accuracy": best.val_accuracy,
+               "test_accuracy": evaluate(written, loaders.test)[1], "params": cost.params, "macs": cost.macs,
+               "sparsity": sparsity_of(written), "knobs": {**dataclasses.asdict(best.knobs), "candidate": best.id},
+               **summary}
+    atomic_write_json(run / "summary.json", summary)
+    return summary
+
+
+ABLATIONS = {"structured only": {"max_sparsity": 0.0, "margin": 0.0},
+             "unstructured only": {"max_channel_ratio": 0.0, "margin": 0.0},
+             "combined": {}}
+
+
+def compare_search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchConfig", *,
+                   strategies: tuple[str, ...] = ("heuristic", "grid", "frontier"), ablation: str | None = "frontier",
+                   budget_ratio: float | None = None, target_accuracy: float | None = None,
+                   max_drop: float | None = None, device: str = "cpu", data_dir: str | None = None,
+                   verbose: bool = True) -> dict:
+    """Run several strategies (and the structured-only / unstructured-only / combined ablation with one
+    strategy) on the same checkpoint and target; results and cost ratios side by side. Every search has
+    its own run directory under ``out``, so each is resumable and none reuses another's candidates.
+    ``budget_ratio`` R adds 'frontier-budget': frontier with ``max_epochs`` = R x the heuristic's epochs
+    (does frontier at a fraction of the heuristic's cost find a file as small?)."""
+    out = Path(out)
+    if budget_ratio is not None:
+        check_range("budget ratio", budget_ratio, 0.01, 100.0)
+        if "heuristic" not in strategies:
+            raise SlimzipError("--budget-ratio sets frontier's budget from the heuristic's cost: include heuristic")
+
+    def run(name: str, run_cfg: "SearchConfig") -> dict:
+        return search(checkpoint, out / f"{name}.slz", run_cfg, target_accuracy=target_accuracy, max_drop=max_drop,
+                      run_dir=out / name, device=device, data_dir=data_dir, verbose=verbose)
+
+    runs = {name: run(name, dataclasses.replace(cfg, strategy=name)) for name in strategies}
+    if budget_ratio is not None:
+        budget = round(budget_ratio * runs["heuristic"]["search"]["epochs"], 6)
+        runs["frontier-budget"] = run("frontier-budget", dataclasses.replace(cfg, strategy="frontier", max_epochs=budget))
+    ablations = {}
+    for label, overrides in (ABLATIONS.items() if ablation else ()):
+        if label == "combined" and ablation in runs:
+            ablations[label] = runs[ablation]
+        else:
+            ablations[label] = run(f"ablation-{ablation}-{label.split()[0]}",
+                                   dataclasses.replace(cfg, strategy=ablation, **overrides))
+    result = {"checkpoint": str(checkpoint), "target_accuracy": next(iter(runs.values()))["target_accuracy"]
+              if runs else None, "strategies": {k: _brief(v) for k, v in runs.items()},
+              "ratios": _ratios(runs), "ablation": {k: _brief(v) for k, v in ablations.items()},
+              "ablation_strategy": ablation, "budget_ratio": budget_ratio}
+    atomic_write_json(out / "compare.json", result)
+    return result
+
+
+def _brief(r: dict) -> dict:
+    keep = ("file_bytes", "compression_ratio", "val_accuracy", "test_accuracy", "params", "macs", "knobs", "search",
+            "file")
+    return {k: r[k] for k in keep}
+
+
+def _ratios(runs: dict[str, dict]) -> dict:
+    """Cost and size of each strategy against each other one: ``a/b`` = a's number over b's."""
+    out = {}
+    for a in runs:
+        for b in runs:
+            if a != b:
+                ra, rb = runs[a], runs[b]
+                out[f"{a}/{b}"] = {"file_bytes": ra["file_bytes"] / rb["file_bytes"],
+                                   "epochs": ra["search"]["epochs"] / max(rb["search"]["epochs"], 1e-3),
+                                   "wall_seconds": ra["search"]["wall_seconds"] / max(rb["search"]["wall_seconds"], 1e-9),
+                                   "candidates": ra["search"]["candidates"] / max(rb["search"]["candidates"], 1)}
+    return out

@@ -1,0 +1,87 @@
+"""Training, listing and evaluating models."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import atomic_write_json, save_checkpoint
+from ..data import create_loaders, get_dataset_spec
+from ..errors import SlimzipError
+from ..measure import measure
+from ..models import MODELS, create_model, get_model_entry
+from ..progress import log
+from ..train import evaluate, fit, use_bf16
+from .common import RECIPES, _claim, _finished, _load_any, _normalization, check_fits, resolve_device
+
+
+def list_models() -> list[dict]:
+    """Every registered model with its params and MACs (for one image)."""
+    rows = []
+    for name, entry in MODELS.items():
+        cost = measure(create_model(name), get_dataset_spec(entry.dataset).image_shape)
+        rows.append({"name": name, "dataset": entry.dataset, "params": cost.params, "macs": cost.macs,
+                     "flops": cost.flops, "paper": entry.paper})
+    return rows
+
+
+def train(model_name: str, dataset: str | None, out: str | os.PathLike, *, overrides: dict[str, Any] | None = None,
+          device: str = "cpu", data_dir: str | None = None, subset: int | None = None, bn_init: float | None = None,
+          augment: bool | None = None, normalize: str = "standard", verbose: bool = True) -> dict:
+    """Train a registered model into run directory ``out``; returns the summary."""
+    dataset = dataset or get_model_entry(model_name).dataset
+    spec = get_dataset_spec(dataset)
+    check_fits(model_name, dataset)
+    cfg = dataclasses.replace(RECIPES[dataset], **(overrides or {})).validate()
+    dev = resolve_device(device)
+    kwargs = {"num_classes": spec.num_classes} if spec.num_classes != 10 else {}
+    config = {"model": {"name": model_name, "kwargs": kwargs}, "dataset": dataset, "train": cfg.to_json(),
+              "data": {"subset": subset, "augment": augment, "normalize": normalize}, "bn_init": bn_init}
+    config = json.loads(json.dumps(config))  # as it reads back from disk (tuples become lists)
+    run = Path(out)
+    if (finished := _finished(run, config)) is not None:
+        log(f"{run} is already finished; delete it to train again", verbose=verbose)
+        return finished
+    _claim(run, config)
+    loaders = create_loaders(dataset, data_dir=data_dir, batch_size=cfg.batch_size, device=dev, augment=augment,
+                             normalize=normalize, subset=subset, seed=cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = create_model(model_name, bn_init=bn_init, **kwargs).to(dev)
+    log(f"training {model_name} on {dataset} ({loaders.train.num_samples} train / {loaders.val.num_samples} val), "
+        f"{cfg.epochs} epochs, {'bf16' if use_bf16(cfg.precision, dev) else 'fp32'} on {dev}", verbose=verbose)
+    t0 = time.perf_counter()
+    state = fit(model, loaders.train, loaders.val, cfg, run_dir=run, verbose=verbose)
+    seconds = sum(r["seconds"] for r in state.history)  # counts only epochs trained, across resumes
+    val_loss, val_acc = evaluate(model, loaders.val)
+    test_loss, test_acc = evaluate(model, loaders.test)
+    cost = measure(model, spec.image_shape)
+    summary = {"model": model_name, "dataset": dataset, "out": str(run), "val_accuracy": val_acc,
+               "test_accuracy": test_acc, "test_loss": test_loss, "epochs_run": state.epoch,
+               "stopped_early": state.stopped_early, "train_seconds": seconds,
+               "wall_seconds_this_call": time.perf_counter() - t0, **cost.as_dict()}
+    save_checkpoint(run, model.float().to(memory_format=torch.contiguous_format), config["model"],
+                    dataset=dataset, config=config, metrics=summary)
+    atomic_write_json(run / "summary.json", summary)
+    return summary
+
+
+def evaluate_path(path: str | os.PathLike, *, dataset: str | None = None, split: str = "test", device: str = "cpu",
+                  data_dir: str | None = None) -> dict:
+    """Accuracy of a checkpoint directory on a split of its dataset."""
+    dev = resolve_device(device)
+    model, meta = _load_any(path, dev)
+    dataset = dataset or meta.get("dataset")
+    if not isinstance(dataset, str):
+        raise SlimzipError(f"{path}: checkpoint names no dataset; pass --dataset")
+    check_fits(meta["model"]["name"], dataset)
+    loaders = create_loaders(dataset, data_dir=data_dir, device=dev, normalize=_normalization(meta))
+    loader = loaders.test if split == "test" else loaders.val
+    loss, acc = evaluate(model, loader)
+    return {"path": str(path), "model": meta["model"]["name"], "dataset": dataset, "split": split,
+            "accuracy": acc, "loss": loss, "images": loader.num_samples}
