@@ -174,11 +174,13 @@ def _bias_feeding(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, s
     return pairs
 
 
-def fold_batchnorm(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+def fold_batchnorm(model: nn.Module, input_shape: tuple[int, ...],
+                   keep: frozenset[str] = frozenset()) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """The model's state with every BatchNorm folded, for storage: running mean 0 and variance 1 become
     constants, weight and bias the scale and shift that give the same eval-mode output, and a conv /
     linear bias read only by a BatchNorm moves into its shift (a constant 0 left behind). Returns the
-    state and ``{tensor name: constant value}``. Train-mode behaviour is not kept (batch statistics)."""
+    state and ``{tensor name: constant value}``; tensors named in ``keep`` (coded elsewhere) are left as
+    they are. Train-mode behaviour is not kept (batch statistics)."""
     state = {k: v.detach().cpu().float().clone() for k, v in model.state_dict().items()}
     constants: dict[str, float] = {}
     feeding = _bias_feeding(model, input_shape)
@@ -186,9 +188,11 @@ def fold_batchnorm(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict
         if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or not (bn.affine and bn.track_running_stats):
             continue
         w, b = f"{name}.weight", f"{name}.bias"
+        if w in keep or b in keep:
+            continue
         scale = state[w] / torch.sqrt(state[f"{name}.running_var"] + bn.eps)
         shift = state[b] - state[f"{name}.running_mean"] * scale
-        if name in feeding:
+        if name in feeding and f"{feeding[name]}.bias" not in keep:
             bias = f"{feeding[name]}.bias"
             shift, constants[bias] = shift + scale * state[bias], 0.0
         state[w], state[b] = scale * math.sqrt(1.0 + bn.eps), shift  # decoded variance 1: (x - 0) / sqrt(1 + eps)
@@ -210,8 +214,7 @@ def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], c
     state, constants = model.state_dict(), {}
     if cfg.fold_bn:
         dataset = get_model_entry(spec["name"]).dataset
-        state, constants = fold_batchnorm(model, get_dataset_spec(dataset).image_shape)
-        constants = {k: v for k, v in constants.items() if k not in layers}  # (biases are never shared)
+        state, constants = fold_batchnorm(model, get_dataset_spec(dataset).image_shape, frozenset(layers))
     for name, value in state.items():
         if name.endswith("num_batches_tracked"):
             continue  # a training counter; inference never reads it
