@@ -123,6 +123,16 @@ def test_transform_applies_the_fitted_plan_and_a_json_plan_narrows_the_same():
     assert torch.equal(a(x), b(x))
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_tracing_leaves_the_train_mode_and_bn_statistics_as_they_were(training):
+    model, shape = create_model("lenet-5-bn").train(training), (1, 28, 28)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pruner = ChannelPruner(importance="l1").fit(model, shape)
+    plan_cost(model, pruner.plan_, shape)
+    assert all(m.training == training for m in model.modules())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
 def test_min_channels_and_round_to():
     model = _randomise_bn(create_model("vgg11"))
     with torch.no_grad():

@@ -32,13 +32,21 @@ def _forward_order(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
     order: list[nn.Module] = []
     hooks = [m.register_forward_hook(lambda mod, i, o: order.append(mod)) for m in model.modules()
              if isinstance(m, PRUNABLE)]
+    _eval_forward(model, example, hooks)
+    return order
+
+
+def _eval_forward(model: nn.Module, example: torch.Tensor, hooks: list) -> None:
+    """One forward pass in eval mode (BatchNorm statistics untouched) for ``hooks`` to watch; the hooks
+    are removed and the model's train / eval mode restored afterwards."""
+    was_training = model.training
     try:
         with torch.no_grad():
             model.eval()(example)
     finally:
+        model.train(was_training)
         for h in hooks:
             h.remove()
-    return order
 
 
 def _traced(fn: Callable):
@@ -60,12 +68,17 @@ def _custom_pruners(model: nn.Module) -> dict[type, object]:
 
 
 def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
-    """Torch-Pruning's dependency graph of ``model`` (traced through autograd, so grad is enabled)."""
+    """Torch-Pruning's dependency graph of ``model`` (traced through autograd, so grad is enabled). The
+    model comes back in the train / eval mode it had (tracing leaves it in eval mode)."""
     def build() -> tp.DependencyGraph:
         with torch.enable_grad():
             return tp.DependencyGraph().build_dependency(model, example_inputs=example,
                                                          customized_pruners=_custom_pruners(model))
-    return _traced(build)
+    was_training = model.training
+    try:
+        return _traced(build)
+    finally:
+        model.train(was_training)
 
 
 def channel_groups(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str, Group], tp.DependencyGraph]:
@@ -318,12 +331,7 @@ def plan_cost(model: nn.Module, plan: ChannelPlan, input_shape: tuple[int, ...],
     positions: dict[nn.Module, int] = {}
     hooks = [m.register_forward_hook(lambda mod, i, o: positions.__setitem__(mod, o[0, 0].numel()))
              for m in model.modules() if isinstance(m, PRUNABLE)]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, *input_shape))
-    finally:
-        for h in hooks:
-            h.remove()
+    _eval_forward(model, torch.zeros(1, *input_shape), hooks)
     counted = {id(p) for m in model.modules() if isinstance(m, (*PRUNABLE, *NORMS)) for p in m.parameters(recurse=False)}
     params = sum(p.numel() for p in model.parameters() if id(p) not in counted)  # untouched by pruning
     macs = 0
