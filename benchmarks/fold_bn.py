@@ -12,14 +12,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from slimzip.coding import CODECS, gaps_decode
-from slimzip.compress import CompressConfig, decode_model, encode_model
+from slimzip.compress import CompressConfig, decode_model, decode_shared, encode_model
 from slimzip.container import Container, decode_container, read_container
 from slimzip.data import create_loaders
 from slimzip.sharing import SharedLayer
@@ -28,20 +25,8 @@ from slimzip.train import evaluate
 
 def shared_layers(container: Container) -> dict[str, SharedLayer]:
     """The file's codebooks, codes and kept positions, exactly as stored."""
-    layers = {}
-    for e in container.manifest["tensors"]:
-        if e["encoding"] != "shared":
-            continue
-        numel = math.prod(e["shape"])
-        s = container.sections
-        codes = CODECS[e["coders"]["codes"]].decode(s[e["codes"]], e["nnz"], 2 ** e["bits"])
-        gaps = CODECS[e["coders"]["index"]].decode(s[e["index"]], e["gap_symbols"], 2 ** e["index_bits"])
-        mask = np.zeros(numel, dtype=bool)
-        mask[gaps_decode(gaps, e["index_bits"], numel)] = True
-        layers[e["name"]] = SharedLayer(torch.from_numpy(np.frombuffer(s[e["codebook"]], "<f4").copy()),
-                                        torch.from_numpy(np.asarray(codes, dtype=np.int64)),
-                                        torch.from_numpy(mask).reshape(e["shape"]), e["bits"])
-    return layers
+    return {e["name"]: decode_shared(container, e, e["shape"]) for e in container.manifest["tensors"]
+            if e["encoding"] == "shared"}
 
 
 def reencode(path: Path, loaders) -> dict:

@@ -293,9 +293,17 @@ def _decode_tensor(container: Container, entry: dict, like: torch.Tensor) -> tor
         if len(data) != numel * np_dtype.itemsize:
             raise ContainerError(f"tensor {entry['name']}: {len(data)} bytes for {numel} values")
         return torch.from_numpy(np.frombuffer(data, dtype=np_dtype).astype(np.float32)).reshape(like.shape)
+    if entry.get("encoding") != "shared":
+        raise ContainerError(f"tensor {entry.get('name')}: unknown encoding")
+    return decode_shared(container, entry, like.shape).weight()
+
+
+def decode_shared(container: Container, entry: dict, shape: torch.Size | list[int]) -> SharedLayer:
+    """A shared tensor's codebook, codes and kept positions exactly as stored, every field checked
+    against ``shape`` (the registry model's) before anything is decoded."""
+    numel = math.prod(shape)
     coders = entry.get("coders")
-    if entry.get("encoding") != "shared" or not isinstance(coders, dict) or \
-            coders.get("codes") not in CODECS or coders.get("index") not in CODECS:
+    if not isinstance(coders, dict) or coders.get("codes") not in CODECS or coders.get("index") not in CODECS:
         raise ContainerError(f"tensor {entry.get('name')}: unknown encoding")
     bits, index_bits = _int_field(entry, "bits", 1, 16), _int_field(entry, "index_bits", 1, 16)
     nnz = _int_field(entry, "nnz", 0, numel)
@@ -303,7 +311,6 @@ def _decode_tensor(container: Container, entry: dict, like: torch.Tensor) -> tor
     codebook = _section(container, entry, "codebook")
     if len(codebook) != 4 * 2 ** bits:
         raise ContainerError(f"tensor {entry['name']}: codebook has the wrong size")
-    centroids = np.frombuffer(codebook, dtype="<f4")
     try:
         codes = CODECS[coders["codes"]].decode(_section(container, entry, "codes"), nnz, 2 ** bits)
         gaps = CODECS[coders["index"]].decode(_section(container, entry, "index"), gap_count, 2 ** index_bits)
@@ -312,9 +319,11 @@ def _decode_tensor(container: Container, entry: dict, like: torch.Tensor) -> tor
         raise ContainerError(f"tensor {entry['name']}: {e}") from None
     if len(positions) != nnz:
         raise ContainerError(f"tensor {entry['name']}: index holds {len(positions)} weights, expected {nnz}")
-    flat = np.zeros(numel, dtype=np.float32)
-    flat[positions] = centroids[codes]
-    return torch.from_numpy(flat).reshape(like.shape)
+    mask = np.zeros(numel, dtype=bool)
+    mask[positions] = True
+    return SharedLayer(torch.from_numpy(np.frombuffer(codebook, dtype="<f4").copy()),
+                       torch.from_numpy(np.asarray(codes, dtype=np.int64)), torch.from_numpy(mask).reshape(shape),
+                       bits)
 
 
 def decode_model(container: Container) -> nn.Module:
