@@ -175,12 +175,12 @@ def cmd_inspect(args: argparse.Namespace) -> None:
                  f"{'tensor':28} {'weights':>9} {'kept':>7} {'bits':>4} {'code b/w':>8} {'(H)':>6} "
                  f"{'index b/w':>9} {'(H)':>6} {'bytes':>9}"]
         for t in r["tensors"]:
-            if "code_bits" in t:
+            if t["encoding"] == "shared":
                 lines.append(f"{t['name']:28} {t['weights']:>9,} {t['kept']:>7.2%} {t['bits']:>4} "
                              f"{t['code_bits']:>8.2f} {t['code_entropy']:>6.2f} {t['index_bits']:>9.2f} "
                              f"{t['index_entropy']:>6.2f} {t['bytes']:>9,}")
             else:
-                kind = "const" if t["bytes"] == 0 and t["dtype"].startswith("=") else "raw"
+                kind = "const" if t["encoding"] == "constant" else "raw"
                 lines.append(f"{t['name']:28} {t['weights']:>9,} {kind:>7} {t['dtype']:>39} {t['bytes']:>9,}")
         lines.append("b/w: coded bits per kept weight; (H): the stream's empirical entropy, in the same unit")
         lines.append("components: " + ", ".join(f"{k} {v:,}" for k, v in r["components"].items()) +

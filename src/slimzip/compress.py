@@ -360,16 +360,19 @@ def inspect_container(container: Container) -> dict:
             parts["codes"] += sizes["codes"]
             parts["indices"] += sizes["index"]
             nnz = max(e["nnz"], 1)
-            rows.append({"name": e["name"], "weights": numel, "kept": e["nnz"] / numel, "bits": e["bits"],
+            rows.append({"name": e["name"], "encoding": "shared", "weights": numel, "kept": e["nnz"] / numel,
+                         "bits": e["bits"],
                          "coders": e["coders"], "code_bits": 8 * sizes["codes"] / nnz,
                          "code_entropy": e.get("code_entropy", 0.0), "index_bits": 8 * sizes["index"] / nnz,
                          "index_entropy": e.get("index_entropy", 0.0) * e["gap_symbols"] / nnz,
                          "bytes": sum(sizes.values())})
         elif e["encoding"] == "constant":  # in the manifest only
-            rows.append({"name": e["name"], "weights": numel, "kept": 1.0, "dtype": f"= {e['value']:g}", "bytes": 0})
+            rows.append({"name": e["name"], "encoding": "constant", "weights": numel, "kept": 1.0,
+                         "dtype": f"= {e['value']:g}", "bytes": 0})
         else:
             size = len(container.sections[e["data"]])
             parts["raw"] += size
-            rows.append({"name": e["name"], "weights": numel, "kept": 1.0, "dtype": e["dtype"], "bytes": size})
+            rows.append({"name": e["name"], "encoding": "raw", "weights": numel, "kept": 1.0, "dtype": e["dtype"],
+                         "bytes": size})
     assert sum(parts.values()) == container.file_bytes  # every byte is accounted for
     return {"file_bytes": container.file_bytes, "components": parts, "tensors": rows}
