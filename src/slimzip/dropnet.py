@@ -124,8 +124,19 @@ def run_dropnet(make_model: Callable[[], nn.Module], loaders: Loaders, cfg: Drop
     return rows
 
 
+def _holds(row: dict, first: dict, cfg: DropNetConfig) -> bool:
+    """Whether a cycle keeps kappa x the first cycle's validation accuracy (always, with kappa 0)."""
+    return row["val_accuracy"] >= cfg.kappa * first["val_accuracy"]
+
+
 def _done(rows: list[dict], cfg: DropNetConfig) -> bool:
-    return rows[-1]["remaining"] <= cfg.stop_remaining or rows[-1]["val_accuracy"] < cfg.kappa * rows[0]["val_accuracy"]
+    return rows[-1]["remaining"] <= cfg.stop_remaining or not _holds(rows[-1], rows[0], cfg)
+
+
+def result_cycle(rows: list[dict], cfg: DropNetConfig) -> int:
+    """The cycle a run hands on as its checkpoint: the last that keeps the kappa bound (with kappa 0,
+    the last one)."""
+    return max(i for i, r in enumerate(rows) if _holds(r, rows[0], cfg))
 
 
 def _next(model: nn.Module, theta0: nn.Module, make_model: Callable[[], nn.Module], plan: ChannelPlan,

@@ -106,7 +106,7 @@ def dropnet(model_name: str, dataset: str | None, out: str | os.PathLike, *, met
     """DropNet's iterative loop on a registered model (paper defaults: plain SGD lr 0.1, no momentum,
     batch 32, up to 100 epochs with early stopping on validation loss, patience 5; pixels in [0, 1], no
     augmentation)."""
-    from ..dropnet import DropNetConfig, run_dropnet
+    from ..dropnet import DropNetConfig, result_cycle, run_dropnet
 
     dataset = dataset or get_model_entry(model_name).dataset
     check_fits(model_name, dataset)
@@ -125,7 +125,7 @@ def dropnet(model_name: str, dataset: str | None, out: str | os.PathLike, *, met
     kwargs = {"num_classes": spec.num_classes} if spec.num_classes != 10 else {}
     rows = run_dropnet(lambda: create_model(model_name, **kwargs).to(dev), loaders, cfg, train_cfg, run,
                        verbose=verbose)
-    chosen = _dropnet_result(rows, cfg)
+    chosen = result_cycle(rows, cfg)
     spec = {"name": model_name, "kwargs": kwargs, **({"plan": rows[chosen]["plan"]} if rows[chosen]["plan"] else {})}
     model = build_model(spec)
     model.load_state_dict(load_tensors(run / f"cycle{chosen}.safetensors"))
@@ -139,11 +139,3 @@ def dropnet(model_name: str, dataset: str | None, out: str | os.PathLike, *, met
                "cycles": [{k: v for k, v in r.items() if k != "plan"} for r in rows]}
     atomic_write_json(run / "summary.json", summary)
     return summary
-
-
-def _dropnet_result(rows: list[dict], cfg: Any) -> int:
-    """The cycle a DropNet run hands on as its checkpoint: with kappa, the last one whose validation
-    accuracy holds kappa x the first cycle's (the loop's stopping rule); otherwise the last one."""
-    if not cfg.kappa:
-        return len(rows) - 1
-    return max(i for i, r in enumerate(rows) if i == 0 or r["val_accuracy"] >= cfg.kappa * rows[0]["val_accuracy"])
