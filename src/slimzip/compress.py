@@ -17,10 +17,10 @@ from torch import nn
 
 from .coding import CODECS, FormatError, entropy_bits, gaps_decode, gaps_encode
 from .container import HEADER, TRAILER, Container, ContainerError, encode_container
-from .data import DeviceLoader, get_dataset_spec
+from .data import DeviceLoader
 from .errors import SlimzipError, check_range, unknown
-from .models import get_model_entry
-from .structured import ChannelPruner, apply_plan, build_model, compose_plans, dead_channel_plan, dependency_graph
+from .structured import (ChannelPruner, apply_plan, build_model, compose_plans, dead_channel_plan, dependency_graph,
+                         registry_input_shape)
 from .progress import log
 from .sharing import SharedLayer, WeightSharer, tie_centroids_, untie_centroids_
 from .train import TrainConfig, fit
@@ -213,8 +213,7 @@ def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], c
 
     state, constants = model.state_dict(), {}
     if cfg.fold_bn:
-        dataset = get_model_entry(spec["name"]).dataset
-        state, constants = fold_batchnorm(model, get_dataset_spec(dataset).image_shape, frozenset(layers))
+        state, constants = fold_batchnorm(model, registry_input_shape(spec["name"]), frozenset(layers))
     for name, value in state.items():
         if name.endswith("num_batches_tracked"):
             continue  # a training counter; inference never reads it

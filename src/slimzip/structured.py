@@ -368,15 +368,21 @@ def compose_plans(old: ChannelPlan | None, new: ChannelPlan) -> ChannelPlan:
     return out
 
 
+def registry_input_shape(name: str) -> tuple[int, ...]:
+    """The input shape of a registry model: its dataset's image shape."""
+    from .data import get_dataset_spec
+    from .models import get_model_entry
+
+    return get_dataset_spec(get_model_entry(name).dataset).image_shape
+
+
 def build_model(spec: dict) -> nn.Module:
     """A registry model from its spec ``{"name", "kwargs", "plan"?}``: built, then narrowed by the plan."""
-    from .data import get_dataset_spec
-    from .models import create_model, get_model_entry
+    from .models import create_model
 
     model = create_model(spec["name"], **spec.get("kwargs", {}))
     if spec.get("plan"):
-        shape = get_dataset_spec(get_model_entry(spec["name"]).dataset).image_shape
-        apply_plan(model, validate_plan(spec["plan"]), shape)
+        apply_plan(model, validate_plan(spec["plan"]), registry_input_shape(spec["name"]))
     return model
 
 
