@@ -175,7 +175,12 @@ def _has(name: str) -> Callable[[Path], bool]:
 
 
 def _is_prune_run(run: Path) -> bool:
-    return (run / "summary.json").is_file() and '"before"' in (run / "summary.json").read_text()
+    """A prune-channels summary has the model's state before and after pruning."""
+    try:
+        summary = json.loads((run / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and "before" in summary
 
 
 # run kind -> (how it is recognised, its sections); checked in order, first match wins
