@@ -11,7 +11,7 @@ import torch
 
 from ..checkpoint import atomic_write_bytes, load_checkpoint
 from ..compress import CompressConfig, decode_model, deep_compress, encode_model, inspect_container
-from ..container import decode_container, read_container
+from ..container import decode_container, encode_container, read_container
 from ..data import create_loaders, get_dataset_spec
 from ..errors import SlimzipError, check_range
 from ..measure import dense_fp32_bytes, measure
@@ -91,13 +91,14 @@ def compress(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: Compres
     model_spec = {**meta["model"], "plan": compose_plans(meta["model"].get("plan"), result.plan)}
     if not model_spec["plan"]:
         model_spec.pop("plan")
-    # Validation accuracy of the decoded bytes goes into the manifest; encoding is deterministic, so the
-    # second encoding decodes to the same weights as the first.
-    val_acc = evaluate(decode_model(decode_container(encode_model(model.cpu(), model_spec, layers, cfg))).to(dev),
-                       loaders.val)[1]
-    extra = {"dataset": dataset, **_file_data(meta),
-             "metrics": {"val_accuracy": val_acc, "baseline_val_accuracy": base_val}}
-    atomic_write_bytes(out, encode_model(model.cpu(), model_spec, layers, cfg, extra))
+    # Validation accuracy of the decoded bytes goes into the manifest: the model is encoded once, and the
+    # same sections are written with the measured metrics added to the manifest.
+    file_meta = {"dataset": dataset, **_file_data(meta)}
+    coded = decode_container(encode_model(model.cpu(), model_spec, layers, cfg, file_meta))
+    val_acc = evaluate(decode_model(coded).to(dev), loaders.val)[1]
+    manifest = {k: v for k, v in coded.manifest.items() if k != "sections"}
+    manifest["metrics"] = {"val_accuracy": val_acc, "baseline_val_accuracy": base_val}
+    atomic_write_bytes(out, encode_container(manifest, coded.sections))
     written = decode_model(read_container(out)).to(dev)  # what a user will load: test accuracy is measured here
     test_acc = evaluate(written, loaders.test)[1]
     cost = measure(written, spec.image_shape)
