@@ -220,8 +220,8 @@ def cmd_prune_channels(args: argparse.Namespace) -> None:
 
     r = prune_channels(args.checkpoint, args.out, method=args.method, channel_ratio=args.ratio, scope=args.scope,
                        min_channels=args.min_channels, round_to=args.round_to, finetune_epochs=args.finetune_epochs,
-                       lr=args.lr, sparsity=args.sparsity, distill=args.distill, teacher=args.teacher, seed=args.seed, device=args.device,
-                       data_dir=args.data_dir, verbose=not args.quiet)
+                       lr=args.lr, sparsity=args.sparsity, distill=args.distill, teacher=args.teacher, seed=args.seed,
+                       device=args.device, data_dir=args.data_dir, verbose=not args.quiet)
 
     def table(r: dict) -> str:
         b, a = r["before"], r["after"]

@@ -41,7 +41,7 @@ class CandidatePipeline:
     def __init__(self, base: nn.Module, spec: dict, dataset: str, input_shape: tuple[int, ...], loaders: Loaders,
                  train_cfg: TrainConfig, cfg: SearchConfig, run_dir: Path, verbose: bool = True,
                  file_meta: dict | None = None):
-        self.base, self.spec, self.dataset, self.shape = base, spec, dataset, input_shape
+        self.base, self.spec, self.shape = base, spec, input_shape
         self.file_meta = {"dataset": dataset, **(file_meta or {})}  # what every candidate file's manifest records
         self.loaders, self.train_cfg, self.cfg, self.dir, self.verbose = loaders, train_cfg, cfg, run_dir, verbose
         self.device = next(base.parameters()).device
