@@ -30,19 +30,26 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--metrics", default=",".join(METRICS), help="comma-separated subset of " + ", ".join(METRICS))
     parser.add_argument("--init", default="torch", help="theta0 initialisation: torch or glorot (Keras's)")
+    parser.add_argument("--keras", action="store_true",
+                        help="as DropNet's Keras code trains: Glorot init, the split in stored order every epoch "
+                             "(shuffle=False) and the last epoch's weights after early stopping")
     parser.add_argument("--quick", action="store_true", help="5,000 images, 3 epochs per cycle (smoke run)")
-    parser.add_argument("--runs", default="runs/dropnet-curve", help="where the per-run directories go")
+    parser.add_argument("--runs", default=None,
+                        help="where the per-run directories go (default runs/dropnet-curve, with --keras runs/dropnet-keras)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "dropnet_curve.json"))
     args = parser.parse_args()
-    extra = dict(subset=5000, overrides={"epochs": 3}) if args.quick else {}
+    keras = {"shuffle": False, "restore_best": False} if args.keras else {}
+    extra = dict(subset=5000, overrides={"epochs": 3, **keras}) if args.quick else dict(overrides=keras)
+    init = "glorot" if args.keras else args.init
+    run_root = Path(args.runs or ("runs/dropnet-keras" if args.keras else "runs/dropnet-curve"))
     metrics = [m for m in args.metrics.split(",") if m]
     if unknown := set(metrics) - set(METRICS):
         parser.error(f"unknown metrics {sorted(unknown)}; choose from {', '.join(METRICS)}")
     curves: dict[str, list[list[dict]]] = {m: [] for m in metrics}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for metric in metrics:
-            out = Path(args.runs) / f"{metric}-seed{seed}{'-quick' if args.quick else ''}"
-            r = dropnet("dropnet-a", "mnist", out, metric=metric, stop_remaining=0.2, seed=seed, init=args.init,
+            out = run_root / f"{metric}-seed{seed}{'-quick' if args.quick else ''}"
+            r = dropnet("dropnet-a", "mnist", out, metric=metric, stop_remaining=0.2, seed=seed, init=init,
                         verbose=False, **extra)
             curves[metric].append(r["cycles"])
             print(f"{metric} seed {seed}: " + ", ".join(f"{c['remaining']:.0%} {c['test_accuracy']:.4f}"
@@ -60,8 +67,8 @@ def main() -> None:
         print(f"{row['cycle']:>5} {row['remaining']:>10.1%} " +
               " ".join(f"{row[m]['mean']:>9.4f} +-{row[m]['std']:.4f}" for m in metrics))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"seeds": args.seeds, "quick": args.quick, "init": args.init, "table": table},
-                                         indent=2) + "\n")
+    Path(args.out).write_text(json.dumps({"seeds": args.seeds, "quick": args.quick, "init": init, "keras": args.keras,
+                                          "table": table}, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -141,6 +141,29 @@ def test_prune_channels_narrows_saves_and_never_touches_the_input(capsys, data_d
     assert before == {p.name: p.read_bytes() for p in ckpt.iterdir() if p.is_file()}
 
 
+def test_prune_channels_in_passes_reaches_the_ratio_step_by_step_and_resumes(capsys, data_dir, tmp_path):
+    ckpt = _tiny_checkpoint(capsys, tmp_path / "run", "lenet-5-bn", "2000")
+    out = tmp_path / "gradual"
+    argv = ["prune-channels", str(ckpt), "--ratio", "0.75", "--scope", "layer", "--passes", "3", "--finetune-epochs",
+            "1", "--pass-epochs", "1", "--out", str(out), "--json", "--quiet"]
+    code, stdout, _ = run(capsys, *argv)
+    r = json.loads(stdout)
+    before, after = r["before"]["widths"], r["after"]["widths"]
+    assert code == 0 and [p["pass"] for p in r["passes"]] == [1, 2, 3]
+    for layer, width in before.items():
+        seq = [width] + [p["widths"][layer] for p in r["passes"]]
+        assert seq == sorted(seq, reverse=True) and seq[-1] == after[layer]
+        if layer != "classifier":  # the output layer is never pruned
+            assert 0.25 * width <= after[layer] <= 0.25 * width + 3 and seq[1] < width
+    code, stdout, _ = run(capsys, "eval", str(out), "--json")  # rebuilt from the composed plan
+    assert code == 0 and json.loads(stdout)["accuracy"] == r["after"]["test_accuracy"]
+    for name in ("summary.json", "model.json", "model.safetensors"):  # a run killed in the last fine-tune
+        (out / name).unlink()
+    shutil.rmtree(out / "finetune")
+    code, stdout, _ = run(capsys, *argv)  # resumes from the pass-2 checkpoint: the same result
+    assert code == 0 and json.loads(stdout)["after"] == r["after"]
+
+
 def test_compress_with_channel_ratio_combines_both_kinds(capsys, data_dir, tmp_path):
     ckpt = _tiny_checkpoint(capsys, tmp_path / "run", "lenet-5-bn", "2000")
     slz = tmp_path / "c.slz"

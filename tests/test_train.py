@@ -119,6 +119,36 @@ def test_early_stopping_stops_and_keeps_the_best_epoch(mnist_loaders):
     assert evaluate(model, mnist_loaders.val)[0] == pytest.approx(losses[0], rel=1e-5)
 
 
+def test_keep_last_ends_on_the_last_epoch_and_no_shuffle_trains_in_stored_order(mnist_loaders):
+    steps, seen = [], []
+
+    def hurt(m):  # as above: epochs after the first make validation loss worse
+        steps.append(1)
+        if len(steps) > len(mnist_loaders.train):
+            with torch.no_grad():
+                m.classifier.weight.copy_(torch.randn(m.classifier.weight.shape, generator=torch.Generator().manual_seed(0)))
+
+    model = _model()
+    cfg = TrainConfig(**{**FAST, "epochs": 8, "patience": 2, "restore_best": False})
+    state = fit(model, mnist_loaders.train, mnist_loaders.val, cfg, after_step=[hurt], verbose=False)
+    losses = [r["val_loss"] for r in state.history]
+    assert state.stopped_early and len(losses) == 3 and losses[0] < min(losses[1:])
+    assert evaluate(model, mnist_loaders.val)[0] == pytest.approx(losses[-1], rel=1e-5)  # the last, not the best
+    per_epoch = len(mnist_loaders.train)
+    for shuffle in (False, True):
+        seen.clear()
+        fit(_model(), mnist_loaders.train, None, TrainConfig(**{**FAST, "epochs": 2, "shuffle": shuffle}),
+            loss_terms=[lambda m, x, out, y: seen.append(y[:8].tolist()) or 0.0], verbose=False)
+        assert (seen[0] == seen[per_epoch] == mnist_loaders.train.y[:8].tolist()) == (not shuffle)
+    assert mnist_loaders.train.shuffle  # the caller's loader is left as it was
+
+
+@pytest.mark.parametrize("milestones", [(), (0.5, 1.0), (0.75, 0.5), (0.0,)])
+def test_bad_milestones_are_refused(milestones):
+    with pytest.raises(SlimzipError, match="milestones"):
+        TrainConfig(milestones=milestones).validate()
+
+
 def test_divergence_raises(mnist_loaders):
     with pytest.raises(FloatingPointError, match="diverged"):
         fit(_model(), mnist_loaders.train, None, TrainConfig(epochs=1, batch_size=100, lr=1e6, precision="fp32"),

@@ -70,7 +70,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
                                                  "schedule", "warmup_epochs", "label_smoothing", "sparsity",
-                                                 "precision", "seed", "patience", "compile", "channels_last") if getattr(args, k) is not None}
+                                                 "precision", "seed", "patience", "compile", "channels_last",
+                                                 "milestones", "restore_best", "shuffle") if getattr(args, k) is not None}
     result = train(args.model, args.dataset, args.out, overrides=overrides, device=args.device,
                    data_dir=args.data_dir, subset=args.subset, bn_init=args.bn_init, augment=args.augment,
                    normalize=args.normalize, verbose=not args.quiet)
@@ -220,7 +221,8 @@ def cmd_prune_channels(args: argparse.Namespace) -> None:
 
     r = prune_channels(args.checkpoint, args.out, method=args.method, channel_ratio=args.ratio, scope=args.scope,
                        min_channels=args.min_channels, round_to=args.round_to, finetune_epochs=args.finetune_epochs,
-                       lr=args.lr, sparsity=args.sparsity, distill=args.distill, teacher=args.teacher, seed=args.seed,
+                       lr=args.lr, schedule=args.schedule, sparsity=args.sparsity,
+                       passes=args.passes, pass_epochs=args.pass_epochs, pass_sparsity=args.pass_sparsity, distill=args.distill, teacher=args.teacher, seed=args.seed,
                        device=args.device, data_dir=args.data_dir, verbose=not args.quiet)
 
     def table(r: dict) -> str:
@@ -232,6 +234,8 @@ def cmd_prune_channels(args: argparse.Namespace) -> None:
                  f"{a['val_accuracy']:.4f} after {r['finetune_epochs']} fine-tune epochs; test {a['test_accuracy']:.4f}",
                  f"{'layer':28} {'width before':>12} {'after':>6}"]
         lines += [f"{k:28} {v:>12} {a['widths'].get(k, 0):>6}" for k, v in b["widths"].items()]
+        lines += [f"pass {p['pass']}: val {p['val_accuracy_before_finetune']:.4f} pruned -> {p['val_accuracy']:.4f}, "
+                  f"widths {', '.join(str(p['widths'].get(k, 0)) for k in b['widths'])}" for p in r.get("passes", [])]
         return "\n".join(lines)
 
     _emit(r, args.json, table)
@@ -240,7 +244,8 @@ def cmd_prune_channels(args: argparse.Namespace) -> None:
 def cmd_dropnet(args: argparse.Namespace) -> None:
     from .api import dropnet
 
-    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "patience") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "patience", "restore_best", "shuffle")
+                 if getattr(args, k) is not None}
     r = dropnet(args.model, args.dataset, args.out, metric=args.metric, fraction=args.fraction,
                 stop_remaining=args.stop_remaining, kappa=args.kappa, reset=args.reset,
                 oracle_images=args.oracle_images, init=args.init, overrides=overrides,
@@ -261,6 +266,19 @@ def cmd_dropnet(args: argparse.Namespace) -> None:
 
 
 # --- parser --------------------------------------------------------------------------------------
+
+def _fractions(text: str) -> tuple[float, ...]:
+    """A comma-separated list of numbers (range checks are TrainConfig's)."""
+    return tuple(_number(part) for part in text.split(",") if part.strip())
+
+
+def _order_options(p: argparse.ArgumentParser) -> None:
+    """Training-order and early-stopping options (DropNet's Keras code: no shuffling, last-epoch weights)."""
+    p.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=None,
+                   help="train on the split in its stored order every epoch (default: reshuffled each epoch)")
+    p.add_argument("--keep-last", dest="restore_best", action="store_false", default=None,
+                   help="early stopping keeps the last epoch's weights (default: the best epoch's)")
+
 
 def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object with the results to stdout")
@@ -326,6 +344,8 @@ def build_parser() -> Parser:
     p.add_argument("--nesterov", action="store_true", default=None)
     p.add_argument("--weight-decay", type=_number)
     p.add_argument("--schedule", help="constant, step, cosine or onecycle")
+    p.add_argument("--milestones", type=_fractions,
+                   help="step schedule: fractions of training where lr /= 10, comma-separated (default 0.5,0.75)")
     p.add_argument("--warmup-epochs", type=_number)
     p.add_argument("--label-smoothing", type=_number)
     p.add_argument("--sparsity", type=_number, metavar="LAMBDA", help="L1 penalty on BN scales (network slimming)")
@@ -336,6 +356,7 @@ def build_parser() -> Parser:
     p.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory layout (default: on)")
     p.add_argument("--patience", type=int, help="early stopping on validation loss after N bad epochs")
+    _order_options(p)
     p.add_argument("--seed", type=int)
     p.add_argument("--subset", type=_positive_int, help="train on the first N training images only")
     p.add_argument("--no-augment", dest="augment", action="store_false", default=None,
@@ -356,7 +377,15 @@ def build_parser() -> Parser:
     p.add_argument("--round-to", type=_positive_int, default=1, help="round kept widths up to a multiple (8, 16, 32)")
     p.add_argument("--finetune-epochs", type=int, default=0)
     p.add_argument("--lr", type=_number, help="fine-tune learning rate (default: a tenth of the checkpoint's)")
+    p.add_argument("--schedule", default="cosine",
+                   help="fine-tune schedule: cosine (default), step (the checkpoint's milestones), constant, onecycle")
     p.add_argument("--sparsity", type=_number, default=0.0, help="L1 on BN scales while fine-tuning (multi-pass slimming)")
+    p.add_argument("--passes", type=_positive_int, default=1,
+                   help="remove --ratio in N equal steps, fine-tuning between them (gradual; default 1)")
+    p.add_argument("--pass-epochs", type=int, help="fine-tune epochs after each step but the last (default: a quarter "
+                                                  "of --finetune-epochs)")
+    p.add_argument("--pass-sparsity", type=_number,
+                   help="L1 on BN scales in those fine-tunes (default: the checkpoint's own training lambda)")
     p.add_argument("--distill", type=_number, default=0.0,
                    help="fine-tune with this weight on distillation from the unpruned model (0: off; e.g. 1)")
     p.add_argument("--teacher", help="with --distill: distill from this checkpoint directory instead (same dataset)")
@@ -383,6 +412,7 @@ def build_parser() -> Parser:
     p.add_argument("--patience", type=int, help="early stopping patience (default 5)")
     p.add_argument("--batch-size", type=_positive_int, help="default 32")
     p.add_argument("--lr", type=_number, help="default 0.1")
+    _order_options(p)
     p.add_argument("--subset", type=_positive_int, help="train on the first N training images only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress output")

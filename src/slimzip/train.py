@@ -49,6 +49,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile the forward/backward: faster steps after a one-off compile
     seed: int = 0  # weight init (when the caller seeds) and data order
     patience: int = 0  # early stopping: epochs without a lower validation loss; 0 = off
+    restore_best: bool = True  # early stopping ends on the best epoch's weights (False: the last's, as Keras)
+    shuffle: bool = True  # a new training order every epoch (False: the split's own order every epoch)
 
     def validate(self) -> "TrainConfig":
         if self.epochs < 1:
@@ -66,6 +68,9 @@ class TrainConfig:
             raise SlimzipError(f"patience must be 0 (off) or positive, got {self.patience}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise unknown("precision", self.precision, ["auto", "bf16", "fp32"])
+        if not self.milestones or any(not 0 < m < 1 for m in self.milestones) or \
+                list(self.milestones) != sorted(self.milestones):
+            raise SlimzipError(f"milestones must be increasing fractions of training in (0, 1), got {self.milestones}")
         if self.schedule not in SCHEDULES:
             raise unknown("schedule", self.schedule, list(SCHEDULES))
         return self
@@ -219,6 +224,7 @@ def fit(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None, cfg: Tr
                           weight_decay=cfg.weight_decay)
     run = Path(run_dir) if run_dir else None
     state = _resume(run, model, opt, cfg, verbose) if run else TrainState()
+    train = train if cfg.shuffle else train.in_order()
     steps = len(train)
     if steps == 0:
         raise SlimzipError("the training split is empty")
@@ -261,7 +267,7 @@ def fit(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None, cfg: Tr
         log(_format_row(row, cfg.epochs), verbose=verbose)
         if run:
             _save_state(run, model, opt, state, cfg)
-    if cfg.patience and state.best_weights is not None:
+    if cfg.patience and cfg.restore_best and state.best_weights is not None:
         model.load_state_dict(state.best_weights)  # early stopping keeps the best epoch, not the last
     return state
 

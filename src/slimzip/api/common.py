@@ -47,10 +47,18 @@ def check_fits(model_name: str, dataset: str) -> None:
         raise SlimzipError(f"model {model_name} takes {entry.dataset} inputs {want}; {dataset} images are {got}")
 
 
+# Training settings added after runs were made; a saved "train" config without them holds these defaults.
+TRAIN_ADDED = {"restore_best": True, "shuffle": True}
+
+
+def _with_train_added(defaults: dict | None) -> dict:
+    return {**(defaults or {}), "train": {**TRAIN_ADDED, **(defaults or {}).get("train", {})}}
+
+
 def _finished(run: Path, config: dict, defaults: dict | None = None) -> dict | None:
     """The summary of a finished run made with this config, if there is one."""
     if (run / "summary.json").is_file() and (run / "model.json").is_file():
-        if same_settings(read_meta(run).get("config"), config, defaults):
+        if same_settings(read_meta(run).get("config"), config, _with_train_added(defaults)):
             return json.loads((run / "summary.json").read_text())
     return None
 
@@ -63,7 +71,7 @@ def _claim(run: Path, config: dict, defaults: dict | None = None) -> None:
             saved = json.loads(path.read_text())
         except json.JSONDecodeError:
             saved = None
-        if not same_settings(saved, config, defaults):
+        if not same_settings(saved, config, _with_train_added(defaults)):
             raise SlimzipError(f"{run} holds a different run (config.json differs); use a new --out directory")
     elif run.exists() and any(run.iterdir()):
         raise SlimzipError(f"{run} exists and is not a slimzip run directory; use a new --out directory")

@@ -15,6 +15,7 @@ from ..checkpoint import atomic_write_json, load_checkpoint, load_tensors, save_
 from ..data import create_loaders, get_dataset_spec
 from ..errors import SlimzipError, check_range
 from ..measure import measure
+from ..progress import log
 from ..models import create_model, get_model_entry
 from ..train import TrainConfig, distillation, evaluate, fit
 from ..structured import ChannelPruner, build_model, channel_groups, collect_activations, compose_plans, widths
@@ -27,16 +28,26 @@ METHODS = {"slimming": "bn_scale", "l1": "l1", "l2": "l2", "dropnet": "dropnet",
 
 def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, method: str = "slimming",
                    channel_ratio: float = 0.5, scope: str = "global", min_channels: int = 1, round_to: int = 1,
-                   finetune_epochs: int = 0, lr: float | None = None, sparsity: float = 0.0, distill: float = 0.0,
-                   teacher: str | None = None, seed: int = 0, device: str = "cpu", data_dir: str | None = None,
-                   verbose: bool = True) -> dict:
+                   finetune_epochs: int = 0, lr: float | None = None, schedule: str = "cosine", sparsity: float = 0.0,
+                   passes: int = 1, pass_epochs: int | None = None, pass_sparsity: float | None = None,
+                   distill: float = 0.0, teacher: str | None = None, seed: int = 0, device: str = "cpu",
+                   data_dir: str | None = None, verbose: bool = True) -> dict:
     """Remove channels from a trained checkpoint (physically: the result is a narrower dense model),
     fine-tune (``distill`` > 0: with that weight on distillation from ``teacher``, a checkpoint directory,
-    else from the model before pruning), and save a new checkpoint; the input is never modified."""
+    else from the model before pruning), and save a new checkpoint; the input is never modified.
+
+    ``passes`` > 1 removes the same total fraction of each pruned layer's channels in that many equal
+    steps: after each but the last, ``pass_epochs`` of fine-tuning (default: a quarter of
+    ``finetune_epochs``) with ``pass_sparsity`` (default: the checkpoint's own sparsity lambda, so a
+    slimming run keeps its BN scales sparse) and a checkpoint in ``out/pass{i}`` that a rerun resumes from."""
     if method not in METHODS:
         raise SlimzipError(f"unknown method {method!r}; choose from: {', '.join(METHODS)}")
     check_range("channel ratio", channel_ratio, 0.0, 1.0, high_open=True)
     check_range("distillation weight", distill, 0.0, 100.0)
+    if passes < 1 or finetune_epochs < 0 or (pass_epochs is not None and pass_epochs < 0):
+        raise SlimzipError(f"passes must be at least 1 and epochs at least 0 (got {passes} passes)")
+    if teacher is not None and not distill:
+        raise SlimzipError("--teacher is the model to distill from: give --distill a weight above 0 too")
     out = Path(out)
     if out.resolve() == Path(checkpoint).resolve():
         raise SlimzipError("--out must be a new directory; the input checkpoint is never modified")
@@ -45,43 +56,68 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
     dataset, spec = meta["dataset"], meta["model"]
     shape = get_dataset_spec(dataset).image_shape
     train_cfg = _checkpoint_recipe(meta)
-    pruner = ChannelPruner(importance=METHODS[method], channel_ratio=channel_ratio, scope=scope,
+    pass_epochs = max(1, finetune_epochs // 4) if pass_epochs is None else pass_epochs
+    pass_sparsity = train_cfg.sparsity if pass_sparsity is None else pass_sparsity
+    ft = dataclasses.replace(train_cfg, epochs=max(finetune_epochs, 1), lr=lr or train_cfg.lr * 0.1, schedule=schedule,
+                             sparsity=sparsity, patience=0).validate()  # checked before anything is written
+    step_ft = dataclasses.replace(ft, epochs=max(pass_epochs, 1), sparsity=pass_sparsity).validate()
+    step_ratio = channel_ratio if passes == 1 else 1 - (1 - channel_ratio) ** (1 / passes)  # same share of what is left
+    pruner = ChannelPruner(importance=METHODS[method], channel_ratio=step_ratio, scope=scope,
                            min_channels=min_channels, round_to=round_to, seed=seed)
     config = {"pruned_from": str(checkpoint), "method": method, "channel_ratio": channel_ratio, "scope": scope,
               "min_channels": min_channels, "round_to": round_to, "finetune_epochs": finetune_epochs, "lr": lr,
-              "sparsity": sparsity, "distill": distill, "teacher": teacher, "seed": seed}
-    if teacher is not None and not distill:
-        raise SlimzipError("--teacher is the model to distill from: give --distill a weight above 0 too")
-    added_later = {"prune": {"distill": 0.0, "teacher": None}}
+              "schedule": schedule, "sparsity": sparsity, "passes": passes, "pass_epochs": pass_epochs,
+              "pass_sparsity": pass_sparsity, "distill": distill, "teacher": teacher, "seed": seed}
+    added_later = {"prune": {"distill": 0.0, "teacher": None, "schedule": "cosine", "passes": 1,
+                             "pass_epochs": max(1, finetune_epochs // 4), "pass_sparsity": train_cfg.sparsity}}
     if (finished := _finished(out, {**meta["config"], "prune": config}, added_later)) is not None:
         return finished
     _claim(out, {**meta["config"], "prune": config}, added_later)
     loaders = _checkpoint_loaders(meta, train_cfg.batch_size, dev, data_dir, seed)
     before = {"cost": measure(model, shape).as_dict(), "widths": widths(model),
               "val_accuracy": evaluate(model, loaders.val)[1]}
-    activations = None
-    if method in ("dropnet", "dropnet_max", "apoz"):  # DropNet scores over the whole training split
-        activations = collect_activations(model, channel_groups(model, shape)[0], loaders.train)
     teacher_model = None
     if distill and finetune_epochs:  # the given checkpoint, else the model before pruning
         teacher_model = _teacher(teacher, dataset, dev) or copy.deepcopy(model)
-    pruner.fit(model, shape, activations)
-    model = pruner.transform(model, shape)
-    pruned_val = evaluate(model, loaders.val)[1]
-    if finetune_epochs:
-        ft = dataclasses.replace(train_cfg, epochs=finetune_epochs, lr=lr or train_cfg.lr * 0.1, schedule="cosine",
-                                 sparsity=sparsity, patience=0)
-        terms = [distillation(teacher_model, distill)] if teacher_model is not None else []
-        fit(model, loaders.train, loaders.val, ft, loss_terms=terms, run_dir=out / "finetune", verbose=verbose)
-    new_spec = {**spec, "plan": compose_plans(spec.get("plan"), pruner.plan_)}
+    terms = [distillation(teacher_model, distill)] if teacher_model is not None else []
+    plan, history = spec.get("plan"), []
+    for step in range(1, passes + 1):
+        last = step == passes
+        saved = out / f"pass{step}"
+        if not last and (saved / "model.json").is_file():  # finished before a restart
+            model, saved_meta = load_checkpoint(saved, dev)
+            plan, history = saved_meta["model"]["plan"], json.loads((saved / "pass.json").read_text())
+            continue
+        activations = None
+        if method in ("dropnet", "dropnet_max", "apoz"):  # DropNet scores over the whole training split
+            activations = collect_activations(model, channel_groups(model, shape)[0], loaders.train)
+        pruner.fit(model, shape, activations)
+        model = pruner.transform(model, shape)
+        plan = compose_plans(plan, pruner.plan_)
+        pruned_val = evaluate(model, loaders.val)[1]
+        epochs = finetune_epochs if last else pass_epochs
+        if epochs:
+            fit(model, loaders.train, loaders.val, ft if last else step_ft, loss_terms=terms if last else [],
+                run_dir=out / ("finetune" if last else f"finetune{step}"), verbose=verbose)
+        history.append({"pass": step, "widths": widths(model), "val_accuracy_before_finetune": pruned_val,
+                        "val_accuracy": evaluate(model, loaders.val)[1] if epochs else pruned_val})
+        if not last:
+            save_checkpoint(saved, model.float().to(memory_format=torch.contiguous_format), {**spec, "plan": plan},
+                            dataset=dataset, config=meta["config"], metrics=history[-1])
+            atomic_write_json(saved / "pass.json", history)
+            log(f"pass {step}/{passes}: widths {history[-1]['widths']}, val {history[-1]['val_accuracy']:.4f}",
+                verbose=verbose)
+    new_spec = {**spec, "plan": plan}
     cost = measure(model, shape)
     summary = {"model": spec["name"], "dataset": dataset, "out": str(out), "method": method,
                "channel_ratio": channel_ratio, "scope": scope, "before": before,
-               "after": {"cost": cost.as_dict(), "widths": widths(model), "val_accuracy_before_finetune": pruned_val,
+               "after": {"cost": cost.as_dict(), "widths": widths(model),
+                         "val_accuracy_before_finetune": history[-1]["val_accuracy_before_finetune"],
                          "val_accuracy": evaluate(model, loaders.val)[1],
                          "test_accuracy": evaluate(model, loaders.test)[1]},
                "params_removed": 1 - cost.params / before["cost"]["params"],
-               "macs_removed": 1 - cost.macs / before["cost"]["macs"], "finetune_epochs": finetune_epochs}
+               "macs_removed": 1 - cost.macs / before["cost"]["macs"], "finetune_epochs": finetune_epochs,
+               **({"passes": history} if passes > 1 else {})}
     save_checkpoint(out, model.float().to(memory_format=torch.contiguous_format), new_spec, dataset=dataset,
                     config={**meta["config"], "prune": config}, metrics=summary)
     atomic_write_json(out / "summary.json", summary)

@@ -91,6 +91,12 @@ class DeviceLoader:
         part.drop_last = self.drop_last and stop - start > self.batch_size
         return part
 
+    def in_order(self) -> "DeviceLoader":
+        """The same loader serving its images in their stored order every epoch (no shuffling)."""
+        ordered = copy.copy(self)
+        ordered.shuffle = False
+        return ordered
+
     def _order(self, gen: torch.Generator) -> torch.Tensor:
         n = len(self.y)
         if self.shuffle:
