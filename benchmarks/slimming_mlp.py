@@ -56,7 +56,8 @@ def run_seed(name: str, recipe: dict, lam: float, seed: int, runs: Path, quick: 
         step = {**step, "finetune_epochs": 1, **({"pass_epochs": 1} if "passes" in step else {})} if quick else step
         out = runs / f"sparse{lam:g}-seed{seed}-{name}{i + 1}"
         r = prune_channels(source, out, method="slimming", scope="layer", seed=seed, verbose=False, **step)
-        row["passes"].append({"widths": r["after"]["widths"], "params_removed": r["params_removed"],
+        removed = 1 - r["after"]["cost"]["params"] / base["params"]  # of the dense baseline's, over all passes
+        row["passes"].append({"widths": r["after"]["widths"], "params_removed": removed,
                               "val_before_finetune": r["after"]["val_accuracy_before_finetune"],
                               "test": r["after"]["test_accuracy"]})
         source = out
