@@ -43,12 +43,11 @@ RECIPES = {  # family: recipes of one family share their baseline and sparsity-t
 
 def run_seed(name: str, recipe: dict, lam: float, seed: int, runs: Path, quick: bool) -> dict:
     """Baseline, sparsity training and the pruning passes for one seed; test accuracy of each step."""
-    extra = dict(subset=5000) if quick else {}
-    epochs = {"epochs": 2} if quick else {}
-    common = dict(overrides={**recipe["train"], **epochs, "seed": seed}, verbose=False, **extra)
-    base = train(MODEL, None, runs / f"base-seed{seed}", bn_init=recipe["bn_init"], **common)
-    sparse_over = {**common["overrides"], "sparsity": lam}
-    sparse = train(MODEL, None, runs / f"sparse{lam:g}-seed{seed}", bn_init=0.5, **{**common, "overrides": sparse_over})
+    over = {**recipe["train"], "seed": seed, **({"epochs": 2} if quick else {})}
+    extra = dict(verbose=False, **({"subset": 5000} if quick else {}))
+    base = train(MODEL, None, runs / f"base-seed{seed}", bn_init=recipe["bn_init"], overrides=over, **extra)
+    sparse = train(MODEL, None, runs / f"sparse{lam:g}-seed{seed}", bn_init=0.5, overrides={**over, "sparsity": lam},
+                   **extra)
     row = {"seed": seed, "baseline": base["test_accuracy"], "baseline_params": base["params"],
            "sparse": sparse["test_accuracy"], "passes": []}
     source = Path(sparse["out"])

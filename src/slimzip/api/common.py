@@ -47,12 +47,13 @@ def check_fits(model_name: str, dataset: str) -> None:
         raise SlimzipError(f"model {model_name} takes {entry.dataset} inputs {want}; {dataset} images are {got}")
 
 
-# Training settings added after runs were made; a saved "train" config without them holds these defaults.
-TRAIN_ADDED = {"restore_best": True, "shuffle": True}
+# A training setting missing from a saved run's "train" config is read back as TrainConfig's default
+# (TrainConfig.from_json), so that default is what the run was made with.
+TRAIN_DEFAULTS = json.loads(json.dumps(TrainConfig().to_json()))
 
 
 def _with_train_added(defaults: dict | None) -> dict:
-    return {**(defaults or {}), "train": {**TRAIN_ADDED, **(defaults or {}).get("train", {})}}
+    return {**(defaults or {}), "train": {**TRAIN_DEFAULTS, **(defaults or {}).get("train", {})}}
 
 
 def _finished(run: Path, config: dict, defaults: dict | None = None) -> dict | None:

@@ -56,8 +56,9 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
     dataset, spec = meta["dataset"], meta["model"]
     shape = get_dataset_spec(dataset).image_shape
     train_cfg = _checkpoint_recipe(meta)
-    pass_epochs = max(1, finetune_epochs // 4) if pass_epochs is None else pass_epochs
-    pass_sparsity = train_cfg.sparsity if pass_sparsity is None else pass_sparsity
+    pass_defaults = {"pass_epochs": max(1, finetune_epochs // 4), "pass_sparsity": train_cfg.sparsity}
+    pass_epochs = pass_defaults["pass_epochs"] if pass_epochs is None else pass_epochs
+    pass_sparsity = pass_defaults["pass_sparsity"] if pass_sparsity is None else pass_sparsity
     ft = dataclasses.replace(train_cfg, epochs=max(finetune_epochs, 1), lr=lr or train_cfg.lr * 0.1, schedule=schedule,
                              sparsity=sparsity, patience=0).validate()  # checked before anything is written
     step_ft = dataclasses.replace(ft, epochs=max(pass_epochs, 1), sparsity=pass_sparsity).validate()
@@ -68,8 +69,7 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
               "min_channels": min_channels, "round_to": round_to, "finetune_epochs": finetune_epochs, "lr": lr,
               "schedule": schedule, "sparsity": sparsity, "passes": passes, "pass_epochs": pass_epochs,
               "pass_sparsity": pass_sparsity, "distill": distill, "teacher": teacher, "seed": seed}
-    added_later = {"prune": {"distill": 0.0, "teacher": None, "schedule": "cosine", "passes": 1,
-                             "pass_epochs": max(1, finetune_epochs // 4), "pass_sparsity": train_cfg.sparsity}}
+    added_later = {"prune": {"distill": 0.0, "teacher": None, "schedule": "cosine", "passes": 1, **pass_defaults}}
     if (finished := _finished(out, {**meta["config"], "prune": config}, added_later)) is not None:
         return finished
     _claim(out, {**meta["config"], "prune": config}, added_later)
@@ -80,14 +80,13 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
     if distill and finetune_epochs:  # the given checkpoint, else the model before pruning
         teacher_model = _teacher(teacher, dataset, dev) or copy.deepcopy(model)
     terms = [distillation(teacher_model, distill)] if teacher_model is not None else []
-    plan, history = spec.get("plan"), []
-    for step in range(1, passes + 1):
+    plan, history, first = spec.get("plan"), [], 1
+    saved_passes = [i for i in range(1, passes) if (out / f"pass{i}" / "model.json").is_file()]
+    if saved_passes:  # a restart: go on after the last step that was saved
+        model, saved_meta = load_checkpoint(out / f"pass{saved_passes[-1]}", dev)
+        plan, history, first = saved_meta["model"]["plan"], saved_meta["metrics"]["passes"], saved_passes[-1] + 1
+    for step in range(first, passes + 1):
         last = step == passes
-        saved = out / f"pass{step}"
-        if not last and (saved / "model.json").is_file():  # finished before a restart
-            model, saved_meta = load_checkpoint(saved, dev)
-            plan, history = saved_meta["model"]["plan"], json.loads((saved / "pass.json").read_text())
-            continue
         activations = None
         if method in ("dropnet", "dropnet_max", "apoz"):  # DropNet scores over the whole training split
             activations = collect_activations(model, channel_groups(model, shape)[0], loaders.train)
@@ -102,9 +101,8 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
         history.append({"pass": step, "widths": widths(model), "val_accuracy_before_finetune": pruned_val,
                         "val_accuracy": evaluate(model, loaders.val)[1] if epochs else pruned_val})
         if not last:
-            save_checkpoint(saved, model.float().to(memory_format=torch.contiguous_format), {**spec, "plan": plan},
-                            dataset=dataset, config=meta["config"], metrics=history[-1])
-            atomic_write_json(saved / "pass.json", history)
+            save_checkpoint(out / f"pass{step}", model.float().to(memory_format=torch.contiguous_format),
+                            {**spec, "plan": plan}, dataset=dataset, config=meta["config"], metrics={"passes": history})
             log(f"pass {step}/{passes}: widths {history[-1]['widths']}, val {history[-1]['val_accuracy']:.4f}",
                 verbose=verbose)
     new_spec = {**spec, "plan": plan}
@@ -113,8 +111,7 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
                "channel_ratio": channel_ratio, "scope": scope, "before": before,
                "after": {"cost": cost.as_dict(), "widths": widths(model),
                          "val_accuracy_before_finetune": history[-1]["val_accuracy_before_finetune"],
-                         "val_accuracy": evaluate(model, loaders.val)[1],
-                         "test_accuracy": evaluate(model, loaders.test)[1]},
+                         "val_accuracy": history[-1]["val_accuracy"], "test_accuracy": evaluate(model, loaders.test)[1]},
                "params_removed": 1 - cost.params / before["cost"]["params"],
                "macs_removed": 1 - cost.macs / before["cost"]["macs"], "finetune_epochs": finetune_epochs,
                **({"passes": history} if passes > 1 else {})}
