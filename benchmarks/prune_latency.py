@@ -60,7 +60,8 @@ def main() -> None:
             rows.append({"model": name, "batch": batch, "dense_ms": round(1e3 * td, 2), "narrow_ms": round(1e3 * tn, 2),
                          "speedup": round(td / tn, 2), "macs_ratio": round(d.macs / n.macs, 2),
                          "params_ratio": round(d.params / n.params, 2), "repeats": reps})
-    print(f"{'model':9} {'batch':>5} {'dense ms':>9} {'narrow ms':>10} {'speedup':>8} {'MACs ratio':>11} {'params ratio':>13}")
+    print(f"{'model':9} {'batch':>5} {'dense ms':>9} {'narrow ms':>10} {'speedup':>8} {'MACs ratio':>11} "
+          f"{'params ratio':>13}")
     for r in rows:
         print(f"{r['model']:9} {r['batch']:>5} {r['dense_ms']:>9.2f} {r['narrow_ms']:>10.2f} {r['speedup']:>7.2f}x "
               f"{r['macs_ratio']:>10.2f}x {r['params_ratio']:>12.2f}x")

@@ -15,7 +15,8 @@ os.environ["SLIMZIP_DATA"] = str(DATA)
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not (DATA / "mnist").is_dir():
-        pytest.fail(f"test data not found at {DATA}; set SLIMZIP_DATA to the folder with mnist/ and cifar-10-batches-py/")
+        pytest.fail(f"test data not found at {DATA}; "
+                    "set SLIMZIP_DATA to the folder with mnist/ and cifar-10-batches-py/")
     return DATA
 
 

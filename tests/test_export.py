@@ -28,7 +28,8 @@ def test_narrowed_models_export_and_onnxruntime_agrees(name):
 
 def test_export_cli_writes_a_checked_file_and_refuses_bad_paths(capsys, data_dir, tmp_path):
     run = tmp_path / "run"
-    assert main(["train", "--model", "lenet-5-bn", "--epochs", "1", "--subset", "500", "--out", str(run), "--quiet"]) == 0
+    assert main(["train", "--model", "lenet-5-bn", "--epochs", "1", "--subset", "500", "--out", str(run),
+                 "--quiet"]) == 0
     capsys.readouterr()
     narrow = tmp_path / "narrow"
     assert main(["prune-channels", str(run), "--ratio", "0.5", "--scope", "layer", "--method", "l1",

@@ -13,7 +13,8 @@ from slimzip.data import get_dataset_spec
 from slimzip.errors import SlimzipError
 from slimzip.measure import measure
 from slimzip.models import MODELS, create_model
-from slimzip.structured import IMPORTANCES, ChannelPruner, apply_plan, plan_cost, widths, zero_channels_hooks
+from slimzip.structured import (IMPORTANCES, ChannelPruner, apply_plan, compose_plans, plan_cost, widths,
+                                zero_channels_hooks)
 
 
 class Branchy(nn.Module):
@@ -109,6 +110,19 @@ def test_layer_scope_removes_the_ratio_of_every_group_and_keeps_the_best():
         scores = pruner.scores_[root]
         assert len(kept) == len(scores) - int(0.25 * len(scores))
         assert scores[kept].min() >= scores[[i for i in range(len(scores)) if i not in kept]].max()
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_steps_counted_against_the_first_widths_end_where_one_step_does(scope):
+    """A gradual prune (each step's ratio of the widths before the first step) keeps exactly the channels
+    one step keeps when the scores do not change between steps (BN scales, no training)."""
+    model, shape = _randomise_bn(create_model("vgg11")).eval(), (3, 32, 32)
+    one = ChannelPruner(channel_ratio=0.8, scope=scope).fit(model, shape).plan_
+    stepped, plan, first = copy.deepcopy(model), None, widths(model)
+    for ratio in (0.5, 0.7, 0.8):
+        pruner = ChannelPruner(channel_ratio=ratio, scope=scope, base_widths=first).fit(stepped, shape)
+        stepped, plan = pruner.transform(stepped, shape), compose_plans(plan, pruner.plan_)
+    assert plan == one and widths(stepped) == widths(apply_plan(copy.deepcopy(model), one, shape))
 
 
 def test_transform_applies_the_fitted_plan_and_a_json_plan_narrows_the_same():

@@ -109,7 +109,8 @@ def test_early_stopping_stops_and_keeps_the_best_epoch(mnist_loaders):
         steps.append(1)
         if len(steps) > len(mnist_loaders.train):
             with torch.no_grad():
-                m.classifier.weight.copy_(torch.randn(m.classifier.weight.shape, generator=torch.Generator().manual_seed(0)))
+                noise = torch.randn(m.classifier.weight.shape, generator=torch.Generator().manual_seed(0))
+                m.classifier.weight.copy_(noise)
 
     cfg = TrainConfig(**{**FAST, "epochs": 8, "patience": 2})
     model = _model()
@@ -126,7 +127,8 @@ def test_keep_last_ends_on_the_last_epoch_and_no_shuffle_trains_in_stored_order(
         steps.append(1)
         if len(steps) > len(mnist_loaders.train):
             with torch.no_grad():
-                m.classifier.weight.copy_(torch.randn(m.classifier.weight.shape, generator=torch.Generator().manual_seed(0)))
+                noise = torch.randn(m.classifier.weight.shape, generator=torch.Generator().manual_seed(0))
+                m.classifier.weight.copy_(noise)
 
     model = _model()
     cfg = TrainConfig(**{**FAST, "epochs": 8, "patience": 2, "restore_best": False})

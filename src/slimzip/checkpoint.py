@@ -99,7 +99,8 @@ def read_meta(directory: str | os.PathLike) -> dict:
     if meta.get("version") != VERSION:
         raise SlimzipError(f"{path}: checkpoint version {meta.get('version')} is not supported (want {VERSION})")
     spec = meta.get("model")
-    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(spec.get("kwargs", {}), dict):
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) \
+            or not isinstance(spec.get("kwargs", {}), dict):
         raise SlimzipError(f"{path}: checkpoint has no valid model spec")
     return meta
 

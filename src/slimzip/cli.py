@@ -59,7 +59,8 @@ def cmd_models(args: argparse.Namespace) -> None:
 
     def table(result: dict) -> str:
         head = f"{'model':18} {'dataset':8} {'params':>10} {'MACs':>12}  paper"
-        body = [f"{r['name']:18} {r['dataset']:8} {r['params']:>10,} {r['macs']:>12,}  {r['paper']}" for r in result["models"]]
+        body = [f"{r['name']:18} {r['dataset']:8} {r['params']:>10,} {r['macs']:>12,}  {r['paper']}"
+                for r in result["models"]]
         return "\n".join([head, *body, "(MACs: multiply-accumulates for one image; FLOPs = 2 x MACs)"])
 
     _emit({"models": rows}, args.json, table)
@@ -71,7 +72,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
                                                  "schedule", "warmup_epochs", "label_smoothing", "sparsity",
                                                  "precision", "seed", "patience", "compile", "channels_last",
-                                                 "milestones", "restore_best", "shuffle") if getattr(args, k) is not None}
+                                                 "milestones", "restore_best", "shuffle")
+                 if getattr(args, k) is not None}
     result = train(args.model, args.dataset, args.out, overrides=overrides, device=args.device,
                    data_dir=args.data_dir, subset=args.subset, bn_init=args.bn_init, augment=args.augment,
                    normalize=args.normalize, verbose=not args.quiet)
@@ -118,7 +120,8 @@ def cmd_compress(args: argparse.Namespace) -> None:
         from .api import search
 
         if given := [f"--{k.replace('_', '-')}" for k in FIXED_ONLY if getattr(args, k) is not None]:
-            raise SlimzipError(f"{', '.join(given)}: chosen by the search; drop them or drop --target-accuracy/--max-drop")
+            raise SlimzipError(f"{', '.join(given)}: chosen by the search; "
+                               "drop them or drop --target-accuracy/--max-drop")
         result = search(args.checkpoint, args.out, _search_config(args, args.search or "heuristic"),
                         target_accuracy=args.target_accuracy, max_drop=args.max_drop, run_dir=args.run_dir,
                         device=args.device, data_dir=args.data_dir, verbose=not args.quiet)
@@ -129,15 +132,16 @@ def cmd_compress(args: argparse.Namespace) -> None:
 
     if args.search is not None:
         raise SlimzipError("--search needs a target: --target-accuracy A or --max-drop P")
-    fields = ("channel_ratio", "channel_scope", "sparsity", "scope", "prune_steps", "retrain_epochs", "bits_conv", "bits_fc", "centroid_epochs",
-              "index_bits_conv", "index_bits_fc", "coder", "raw_dtype", "fold_bn", "lr")
+    fields = ("channel_ratio", "channel_scope", "sparsity", "scope", "prune_steps", "retrain_epochs", "bits_conv",
+              "bits_fc", "centroid_epochs", "index_bits_conv", "index_bits_fc", "coder", "raw_dtype", "fold_bn", "lr")
     cfg = CompressConfig(**{k: getattr(args, k) for k in fields if getattr(args, k) is not None})
     result = compress(args.checkpoint, args.out, cfg, device=args.device, data_dir=args.data_dir,
                       verbose=not args.quiet)
     _emit(result, args.json, lambda r: (f"{r['file']}: {r['file_bytes']:,} bytes ({r['compression_ratio']:.1f}x "
                                         f"smaller than {r['dense_fp32_bytes']:,} dense fp32), test accuracy "
                                         f"{r['test_accuracy']:.4f}, val {r['val_accuracy']:.4f} "
-                                        f"(baseline val {r['baseline_val_accuracy']:.4f}), sparsity {r['sparsity']:.4f}"))
+                                        f"(baseline val {r['baseline_val_accuracy']:.4f}), "
+                                        f"sparsity {r['sparsity']:.4f}"))
 
 
 def cmd_compare_search(args: argparse.Namespace) -> None:
@@ -145,7 +149,8 @@ def cmd_compare_search(args: argparse.Namespace) -> None:
 
     strategies = tuple(s for s in args.strategies.split(",") if s)
     ablation = None if args.ablation == "none" else args.ablation
-    result = compare_search(args.checkpoint, args.out, _search_config(args, strategies[0] if strategies else "heuristic"),
+    cfg = _search_config(args, strategies[0] if strategies else "heuristic")
+    result = compare_search(args.checkpoint, args.out, cfg,
                             strategies=strategies, ablation=ablation, budget_ratio=args.budget_ratio,
                             target_accuracy=args.target_accuracy,
                             max_drop=args.max_drop, device=args.device, data_dir=args.data_dir, verbose=not args.quiet)
@@ -222,7 +227,8 @@ def cmd_prune_channels(args: argparse.Namespace) -> None:
     r = prune_channels(args.checkpoint, args.out, method=args.method, channel_ratio=args.ratio, scope=args.scope,
                        min_channels=args.min_channels, round_to=args.round_to, finetune_epochs=args.finetune_epochs,
                        lr=args.lr, schedule=args.schedule, sparsity=args.sparsity,
-                       passes=args.passes, pass_epochs=args.pass_epochs, pass_sparsity=args.pass_sparsity, distill=args.distill, teacher=args.teacher, seed=args.seed,
+                       passes=args.passes, pass_epochs=args.pass_epochs, pass_sparsity=args.pass_sparsity,
+                       distill=args.distill, teacher=args.teacher, seed=args.seed,
                        device=args.device, data_dir=args.data_dir, verbose=not args.quiet)
 
     def table(r: dict) -> str:
@@ -231,7 +237,8 @@ def cmd_prune_channels(args: argparse.Namespace) -> None:
                  f"(-{r['params_removed']:.1%}), MACs {b['cost']['macs']:,} -> {a['cost']['macs']:,} "
                  f"(-{r['macs_removed']:.1%})",
                  f"val accuracy {b['val_accuracy']:.4f} -> {a['val_accuracy_before_finetune']:.4f} pruned -> "
-                 f"{a['val_accuracy']:.4f} after {r['finetune_epochs']} fine-tune epochs; test {a['test_accuracy']:.4f}",
+                 f"{a['val_accuracy']:.4f} after {r['finetune_epochs']} fine-tune epochs; "
+                 f"test {a['test_accuracy']:.4f}",
                  f"{'layer':28} {'width before':>12} {'after':>6}"]
         lines += [f"{k:28} {v:>12} {a['widths'].get(k, 0):>6}" for k, v in b["widths"].items()]
         lines += [f"pass {p['pass']}: val {p['val_accuracy_before_finetune']:.4f} pruned -> {p['val_accuracy']:.4f}, "
@@ -301,16 +308,19 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--short-epochs", type=_number,
                    help="frontier: the short fine-tune tried before a full one, in epochs (default 0.5; 0: none)")
     p.add_argument("--calibration-images", type=int,
-                   help="search: images to re-estimate BN statistics after pruning without training (default 2048; 0: off)")
+                   help="search: images to re-estimate BN statistics after pruning without training "
+                        "(default 2048; 0: off)")
     p.add_argument("--screen-gap", type=_number,
                    help="frontier: fine-tune a screened candidate only within P points of the target (default 5)")
     p.add_argument("--max-epochs", type=_number,
                    help="search: budget in fine-tune epochs; the best file found within it wins (default: none)")
     p.add_argument("--train-subset", type=_positive_int, help="search: fine-tune on the first N training images")
-    p.add_argument("--scope", help="weight pruning threshold: layer or global (fixed knobs default layer, search global)")
+    p.add_argument("--scope",
+                   help="weight pruning threshold: layer or global (fixed knobs default layer, search global)")
     p.add_argument("--channel-scope",
                    help="channel removal threshold: global, layer, or auto (default: global with BN, else layer)")
-    p.add_argument("--prune-steps", type=_positive_int, help="prune-retrain rounds (default 3; the grid's per candidate)")
+    p.add_argument("--prune-steps", type=_positive_int,
+                   help="prune-retrain rounds (default 3; the grid's per candidate)")
     p.add_argument("--bits-conv", type=int, help="codebook bits for conv layers (default 8)")
     p.add_argument("--bits-fc", type=int, help="codebook bits for linear layers (default 5)")
     p.add_argument("--centroid-epochs", type=int, help="centroid fine-tuning epochs (default 1)")
@@ -379,7 +389,8 @@ def build_parser() -> Parser:
     p.add_argument("--lr", type=_number, help="fine-tune learning rate (default: a tenth of the checkpoint's)")
     p.add_argument("--schedule", default="cosine",
                    help="fine-tune schedule: cosine (default), step (the checkpoint's milestones), constant, onecycle")
-    p.add_argument("--sparsity", type=_number, default=0.0, help="L1 on BN scales while fine-tuning (multi-pass slimming)")
+    p.add_argument("--sparsity", type=_number, default=0.0,
+                   help="L1 on BN scales while fine-tuning (multi-pass slimming)")
     p.add_argument("--passes", type=_positive_int, default=1,
                    help="remove --ratio in N equal steps, fine-tuning between them (gradual; default 1)")
     p.add_argument("--pass-epochs", type=int, help="fine-tune epochs after each step but the last (default: a quarter "
@@ -427,7 +438,8 @@ def build_parser() -> Parser:
     p.add_argument("--run-dir", help="the search's run directory (default: OUT with .run for .slz)")
     p.add_argument("--channel-ratio", type=_number,
                    help="fixed knobs: fraction of channels removed first, then retrained (default 0: none)")
-    p.add_argument("--sparsity", type=_number, help="fixed knobs: fraction of conv/linear weights removed (default 0.9)")
+    p.add_argument("--sparsity", type=_number,
+                   help="fixed knobs: fraction of conv/linear weights removed (default 0.9)")
     p.add_argument("--retrain-epochs", type=int, help="fixed knobs: epochs after each pruning round (default 2)")
     p.add_argument("--raw-dtype", help="fixed knobs: float16 (default) or float32 for BN, biases, small tensors")
     _common(p)

@@ -238,8 +238,8 @@ def _svg(plot: Plot) -> str | None:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for s in plot.series:
-        ax.plot(s.x, s.y, {"points": "o", "line": "-o", "star": "*"}[s.style], markersize=10 if s.style == "star" else 3,
-                label=s.name)
+        marker = {"points": "o", "line": "-o", "star": "*"}[s.style]
+        ax.plot(s.x, s.y, marker, markersize=10 if s.style == "star" else 3, label=s.name)
     if plot.hline is not None:
         ax.axhline(plot.hline, color="gray", linestyle="--", linewidth=1, label=plot.hline_label)
     if plot.log_x:

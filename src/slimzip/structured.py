@@ -206,7 +206,9 @@ class ChannelPruner:
     ``scope='global'``: one threshold over the scores of all groups (network slimming's percentile of
     |gamma|; DropNet's ``min``). ``scope='layer'``: every group loses ``channel_ratio`` of its channels
     (DropNet's ``min_layer``). A group always keeps at least ``min_channels``; kept widths are rounded
-    up to a multiple of ``round_to``.
+    up to a multiple of ``round_to``. ``base_widths`` (by fqn) counts the ratio against those widths
+    instead of the current ones: a later step of a gradual prune, where earlier steps removed the rest,
+    ends at exactly the widths one step at the same ratio gives.
     """
 
     importance: str = "bn_scale"
@@ -215,6 +217,7 @@ class ChannelPruner:
     min_channels: int = 1
     round_to: int = 1
     seed: int = 0
+    base_widths: dict[str, int] | None = None
 
     def fit(self, model: nn.Module, input_shape: tuple[int, ...],
             activations: dict[str, torch.Tensor] | None = None) -> "ChannelPruner":
@@ -245,13 +248,16 @@ class ChannelPruner:
         return self.fit(model, input_shape, activations).transform(model, input_shape)
 
     def _plan(self) -> ChannelPlan:
+        base = {g: (self.base_widths or {}).get(g, len(s)) for g, s in self.scores_.items()}
         if self.scope == "global":
             every = torch.cat(list(self.scores_.values()))
-            k = int(self.channel_ratio * len(every))
+            removed_before = sum(base.values()) - len(every)
+            k = min(len(every), int(self.channel_ratio * sum(base.values())) - removed_before)
             threshold = every.sort().values[k - 1].item() if k > 0 else -math.inf
             keep_counts = {g: int((s > threshold).sum()) for g, s in self.scores_.items()}
         else:
-            keep_counts = {g: len(s) - int(self.channel_ratio * len(s)) for g, s in self.scores_.items()}
+            keep_counts = {g: min(len(s), base[g] - int(self.channel_ratio * base[g]))
+                           for g, s in self.scores_.items()}
         plan = {}
         for g, scores in self.scores_.items():
             n = max(keep_counts[g], self.min_channels)
@@ -332,7 +338,8 @@ def plan_cost(model: nn.Module, plan: ChannelPlan, input_shape: tuple[int, ...],
     hooks = [m.register_forward_hook(lambda mod, i, o: positions.__setitem__(mod, o[0, 0].numel()))
              for m in model.modules() if isinstance(m, PRUNABLE)]
     _eval_forward(model, torch.zeros(1, *input_shape), hooks)
-    counted = {id(p) for m in model.modules() if isinstance(m, (*PRUNABLE, *NORMS)) for p in m.parameters(recurse=False)}
+    counted = {id(p) for m in model.modules() if isinstance(m, (*PRUNABLE, *NORMS))
+               for p in m.parameters(recurse=False)}
     params = sum(p.numel() for p in model.parameters() if id(p) not in counted)  # untouched by pruning
     macs = 0
     for m in model.modules():
@@ -341,7 +348,8 @@ def plan_cost(model: nn.Module, plan: ChannelPlan, input_shape: tuple[int, ...],
         elif isinstance(m, PRUNABLE):
             cout = m.weight.shape[0] - out_removed.get(m, 0)
             depthwise = isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
-            cin = 1 if depthwise else (m.weight.shape[1] - in_removed.get(m, 0) // (m.groups if isinstance(m, nn.Conv2d) else 1))
+            groups = m.groups if isinstance(m, nn.Conv2d) else 1
+            cin = 1 if depthwise else m.weight.shape[1] - in_removed.get(m, 0) // groups
             per_out = cin * (m.weight[0, 0].numel() if isinstance(m, nn.Conv2d) else 1)
             params += cout * per_out + (cout if m.bias is not None else 0)
             macs += cout * per_out * positions.get(m, 0)

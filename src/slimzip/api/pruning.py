@@ -62,8 +62,7 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
     ft = dataclasses.replace(train_cfg, epochs=max(finetune_epochs, 1), lr=lr or train_cfg.lr * 0.1, schedule=schedule,
                              sparsity=sparsity, patience=0).validate()  # checked before anything is written
     step_ft = dataclasses.replace(ft, epochs=max(pass_epochs, 1), sparsity=pass_sparsity).validate()
-    step_ratio = channel_ratio if passes == 1 else 1 - (1 - channel_ratio) ** (1 / passes)  # same share of what is left
-    pruner = ChannelPruner(importance=METHODS[method], channel_ratio=step_ratio, scope=scope,
+    pruner = ChannelPruner(importance=METHODS[method], channel_ratio=channel_ratio, scope=scope,
                            min_channels=min_channels, round_to=round_to, seed=seed)
     config = {"pruned_from": str(checkpoint), "method": method, "channel_ratio": channel_ratio, "scope": scope,
               "min_channels": min_channels, "round_to": round_to, "finetune_epochs": finetune_epochs, "lr": lr,
@@ -90,6 +89,8 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
         activations = None
         if method in ("dropnet", "dropnet_max", "apoz"):  # DropNet scores over the whole training split
             activations = collect_activations(model, channel_groups(model, shape)[0], loaders.train)
+        pruner = dataclasses.replace(pruner, channel_ratio=_ratio_after(step, passes, channel_ratio),
+                                     base_widths=before["widths"])
         pruner.fit(model, shape, activations)
         model = pruner.transform(model, shape)
         plan = compose_plans(plan, pruner.plan_)
@@ -111,7 +112,8 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
                "channel_ratio": channel_ratio, "scope": scope, "before": before,
                "after": {"cost": cost.as_dict(), "widths": widths(model),
                          "val_accuracy_before_finetune": history[-1]["val_accuracy_before_finetune"],
-                         "val_accuracy": history[-1]["val_accuracy"], "test_accuracy": evaluate(model, loaders.test)[1]},
+                         "val_accuracy": history[-1]["val_accuracy"],
+                         "test_accuracy": evaluate(model, loaders.test)[1]},
                "params_removed": 1 - cost.params / before["cost"]["params"],
                "macs_removed": 1 - cost.macs / before["cost"]["macs"], "finetune_epochs": finetune_epochs,
                **({"passes": history} if passes > 1 else {})}
@@ -119,6 +121,12 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
                     config={**meta["config"], "prune": config}, metrics=summary)
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def _ratio_after(step: int, passes: int, ratio: float) -> float:
+    """Of the input's channels, the fraction removed after ``step`` of ``passes`` equal steps (each
+    removes the same share of what is left); the last step ends at ``ratio`` itself."""
+    return ratio if step == passes else 1 - (1 - ratio) ** (step / passes)
 
 
 def _teacher(path: str | None, dataset: str, device: torch.device) -> torch.nn.Module | None:

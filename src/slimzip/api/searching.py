@@ -42,8 +42,9 @@ def _search_target(baseline: float, target_accuracy: float | None, max_drop: flo
 
 
 def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchConfig", *,
-           target_accuracy: float | None = None, max_drop: float | None = None, run_dir: str | os.PathLike | None = None,
-           device: str = "cpu", data_dir: str | None = None, verbose: bool = True) -> dict:
+           target_accuracy: float | None = None, max_drop: float | None = None,
+           run_dir: str | os.PathLike | None = None, device: str = "cpu", data_dir: str | None = None,
+           verbose: bool = True) -> dict:
     """Find the smallest .slz file whose decoded model meets a validation-accuracy target, by searching
     channel ratio x weight sparsity with ``cfg.strategy``; write it to ``out``. The run directory
     (default: ``out`` with ``.run`` for ``.slz``) holds the journal; the same command resumes a killed run.
@@ -130,7 +131,8 @@ def compare_search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "
     runs = {name: run(name, dataclasses.replace(cfg, strategy=name)) for name in strategies}
     if budget_ratio is not None:
         budget = round(budget_ratio * runs["heuristic"]["search"]["epochs"], 6)
-        runs["frontier-budget"] = run("frontier-budget", dataclasses.replace(cfg, strategy="frontier", max_epochs=budget))
+        budgeted = dataclasses.replace(cfg, strategy="frontier", max_epochs=budget)
+        runs["frontier-budget"] = run("frontier-budget", budgeted)
     ablations = {}
     for label, overrides in (ABLATIONS.items() if ablation else ()):
         if label == "combined" and ablation in runs:
@@ -161,6 +163,7 @@ def _ratios(runs: dict[str, dict]) -> dict:
                 ra, rb = runs[a], runs[b]
                 out[f"{a}/{b}"] = {"file_bytes": ra["file_bytes"] / rb["file_bytes"],
                                    "epochs": ra["search"]["epochs"] / max(rb["search"]["epochs"], 1e-3),
-                                   "wall_seconds": ra["search"]["wall_seconds"] / max(rb["search"]["wall_seconds"], 1e-9),
+                                   "wall_seconds": ra["search"]["wall_seconds"]
+                                   / max(rb["search"]["wall_seconds"], 1e-9),
                                    "candidates": ra["search"]["candidates"] / max(rb["search"]["candidates"], 1)}
     return out

@@ -19,7 +19,8 @@ class MLP(nn.Module):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         for width in hidden:
-            layers += [nn.Linear(in_features, width)] + ([nn.BatchNorm1d(width)] if bn else []) + [nn.ReLU(inplace=True)]
+            norm = [nn.BatchNorm1d(width)] if bn else []
+            layers += [nn.Linear(in_features, width), *norm, nn.ReLU(inplace=True)]
             in_features = width
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(in_features, num_classes)
@@ -35,10 +36,12 @@ class LeNet5(nn.Module):
         super().__init__()
 
         def conv(cin: int, cout: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, 5)] + ([nn.BatchNorm2d(cout)] if bn else []) + [nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            norm = [nn.BatchNorm2d(cout)] if bn else []
+            return [nn.Conv2d(cin, cout, 5), *norm, nn.ReLU(inplace=True), nn.MaxPool2d(2)]
 
         self.features = nn.Sequential(*conv(1, 20), *conv(20, 50), nn.Flatten(),
-                                      nn.Linear(50 * 4 * 4, 500), *([nn.BatchNorm1d(500)] if bn else []), nn.ReLU(inplace=True))
+                                      nn.Linear(50 * 4 * 4, 500), *([nn.BatchNorm1d(500)] if bn else []),
+                                      nn.ReLU(inplace=True))
         self.classifier = nn.Linear(500, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

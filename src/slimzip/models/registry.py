@@ -27,9 +27,12 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, dataset: str, paper: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+Factory = Callable[..., nn.Module]
+
+
+def register_model(name: str, dataset: str, paper: str) -> Callable[[Factory], Factory]:
     """Decorator: register ``factory(num_classes=..., **kwargs) -> nn.Module`` under ``name``."""
-    def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    def wrap(factory: Factory) -> Factory:
         if name in MODELS:
             raise ValueError(f"model {name!r} registered twice")
         MODELS[name] = ModelEntry(name, factory, dataset, paper)

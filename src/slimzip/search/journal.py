@@ -39,7 +39,8 @@ class Candidate:
     key: str
     knobs: Knobs
     parent: int | None  # the candidate it was warm-started from (None: the input model)
-    epochs: float  # fine-tune epochs (fractions: a short fine-tune) spent on this candidate alone (channel, weight and centroid stages)
+    epochs: float  # fine-tune epochs spent on this candidate alone (channel, weight and centroid stages;
+    # fractions: a short fine-tune)
     status: str  # 'ok' or 'failed' (training diverged, or the pipeline raised)
     val_accuracy: float | None = None
     file_bytes: int | None = None
