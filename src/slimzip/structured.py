@@ -9,9 +9,10 @@ and a registry name plus a plan rebuilds the narrowed model anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import torch
 import torch_pruning as tp
@@ -36,15 +37,23 @@ def _forward_order(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
     return order
 
 
+@contextlib.contextmanager
+def _mode_kept(model: nn.Module) -> Iterator[None]:
+    """Whatever the block does to the model's train / eval mode, it comes back as it was."""
+    was_training = model.training
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def _eval_forward(model: nn.Module, example: torch.Tensor, hooks: list) -> None:
     """One forward pass in eval mode (BatchNorm statistics untouched) for ``hooks`` to watch; the hooks
     are removed and the model's train / eval mode restored afterwards."""
-    was_training = model.training
     try:
-        with torch.no_grad():
+        with _mode_kept(model), torch.no_grad():
             model.eval()(example)
     finally:
-        model.train(was_training)
         for h in hooks:
             h.remove()
 
@@ -74,11 +83,8 @@ def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGr
         with torch.enable_grad():
             return tp.DependencyGraph().build_dependency(model, example_inputs=example,
                                                          customized_pruners=_custom_pruners(model))
-    was_training = model.training
-    try:
+    with _mode_kept(model):
         return _traced(build)
-    finally:
-        model.train(was_training)
 
 
 def channel_groups(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str, Group], tp.DependencyGraph]:

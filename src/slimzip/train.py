@@ -267,22 +267,24 @@ def fit(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None, cfg: Tr
         log(_format_row(row, cfg.epochs), verbose=verbose)
         if run:
             _save_state(run, model, opt, state, cfg)
-    if cfg.patience and cfg.restore_best and state.best_weights is not None:
-        model.load_state_dict(state.best_weights)  # early stopping keeps the best epoch, not the last
+    if state.best_weights is not None:  # kept only by early stopping that ends on the best epoch, not the last
+        model.load_state_dict(state.best_weights)
     return state
 
 
 def _end_epoch(state: TrainState, row: dict, cfg: TrainConfig, model: nn.Module, run: Path | None) -> None:
-    """Record the epoch; with early stopping, keep the best weights and count epochs without progress."""
+    """Record the epoch; with early stopping, count epochs without progress and keep the best weights
+    (when they are to be restored)."""
     state.epoch = row["epoch"]
     state.history.append(row)
     if not cfg.patience or "val_loss" not in row:
         return
     if row["val_loss"] < state.best_val_loss:
         state.best_val_loss, state.bad_epochs = row["val_loss"], 0
-        state.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if run:
-            save_tensors(run / "best.safetensors", state.best_weights)
+        if cfg.restore_best:
+            state.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if run:
+                save_tensors(run / "best.safetensors", state.best_weights)
     else:
         state.bad_epochs += 1
         state.stopped_early = state.bad_epochs >= cfg.patience
@@ -324,7 +326,7 @@ def _resume(run: Path, model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainC
         if key.startswith("momentum/"):
             opt.state[params[key[9:]]]["momentum_buffer"] = buf
     state = TrainState(**{k: v for k, v in saved.items() if k != "config"})
-    if cfg.patience and (run / "best.safetensors").is_file():
+    if cfg.patience and cfg.restore_best and (run / "best.safetensors").is_file():
         state.best_weights = load_tensors(run / "best.safetensors", next(model.parameters()).device)
     log(f"resuming {run} after epoch {state.epoch}", verbose=verbose)
     return state

@@ -62,8 +62,6 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
     ft = dataclasses.replace(train_cfg, epochs=max(finetune_epochs, 1), lr=lr or train_cfg.lr * 0.1, schedule=schedule,
                              sparsity=sparsity, patience=0).validate()  # checked before anything is written
     step_ft = dataclasses.replace(ft, epochs=max(pass_epochs, 1), sparsity=pass_sparsity).validate()
-    pruner = ChannelPruner(importance=METHODS[method], channel_ratio=channel_ratio, scope=scope,
-                           min_channels=min_channels, round_to=round_to, seed=seed)
     config = {"pruned_from": str(checkpoint), "method": method, "channel_ratio": channel_ratio, "scope": scope,
               "min_channels": min_channels, "round_to": round_to, "finetune_epochs": finetune_epochs, "lr": lr,
               "schedule": schedule, "sparsity": sparsity, "passes": passes, "pass_epochs": pass_epochs,
@@ -89,8 +87,9 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
         activations = None
         if method in ("dropnet", "dropnet_max", "apoz"):  # DropNet scores over the whole training split
             activations = collect_activations(model, channel_groups(model, shape)[0], loaders.train)
-        pruner = dataclasses.replace(pruner, channel_ratio=_ratio_after(step, passes, channel_ratio),
-                                     base_widths=before["widths"])
+        pruner = ChannelPruner(importance=METHODS[method], channel_ratio=_ratio_after(step, passes, channel_ratio),
+                               scope=scope, min_channels=min_channels, round_to=round_to, seed=seed,
+                               base_widths=before["widths"])
         pruner.fit(model, shape, activations)
         model = pruner.transform(model, shape)
         plan = compose_plans(plan, pruner.plan_)
