@@ -163,9 +163,14 @@ def test_bad_settings_are_user_errors(bad):
         ChannelPruner(**bad).fit(create_model("lenet-5-bn"), (1, 28, 28))
 
 
-def test_bn_scale_needs_batchnorm_and_activation_criteria_need_data():
-    with pytest.raises(SlimzipError, match="BatchNorm"):
-        ChannelPruner(importance="bn_scale").fit(create_model("lenet-5"), (1, 28, 28))
+def test_bn_scale_falls_back_to_filter_norm_per_group_and_activation_criteria_need_data():
+    model = create_model("lenet-5")  # no BatchNorm anywhere: every group is scored by its filters' L1 norm
+    pruner = ChannelPruner(importance="bn_scale", channel_ratio=0.5).fit(model, (1, 28, 28))
+    assert set(pruner.criteria_.values()) == {"l1"}
+    l1 = ChannelPruner(importance="l1", channel_ratio=0.5, scope="layer").fit(model, (1, 28, 28))
+    assert pruner.plan_ == l1.plan_  # fallback groups lose the ratio each, as a per-layer L1 prune does
+    with_bn = ChannelPruner(importance="bn_scale").fit(create_model("lenet-5-bn"), (1, 28, 28))
+    assert set(with_bn.criteria_.values()) == {"bn_scale"}
     with pytest.raises(SlimzipError, match="activations"):
         ChannelPruner(importance="dropnet").fit(create_model("lenet-5"), (1, 28, 28))
     assert {"bn_scale", "l1", "l2", "random", "dropnet", "dropnet_max", "apoz"} <= set(IMPORTANCES)

@@ -7,6 +7,7 @@ decoded from the bytes, so nothing the file cannot hold (fp32 biases stored as f
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -19,8 +20,9 @@ from .coding import CODECS, FormatError, entropy_bits, gaps_decode, gaps_encode
 from .container import HEADER, TRAILER, Container, ContainerError, encode_container
 from .data import DeviceLoader
 from .errors import SlimzipError, check_range, unknown
+from .graph import GraphError, build as build_graph
 from .structured import (ChannelPruner, apply_plan, build_model, compose_plans, dead_channel_plan, dependency_graph,
-                         registry_input_shape)
+                         registry_input_shape, validate_plan)
 from .progress import log
 from .sharing import SharedLayer, WeightSharer, tie_centroids_, untie_centroids_
 from .train import TrainConfig, fit
@@ -200,9 +202,18 @@ def fold_batchnorm(model: nn.Module, input_shape: tuple[int, ...],
     return state, constants
 
 
+def spec_input_shape(spec: dict) -> tuple[int, ...]:
+    """The input shape of the model a manifest's ``model`` entry describes (registry name or graph)."""
+    if "graph" in spec:
+        return tuple(spec["graph"]["input_shape"])
+    return registry_input_shape(spec["name"])
+
+
 def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], cfg: CompressConfig,
                  extra: dict | None = None) -> bytes:
-    """Serialise a shared model into .slz bytes. ``spec``: ``{"name", "kwargs"}`` of the registry."""
+    """Serialise a shared model into .slz bytes. ``spec``: ``{"name", "kwargs", "plan"?}`` of the registry,
+    or ``{"graph", "plan"?}`` (``graph.describe``; ``model`` then is ``graph.portable`` of it, so that its
+    tensors are the ones the graph rebuilds)."""
     sections: list[bytes] = []
     tensors = []
     modules = dict(model.named_modules())
@@ -213,7 +224,7 @@ def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], c
 
     state, constants = model.state_dict(), {}
     if cfg.fold_bn:
-        state, constants = fold_batchnorm(model, registry_input_shape(spec["name"]), frozenset(layers))
+        state, constants = fold_batchnorm(model, spec_input_shape(spec), frozenset(layers))
     for name, value in state.items():
         if name.endswith("num_batches_tracked"):
             continue  # a training counter; inference never reads it
@@ -247,9 +258,22 @@ def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], c
 
 # --- decoding ------------------------------------------------------------------------------------
 
-def _model_from_manifest(manifest: dict) -> nn.Module:
+def _model_from_manifest(manifest: dict, model: nn.Module | None = None) -> nn.Module:
+    """The architecture a manifest describes: a registry model, the graph it stores, or ``model`` (the
+    user's own class) narrowed to the stored plan."""
     spec = manifest.get("model")
-    if manifest.get("format") != FORMAT or not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+    if manifest.get("format") != FORMAT or not isinstance(spec, dict):
+        raise ContainerError("manifest does not describe a slimzip model")
+    if model is not None:
+        return _narrowed(model, spec)
+    if "graph" in spec:
+        if set(spec) - {"graph", "plan"}:
+            raise ContainerError("manifest model arguments are not supported")
+        try:
+            return build_graph(spec["graph"])
+        except GraphError as e:
+            raise ContainerError(f"manifest model graph: {e}") from None
+    if not isinstance(spec.get("name"), str):
         raise ContainerError("manifest does not describe a slimzip model")
     kwargs = spec.get("kwargs", {})
     if not isinstance(kwargs, dict) or set(kwargs) - {"num_classes"} or set(spec) - {"name", "kwargs", "plan"}:
@@ -261,6 +285,23 @@ def _model_from_manifest(manifest: dict) -> nn.Module:
         return build_model(spec)
     except SlimzipError as e:
         raise ContainerError(f"manifest model: {e}") from None
+
+
+def _narrowed(model: nn.Module, spec: dict) -> nn.Module:
+    """The user's model, copied and narrowed to the file's channel plan (relative to that model)."""
+    model = copy.deepcopy(model).cpu()
+    plan = spec.get("plan")
+    if plan:
+        shape = spec["graph"]["input_shape"] if isinstance(spec.get("graph"), dict) else None
+        if "name" in spec:
+            shape = registry_input_shape(spec["name"])
+        if not isinstance(shape, list | tuple):
+            raise ContainerError("the file records no input shape to narrow the model with")
+        try:
+            apply_plan(model, validate_plan(plan), tuple(shape))
+        except SlimzipError as e:
+            raise ContainerError(f"the file's channel plan does not fit the given model: {e}") from None
+    return model
 
 
 def _section(container: Container, entry: dict, key: str) -> bytes:
@@ -325,22 +366,34 @@ def decode_shared(container: Container, entry: dict, shape: torch.Size | list[in
                        bits)
 
 
-def decode_model(container: Container) -> nn.Module:
-    """Rebuild the registry model a container describes and load its decoded weights."""
-    model = _model_from_manifest(container.manifest)
+def decode_model(container: Container, model: nn.Module | None = None) -> nn.Module:
+    """Rebuild the model a container describes (registry model or stored graph; with ``model``, a copy
+    of that module narrowed to the stored plan) and load its decoded weights."""
+    model = _model_from_manifest(container.manifest, model)
     state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     entries = container.manifest.get("tensors")
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise ContainerError("manifest has no tensor table")
     names = [e.get("name") for e in entries]
-    if sorted(map(str, names)) != sorted(state) or len(set(names)) != len(names):
+    if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        raise ContainerError("the file's tensor table names a tensor twice or not by a string")
+    if set(names) != set(state) and not (_user_model(container, model) and set(names) <= set(state)):
         raise ContainerError("the file's tensors do not match the model's")
     for entry in entries:
         if entry.get("shape") != list(state[entry["name"]].shape):
             raise ContainerError(f"tensor {entry['name']}: shape does not match the model")
         state[entry["name"]] = _decode_tensor(container, entry, state[entry["name"]])
-    model.load_state_dict(state, strict=False)
+    try:
+        model.load_state_dict({n: state[n] for n in names}, strict=False)
+    except (RuntimeError, ValueError) as e:
+        raise ContainerError(f"the decoded tensors do not load into the model ({str(e).splitlines()[0][:200]})") \
+            from None
     return model
+
+
+def _user_model(container: Container, model: nn.Module | None) -> bool:
+    """Decoding into the user's own class: the graph kept only the tensors its forward reads."""
+    return model is not None and "graph" in container.manifest.get("model", {})
 
 
 # --- inspection ----------------------------------------------------------------------------------

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import threading
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -24,6 +27,9 @@ ChannelPlan = dict[str, list[int]]
 Group = tp.dependency.Group
 PRUNABLE = (nn.Conv2d, nn.Linear)
 NORMS = (nn.modules.batchnorm._BatchNorm,)
+CHANNELS_LAST = (nn.Linear,)  # its channels are the output's last axis, not axis 1
+CHANNEL_STATS = (nn.LayerNorm, nn.GroupNorm)  # statistics over channels: removing one changes the others
+TRACE_SECONDS = 120  # graph tracing and grouping give up after this long instead of hanging
 
 
 # --- groups --------------------------------------------------------------------------------------
@@ -58,10 +64,36 @@ def _eval_forward(model: nn.Module, example: torch.Tensor, hooks: list) -> None:
             h.remove()
 
 
-def _traced(fn: Callable):
-    """Run a tracing step; tracing fails in many ways on arbitrary user code, all of them user errors."""
+class _TraceTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise ``_TraceTimeout`` inside the block after ``seconds`` (main thread only; elsewhere no limit)."""
+    if threading.current_thread() is not threading.main_thread() or seconds <= 0:
+        yield
+        return
+
+    def expire(_signum, _frame):
+        raise _TraceTimeout()
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        return fn()
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _traced(fn: Callable, seconds: float = TRACE_SECONDS):
+    """Run a tracing step; tracing fails in many ways on arbitrary user code, all of them user errors,
+    and must not hang (some graphs make the grouping search run for minutes)."""
+    try:
+        with time_limit(seconds):
+            return fn()
+    except _TraceTimeout:
+        raise SlimzipError(f"tracing the model for channel pruning took over {seconds:g} s; gave up") from None
     except Exception as e:
         raise SlimzipError(f"cannot trace the model for channel pruning ({type(e).__name__}: {e})") from None
 
@@ -94,12 +126,59 @@ def channel_groups(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict
     order = _traced(lambda: _forward_order(model, example))
     graph = dependency_graph(model, example)
     names = {m: n for n, m in model.named_modules()}
-    groups = graph.get_all_groups(ignored_layers=order[-1:], root_module_types=list(PRUNABLE))
+    groups = _traced(lambda: list(graph.get_all_groups(ignored_layers=order[-1:],
+                                                        root_module_types=list(PRUNABLE))))
     out: dict[str, Group] = {}
+    skipped: dict[str, list[str]] = {}
     for group in groups:
-        if not any(_is_grouped(item.dep.target.module) for item in group):
-            out[names[group[0].dep.target.module]] = group
+        root = names[group[0].dep.target.module]
+        if any(_is_grouped(item.dep.target.module) for item in group):
+            continue
+        if (why := _unprunable(group)) is None:
+            out[root] = group
+        else:
+            skipped.setdefault(why, []).append(root)
+    for why, roots in skipped.items():
+        warnings.warn(f"channel groups left unpruned ({why}): {', '.join(roots)}", stacklevel=2)
     return out, graph
+
+
+def _unprunable(group: Group) -> str | None:
+    """Why a group cannot lose channels exactly, or None."""
+    if any(isinstance(item.dep.target.module, CHANNEL_STATS) for item in group):
+        return "normalised across channels, e.g. by a LayerNorm: fewer channels change its statistics"
+    if not _consistent(group):
+        return "their channels pass through a reshape slimzip cannot follow, e.g. a channel shuffle"
+    return None
+
+
+def _channel_dim(module: object, handler: str) -> int | None:
+    """The size of the axis a group's item prunes, or None for a parameter-free node."""
+    if isinstance(module, nn.Parameter):
+        return None
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        w = module.weight
+        if handler == "prune_out_channels":
+            return w.shape[0]
+        return w.shape[1] * (module.groups if isinstance(module, nn.Conv2d) else 1)
+    if isinstance(module, NORMS):
+        return module.num_features
+    return None
+
+
+def _consistent(group: Group) -> bool:
+    """Every layer in the group loses channels that exist, as many as the root loses (a flatten into a
+    linear layer: a whole multiple of them). Torch-Pruning's index mapping through some reshapes (a
+    channel shuffle) breaks this; such a group is not pruned."""
+    size = _root_size(group)
+    for item in group:
+        dim = _channel_dim(item.dep.target.module, item.dep.handler.__name__)
+        if dim is None:
+            continue
+        idxs = list(item.idxs)
+        if not idxs or max(idxs) >= dim or min(idxs) < 0 or len(idxs) % size or len(set(idxs)) != len(idxs):
+            return False
+    return True
 
 
 def prunable_channels(model: nn.Module, input_shape: tuple[int, ...]) -> int:
@@ -134,10 +213,14 @@ Importance = Callable[[Group, "torch.Tensor | None", torch.Generator], torch.Ten
 
 
 def _bn_scale(group: Group, _act, _gen) -> torch.Tensor:
-    norms = [(m.weight.detach().abs()[idx]) for m, idx in _out_items(group) if isinstance(m, NORMS)]
+    norms = [(m.weight.detach().abs()[idx]) for m, idx in _out_items(group) if isinstance(m, NORMS) and m.affine]
     if not norms:
         raise SlimzipError("the bn_scale criterion needs BatchNorm layers; this model has a group without one")
     return torch.stack(norms).sum(0)
+
+
+def has_norm(group: Group) -> bool:
+    return any(isinstance(m, NORMS) and m.affine for m, _ in _out_items(group))
 
 
 def _weight_norm(p: int) -> Importance:
@@ -165,6 +248,7 @@ IMPORTANCES: dict[str, Importance] = {
     "dropnet_max": _activation(-1.0, 0),  # DropNet's 'max' ablation: drop the most active
     "apoz": _activation(-1.0, 1),  # average percentage of zeros; many zeros is dropped
 }
+FALLBACK = {"bn_scale": "l1"}  # a group without a BatchNorm (a squeeze-excitation MLP) is scored by this
 
 
 def probe_point(group: Group) -> tuple[nn.Module, list[int]]:
@@ -237,10 +321,17 @@ class ChannelPruner:
         groups, self.graph_ = channel_groups(model, input_shape)
         self.groups_ = groups  # valid while the model is unchanged (the graph holds the modules)
         gen = torch.Generator().manual_seed(self.seed)
-        self.scores_ = {k: IMPORTANCES[self.importance](g, (activations or {}).get(k), gen).float()
+        self.criteria_ = {k: self._criterion(g) for k, g in groups.items()}
+        self.scores_ = {k: IMPORTANCES[self.criteria_[k]](g, (activations or {}).get(k), gen).float()
                         for k, g in groups.items()}
         self.plan_ = self._plan()
         return self
+
+    def _criterion(self, group: Group) -> str:
+        """The importance for one group: the chosen one, or its fallback where the group has no BatchNorm."""
+        if self.importance in FALLBACK and not has_norm(group):
+            return FALLBACK[self.importance]
+        return self.importance
 
     def transform(self, model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
         """Narrow ``model`` (in place) to the fitted plan ``plan_``; a plan read back from JSON narrows
@@ -255,15 +346,16 @@ class ChannelPruner:
 
     def _plan(self) -> ChannelPlan:
         base = {g: (self.base_widths or {}).get(g, len(s)) for g, s in self.scores_.items()}
-        if self.scope == "global":
-            every = torch.cat(list(self.scores_.values()))
-            removed_before = sum(base.values()) - len(every)
-            k = min(len(every), int(self.channel_ratio * sum(base.values())) - removed_before)
+        keep_counts = {g: min(len(s), base[g] - int(self.channel_ratio * base[g])) for g, s in self.scores_.items()}
+        # one global threshold over the groups scored by the chosen criterion; fallback scores do not
+        # compare with them, so those groups lose the ratio each (layer scope)
+        pooled = [g for g in self.scores_ if self.criteria_[g] == self.importance]
+        if self.scope == "global" and pooled:
+            every = torch.cat([self.scores_[g] for g in pooled])
+            removed_before = sum(base[g] for g in pooled) - len(every)
+            k = min(len(every), int(self.channel_ratio * sum(base[g] for g in pooled)) - removed_before)
             threshold = every.sort().values[k - 1].item() if k > 0 else -math.inf
-            keep_counts = {g: int((s > threshold).sum()) for g, s in self.scores_.items()}
-        else:
-            keep_counts = {g: min(len(s), base[g] - int(self.channel_ratio * base[g]))
-                           for g, s in self.scores_.items()}
+            keep_counts.update({g: int((self.scores_[g] > threshold).sum()) for g in pooled})
         plan = {}
         for g, scores in self.scores_.items():
             n = max(keep_counts[g], self.min_channels)
@@ -303,9 +395,9 @@ def zero_channels_hooks(model: nn.Module, plan: ChannelPlan, input_shape: tuple[
         for module, idx in _out_items(group, every=True):
             drop = [idx[i] for i in removed]
 
-            def hook(mod, inp, out, drop=drop):
+            def hook(mod, inp, out, drop=drop, dim=-1 if isinstance(module, CHANNELS_LAST) else 1):
                 out = out.clone()
-                out[:, drop] = 0
+                out.index_fill_(dim % out.dim(), torch.tensor(drop, dtype=torch.long, device=out.device), 0)
                 return out
             handles.append(module.register_forward_hook(hook))
     return handles
@@ -326,6 +418,8 @@ def _removed_per_module(groups: dict[str, Group], plan: ChannelPlan) -> tuple[di
         n = size - len(kept)
         for item in groups[root]:
             module = item.dep.target.module
+            if isinstance(module, nn.Parameter):  # a free per-channel parameter (a layer scale, say)
+                out_removed[module] = out_removed.get(module, 0) + n * (module.numel() // size)
             if not isinstance(module, (*PRUNABLE, *NORMS)):
                 continue
             side = out_removed if item.dep.handler.__name__ == "prune_out_channels" else in_removed
@@ -341,12 +435,12 @@ def plan_cost(model: nn.Module, plan: ChannelPlan, input_shape: tuple[int, ...],
     groups = groups if groups is not None else channel_groups(model, input_shape)[0]
     out_removed, in_removed = _removed_per_module(groups, plan)
     positions: dict[nn.Module, int] = {}
-    hooks = [m.register_forward_hook(lambda mod, i, o: positions.__setitem__(mod, o[0, 0].numel()))
+    hooks = [m.register_forward_hook(lambda mod, i, o: positions.__setitem__(mod, o[0].numel() // mod.weight.shape[0]))
              for m in model.modules() if isinstance(m, PRUNABLE)]
     _eval_forward(model, torch.zeros(1, *input_shape), hooks)
     counted = {id(p) for m in model.modules() if isinstance(m, (*PRUNABLE, *NORMS))
                for p in m.parameters(recurse=False)}
-    params = sum(p.numel() for p in model.parameters() if id(p) not in counted)  # untouched by pruning
+    params = sum(p.numel() - out_removed.get(p, 0) for p in model.parameters() if id(p) not in counted)
     macs = 0
     for m in model.modules():
         if isinstance(m, NORMS):

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import atomic_write_json, load_checkpoint, read_meta, same_settings
+from ..checkpoint import load_checkpoint
 from ..compress import decode_model
 from ..container import read_container
 from ..data import create_loaders, get_dataset_spec
 from ..errors import SlimzipError
 from ..models import get_model_entry
+from ..runs import claim as _claim, finished as _finished
 from ..train import TrainConfig
 
 
@@ -45,38 +46,6 @@ def check_fits(model_name: str, dataset: str) -> None:
     want, got = get_dataset_spec(entry.dataset).image_shape, get_dataset_spec(dataset).image_shape
     if want != got:
         raise SlimzipError(f"model {model_name} takes {entry.dataset} inputs {want}; {dataset} images are {got}")
-
-
-# A training setting missing from a saved run's "train" config is read back as TrainConfig's default
-# (TrainConfig.from_json), so that default is what the run was made with.
-TRAIN_DEFAULTS = json.loads(json.dumps(TrainConfig().to_json()))
-
-
-def _with_train_added(defaults: dict | None) -> dict:
-    return {**(defaults or {}), "train": {**TRAIN_DEFAULTS, **(defaults or {}).get("train", {})}}
-
-
-def _finished(run: Path, config: dict, defaults: dict | None = None) -> dict | None:
-    """The summary of a finished run made with this config, if there is one."""
-    if (run / "summary.json").is_file() and (run / "model.json").is_file():
-        if same_settings(read_meta(run).get("config"), config, _with_train_added(defaults)):
-            return json.loads((run / "summary.json").read_text())
-    return None
-
-
-def _claim(run: Path, config: dict, defaults: dict | None = None) -> None:
-    """Write config.json, refusing a directory that holds a different run (see ``same_settings``)."""
-    path = run / "config.json"
-    if path.is_file():
-        try:
-            saved = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            saved = None
-        if not same_settings(saved, config, _with_train_added(defaults)):
-            raise SlimzipError(f"{run} holds a different run (config.json differs); use a new --out directory")
-    elif run.exists() and any(run.iterdir()):
-        raise SlimzipError(f"{run} exists and is not a slimzip run directory; use a new --out directory")
-    atomic_write_json(path, config)
 
 
 def _normalization(meta: dict) -> str:

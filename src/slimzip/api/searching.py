@@ -9,16 +9,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..checkpoint import atomic_write_bytes, atomic_write_json, load_checkpoint
-from ..compress import decode_model
-from ..container import read_container
-from ..data import get_dataset_spec
+from ..checkpoint import atomic_write_json, load_checkpoint
 from ..errors import SlimzipError, check_range
-from ..measure import dense_fp32_bytes, measure
-from ..progress import log
-from ..train import evaluate
-from ..unstructured import sparsity_of
-from .common import _checkpoint_loaders, _checkpoint_recipe, _claim, _file_data, _slz_path, resolve_device
+from .common import _checkpoint_loaders, _checkpoint_recipe, _file_data, _slz_path, resolve_device
 
 if TYPE_CHECKING:
     from ..search import SearchConfig
@@ -32,15 +25,6 @@ def search_defaults() -> dict:
     return {"search": {**dataclasses.asdict(SearchConfig()), "fold_bn": False}}
 
 
-def _search_target(baseline: float, target_accuracy: float | None, max_drop: float | None) -> float:
-    if (target_accuracy is None) == (max_drop is None):
-        raise SlimzipError("give exactly one of --target-accuracy (a validation accuracy, e.g. 0.99) and "
-                           "--max-drop (points below the baseline, e.g. 0.5)")
-    if target_accuracy is not None:
-        return check_range("target accuracy", target_accuracy, 0.0, 1.0)
-    return baseline - check_range("max drop", max_drop, 0.0, 100.0) / 100
-
-
 def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchConfig", *,
            target_accuracy: float | None = None, max_drop: float | None = None,
            run_dir: str | os.PathLike | None = None, device: str = "cpu", data_dir: str | None = None,
@@ -49,58 +33,30 @@ def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchCo
     channel ratio x weight sparsity with ``cfg.strategy``; write it to ``out``. The run directory
     (default: ``out`` with ``.run`` for ``.slz``) holds the journal; the same command resumes a killed run.
     The winner's test accuracy is measured once, on the model decoded from ``out``."""
-    from ..search import Journal, run_search
-    from ..search.pipeline import CandidatePipeline
+    from .. import core
 
     cfg.validate()
     out = _slz_path(out)
     run = Path(run_dir) if run_dir else out.with_suffix(".run")
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, dev)
-    spec = get_dataset_spec(meta["dataset"])
     train_cfg = _checkpoint_recipe(meta)
     loaders = _checkpoint_loaders(meta, train_cfg.batch_size, dev, data_dir, train_cfg.seed, cfg.train_subset)
-    baseline = evaluate(model, loaders.val)[1]
-    target = _search_target(baseline, target_accuracy, max_drop)
-    config = json.loads(json.dumps({"checkpoint": str(Path(checkpoint).resolve()), "baseline_val_accuracy": baseline,
-                                    "target_accuracy": target, "search": dataclasses.asdict(cfg)}))
-    defaults = search_defaults()
-    _claim(run, config, defaults)
-    journal = Journal(run / "journal.sqlite", config, defaults)
-    pipeline = CandidatePipeline(model, meta["model"], meta["dataset"], spec.image_shape, loaders, train_cfg, cfg, run,
-                                 verbose=verbose, file_meta=_file_data(meta))
     t0 = time.perf_counter()
-    log(f"searching ({cfg.strategy}) for the smallest file at val accuracy >= {target:.4f} "
-        f"(baseline {baseline:.4f}); journal {run / 'journal.sqlite'}", verbose=verbose)
-    try:
-        result = run_search(cfg, target, baseline, journal, pipeline, verbose=verbose)
-    finally:
-        journal.close()
-    summary = {"target_accuracy": target, "baseline_val_accuracy": baseline,
-               "baseline_test_accuracy": meta.get("metrics", {}).get("test_accuracy"), "margin": result.margin,
-               "search": result.cost(), "candidates": [c.as_dict() for c in result.candidates],
-               "run_dir": str(run), "wall_seconds_this_call": time.perf_counter() - t0}
-    if result.best is None:
-        atomic_write_json(run / "summary.json", {**summary, "file": None})
-        top = max((c for c in result.candidates if c.status == "ok"), key=lambda c: c.val_accuracy, default=None)
-        found = (f"best found: channels {top.knobs.channel_ratio:g}, sparsity {top.knobs.sparsity:g} -> val "
-                 f"{top.val_accuracy:.4f}, {top.file_bytes:,} B" if top else "no candidate finished")
-        why = (f"is above the input model's {baseline:.4f}" if target > baseline else "was met by no candidate")
-        raise SlimzipError(f"target val accuracy {target:.4f} {why}: infeasible; {found} "
-                           f"({len(result.candidates)} candidates, {result.epochs} epochs; journal in {run})")
-    best = result.best
-    atomic_write_bytes(out, pipeline.file_path(best.key).read_bytes())
-    written = decode_model(read_container(out)).to(dev)
-    cost = measure(written, spec.image_shape)
-    dense_bytes = dense_fp32_bytes(model)
-    file_bytes = out.stat().st_size
-    summary = {"file": str(out), "file_bytes": file_bytes, "dense_fp32_bytes": dense_bytes,
-               "compression_ratio": dense_bytes / file_bytes, "val_accuracy": best.val_accuracy,
-               "test_accuracy": evaluate(written, loaders.test)[1], "params": cost.params, "macs": cost.macs,
-               "sparsity": sparsity_of(written), "knobs": {**dataclasses.asdict(best.knobs), "candidate": best.id},
-               **summary}
+    result = core.search(model, loaders, None, config=cfg, train_config=train_cfg, out=out, run_dir=run, device=dev,
+                         verbose=verbose, spec=meta["model"] if "name" in meta["model"] else None,
+                         identity={"checkpoint": str(Path(checkpoint).resolve())},
+                         file_meta={"dataset": meta["dataset"], **_file_data(meta)}, defaults=search_defaults(),
+                         **_target_kwargs(target_accuracy, max_drop))
+    summary = {**result.summary(), "file": str(out), "margin": result.margin, "baseline_test_accuracy": meta.get("metrics", {}).get(
+        "test_accuracy"), "candidates": result.candidates, "run_dir": str(run),
+        "wall_seconds_this_call": time.perf_counter() - t0}
     atomic_write_json(run / "summary.json", summary)
     return summary
+
+
+def _target_kwargs(target_accuracy: float | None, max_drop: float | None) -> dict:
+    return {"target_accuracy": target_accuracy, "max_drop": max_drop}
 
 
 ABLATIONS = {"structured only": {"max_sparsity": 0.0, "margin": 0.0},

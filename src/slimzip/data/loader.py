@@ -69,9 +69,11 @@ class DeviceLoader:
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.augment, self.drop_last = batch_size, shuffle, augment, drop_last
         self.seed, self.epoch = seed, 0
-        std_t = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
-        self.scale = 1.0 / (255.0 * std_t)  # uint8 -> (x/255 - mean)/std as one multiply-add
-        self.shift = -torch.tensor(mean, device=x.device).view(1, -1, 1, 1) / std_t
+        unit = 255.0 if x.dtype == torch.uint8 else 1.0  # float images are taken as given
+        view = (1, -1) + (1,) * (x.dim() - 2)
+        std_t = torch.tensor(std, device=x.device).view(view)
+        self.scale = 1.0 / (unit * std_t)  # uint8 -> (x/255 - mean)/std as one multiply-add
+        self.shift = -torch.tensor(mean, device=x.device).view(view) / std_t
 
     def __len__(self) -> int:
         n = len(self.y)
@@ -110,7 +112,7 @@ class DeviceLoader:
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             xb = self.x[idx]
-            if self.augment:
+            if self.augment and xb.dim() == 4:
                 xb = random_flip(random_crop(xb, 4, gen), gen)
             yield xb.float().mul_(self.scale).add_(self.shift), self.y[idx]
 
@@ -119,10 +121,10 @@ class DeviceLoader:
 class Loaders:
     """The three splits of one dataset, ready to train on."""
 
-    spec: DatasetSpec
+    spec: DatasetSpec | None  # None: data the user passed in
     train: DeviceLoader
     val: DeviceLoader
-    test: DeviceLoader
+    test: DeviceLoader | None
 
 
 def create_loaders(dataset: str, *, data_dir: str | os.PathLike | None = None, batch_size: int = 128,

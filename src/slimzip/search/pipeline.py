@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ from ..checkpoint import atomic_write_bytes, atomic_write_json, load_tensors, sa
 from ..compress import CompressConfig, decode_model, default_channel_pruner, encode_model, share_weights
 from ..container import decode_container
 from ..data import DeviceLoader, Loaders
+from ..graph import GraphError, describe, portable
 from ..measure import measure
 from ..structured import apply_plan, build_model, compose_plans, dead_channel_plan, prunable_channels
 from ..train import TrainConfig, evaluate, fit, recalibrate_bn
@@ -36,13 +38,14 @@ def sparsity_steps(start: float, end: float, rounds: int) -> list[float]:
 
 
 class CandidatePipeline:
-    """``RunCandidate`` for a registry model (see ``driver.RunCandidate``)."""
+    """``RunCandidate`` for any model (see ``driver.RunCandidate``). ``spec``: the registry spec of ``base``
+    (files then name it), or None for a user's model (files then store its graph, ``graph.describe``)."""
 
-    def __init__(self, base: nn.Module, spec: dict, dataset: str, input_shape: tuple[int, ...], loaders: Loaders,
+    def __init__(self, base: nn.Module, spec: dict | None, input_shape: tuple[int, ...], loaders: Loaders,
                  train_cfg: TrainConfig, cfg: SearchConfig, run_dir: Path, verbose: bool = True,
                  file_meta: dict | None = None):
         self.base, self.spec, self.shape = base, spec, input_shape
-        self.file_meta = {"dataset": dataset, **(file_meta or {})}  # what every candidate file's manifest records
+        self.file_meta = dict(file_meta or {})  # what every candidate file's manifest records besides the model
         self.loaders, self.train_cfg, self.cfg, self.dir, self.verbose = loaders, train_cfg, cfg, run_dir, verbose
         self.device = next(base.parameters()).device
         self.channels = prunable_channels(base, input_shape)
@@ -61,13 +64,19 @@ class CandidatePipeline:
         return self.dir / "trunks" / f"{artifact_name(key)}.safetensors"
 
     def _load(self, parent: Candidate | None) -> tuple[nn.Module, dict]:
+        """The parent's trunk and its channel plan relative to the input model."""
         if parent is None:
-            return copy.deepcopy(self.base), copy.deepcopy(self.spec)
+            return copy.deepcopy(self.base), {}
         path = self._trunk_path(parent.key)
-        spec = json.loads(path.with_suffix(".json").read_text())
-        model = build_model(spec)
+        saved = json.loads(path.with_suffix(".json").read_text())
+        if "relative_plan" in saved:
+            plan = saved["relative_plan"]
+            model = apply_plan(copy.deepcopy(self.base).cpu(), plan, self.shape)
+        else:  # a trunk saved before user models: the registry spec with the plan composed in
+            model = build_model(saved)
+            plan = _relative(self.spec, saved)
         model.load_state_dict(load_tensors(path))
-        return model.to(self.device), spec
+        return model.to(self.device), plan
 
     def _tune_config(self, epochs: int) -> TrainConfig:
         return dataclasses.replace(self.train_cfg, epochs=epochs, lr=self.cfg.lr, schedule="cosine", patience=0,
@@ -99,29 +108,29 @@ class CandidatePipeline:
         seen = recalibrate_bn(model, self._images(self.cfg.calibration_images, key), self.cfg.calibration_images)
         return seen / self.loaders.train.num_samples
 
-    def _remove_channels(self, model: nn.Module, spec: dict, ratio: float, removed: int):
+    def _remove_channels(self, model: nn.Module, plan: dict, ratio: float, removed: int):
         """Remove channels until ``ratio`` of the input model's prunable channels are gone (about: a
         per-layer scope rounds each layer down), by ``default_channel_pruner`` with the channel scope."""
         want = round(ratio * self.channels) - removed
         have = prunable_channels(model, self.shape)
         if want <= 0 or have <= 1:
-            return model, spec, removed
+            return model, plan, removed
         pruner = default_channel_pruner(model, min((want + 0.5) / have, 0.999), self.cfg.channel_scope)
         pruner.fit(model, self.shape)
         gone = have - sum(len(k) for k in pruner.plan_.values())
         model = pruner.transform(model, self.shape)
-        return model, {**spec, "plan": compose_plans(spec.get("plan"), pruner.plan_)}, removed + gone
+        return model, compose_plans(plan, pruner.plan_), removed + gone
 
     def __call__(self, knobs: Knobs, parent: Candidate | None, *, key: str, epochs: float, rounds: int,
                  centroid_epochs: int) -> dict:
-        model, spec = self._load(parent)
+        model, plan = self._load(parent)
         start = parent.knobs if parent else Knobs()
         removed = parent.channels_removed if parent else 0
         masks = masks_from_zeros(model) if start.sparsity > 0 else None
         spent = 0
         try:
             if knobs.channel_ratio > start.channel_ratio:
-                model, spec, removed = self._remove_channels(model, spec, knobs.channel_ratio, removed)
+                model, plan, removed = self._remove_channels(model, plan, knobs.channel_ratio, removed)
                 masks = masks_from_zeros(model) if start.sparsity > 0 else None
                 spent += self._tune(model, epochs, masks, key)
             if knobs.sparsity > start.sparsity:
@@ -135,28 +144,59 @@ class CandidatePipeline:
                 spent += self._calibrate(model, key)
             if dead := dead_channel_plan(model, self.shape):  # units nothing reads any more: removed exactly
                 model = apply_plan(model, dead, self.shape)
-                spec = {**spec, "plan": compose_plans(spec.get("plan"), dead)}
-            self._save_trunk(key, model, spec)
-            data = self._code(model, spec, knobs, centroid_epochs)
+                plan = compose_plans(plan, dead)
+            self._save_trunk(key, model, plan)
+            data = self._code(model, plan, knobs, centroid_epochs)
             spent += centroid_epochs
         except FloatingPointError as e:
             e.epochs = spent  # type: ignore[attr-defined]
             raise
         atomic_write_bytes(self.file_path(key), data)
-        decoded = decode_model(decode_container(data)).to(self.device)
+        container = decode_container(data)
+        decoded = decode_model(container, None if self_describing(container.manifest) else self.base).to(self.device)
         cost = measure(decoded, self.shape)
         return {"val_accuracy": evaluate(decoded, self.loaders.val)[1], "file_bytes": len(data),
                 "params": cost.params, "macs": cost.macs, "epochs": spent, "channels_removed": removed}
 
-    def _save_trunk(self, key: str, model: nn.Module, spec: dict) -> None:
+    def _save_trunk(self, key: str, model: nn.Module, plan: dict) -> None:
         path = self._trunk_path(key)
-        atomic_write_json(path.with_suffix(".json"), spec)
+        atomic_write_json(path.with_suffix(".json"), {"relative_plan": plan})
         save_tensors(path, model.state_dict())
 
-    def _code(self, model: nn.Module, spec: dict, knobs: Knobs, centroid_epochs: int) -> bytes:
+    def _code(self, model: nn.Module, plan: dict, knobs: Knobs, centroid_epochs: int) -> bytes:
         """Share weights (k-means), fine-tune the centroids, and code the file."""
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise FloatingPointError("weights are not finite")
         layers = share_weights(model, masks_from_zeros(model), self.cfg.bits_conv, self.cfg.bits_fc,
                                self._tune_config(centroid_epochs), self.loaders.train, None, verbose=self.verbose)
-        return encode_model(model.cpu(), spec, layers, self.compress_config(knobs), self.file_meta)
+        model, spec = file_model(model.cpu(), self.spec, plan, self.shape)
+        return encode_model(model, spec, layers, self.compress_config(knobs), self.file_meta)
+
+
+def file_model(model: nn.Module, spec: dict | None, plan: dict, shape: tuple[int, ...]) -> tuple[nn.Module, dict]:
+    """The model to encode and the manifest's ``model`` entry: a registry spec with the plan composed in;
+    for a user's model its graph (and the model rebuilt from it, whose tensors the graph names), or, when
+    it cannot be traced, the plan and input shape only (the file then loads into the user's class)."""
+    if spec is not None:
+        full = compose_plans(spec.get("plan"), plan)
+        return model, ({**spec, "plan": full} if full else {k: v for k, v in spec.items() if k != "plan"})
+    try:
+        graph = describe(model, shape)
+    except GraphError as e:
+        warnings.warn(f"the file will not hold the model's architecture ({e}); load it with "
+                      "slimzip.load(path, model=YourModel())", stacklevel=2)
+        return model, {"plan": plan, "input_shape": list(shape)}
+    return portable(model, graph), {"graph": graph, "plan": plan}
+
+
+def self_describing(manifest: dict) -> bool:
+    """Whether a file rebuilds its model alone (a registry name or a graph), without the user's class."""
+    spec = manifest.get("model")
+    return isinstance(spec, dict) and ("name" in spec or "graph" in spec)
+
+
+def _relative(spec: dict | None, saved: dict) -> dict:
+    """An old trunk's plan relative to the input model (its spec's plan composed with the search's)."""
+    base = (spec or {}).get("plan") or {}
+    full = saved.get("plan") or {}
+    return {root: [base[root].index(i) for i in kept] if root in base else kept for root, kept in full.items()}

@@ -1,0 +1,300 @@
+"""The pipeline on objects: any ``nn.Module`` and any data in, a compressed model and its .slz bytes out.
+
+    slimzip.search(model, train, val, max_drop=1.0)          # the smallest file at a target accuracy
+    slimzip.compress(model, train, val, channel_ratio=0.3, sparsity=0.9)   # fixed knobs
+    slimzip.load("model.slz")                                 # no user code needed
+
+``train`` / ``val`` / ``test`` are ``(images, labels)`` tensors, torch ``Dataset``s or ``DataLoader``s. They
+are read once into memory on the training device (slimzip's fast path: no DataLoader workers, batches
+gathered on the device), so per-epoch random transforms of a ``Dataset`` are drawn once; pass
+``augment=True`` for slimzip's own crop-and-flip of image batches. The path-based functions in
+``slimzip.api`` and the command line call these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .checkpoint import atomic_write_bytes, atomic_write_json
+from .compress import decode_model
+from .container import decode_container, read_container
+from .data import DeviceLoader, Loaders
+from .errors import SlimzipError, check_range
+from .measure import dense_fp32_bytes, measure
+from .progress import log
+from .runs import claim
+from .search import Journal, Knobs, SearchConfig, run_search
+from .search.pipeline import CandidatePipeline, self_describing
+from .train import TrainConfig, evaluate
+from .unstructured import sparsity_of
+
+MAX_RESIDENT_BYTES = 8 << 30  # data read into memory at most; larger sets need a smaller subset
+DEFAULT_TRAIN = TrainConfig(epochs=1, batch_size=128, lr=0.01, schedule="cosine")  # fine-tuning recipe
+
+
+@dataclass
+class Compressed:
+    """What ``search`` and ``compress`` return: the model decoded from the file, and its numbers."""
+
+    model: nn.Module  # decoded from ``data``: the compressed model is what the file holds
+    data: bytes  # the .slz file
+    path: Path | None  # where it was written, if anywhere
+    val_accuracy: float
+    test_accuracy: float | None  # measured once, on the decoded model
+    baseline_val_accuracy: float
+    target_accuracy: float | None
+    dense_fp32_bytes: int
+    params: int
+    macs: int
+    sparsity: float
+    knobs: dict
+    search: dict  # strategy, candidates, epochs, wall_seconds
+    candidates: list[dict] = field(default_factory=list)
+    margin: float | None = None  # accuracy the search kept in reserve for weight pruning
+
+    @property
+    def file_bytes(self) -> int:
+        return len(self.data)
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.dense_fp32_bytes / self.file_bytes
+
+    def summary(self) -> dict:
+        """The numbers as JSON-ready data (the CLI's ``--json``)."""
+        keep = ("val_accuracy", "test_accuracy", "baseline_val_accuracy", "target_accuracy", "dense_fp32_bytes",
+                "params", "macs", "sparsity", "knobs", "search")
+        return {"file": str(self.path) if self.path else None, "file_bytes": self.file_bytes,
+                "compression_ratio": self.compression_ratio, **{k: getattr(self, k) for k in keep}}
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+def _materialise(data: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, labels) of tensors, a Dataset or a DataLoader, read into memory."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        x, y = data
+    elif isinstance(data, (Dataset, DataLoader)):
+        loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=256, shuffle=False)
+        xs, ys, size = [], [], 0
+        for batch in loader:
+            if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
+                raise SlimzipError(f"{what}: each item must be (image, label)")
+            xs.append(torch.as_tensor(batch[0]))
+            ys.append(torch.as_tensor(batch[1]))
+            size += xs[-1].element_size() * xs[-1].numel()
+            if size > MAX_RESIDENT_BYTES:
+                raise SlimzipError(f"{what}: more than {MAX_RESIDENT_BYTES >> 30} GiB of images; pass a subset")
+        if not xs:
+            raise SlimzipError(f"{what}: the data set is empty")
+        x, y = torch.cat(xs), torch.cat(ys)
+    else:
+        raise SlimzipError(f"{what}: pass (images, labels) tensors, a torch Dataset or a DataLoader, "
+                           f"not {type(data).__name__}")
+    if x.dim() < 2 or y.dim() != 1 or len(x) != len(y) or len(y) == 0:
+        raise SlimzipError(f"{what}: want images (N, ...) and labels (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
+    if y.is_floating_point() or y.min() < 0:
+        raise SlimzipError(f"{what}: labels must be non-negative class indices")
+    if not (x.dtype == torch.uint8 or x.is_floating_point()):
+        raise SlimzipError(f"{what}: images must be uint8 or floating point, got {x.dtype}")
+    return x, y.long()
+
+
+def as_loader(data: Any, *, train: bool, batch_size: int = 128, device: str | torch.device = "cpu",
+              augment: bool = False, seed: int = 0, what: str = "data") -> DeviceLoader:
+    """A ``DeviceLoader`` over any data slimzip accepts (uint8 images are scaled to [0, 1]; float images
+    are used as given)."""
+    if isinstance(data, DeviceLoader):
+        return data
+    x, y = _materialise(data, what)
+    x = x if x.dtype == torch.uint8 else x.float()
+    channels = x.shape[1] if x.dim() == 4 else 1
+    return DeviceLoader(x.to(device), y.to(device), batch_size=batch_size if train else 1000,
+                        mean=(0.0,) * channels, std=(1.0,) * channels, shuffle=train, augment=train and augment,
+                        drop_last=train and len(y) > batch_size, seed=seed)
+
+
+def as_loaders(train: Any, val: Any, test: Any = None, *, batch_size: int = 128, device: str | torch.device = "cpu",
+               augment: bool = False, seed: int = 0) -> Loaders:
+    """Train / val / test loaders from any data slimzip accepts (test may be None: then it is val)."""
+    tr = as_loader(train, train=True, batch_size=batch_size, device=device, augment=augment, seed=seed, what="train")
+    va = as_loader(val, train=False, device=device, what="val")
+    te = as_loader(test, train=False, device=device, what="test") if test is not None else None
+    return Loaders(None, tr, va, te)  # type: ignore[arg-type]
+
+
+def _input_shape(loaders: Loaders) -> tuple[int, ...]:
+    return tuple(loaders.val.x.shape[1:])
+
+
+def digest(model: nn.Module, loaders: Loaders) -> dict:
+    """What identifies a search's input for its journal: a hash of the weights and of the data."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    d = hashlib.sha256()
+    for loader in (loaders.train, loaders.val):
+        d.update(str(tuple(loader.x.shape)).encode())
+        d.update(loader.x[:256].cpu().contiguous().numpy().tobytes())
+        d.update(loader.y.cpu().numpy().tobytes())
+    return {"model_sha256": h.hexdigest(), "data_sha256": d.hexdigest()}
+
+
+# --- search and compress -------------------------------------------------------------------------
+
+def _target(baseline: float, target_accuracy: float | None, max_drop: float | None) -> float:
+    if (target_accuracy is None) == (max_drop is None):
+        raise SlimzipError("give exactly one of --target-accuracy (a validation accuracy, e.g. 0.99) and "
+                           "--max-drop (points below the baseline, e.g. 0.5)")
+    if target_accuracy is not None:
+        return check_range("target accuracy", target_accuracy, 0.0, 1.0)
+    return baseline - check_range("max drop", max_drop, 0.0, 100.0) / 100
+
+
+def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_accuracy: float | None = None,
+           max_drop: float | None = None, strategy: str = "frontier", config: SearchConfig | None = None,
+           train_config: TrainConfig | None = None, out: str | os.PathLike | None = None,
+           run_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu", augment: bool = False,
+           verbose: bool = True, spec: dict | None = None, identity: dict | None = None,
+           file_meta: dict | None = None, defaults: dict | None = None) -> Compressed:
+    """The smallest .slz file whose decoded model meets a validation-accuracy target (``target_accuracy``
+    as a fraction, or ``max_drop`` points below ``model``'s own), searching channel ratio x weight sparsity
+    with ``strategy`` ('heuristic', 'grid', 'frontier'). ``run_dir`` holds the journal: the same call
+    resumes a killed search (default: a temporary directory, not resumable). ``spec`` (a registry spec),
+    ``identity``, ``file_meta`` and ``defaults`` are for the path-based API."""
+    cfg = (config or SearchConfig(strategy=strategy)).validate()
+    train_cfg = train_config or DEFAULT_TRAIN
+    dev = torch.device(device)
+    if isinstance(train, Loaders):  # the path-based API's loaders (subset already applied)
+        loaders = train
+    else:
+        loaders = as_loaders(train, val, test, batch_size=train_cfg.batch_size, device=dev, augment=augment,
+                             seed=train_cfg.seed)
+        if cfg.train_subset is not None:
+            loaders = dataclasses.replace(loaders, train=loaders.train.slice(0, cfg.train_subset))
+    model = model.to(dev)
+    baseline = evaluate(model, loaders.val)[1]
+    target = _target(baseline, target_accuracy, max_drop)
+    config_json = json.loads(json.dumps({**(identity or digest(model, loaders)), "baseline_val_accuracy": baseline,
+                                         "target_accuracy": target, "search": dataclasses.asdict(cfg)}))
+    with _run_directory(run_dir) as run:
+        claim(run, config_json, defaults)
+        journal = Journal(run / "journal.sqlite", config_json, defaults)
+        pipeline = CandidatePipeline(model, spec, _input_shape(loaders), loaders, train_cfg, cfg, run,
+                                     verbose=verbose, file_meta=file_meta)
+        log(f"searching ({cfg.strategy}) for the smallest file at val accuracy >= {target:.4f} "
+            f"(baseline {baseline:.4f}); journal {run / 'journal.sqlite'}", verbose=verbose)
+        try:
+            result = run_search(cfg, target, baseline, journal, pipeline, verbose=verbose)
+        finally:
+            journal.close()
+        candidates = [c.as_dict() for c in result.candidates]
+        if result.best is None:
+            atomic_write_json(run / "summary.json", {"file": None, "search": result.cost(), "candidates": candidates,
+                                                     "target_accuracy": target, "baseline_val_accuracy": baseline})
+            raise SlimzipError(_infeasible(result, target, baseline, run))
+        best = result.best
+        data = pipeline.file_path(best.key).read_bytes()
+    knobs = {**dataclasses.asdict(best.knobs), "candidate": best.id}
+    done = _finish(model, data, out, loaders, baseline, target, knobs, result.cost(), candidates, best.val_accuracy)
+    done.margin = result.margin
+    return done
+
+
+def compress(model: nn.Module, train: Any, val: Any, test: Any = None, *, channel_ratio: float = 0.0,
+             sparsity: float = 0.9, epochs: float = 1.0, prune_steps: int = 3, config: SearchConfig | None = None,
+             train_config: TrainConfig | None = None, out: str | os.PathLike | None = None,
+             device: str | torch.device = "cpu", augment: bool = False, verbose: bool = True) -> Compressed:
+    """Compress ``model`` at fixed knobs through the search's own candidate pipeline: remove
+    ``channel_ratio`` of its channels, prune ``sparsity`` of the weights in ``prune_steps`` rounds, each
+    followed by ``epochs`` of fine-tuning, share weights, fine-tune centroids, code the file."""
+    cfg = (config or SearchConfig()).validate()
+    check_range("channel ratio", channel_ratio, 0.0, 1.0, high_open=True)
+    check_range("sparsity", sparsity, 0.0, 1.0, high_open=True)
+    check_range("prune steps", prune_steps, 1, 1000)
+    check_range("epochs", epochs, 0.0, 1000.0)
+    train_cfg = train_config or DEFAULT_TRAIN
+    dev = torch.device(device)
+    loaders = as_loaders(train, val, test, batch_size=train_cfg.batch_size, device=dev, augment=augment,
+                         seed=train_cfg.seed)
+    model = model.to(dev)
+    baseline = evaluate(model, loaders.val)[1]
+    t0 = time.perf_counter()
+    with _run_directory(None) as run:
+        pipeline = CandidatePipeline(model, None, _input_shape(loaders), loaders, train_cfg, cfg, run, verbose=verbose)
+        knobs = Knobs(channel_ratio, sparsity)
+        row = pipeline(knobs, None, key="compress", epochs=epochs, rounds=prune_steps,
+                       centroid_epochs=cfg.centroid_epochs)
+        data = pipeline.file_path("compress").read_bytes()
+    cost = {"strategy": "fixed", "candidates": 1, "epochs": row["epochs"], "wall_seconds": time.perf_counter() - t0}
+    return _finish(model, data, out, loaders, baseline, None, dataclasses.asdict(knobs), cost, [],
+                   row["val_accuracy"])
+
+
+class _run_directory:
+    """The given run directory, or a temporary one removed afterwards."""
+
+    def __init__(self, path: str | os.PathLike | None):
+        self.path, self.tmp = path, None
+
+    def __enter__(self) -> Path:
+        if self.path is not None:
+            return Path(self.path)
+        self.tmp = tempfile.TemporaryDirectory(prefix="slimzip-")
+        return Path(self.tmp.name)
+
+    def __exit__(self, *exc) -> None:
+        if self.tmp is not None:
+            self.tmp.cleanup()
+
+
+def _infeasible(result, target: float, baseline: float, run: Path) -> str:
+    top = max((c for c in result.candidates if c.status == "ok"), key=lambda c: c.val_accuracy, default=None)
+    found = (f"best found: channels {top.knobs.channel_ratio:g}, sparsity {top.knobs.sparsity:g} -> val "
+             f"{top.val_accuracy:.4f}, {top.file_bytes:,} B" if top else "no candidate finished")
+    why = f"is above the input model's {baseline:.4f}" if target > baseline else "was met by no candidate"
+    return (f"target val accuracy {target:.4f} {why}: infeasible; {found} "
+            f"({len(result.candidates)} candidates, {result.epochs} epochs; journal in {run})")
+
+
+def _finish(model: nn.Module, data: bytes, out: str | os.PathLike | None, loaders: Loaders, baseline: float,
+            target: float | None, knobs: dict, cost: dict, candidates: list[dict], val_accuracy: float) -> Compressed:
+    """Write the file (if ``out``), decode it, and measure the decoded model once on the test split."""
+    if out is not None:
+        atomic_write_bytes(Path(out), data)
+    decoded = load(data, model=None if self_describing(decode_container(data).manifest) else model)
+    device = loaders.val.x.device
+    decoded = decoded.to(device)
+    test_acc = evaluate(decoded, loaders.test)[1] if loaders.test is not None else None
+    shape = _input_shape(loaders)
+    cost_ = measure(decoded, shape)
+    return Compressed(decoded, data, Path(out) if out is not None else None, val_accuracy, test_acc, baseline,
+                      target, dense_fp32_bytes(model), cost_.params, cost_.macs, sparsity_of(decoded), knobs, cost,
+                      candidates)
+
+
+def load(source: str | os.PathLike | bytes, model: nn.Module | None = None) -> nn.Module:
+    """The model a .slz file holds, in eval mode. Without ``model``: rebuilt from the file alone (a registry
+    model, or the graph the file stores), never executing code from it. With ``model`` (an instance of the
+    user's own class, as trained): a copy narrowed to the file's channel plan, with the decoded weights."""
+    container = decode_container(bytes(source)) if isinstance(source, (bytes, bytearray)) else read_container(source)
+    if model is None and not self_describing(container.manifest):
+        raise SlimzipError("this file does not hold its model's architecture (the model could not be traced when it "
+                           "was written); load it with slimzip.load(path, model=YourModel())")
+    return decode_model(container, model).eval()
+
+
+__all__: Sequence[str] = ("Compressed", "as_loader", "as_loaders", "compress", "load", "search")
