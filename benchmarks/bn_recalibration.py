@@ -17,7 +17,7 @@ import torch
 
 from slimzip.api.common import _checkpoint_loaders, _checkpoint_recipe
 from slimzip.checkpoint import load_checkpoint
-from slimzip.compress import default_channel_pruner
+from slimzip.deep_compression import default_channel_pruner
 from slimzip.data import get_dataset_spec
 from slimzip.structured import apply_plan
 from slimzip.train import evaluate, recalibrate_bn

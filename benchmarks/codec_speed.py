@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from slimzip.compress import CompressConfig, decode_model, encode_model
+from slimzip.deep_compression import CompressConfig, decode_model, encode_model
 from slimzip.container import decode_container
 from slimzip.models import create_model
 from slimzip.sharing import WeightSharer

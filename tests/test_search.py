@@ -11,9 +11,9 @@ import pytest
 
 from slimzip.cli import main
 from slimzip.errors import SlimzipError
-from slimzip.search import Journal, Knobs, SearchConfig, run_search
-from slimzip.search.pipeline import sparsity_steps
-from slimzip.search.strategies import _axis
+from slimzip.searcher import Journal, Knobs, SearchConfig, run_search
+from slimzip.searcher.pipeline import sparsity_steps
+from slimzip.searcher.strategies import _axis
 
 BASELINE = 0.99
 

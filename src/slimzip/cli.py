@@ -98,7 +98,7 @@ FIXED_ONLY = ("channel_ratio", "sparsity", "retrain_epochs", "raw_dtype")
 
 
 def _search_config(args: argparse.Namespace, strategy: str):
-    from .search import SearchConfig
+    from .searcher import SearchConfig
 
     values = {k: getattr(args, k) for k in SEARCH_FIELDS if getattr(args, k, None) is not None}
     for name in ("margin", "screen_gap"):  # given in accuracy points, kept as fractions
@@ -128,7 +128,7 @@ def cmd_compress(args: argparse.Namespace) -> None:
         _emit(result, args.json, _search_line)
         return
     from .api import compress
-    from .compress import CompressConfig
+    from .deep_compression import CompressConfig
 
     if args.search is not None:
         raise SlimzipError("--search needs a target: --target-accuracy A or --max-drop P")
@@ -177,7 +177,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     from .api import inspect_file
 
     def table(r: dict) -> str:
-        lines = [f"{r['file']}: {r['model']['name']} ({r['dataset']}), {r['file_bytes']:,} bytes",
+        lines = [f"{r['file']}: {r['architecture']} ({r['dataset'] or 'no dataset recorded'}), {r['file_bytes']:,} bytes",
                  f"{'tensor':28} {'weights':>9} {'kept':>7} {'bits':>4} {'code b/w':>8} {'(H)':>6} "
                  f"{'index b/w':>9} {'(H)':>6} {'bytes':>9}"]
         for t in r["tensors"]:

@@ -22,8 +22,8 @@ from .checkpoint import atomic_write_bytes
 from .errors import SlimzipError
 
 MAGIC = b"\x89SLZ\r\n\x1a\n"  # PNG-style: catches text-mode and truncation damage early
-VERSION = 2  # written; 2 added the 'constant' tensor encoding (docs/FORMAT.md)
-READABLE = (1, 2)
+VERSION = 3  # written; 2 added the 'constant' tensor encoding, 3 the model graph (docs/FORMAT.md)
+READABLE = (1, 2, 3)
 HEADER = struct.Struct("<8sHHII")  # magic, version, flags, manifest length, manifest crc32
 TRAILER = struct.Struct("<I")  # crc32 of everything before it
 MAX_MANIFEST = 64 << 20  # bytes; a real manifest is a few KB per hundred tensors

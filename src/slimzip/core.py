@@ -28,15 +28,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .checkpoint import atomic_write_bytes, atomic_write_json
-from .compress import decode_model
+from .deep_compression import decode_model
 from .container import decode_container, read_container
 from .data import DeviceLoader, Loaders
 from .errors import SlimzipError, check_range
 from .measure import dense_fp32_bytes, measure
 from .progress import log
 from .runs import claim
-from .search import Journal, Knobs, SearchConfig, run_search
-from .search.pipeline import CandidatePipeline, self_describing
+from .searcher import Journal, Knobs, SearchConfig, run_search
+from .searcher.pipeline import CandidatePipeline, self_describing
 from .train import TrainConfig, evaluate
 from .unstructured import sparsity_of
 

@@ -485,12 +485,14 @@ def registry_input_shape(name: str) -> tuple[int, ...]:
 
 
 def build_model(spec: dict) -> nn.Module:
-    """A registry model from its spec ``{"name", "kwargs", "plan"?}``: built, then narrowed by the plan."""
+    """A registry model (or a user's, by its source and ``input_shape``) from its spec ``{"name", "kwargs",
+    "plan"?}``: built, then narrowed by the plan."""
     from .models import create_model
 
     model = create_model(spec["name"], **spec.get("kwargs", {}))
     if spec.get("plan"):
-        apply_plan(model, validate_plan(spec["plan"]), registry_input_shape(spec["name"]))
+        shape = tuple(spec["input_shape"]) if "input_shape" in spec else registry_input_shape(spec["name"])
+        apply_plan(model, validate_plan(spec["plan"]), shape)
     return model
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import load_checkpoint
-from ..compress import decode_model
+from ..deep_compression import decode_model
 from ..container import read_container
 from ..data import create_loaders, get_dataset_spec
 from ..errors import SlimzipError
@@ -26,6 +26,34 @@ RECIPES: dict[str, TrainConfig] = {
     "cifar10": TrainConfig(epochs=160, batch_size=64, lr=0.1, weight_decay=1e-4, schedule="step"),
     "cifar100": TrainConfig(epochs=160, batch_size=64, lr=0.1, weight_decay=1e-4, schedule="step"),
 }
+
+
+DEFAULT_RECIPE = TrainConfig(epochs=30, batch_size=128, lr=0.05, weight_decay=5e-4, schedule="cosine")  # other data
+
+
+def check_runs(model: torch.nn.Module, loader, model_name: str, dataset: str) -> None:
+    """A user's model must take the dataset's images and give one score per class."""
+    x, _ = next(iter(loader))
+    try:
+        with torch.no_grad():
+            out = model.eval()(x[:2])
+    except Exception as e:
+        raise SlimzipError(f"--model {model_name} does not run on {dataset} images of shape {tuple(x.shape[1:])} "
+                           f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+    finally:
+        model.train()
+    classes = int(loader.y.max()) + 1
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] < classes:
+        raise SlimzipError(f"--model {model_name} gives outputs {getattr(out, 'shape', type(out).__name__)}; "
+                           f"{dataset} needs (batch, {classes}) class scores")
+
+
+def model_input_shape(meta: dict) -> list[int] | None:
+    """The input shape a checkpoint's or a file's model records (user models), or None (registry models)."""
+    spec = meta.get("model", {})
+    if isinstance(spec.get("graph"), dict):
+        return spec["graph"].get("input_shape")
+    return spec.get("input_shape")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -81,7 +109,7 @@ def _slz_path(out: str | os.PathLike) -> Path:
 def _checkpoint_recipe(meta: dict) -> TrainConfig:
     """The training config a checkpoint was made with (its dataset's recipe if it records none)."""
     saved = meta.get("config", {}).get("train")
-    return TrainConfig.from_json(saved) if saved else RECIPES[meta["dataset"]]
+    return TrainConfig.from_json(saved) if saved else RECIPES.get(meta["dataset"], DEFAULT_RECIPE)
 
 
 def _checkpoint_loaders(meta: dict, batch_size: int, device: torch.device, data_dir: str | None, seed: int,

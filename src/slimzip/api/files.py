@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import atomic_write_bytes, load_checkpoint
-from ..compress import CompressConfig, decode_model, deep_compress, encode_model, inspect_container
+from ..deep_compression import CompressConfig, decode_model, deep_compress, encode_model, inspect_container
 from ..container import decode_container, encode_container, read_container
 from ..data import create_loaders, get_dataset_spec
 from ..errors import SlimzipError, check_range
@@ -18,7 +18,9 @@ from ..measure import dense_fp32_bytes, measure
 from ..train import evaluate
 from ..structured import compose_plans, widths
 from ..unstructured import sparsity_of
-from .common import (_checkpoint_loaders, _checkpoint_recipe, _file_data, _load_any, _normalization,
+from ..models.user import is_user_source
+from ..searcher.pipeline import file_model, self_describing
+from .common import (model_input_shape, _checkpoint_loaders, _checkpoint_recipe, _file_data, _load_any, _normalization,
                      _slz_path, resolve_device)
 
 
@@ -34,14 +36,14 @@ def export(path: str | os.PathLike, out: str | os.PathLike, *, check_images: int
     check_range("check images", check_images, 1, 100_000)
     out = onnx_path(out, path)
     model, meta = _load_any(path, torch.device("cpu"))
-    shape = get_dataset_spec(meta["dataset"]).image_shape
+    shape = tuple(model_input_shape(meta) or get_dataset_spec(meta["dataset"]).image_shape)
     blob = to_onnx(model, shape)
     inputs = torch.randn(check_images, *shape, generator=torch.Generator().manual_seed(seed))
     check = check_onnx(model, blob, inputs)
     if check.max_rel_diff > ONNX_TOLERANCE:  # a wrong graph is not written
         raise SlimzipError(f"{path}: the ONNX graph's outputs differ from PyTorch's by {check.max_rel_diff:.3g} "
                            f"(relative; tolerance {ONNX_TOLERANCE:g}); not written")
-    result = {"source": str(path), "file": str(out), "file_bytes": len(blob), "model": meta["model"]["name"],
+    result = {"source": str(path), "file": str(out), "file_bytes": len(blob), "model": meta["model"].get("name", "user model (graph)"),
               "dataset": meta["dataset"], "input_shape": ["batch", *shape], "params": measure(model, shape).params,
               "check": dataclasses.asdict(check)}
     if split:
@@ -88,9 +90,9 @@ def compress(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: Compres
     units_before = sum(widths(model).values())
     result = deep_compress(model, loaders.train, loaders.val, cfg, train_cfg, spec.image_shape, verbose=verbose)
     model, layers, epochs = result.model, result.layers, result.epochs
-    model_spec = {**meta["model"], "plan": compose_plans(meta["model"].get("plan"), result.plan)}
-    if not model_spec["plan"]:
-        model_spec.pop("plan")
+    registry = None if is_user_source(meta["model"]["name"]) else meta["model"]
+    model, model_spec = file_model(model.cpu(), registry, compose_plans(meta["model"].get("plan"), result.plan)
+                                   if registry is None else result.plan, spec.image_shape)
     # Validation accuracy of the decoded bytes goes into the manifest: the model is encoded once, and the
     # same sections are written with the measured metrics added to the manifest.
     file_meta = {"dataset": dataset, **_file_data(meta)}
@@ -115,8 +117,21 @@ def compress(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: Compres
 
 
 def inspect_file(path: str | os.PathLike) -> dict:
-    """Per-tensor and per-component bytes of a .slz file (the components add up to the file size)."""
+    """Per-tensor and per-component bytes of a .slz file (the components add up to the file size). The
+    model is decoded first: a file that does not decode is refused, not shown."""
     container = read_container(path)
+    model = decode_model(container) if self_describing(container.manifest) else None
     report = inspect_container(container)
-    return {"file": str(path), "model": container.manifest.get("model"), "dataset": container.manifest.get("dataset"),
-            **report}
+    spec = container.manifest["model"]
+    return {"file": str(path), "model": spec, "architecture": architecture_name(spec, model),
+            "dataset": container.manifest.get("dataset"), **report}
+
+
+def architecture_name(spec: dict, model: torch.nn.Module | None) -> str:
+    """How a file's model is named to a person: its registry name, or the graph it stores."""
+    if "name" in spec:
+        return spec["name"]
+    if model is None:
+        return "a user model (architecture not stored: load it with the model's class)"
+    layers = sum(1 for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    return f"a user model stored as a graph ({layers} conv / linear layers)"

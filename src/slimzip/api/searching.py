@@ -11,16 +11,17 @@ from typing import TYPE_CHECKING
 
 from ..checkpoint import atomic_write_json, load_checkpoint
 from ..errors import SlimzipError, check_range
+from ..models.user import is_user_source
 from .common import _checkpoint_loaders, _checkpoint_recipe, _file_data, _slz_path, resolve_device
 
 if TYPE_CHECKING:
-    from ..search import SearchConfig
+    from ..searcher import SearchConfig
 
 
 def search_defaults() -> dict:
     """What a search run directory made before a setting existed implicitly used: its default, except
     that files stored BatchNorm unfolded then (so such a run does not resume into the new encoder)."""
-    from ..search import SearchConfig
+    from ..searcher import SearchConfig
 
     return {"search": {**dataclasses.asdict(SearchConfig()), "fold_bn": False}}
 
@@ -44,7 +45,7 @@ def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchCo
     loaders = _checkpoint_loaders(meta, train_cfg.batch_size, dev, data_dir, train_cfg.seed, cfg.train_subset)
     t0 = time.perf_counter()
     result = core.search(model, loaders, None, config=cfg, train_config=train_cfg, out=out, run_dir=run, device=dev,
-                         verbose=verbose, spec=meta["model"] if "name" in meta["model"] else None,
+                         verbose=verbose, spec=None if is_user_source(meta["model"]["name"]) else meta["model"],
                          identity={"checkpoint": str(Path(checkpoint).resolve())},
                          file_meta={"dataset": meta["dataset"], **_file_data(meta)}, defaults=search_defaults(),
                          **_target_kwargs(target_accuracy, max_drop))

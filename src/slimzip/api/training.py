@@ -16,9 +16,11 @@ from ..data import create_loaders, get_dataset_spec
 from ..errors import SlimzipError
 from ..measure import measure
 from ..models import MODELS, create_model, get_model_entry
+from ..models.user import is_user_source, normalise_source
 from ..progress import log
 from ..train import evaluate, fit, use_bf16
-from .common import RECIPES, _claim, _finished, _load_any, _normalization, check_fits, resolve_device
+from .common import (DEFAULT_RECIPE, RECIPES, _claim, _finished, _load_any, _normalization, check_fits, check_runs,
+                     model_input_shape, resolve_device)
 
 
 def list_models() -> list[dict]:
@@ -35,24 +37,31 @@ def train(model_name: str, dataset: str | None, out: str | os.PathLike, *, overr
           device: str = "cpu", data_dir: str | None = None, subset: int | None = None, bn_init: float | None = None,
           augment: bool | None = None, normalize: str = "standard", verbose: bool = True) -> dict:
     """Train a registered model into run directory ``out``; returns the summary."""
+    user = is_user_source(model_name)
+    if user and not dataset:
+        raise SlimzipError(f"--model {model_name} is your own model: name its data with --dataset")
     dataset = dataset or get_model_entry(model_name).dataset
     spec = get_dataset_spec(dataset)
-    check_fits(model_name, dataset)
-    cfg = dataclasses.replace(RECIPES[dataset], **(overrides or {})).validate()
+    if not user:
+        check_fits(model_name, dataset)
+    cfg = dataclasses.replace(RECIPES.get(dataset, DEFAULT_RECIPE), **(overrides or {})).validate()
     dev = resolve_device(device)
-    kwargs = {"num_classes": spec.num_classes} if spec.num_classes != 10 else {}
-    config = {"model": {"name": model_name, "kwargs": kwargs}, "dataset": dataset, "train": cfg.to_json(),
+    kwargs = {"num_classes": spec.num_classes} if spec.num_classes != 10 or user else {}
+    model_spec = {"name": normalise_source(model_name), "kwargs": kwargs, "input_shape": list(spec.image_shape)} \
+        if user else {"name": model_name, "kwargs": kwargs}
+    config = {"model": model_spec, "dataset": dataset, "train": cfg.to_json(),
               "data": {"subset": subset, "augment": augment, "normalize": normalize}, "bn_init": bn_init}
     config = json.loads(json.dumps(config))  # as it reads back from disk (tuples become lists)
     run = Path(out)
     if (finished := _finished(run, config)) is not None:
         log(f"{run} is already finished; delete it to train again", verbose=verbose)
         return finished
-    _claim(run, config)
     loaders = create_loaders(dataset, data_dir=data_dir, batch_size=cfg.batch_size, device=dev, augment=augment,
                              normalize=normalize, subset=subset, seed=cfg.seed)
     torch.manual_seed(cfg.seed)
-    model = create_model(model_name, bn_init=bn_init, **kwargs).to(dev)
+    model = create_model(model_spec["name"], bn_init=bn_init, **kwargs).to(dev)
+    check_runs(model, loaders.val, model_name, dataset)
+    _claim(run, config)  # only once the model and data are known to be usable: a refused run writes nothing
     log(f"training {model_name} on {dataset} ({loaders.train.num_samples} train / {loaders.val.num_samples} val), "
         f"{cfg.epochs} epochs, {'bf16' if use_bf16(cfg.precision, dev) else 'fp32'} on {dev}", verbose=verbose)
     t0 = time.perf_counter()
@@ -78,10 +87,16 @@ def evaluate_path(path: str | os.PathLike, *, dataset: str | None = None, split:
     model, meta = _load_any(path, dev)
     dataset = dataset or meta.get("dataset")
     if not isinstance(dataset, str):
-        raise SlimzipError(f"{path}: checkpoint names no dataset; pass --dataset")
-    check_fits(meta["model"]["name"], dataset)
+        raise SlimzipError(f"{path}: the file names no dataset; pass --dataset")
+    name = meta["model"].get("name", "user model")
+    if "name" in meta["model"] and not is_user_source(name):
+        check_fits(name, dataset)
     loaders = create_loaders(dataset, data_dir=data_dir, device=dev, normalize=_normalization(meta))
+    want = model_input_shape(meta)
+    if want is not None and tuple(want) != tuple(loaders.val.x.shape[1:]):
+        raise SlimzipError(f"{path}: the model takes inputs {tuple(want)}; {dataset} images are "
+                           f"{tuple(loaders.val.x.shape[1:])}")
     loader = loaders.test if split == "test" else loaders.val
     loss, acc = evaluate(model, loader)
-    return {"path": str(path), "model": meta["model"]["name"], "dataset": dataset, "split": split,
+    return {"path": str(path), "model": name, "dataset": dataset, "split": split,
             "accuracy": acc, "loss": loss, "images": loader.num_samples}

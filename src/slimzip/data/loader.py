@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import SlimzipError
-from .sources import DatasetSpec, get_dataset_spec, load_arrays
+from .sources import Arrays, DatasetSpec, get_dataset_spec, load_arrays
 
 SPLIT_SEED = 0  # the validation split never moves, whatever the training seed
 
@@ -142,7 +142,13 @@ def create_loaders(dataset: str, *, data_dir: str | os.PathLike | None = None, b
     if batch_size < 1:
         raise SlimzipError(f"batch size must be at least 1, got {batch_size}")
     arrays = load_arrays(dataset, data_dir, allow_download=allow_download)
-    train_idx, val_idx = stratified_split(arrays.train_y, spec.val_size)
+    if arrays.val_x is not None:  # the source gives its own validation split
+        arrays = Arrays(np.concatenate([arrays.train_x, arrays.val_x]), np.concatenate([arrays.train_y, arrays.val_y]),
+                        arrays.test_x, arrays.test_y)
+        train_idx, val_idx = np.arange(len(arrays.train_y) - spec.val_size), \
+            np.arange(len(arrays.train_y) - spec.val_size, len(arrays.train_y))
+    else:
+        train_idx, val_idx = stratified_split(arrays.train_y, spec.val_size)
     if subset is not None:
         if subset < 1:
             raise SlimzipError(f"subset must be at least 1, got {subset}")

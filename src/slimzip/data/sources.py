@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import SlimzipError, unknown
+from .folder import channel_stats, folder_path, is_image_folder, read_folder
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Arrays:
     train_y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
+    val_x: np.ndarray | None = None  # given by the source (an image folder's val/); None: carved from train
+    val_y: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -192,9 +195,25 @@ DATASETS: dict[str, DatasetSpec] = {
 
 
 def get_dataset_spec(name: str) -> DatasetSpec:
+    if isinstance(name, str) and is_image_folder(name):
+        return _folder_spec(name)
     if name not in DATASETS:
-        raise unknown("dataset", name, list(DATASETS))
+        raise unknown("dataset", name, [*DATASETS, "imagefolder:DIR"])
     return DATASETS[name]
+
+
+def _folder_spec(name: str) -> DatasetSpec:
+    """An image folder as a dataset (``data.folder``): read once, normalised by its training images."""
+    root = folder_path(name)
+    folder = read_folder(root)
+    x, y = folder.splits["train"]
+    mean, std = channel_stats(x)
+
+    def read(_unused: Path) -> Arrays:
+        return Arrays(x, y, *folder.splits["test"], *folder.splits["val"])
+    return DatasetSpec(name=name, folder="", files={}, read=read, num_classes=len(folder.classes),
+                       image_shape=tuple(x.shape[1:]), mean=mean, std=std, val_size=len(folder.splits["val"][1]),
+                       augment=False)
 
 
 # --- files on disk -------------------------------------------------------------------------------
@@ -276,8 +295,10 @@ def _extract(archive: Path, spec: DatasetSpec, dest: Path) -> None:
 
 
 def load_arrays(name: str, data_dir: str | os.PathLike | None = None, *, allow_download: bool = True) -> Arrays:
-    """Verify (downloading if missing and allowed) and read a registered dataset."""
+    """Verify (downloading if missing and allowed) and read a registered dataset (or an image folder)."""
     spec = get_dataset_spec(name)
+    if is_image_folder(name):
+        return spec.read(Path())
     folder = resolve_data_dir(data_dir) / spec.folder
     missing = [n for n in spec.files if not (folder / n).is_file()]
     if missing and allow_download:

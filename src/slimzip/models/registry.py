@@ -55,11 +55,17 @@ def init_bn_scales_(model: nn.Module, value: float) -> nn.Module:
 
 
 def create_model(name: str, num_classes: int | None = None, bn_init: float | None = None, **kwargs: Any) -> nn.Module:
-    """Build a registered model; ``bn_init`` sets all BN scales (e.g. 0.5 for slimming)."""
+    """Build a registered model (or the user's, ``models.user``); ``bn_init`` sets all BN scales (e.g. 0.5
+    for slimming)."""
+    from .user import create_user_model, is_user_source
+
+    if num_classes is not None and num_classes < 2:
+        raise SlimzipError(f"num_classes must be at least 2, got {num_classes}")
+    if is_user_source(name):
+        model = create_user_model(name, num_classes, **kwargs)
+        return init_bn_scales_(model, bn_init) if bn_init is not None else model
     entry = get_model_entry(name)
     if num_classes is not None:
-        if num_classes < 2:
-            raise SlimzipError(f"num_classes must be at least 2, got {num_classes}")
         kwargs["num_classes"] = num_classes
     try:
         model = entry.factory(**kwargs)

@@ -206,6 +206,8 @@ def spec_input_shape(spec: dict) -> tuple[int, ...]:
     """The input shape of the model a manifest's ``model`` entry describes (registry name or graph)."""
     if "graph" in spec:
         return tuple(spec["graph"]["input_shape"])
+    if "input_shape" in spec:  # a user's model that could not be traced: the file holds no graph
+        return tuple(spec["input_shape"])
     return registry_input_shape(spec["name"])
 
 
@@ -292,14 +294,10 @@ def _narrowed(model: nn.Module, spec: dict) -> nn.Module:
     model = copy.deepcopy(model).cpu()
     plan = spec.get("plan")
     if plan:
-        shape = spec["graph"]["input_shape"] if isinstance(spec.get("graph"), dict) else None
-        if "name" in spec:
-            shape = registry_input_shape(spec["name"])
-        if not isinstance(shape, list | tuple):
-            raise ContainerError("the file records no input shape to narrow the model with")
         try:
+            shape = spec_input_shape(spec)
             apply_plan(model, validate_plan(plan), tuple(shape))
-        except SlimzipError as e:
+        except (SlimzipError, KeyError, TypeError) as e:
             raise ContainerError(f"the file's channel plan does not fit the given model: {e}") from None
     return model
 

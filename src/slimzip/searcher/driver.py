@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..compress import CHANNEL_SCOPES
+from ..deep_compression import CHANNEL_SCOPES
 from ..errors import SlimzipError, check_range, unknown
 from ..progress import log
 from .journal import Candidate, Journal, Knobs

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import atomic_write_bytes, atomic_write_json, load_tensors, save_tensors
-from ..compress import CompressConfig, decode_model, default_channel_pruner, encode_model, share_weights
+from ..deep_compression import CompressConfig, decode_model, default_channel_pruner, encode_model, share_weights
 from ..container import decode_container
 from ..data import DeviceLoader, Loaders
 from ..graph import GraphError, describe, portable

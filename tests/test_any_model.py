@@ -1,0 +1,164 @@
+"""Models slimzip's registry does not have (tests/foreign.py): prune, compress, write, decode in a fresh
+process that never imports their code, and search; and the graph reader's refusals."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+import slimzip
+from slimzip.deep_compression import CompressConfig
+from slimzip.container import decode_container, encode_container
+from slimzip.errors import SlimzipError
+from slimzip.graph import GraphError, build, describe
+from slimzip.searcher import SearchConfig
+from slimzip.structured import ChannelPruner, apply_plan, plan_cost, zero_channels_hooks
+from slimzip.measure import measure
+
+from foreign import FOREIGN, Untraceable
+
+SHAPE = (3, 32, 32)
+TOLERANCE = 1e-5  # max |fresh-process output - in-process output|, relative to the largest logit
+
+
+def _data(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images whose class is readable from their mean colour, so a few steps of training learn something."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=g)
+    x = torch.rand(n, *SHAPE, generator=g) * 0.5
+    x[torch.arange(n), y % 3] += 0.5
+    return x, y
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+@pytest.mark.parametrize("name", sorted(FOREIGN))
+def test_structured_pruning_equals_zeroing_the_removed_channels(name):
+    torch.manual_seed(0)
+    model = FOREIGN[name](num_classes=4).eval()
+    for m in model.modules():  # distinct BN scales, so slimming's threshold is not a tie
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.uniform_(0.1, 1.0)
+    pruner = ChannelPruner(importance="bn_scale", channel_ratio=0.4).fit(model, SHAPE)
+    assert pruner.plan_, f"{name}: no group could be pruned"
+    x = torch.randn(4, *SHAPE)
+    reference = copy.deepcopy(model)
+    zero_channels_hooks(reference, pruner.plan_, SHAPE)
+    want = reference(x)
+    narrowed = apply_plan(copy.deepcopy(model), pruner.plan_, SHAPE).eval()
+    assert (narrowed(x) - want).abs().max() <= 1e-5 * (1 + want.abs().max())
+    cost = measure(narrowed, SHAPE)
+    assert plan_cost(model, pruner.plan_, SHAPE) == (cost.params, cost.macs)
+
+
+def test_groups_without_batchnorm_fall_back_and_shuffles_are_skipped():
+    pruner = ChannelPruner(importance="bn_scale", channel_ratio=0.5).fit(FOREIGN["senet"](), SHAPE)
+    assert set(pruner.criteria_.values()) == {"bn_scale", "l1"}  # the SE MLP has no BatchNorm
+    with pytest.warns(UserWarning, match="channel shuffle"):
+        ChannelPruner(channel_ratio=0.5).fit(FOREIGN["shufflenetish"](), SHAPE)
+    with pytest.warns(UserWarning, match="LayerNorm"):
+        ChannelPruner(channel_ratio=0.5).fit(FOREIGN["convnextish"](), SHAPE)
+
+
+@pytest.mark.parametrize("name", sorted(FOREIGN))
+def test_compressed_file_decodes_in_a_fresh_process_without_the_model_code(name, tmp_path):
+    torch.manual_seed(0)
+    model = FOREIGN[name](num_classes=4)
+    train, val = _data(256), _data(128, seed=1)
+    out = tmp_path / f"{name}.slz"
+    result = slimzip.compress(model, train, val, channel_ratio=0.25, sparsity=0.7, epochs=0.25, prune_steps=1,
+                              out=out, verbose=False)
+    assert out.read_bytes() == result.data and result.file_bytes == out.stat().st_size
+    x = torch.randn(3, *SHAPE, generator=torch.Generator().manual_seed(5))
+    want = result.model(x)
+    torch.save(x, tmp_path / "x.pt")
+    script = ("import sys, torch, slimzip; m = slimzip.load(sys.argv[1]); "
+              "x = torch.load(sys.argv[2]); assert 'foreign' not in sys.modules; "
+              "print(m(x).tolist())")
+    run = subprocess.run([sys.executable, "-c", script, str(out), str(tmp_path / "x.pt")], capture_output=True,
+                         text=True, cwd=tmp_path, timeout=120)
+    assert run.returncode == 0, run.stderr
+    got = torch.tensor(json.loads(run.stdout))
+    assert (got - want).abs().max() <= TOLERANCE * (1 + want.abs().max())
+    again = slimzip.load(out, model=FOREIGN[name](num_classes=4))  # the user's own class, narrowed
+    assert type(again) is FOREIGN[name]
+    assert (again(x) - want).abs().max() <= TOLERANCE * (1 + want.abs().max())
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2ish", "senet"])
+def test_two_candidate_search_on_a_user_model(name, tmp_path):
+    torch.manual_seed(0)
+    model = FOREIGN[name](num_classes=4)
+    cfg = SearchConfig(strategy="grid", step=0.5, max_channel_ratio=0.5, max_sparsity=0.5, prune_steps=1,
+                       finetune_epochs=0, centroid_epochs=0)
+    result = slimzip.search(model, _data(256), _data(128, seed=1), _data(128, seed=2), target_accuracy=0.0,
+                            config=cfg, run_dir=tmp_path / "run", out=tmp_path / "w.slz", verbose=False)
+    assert result.search["candidates"] >= 2
+    assert result.path.read_bytes() == result.data
+    assert result.test_accuracy is not None and 0.0 <= result.test_accuracy <= 1.0
+    again = slimzip.search(model, _data(256), _data(128, seed=1), _data(128, seed=2), target_accuracy=0.0,
+                           config=cfg, run_dir=tmp_path / "run", verbose=False)  # resumed: nothing run again
+    assert again.data == result.data and again.search["candidates"] == result.search["candidates"]
+
+
+def test_untraceable_model_still_compresses_and_loads_into_its_class(tmp_path):
+    torch.manual_seed(0)
+    with pytest.raises(GraphError, match="trace"):
+        describe(Untraceable(), SHAPE)
+    model = Untraceable()
+    out = tmp_path / "u.slz"
+    slimzip.compress(model, _data(64), _data(64, seed=1), sparsity=0.5, epochs=0, prune_steps=1, out=out,
+                     verbose=False)
+    with pytest.raises(SlimzipError, match="model=YourModel"):
+        slimzip.load(out)
+    assert isinstance(slimzip.load(out, model=Untraceable()), Untraceable)
+
+
+def _with_graph(path, edit) -> bytes:
+    container = decode_container(path.read_bytes())
+    manifest = {k: v for k, v in container.manifest.items() if k != "sections"}
+    edit(manifest["model"]["graph"])
+    return encode_container(manifest, container.sections)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda g: g["nodes"][1].update(target="os.system", op="call_function"), "not one a .slz graph allows"),
+    (lambda g: g["nodes"][1].update(target="__class__", op="call_method"), "not one a .slz graph allows"),
+    (lambda g: g["layers"].update({"stem": {"type": "Conv2d", "args": {"bad": 1}}}), "arguments"),
+    (lambda g: g["layers"].update({"__init__": {"type": "ReLU", "args": {}}}), "bad attribute path"),
+    (lambda g: g["layers"].update({"huge": {"type": "Linear", "args": {"in_features": 1 << 24,
+                                                                        "out_features": 1 << 24, "bias": True}}}),
+     "elements"),
+    (lambda g: g["layers"].update({"x": {"type": "subprocess.Popen", "args": {}}}), "not one a .slz graph allows"),
+])
+def test_a_graph_naming_what_the_reader_does_not_allow_is_refused(tmp_path, edit, message):
+    torch.manual_seed(0)
+    out = tmp_path / "m.slz"
+    slimzip.compress(FOREIGN["senet"](num_classes=4), _data(64), _data(64, seed=1), sparsity=0.5, epochs=0,
+                     prune_steps=1, out=out, verbose=False)
+    bad = tmp_path / "bad.slz"
+    bad.write_bytes(_with_graph(out, edit))
+    with pytest.raises(SlimzipError, match=message):
+        slimzip.load(bad)
+    cli = subprocess.run([sys.executable, "-m", "slimzip", "inspect", str(bad)], capture_output=True, text=True,
+                         timeout=120)
+    if cli.returncode != 0:  # inspect reads the tensor table only; eval rebuilds the model
+        assert cli.returncode == 2 and len(cli.stderr.strip().splitlines()) == 1
+
+
+def test_graph_round_trip_keeps_state_names():
+    model = FOREIGN["convnextish"]()
+    rebuilt = build(describe(model, SHAPE))
+    assert set(rebuilt.state_dict()) == set(model.state_dict())
+    assert CompressConfig().validate()
