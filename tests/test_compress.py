@@ -223,8 +223,8 @@ def test_unknown_flags_and_manifest_bombs_are_rejected():
     old[8:10] = (1).to_bytes(2, "little")
     old = bytes(old[:-4]) + TRAILER.pack(zlib.crc32(bytes(old[:-4])))
     assert decode_container(old).manifest["format"] == "slimzip-model"
-    old = old[:8] + (3).to_bytes(2, "little") + old[10:-4]
-    with pytest.raises(ContainerError, match="version 3"):
+    old = old[:8] + (4).to_bytes(2, "little") + old[10:-4]
+    with pytest.raises(ContainerError, match="version 4"):
         decode_container(old + TRAILER.pack(zlib.crc32(old)))
     bomb = zlib.compress(b" " * (80 << 20), 9)  # inflates past the 64 MiB manifest limit
     raw = HEADER.pack(MAGIC, 1, 1, len(bomb), zlib.crc32(bomb)) + bomb
