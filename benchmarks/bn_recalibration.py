@@ -1,5 +1,5 @@
 """What a search screen sees: validation accuracy of a pruned model with no training, with the
-BatchNorm statistics it was trained with and after re-estimating them (`slimzip.train.recalibrate_bn`)
+BatchNorm statistics it was trained with and after re-estimating them (`slimzip.trainer.recalibrate_bn`)
 on 2,048 training images, over a few channel ratios x weight sparsities, for both channel scopes.
 
 Usage: SLIMZIP_DATA=../shared/data python benchmarks/bn_recalibration.py CKPT [--images 2048]
@@ -20,7 +20,7 @@ from slimzip.checkpoint import load_checkpoint
 from slimzip.deep_compression import default_channel_pruner
 from slimzip.data import get_dataset_spec
 from slimzip.structured import apply_plan
-from slimzip.train import evaluate, recalibrate_bn
+from slimzip.trainer import evaluate, recalibrate_bn
 from slimzip.unstructured import MagnitudePruner, apply_masks_
 
 

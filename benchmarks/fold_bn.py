@@ -20,7 +20,7 @@ from slimzip.deep_compression import CompressConfig, decode_model, decode_shared
 from slimzip.container import Container, decode_container, read_container
 from slimzip.data import create_loaders
 from slimzip.sharing import SharedLayer
-from slimzip.train import evaluate
+from slimzip.trainer import evaluate
 
 
 def shared_layers(container: Container) -> dict[str, SharedLayer]:

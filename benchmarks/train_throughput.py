@@ -12,7 +12,7 @@ Rows:
   dataloader-w2   the same with num_workers=2
   dataloader-cl   the same as w0 but with slimzip's step settings (channels_last), to separate what
                   the loader gains from what the step settings gain
-  slimzip         slimzip.data.DeviceLoader + slimzip.train.fit (precision 'auto', channels_last)
+  slimzip         slimzip.data.DeviceLoader + slimzip.trainer.fit (precision 'auto', channels_last)
   slimzip-compile the same with TrainConfig(compile=True) (NCHW)
 
 Usage: SLIMZIP_DATA=../shared/data python benchmarks/train_throughput.py [--quick]
@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from slimzip.data import create_loaders, get_dataset_spec, load_arrays, stratified_split
 from slimzip.models import create_model
-from slimzip.train import TrainConfig, fit, use_bf16
+from slimzip.trainer import TrainConfig, fit, use_bf16
 
 CASES = [("lenet-5", "mnist", 12800), ("resnet20", "cifar10", 2560)]  # model, dataset, images per pass
 BATCH = 128

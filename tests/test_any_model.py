@@ -162,3 +162,105 @@ def test_graph_round_trip_keeps_state_names():
     rebuilt = build(describe(model, SHAPE))
     assert set(rebuilt.state_dict()) == set(model.state_dict())
     assert CompressConfig().validate()
+
+
+def test_datasets_dataloaders_and_tensors_are_the_same_data():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from slimzip.core import as_loader
+
+    x, y = _data(50)
+    for data in (TensorDataset(x, y), DataLoader(TensorDataset(x, y), batch_size=7), (x, y)):
+        loader = as_loader(data, train=False)
+        assert torch.equal(loader.x, x) and torch.equal(loader.y, y)
+    with pytest.raises(SlimzipError, match="Dataset"):
+        as_loader([1, 2, 3], train=True)
+    with pytest.raises(SlimzipError, match="labels"):
+        as_loader((x, -y - 1), train=True)
+
+
+def test_python_train_then_search_from_a_dataloader(tmp_path):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    model = slimzip.train(FOREIGN["senet"](num_classes=4), DataLoader(TensorDataset(*_data(256)), batch_size=64),
+                          _data(128, seed=1), epochs=2, lr=0.05, verbose=False)
+    cfg = SearchConfig(strategy="heuristic", step=0.5, refine=0, finetune_epochs=0, centroid_epochs=0)
+    result = slimzip.search(model, _data(256), _data(128, seed=1), max_drop=100.0, config=cfg, verbose=False)
+    assert result.path is None and result.file_bytes == len(result.data) > 0
+    assert result.val_accuracy >= result.target_accuracy
+
+
+def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "slimzip", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def _png_folder(root, sizes=((8, 8),), classes=2, per_class=6, mode="RGB"):
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for split in ("train", "val"):
+        for c in range(classes):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                w, h = sizes[i % len(sizes)]
+                pixels = (torch.rand(h, w, 3, generator=g) * 100 + 120 * c).clamp(0, 255).byte().numpy()
+                Image.fromarray(pixels if mode == "RGB" else pixels[:, :, 0]).save(d / f"{i}.png")
+    return root
+
+
+FACTORY = '''
+from torch import nn
+def tiny(num_classes=10):
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                         nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+def not_a_model(num_classes=10):
+    return 42
+'''
+
+
+def test_cli_user_model_on_an_image_folder_end_to_end(tmp_path):
+    folder = _png_folder(tmp_path / "png")
+    (tmp_path / "user_net.py").write_text(FACTORY)
+    run = _cli("train", "--model", "user_net.py:tiny", "--dataset", f"imagefolder:{folder}", "--epochs", "2",
+               "--out", "ck", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    run = _cli("compress", "ck", "--target-accuracy", "0", "--search", "heuristic", "--step", "0.5", "--refine", "0",
+               "--out", "m.slz", "--json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    (tmp_path / "user_net.py").unlink()  # the file must not be needed any more
+    run = _cli("eval", "m.slz", "--json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["accuracy"] == pytest.approx(result["test_accuracy"])
+
+
+@pytest.mark.parametrize("model, layout, message", [
+    ("missing.py:tiny", "ok", "no such file"),
+    ("user_net.py:nope", "ok", "no callable"),
+    ("user_net.py:not_a_model", "ok", "not a torch nn.Module"),
+    ("no_such_package_xyz:f", "ok", "cannot import"),
+    ("user_net.py:tiny", "empty", "no images"),
+    ("user_net.py:tiny", "mixed", "mixed image sizes"),
+    ("user_net.py:tiny", "unreadable", "not a readable image"),
+])
+def test_cli_bad_user_models_and_folders_are_one_line_errors(tmp_path, model, layout, message):
+    (tmp_path / "user_net.py").write_text(FACTORY)
+    folder = tmp_path / "png"
+    if layout == "ok":
+        _png_folder(folder)
+    elif layout == "mixed":
+        _png_folder(folder, sizes=((8, 8), (9, 8)))
+    elif layout == "unreadable":
+        _png_folder(folder)
+        (folder / "train" / "class0" / "0.png").write_bytes(b"not a png")
+    else:
+        (folder / "a").mkdir(parents=True)
+        (folder / "b").mkdir()
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    run = _cli("train", "--model", model, "--dataset", f"imagefolder:{folder}", "--out", "ck", cwd=tmp_path)
+    assert run.returncode == 2 and message in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if "__pycache__" not in str(p)) == \
+        [p for p in before if "__pycache__" not in str(p)]

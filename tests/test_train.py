@@ -3,7 +3,7 @@ import torch
 
 from slimzip.errors import SlimzipError
 from slimzip.models import create_model
-from slimzip.train import SCHEDULES, TrainConfig, bn_l1_penalty, distillation, evaluate, fit, lr_at
+from slimzip.trainer import SCHEDULES, TrainConfig, bn_l1_penalty, distillation, evaluate, fit, lr_at
 
 FAST = dict(epochs=2, batch_size=100, lr=0.05, precision="fp32")
 
@@ -169,7 +169,7 @@ def test_distillation_is_zero_for_the_teacher_itself_and_pulls_a_student_towards
 
 
 def test_recalibrate_bn_replaces_stale_statistics_with_the_data_s():
-    from slimzip.train import recalibrate_bn
+    from slimzip.trainer import recalibrate_bn
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))

@@ -1,15 +1,15 @@
 """slimzip: find the smallest CNN that still meets an accuracy target, and ship it as a compressed file.
 
-``slimzip.search``, ``slimzip.compress`` and ``slimzip.load`` (see ``slimzip.core``) are loaded on first
-use, so that importing a light module (the .slz reader) does not import the whole pipeline.
+``slimzip.train``, ``slimzip.search``, ``slimzip.compress`` and ``slimzip.load`` (see ``slimzip.core``) are
+loaded on first use, so that importing a light module (the .slz reader) does not import the whole pipeline.
 """
 
 __version__ = "0.1.0"
-__all__ = ["Compressed", "compress", "load", "search", "__version__"]
+__all__ = ["Compressed", "compress", "load", "search", "train", "__version__"]
 
 
 def __getattr__(name: str):
-    if name in ("Compressed", "compress", "load", "search"):
+    if name in ("Compressed", "compress", "load", "search", "train"):
         from . import core
 
         return getattr(core, name)

@@ -37,7 +37,7 @@ from .progress import log
 from .runs import claim
 from .searcher import Journal, Knobs, SearchConfig, run_search
 from .searcher.pipeline import CandidatePipeline, self_describing
-from .train import TrainConfig, evaluate
+from .trainer import TrainConfig, evaluate, fit
 from .unstructured import sparsity_of
 
 MAX_RESIDENT_BYTES = 8 << 30  # data read into memory at most; larger sets need a smaller subset
@@ -153,7 +153,21 @@ def digest(model: nn.Module, loaders: Loaders) -> dict:
     return {"model_sha256": h.hexdigest(), "data_sha256": d.hexdigest()}
 
 
-# --- search and compress -------------------------------------------------------------------------
+# --- train, search and compress ------------------------------------------------------------------
+
+def train(model: nn.Module, train: Any, val: Any = None, *, config: TrainConfig | None = None,
+          device: str | torch.device = "cpu", augment: bool = False, run_dir: str | os.PathLike | None = None,
+          verbose: bool = True, **overrides: Any) -> nn.Module:
+    """Train ``model`` in place with slimzip's loop (``TrainConfig``; keyword overrides such as
+    ``epochs=15, sparsity=1e-4`` for slimming's L1 on BatchNorm scales); ``run_dir`` makes it resumable."""
+    cfg = dataclasses.replace(config or TrainConfig(), **overrides).validate()
+    dev = torch.device(device)
+    tr = as_loader(train, train=True, batch_size=cfg.batch_size, device=dev, augment=augment, seed=cfg.seed,
+                   what="train")
+    va = as_loader(val, train=False, device=dev, what="val") if val is not None else None
+    fit(model.to(dev), tr, va, cfg, run_dir=Path(run_dir) if run_dir else None, verbose=verbose)
+    return model
+
 
 def _target(baseline: float, target_accuracy: float | None, max_drop: float | None) -> float:
     if (target_accuracy is None) == (max_drop is None):
@@ -161,7 +175,7 @@ def _target(baseline: float, target_accuracy: float | None, max_drop: float | No
                            "--max-drop (points below the baseline, e.g. 0.5)")
     if target_accuracy is not None:
         return check_range("target accuracy", target_accuracy, 0.0, 1.0)
-    return baseline - check_range("max drop", max_drop, 0.0, 100.0) / 100
+    return max(0.0, baseline - check_range("max drop", max_drop, 0.0, 100.0) / 100)
 
 
 def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_accuracy: float | None = None,
@@ -297,4 +311,4 @@ def load(source: str | os.PathLike | bytes, model: nn.Module | None = None) -> n
     return decode_model(container, model).eval()
 
 
-__all__: Sequence[str] = ("Compressed", "as_loader", "as_loaders", "compress", "load", "search")
+__all__: Sequence[str] = ("Compressed", "as_loader", "as_loaders", "compress", "load", "search", "train")

@@ -25,7 +25,7 @@ from .structured import (ChannelPruner, apply_plan, build_model, compose_plans, 
                          registry_input_shape, validate_plan)
 from .progress import log
 from .sharing import SharedLayer, WeightSharer, tie_centroids_, untie_centroids_
-from .train import TrainConfig, fit
+from .trainer import TrainConfig, fit
 from .unstructured import MagnitudePruner, apply_masks_, mask_hook, masks_from_zeros
 
 FORMAT = "slimzip-model"

@@ -28,7 +28,7 @@ from .measure import measure
 from .progress import log
 from .structured import (ChannelPlan, ChannelPruner, apply_plan, channel_groups, collect_activations, compose_plans,
                          zero_channels_hooks)
-from .train import TrainConfig, evaluate, fit
+from .trainer import TrainConfig, evaluate, fit
 
 METRICS = {  # DropNet's metric name -> (importance, scope)
     "min": ("dropnet", "global"), "min_layer": ("dropnet", "layer"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .checkpoint import atomic_write_json, read_meta, same_settings
 from .errors import SlimzipError
-from .train import TrainConfig
+from .trainer import TrainConfig
 
 # A training setting missing from a saved run's "train" config is read back as TrainConfig's default
 # (TrainConfig.from_json), so that default is what the run was made with.

@@ -15,7 +15,7 @@ from ..data import create_loaders, get_dataset_spec
 from ..errors import SlimzipError
 from ..models import get_model_entry
 from ..runs import claim as _claim, finished as _finished
-from ..train import TrainConfig
+from ..trainer import TrainConfig
 
 
 # Default training recipes per dataset; every field can be overridden from the command line.

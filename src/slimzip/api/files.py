@@ -15,7 +15,7 @@ from ..container import decode_container, encode_container, read_container
 from ..data import create_loaders, get_dataset_spec
 from ..errors import SlimzipError, check_range
 from ..measure import dense_fp32_bytes, measure
-from ..train import evaluate
+from ..trainer import evaluate
 from ..structured import compose_plans, widths
 from ..unstructured import sparsity_of
 from ..models.user import is_user_source

@@ -17,7 +17,7 @@ from ..errors import SlimzipError, check_range
 from ..measure import measure
 from ..progress import log
 from ..models import create_model, get_model_entry
-from ..train import TrainConfig, distillation, evaluate, fit
+from ..trainer import TrainConfig, distillation, evaluate, fit
 from ..structured import ChannelPruner, build_model, channel_groups, collect_activations, compose_plans, widths
 from .common import _checkpoint_loaders, _checkpoint_recipe, _claim, _finished, check_fits, resolve_device
 

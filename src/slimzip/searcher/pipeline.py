@@ -24,7 +24,7 @@ from ..data import DeviceLoader, Loaders
 from ..graph import GraphError, describe, portable
 from ..measure import measure
 from ..structured import apply_plan, build_model, compose_plans, dead_channel_plan, prunable_channels
-from ..train import TrainConfig, evaluate, fit, recalibrate_bn
+from ..trainer import TrainConfig, evaluate, fit, recalibrate_bn
 from ..unstructured import MagnitudePruner, Masks, apply_masks_, mask_hook, masks_from_zeros
 from .driver import SearchConfig, artifact_name
 from .journal import Candidate, Knobs
