@@ -177,7 +177,8 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     from .api import inspect_file
 
     def table(r: dict) -> str:
-        lines = [f"{r['file']}: {r['architecture']} ({r['dataset'] or 'no dataset recorded'}), {r['file_bytes']:,} bytes",
+        dataset = r["dataset"] or "no dataset recorded"
+        lines = [f"{r['file']}: {r['architecture']} ({dataset}), {r['file_bytes']:,} bytes",
                  f"{'tensor':28} {'weights':>9} {'kept':>7} {'bits':>4} {'code b/w':>8} {'(H)':>6} "
                  f"{'index b/w':>9} {'(H)':>6} {'bytes':>9}"]
         for t in r["tensors"]:

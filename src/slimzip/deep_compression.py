@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from .structured import (ChannelPruner, apply_plan, build_model, compose_plans, 
 from .progress import log
 from .sharing import SharedLayer, WeightSharer, tie_centroids_, untie_centroids_
 from .trainer import TrainConfig, fit
-from .unstructured import MagnitudePruner, apply_masks_, mask_hook, masks_from_zeros
+from .unstructured import MagnitudePruner, Masks, apply_masks_, mask_hook, masks_from_zeros
 
 FORMAT = "slimzip-model"
 RAW_DTYPES = {"float32": (np.float32, torch.float32), "float16": (np.float16, torch.float16)}
@@ -73,9 +74,56 @@ class CompressConfig:
         return self
 
 
-def sparsity_schedule(target: float, steps: int) -> list[float]:
-    """Sparsity after each round: the kept fraction shrinks geometrically (e.g. 0.5, 0.75, 0.875)."""
-    return [1 - (1 - target) ** ((i + 1) / steps) for i in range(steps)]
+def sparsity_steps(start: float, end: float, rounds: int) -> list[float]:
+    """Sparsities after each of ``rounds`` pruning rounds from ``start`` to ``end``: the kept fraction
+    shrinks geometrically (0 -> 0.875 in 3 rounds: 0.5, 0.75, 0.875)."""
+    kept0, kept1 = 1 - start, 1 - end
+    return [1 - kept0 * (kept1 / kept0) ** ((i + 1) / rounds) for i in range(rounds)]
+
+
+Tune = Callable[[nn.Module, "Masks | None"], float]  # fine-tune holding the masks; returns the epochs spent
+RemoveChannels = Callable[[nn.Module], "tuple[nn.Module, dict[str, list[int]]]"]  # -> narrowed model, its plan
+
+
+@dataclass
+class Pruned:
+    """A model after the structured and unstructured steps, before weight sharing."""
+
+    model: nn.Module
+    plan: dict[str, list[int]]  # channels removed, relative to the model the sequence started from
+    masks: "Masks | None"
+    epochs: float
+
+
+def prune_and_retrain(model: nn.Module, plan: dict, masks: "Masks | None", *, remove_channels: RemoveChannels | None,
+                      sparsities: Sequence[float], scope: str, tune: Tune, verbose: bool = True) -> Pruned:
+    """The deep-compression sequence that ``compress`` and every search candidate run: remove channels
+    (structured first) and fine-tune; then prune weights to each of ``sparsities`` in turn (magnitude,
+    ``scope``), fine-tuning with the masks held after each. ``masks`` (None: no weights pruned yet) are
+    the current masks, rebuilt from the zeros after channels go."""
+    spent = 0.0
+    if remove_channels is not None:
+        model, removed = remove_channels(model)
+        plan = compose_plans(plan, removed)
+        masks = masks_from_zeros(model) if masks is not None else None
+        spent += tune(model, masks)
+    for i, sparsity in enumerate(sparsities):
+        masks = MagnitudePruner(sparsity=sparsity, scope=scope).fit(model).masks_
+        apply_masks_(model, masks)
+        log(f"pruning round {i + 1}/{len(sparsities)}: sparsity {sparsity:.4f}", verbose=verbose)
+        spent += tune(model, masks)
+    return Pruned(model, plan, masks, spent)
+
+
+def remove_dead_units(pruned: Pruned, input_shape: tuple[int, ...], verbose: bool = True) -> Pruned:
+    """Units no weight reads any more, removed physically (as the combined heuristic's paper does); this
+    changes no output."""
+    dead = dead_channel_plan(pruned.model, input_shape)
+    if not dead:
+        return pruned
+    log(f"removing dead units in {len(dead)} layers", verbose=verbose)
+    model = apply_plan(pruned.model, dead, input_shape)
+    return Pruned(model, compose_plans(pruned.plan, dead), masks_from_zeros(model), pruned.epochs)
 
 
 @dataclass
@@ -91,36 +139,30 @@ class DeepCompressed:
 def deep_compress(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None, cfg: CompressConfig,
                   train_cfg: TrainConfig, input_shape: tuple[int, ...], verbose: bool = True) -> DeepCompressed:
     """Remove channels (``channel_ratio``), prune weights and retrain, remove dead units, share weights,
-    fine-tune centroids. ``model`` may be replaced by a narrower one: use the returned model."""
+    fine-tune centroids, with fixed knobs (``prune_and_retrain``). Retraining keeps the checkpoint's own
+    recipe (its L1 penalty included) at ``cfg.lr``. ``model`` may be replaced: use the returned model."""
     cfg.validate()
-    epochs = 0
-    tune = lambda n: dataclasses.replace(train_cfg, epochs=n, lr=cfg.lr, schedule="cosine", patience=0)  # noqa: E731
-    channel_plan: dict[str, list[int]] = {}
-    if cfg.channel_ratio > 0:  # structured first
-        pruner = default_channel_pruner(model, cfg.channel_ratio, cfg.channel_scope)
-        channel_plan = pruner.fit(model, input_shape).plan_
-        model = apply_plan(model, channel_plan, input_shape)
+    tune_cfg = lambda n: dataclasses.replace(train_cfg, epochs=n, lr=cfg.lr, schedule="cosine", patience=0)  # noqa: E731
+
+    def tune(m: nn.Module, masks: "Masks | None") -> float:
+        if cfg.retrain_epochs:
+            fit(m, train, val, tune_cfg(cfg.retrain_epochs), after_step=[mask_hook(masks)] if masks else [],
+                verbose=verbose)
+        return cfg.retrain_epochs
+
+    def remove_channels(m: nn.Module) -> tuple[nn.Module, dict]:
+        pruner = default_channel_pruner(m, cfg.channel_ratio, cfg.channel_scope)
+        plan = pruner.fit(m, input_shape).plan_
         log(f"removed {cfg.channel_ratio:.0%} of channels ({pruner.importance}, {pruner.scope})", verbose=verbose)
-        if cfg.retrain_epochs:
-            fit(model, train, val, tune(cfg.retrain_epochs), verbose=verbose)
-            epochs += cfg.retrain_epochs
-    masks = {}
-    for round_, sparsity in enumerate(sparsity_schedule(cfg.sparsity, cfg.prune_steps)):
-        masks = MagnitudePruner(sparsity=sparsity, scope=cfg.scope).fit(model).masks_
-        apply_masks_(model, masks)
-        log(f"pruning round {round_ + 1}/{cfg.prune_steps}: sparsity {sparsity:.4f}", verbose=verbose)
-        if cfg.retrain_epochs:
-            fit(model, train, val, tune(cfg.retrain_epochs), after_step=[mask_hook(masks)], verbose=verbose)
-            epochs += cfg.retrain_epochs
-    dead = dead_channel_plan(model, input_shape)
-    plan = compose_plans(channel_plan, dead)
-    if dead:  # units no weight reads any more: removed physically, as the combined heuristic's paper does
-        log(f"removing dead units in {len(dead)} layers", verbose=verbose)
-        model = apply_plan(model, dead, input_shape)
-        masks = masks_from_zeros(model)
-    layers = share_weights(model, masks, cfg.bits_conv, cfg.bits_fc, tune(cfg.centroid_epochs), train, val,
-                           grad=cfg.centroid_grad, verbose=verbose)
-    return DeepCompressed(model, layers, plan, epochs + cfg.centroid_epochs)
+        return apply_plan(m, plan, input_shape), plan
+
+    pruned = prune_and_retrain(model, {}, None, remove_channels=remove_channels if cfg.channel_ratio > 0 else None,
+                               sparsities=sparsity_steps(0.0, cfg.sparsity, cfg.prune_steps), scope=cfg.scope,
+                               tune=tune, verbose=verbose)
+    pruned = remove_dead_units(pruned, input_shape, verbose)
+    layers = share_weights(pruned.model, pruned.masks, cfg.bits_conv, cfg.bits_fc, tune_cfg(cfg.centroid_epochs),
+                           train, val, grad=cfg.centroid_grad, verbose=verbose)
+    return DeepCompressed(pruned.model, layers, pruned.plan, int(pruned.epochs) + cfg.centroid_epochs)
 
 
 def default_channel_pruner(model: nn.Module, channel_ratio: float, scope: str = "auto") -> ChannelPruner:

@@ -435,8 +435,10 @@ def plan_cost(model: nn.Module, plan: ChannelPlan, input_shape: tuple[int, ...],
     groups = groups if groups is not None else channel_groups(model, input_shape)[0]
     out_removed, in_removed = _removed_per_module(groups, plan)
     positions: dict[nn.Module, int] = {}
-    hooks = [m.register_forward_hook(lambda mod, i, o: positions.__setitem__(mod, o[0].numel() // mod.weight.shape[0]))
-             for m in model.modules() if isinstance(m, PRUNABLE)]
+
+    def record(mod: nn.Module, _inp, out: torch.Tensor) -> None:  # output positions per channel (any layout)
+        positions[mod] = out[0].numel() // mod.weight.shape[0]
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, PRUNABLE)]
     _eval_forward(model, torch.zeros(1, *input_shape), hooks)
     counted = {id(p) for m in model.modules() if isinstance(m, (*PRUNABLE, *NORMS))
                for p in m.parameters(recurse=False)}

@@ -43,7 +43,8 @@ def export(path: str | os.PathLike, out: str | os.PathLike, *, check_images: int
     if check.max_rel_diff > ONNX_TOLERANCE:  # a wrong graph is not written
         raise SlimzipError(f"{path}: the ONNX graph's outputs differ from PyTorch's by {check.max_rel_diff:.3g} "
                            f"(relative; tolerance {ONNX_TOLERANCE:g}); not written")
-    result = {"source": str(path), "file": str(out), "file_bytes": len(blob), "model": meta["model"].get("name", "user model (graph)"),
+    result = {"source": str(path), "file": str(out), "file_bytes": len(blob),
+              "model": meta["model"].get("name", "user model (graph)"),
               "dataset": meta["dataset"], "input_shape": ["batch", *shape], "params": measure(model, shape).params,
               "check": dataclasses.asdict(check)}
     if split:

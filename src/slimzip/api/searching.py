@@ -48,16 +48,12 @@ def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchCo
                          verbose=verbose, spec=None if is_user_source(meta["model"]["name"]) else meta["model"],
                          identity={"checkpoint": str(Path(checkpoint).resolve())},
                          file_meta={"dataset": meta["dataset"], **_file_data(meta)}, defaults=search_defaults(),
-                         **_target_kwargs(target_accuracy, max_drop))
-    summary = {**result.summary(), "file": str(out), "margin": result.margin, "baseline_test_accuracy": meta.get("metrics", {}).get(
-        "test_accuracy"), "candidates": result.candidates, "run_dir": str(run),
-        "wall_seconds_this_call": time.perf_counter() - t0}
+                         target_accuracy=target_accuracy, max_drop=max_drop)
+    summary = {**result.summary(), "file": str(out), "margin": result.margin,
+               "baseline_test_accuracy": meta.get("metrics", {}).get("test_accuracy"), "candidates": result.candidates,
+               "run_dir": str(run), "wall_seconds_this_call": time.perf_counter() - t0}
     atomic_write_json(run / "summary.json", summary)
     return summary
-
-
-def _target_kwargs(target_accuracy: float | None, max_drop: float | None) -> dict:
-    return {"target_accuracy": target_accuracy, "max_drop": max_drop}
 
 
 ABLATIONS = {"structured only": {"max_sparsity": 0.0, "margin": 0.0},

@@ -18,23 +18,17 @@ import torch
 from torch import nn
 
 from ..checkpoint import atomic_write_bytes, atomic_write_json, load_tensors, save_tensors
-from ..deep_compression import CompressConfig, decode_model, default_channel_pruner, encode_model, share_weights
+from ..deep_compression import (CompressConfig, decode_model, default_channel_pruner, encode_model, prune_and_retrain,
+                                remove_dead_units, share_weights, sparsity_steps)
 from ..container import decode_container
 from ..data import DeviceLoader, Loaders
 from ..graph import GraphError, describe, portable
 from ..measure import measure
-from ..structured import apply_plan, build_model, compose_plans, dead_channel_plan, prunable_channels
+from ..structured import apply_plan, build_model, compose_plans, prunable_channels
 from ..trainer import TrainConfig, evaluate, fit, recalibrate_bn
-from ..unstructured import MagnitudePruner, Masks, apply_masks_, mask_hook, masks_from_zeros
+from ..unstructured import Masks, mask_hook, masks_from_zeros
 from .driver import SearchConfig, artifact_name
 from .journal import Candidate, Knobs
-
-
-def sparsity_steps(start: float, end: float, rounds: int) -> list[float]:
-    """Sparsities after each of ``rounds`` pruning rounds from ``start`` to ``end``: the kept fraction
-    shrinks geometrically (0 -> 0.875 in 3 rounds: 0.5, 0.75, 0.875)."""
-    kept0, kept1 = 1 - start, 1 - end
-    return [1 - kept0 * (kept1 / kept0) ** ((i + 1) / rounds) for i in range(rounds)]
 
 
 class CandidatePipeline:
@@ -108,49 +102,51 @@ class CandidatePipeline:
         seen = recalibrate_bn(model, self._images(self.cfg.calibration_images, key), self.cfg.calibration_images)
         return seen / self.loaders.train.num_samples
 
-    def _remove_channels(self, model: nn.Module, plan: dict, ratio: float, removed: int):
+    def _remove_channels(self, model: nn.Module, ratio: float, removed: int) -> tuple[nn.Module, dict, int]:
         """Remove channels until ``ratio`` of the input model's prunable channels are gone (about: a
         per-layer scope rounds each layer down), by ``default_channel_pruner`` with the channel scope."""
         want = round(ratio * self.channels) - removed
         have = prunable_channels(model, self.shape)
         if want <= 0 or have <= 1:
-            return model, plan, removed
+            return model, {}, removed
         pruner = default_channel_pruner(model, min((want + 0.5) / have, 0.999), self.cfg.channel_scope)
         pruner.fit(model, self.shape)
         gone = have - sum(len(k) for k in pruner.plan_.values())
-        model = pruner.transform(model, self.shape)
-        return model, compose_plans(plan, pruner.plan_), removed + gone
+        return pruner.transform(model, self.shape), pruner.plan_, removed + gone
 
     def __call__(self, knobs: Knobs, parent: Candidate | None, *, key: str, epochs: float, rounds: int,
                  centroid_epochs: int) -> dict:
         model, plan = self._load(parent)
         start = parent.knobs if parent else Knobs()
-        removed = parent.channels_removed if parent else 0
-        masks = masks_from_zeros(model) if start.sparsity > 0 else None
-        spent = 0
+        removed = [parent.channels_removed if parent else 0]
+        spent = [0.0]
+
+        def tune(m: nn.Module, masks: Masks | None) -> float:
+            done = self._tune(m, epochs, masks, key)
+            spent[0] += done
+            return done
+
+        def remove_channels(m: nn.Module) -> tuple[nn.Module, dict]:
+            m, step_plan, removed[0] = self._remove_channels(m, knobs.channel_ratio, removed[0])
+            return m, step_plan
         try:
-            if knobs.channel_ratio > start.channel_ratio:
-                model, plan, removed = self._remove_channels(model, plan, knobs.channel_ratio, removed)
-                masks = masks_from_zeros(model) if start.sparsity > 0 else None
-                spent += self._tune(model, epochs, masks, key)
-            if knobs.sparsity > start.sparsity:
-                for sparsity in sparsity_steps(start.sparsity, knobs.sparsity, max(rounds, 1)):
-                    masks = MagnitudePruner(sparsity=sparsity, scope=self.cfg.scope).fit(model).masks_
-                    apply_masks_(model, masks)
-                    spent += self._tune(model, epochs, masks, key)
-            elif knobs == start:  # the same point, trained further (a screened candidate's fine-tune)
-                spent += self._tune(model, epochs, masks, key)
-            if spent == 0 and knobs != start:  # pruned, not trained: the BN statistics are stale
-                spent += self._calibrate(model, key)
-            if dead := dead_channel_plan(model, self.shape):  # units nothing reads any more: removed exactly
-                model = apply_plan(model, dead, self.shape)
-                plan = compose_plans(plan, dead)
-            self._save_trunk(key, model, plan)
-            data = self._code(model, plan, knobs, centroid_epochs)
-            spent += centroid_epochs
+            pruned = prune_and_retrain(
+                model, plan, masks_from_zeros(model) if start.sparsity > 0 else None,
+                remove_channels=remove_channels if knobs.channel_ratio > start.channel_ratio else None,
+                sparsities=sparsity_steps(start.sparsity, knobs.sparsity, max(rounds, 1))
+                if knobs.sparsity > start.sparsity else [], scope=self.cfg.scope, tune=tune, verbose=self.verbose)
+            if knobs == start:  # the same point, trained further (a screened candidate's fine-tune)
+                tune(pruned.model, pruned.masks)
+            if spent[0] == 0 and knobs != start:  # pruned, not trained: the BN statistics are stale
+                spent[0] += self._calibrate(pruned.model, key)
+            pruned = remove_dead_units(pruned, self.shape, self.verbose)
+            self._save_trunk(key, pruned.model, pruned.plan)
+            data = self._code(pruned.model, pruned.plan, knobs, centroid_epochs)
+            spent[0] += centroid_epochs
         except FloatingPointError as e:
-            e.epochs = spent  # type: ignore[attr-defined]
+            e.epochs = spent[0]  # type: ignore[attr-defined]
             raise
+        spent, removed = spent[0], removed[0]
         atomic_write_bytes(self.file_path(key), data)
         container = decode_container(data)
         decoded = decode_model(container, None if self_describing(container.manifest) else self.base).to(self.device)
