@@ -18,8 +18,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .atomic import atomic_write_bytes, atomic_write_json  # noqa: F401 - re-exported for the callers
 from .errors import SlimzipError
-from .structured import build_model
 
 FORMAT = "slimzip-checkpoint"
 VERSION = 1
@@ -37,23 +37,6 @@ def same_settings(saved: Any, config: Any, defaults: Any = None) -> bool:
         return False
     return all(same_settings(saved[k], v, defaults.get(k)) if k in saved else (k in defaults and defaults[k] == v)
                for k, v in config.items())
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
@@ -107,6 +90,8 @@ def read_meta(directory: str | os.PathLike) -> dict:
 
 def load_checkpoint(directory: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the model from its registry spec and load its weights; returns (model, meta)."""
+    from .structured import build_model  # Torch-Pruning: only where a model is built
+
     meta = read_meta(directory)
     spec = meta["model"]
     model = build_model(spec)

@@ -345,8 +345,10 @@ def build_parser() -> Parser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("train", help="train a registered model; resumes when run again with the same --out")
-    p.add_argument("--model", required=True, help="a name from `slimzip models`")
-    p.add_argument("--dataset", help="mnist, cifar10 or cifar100 (default: the model's own)")
+    p.add_argument("--model", required=True, help="a name from `slimzip models`, your own PATH.py:FACTORY or "
+                   "package.module:FACTORY (called with num_classes=), or timm:NAME where timm imports")
+    p.add_argument("--dataset", help="mnist, cifar10, cifar100 (default: the model's own), or imagefolder:DIR "
+                   "(one sub-folder per class; DIR/train + DIR/val [+ DIR/test], or split 80/10/10)")
     p.add_argument("--out", required=True, help="run directory: checkpoint, config, metrics")
     p.add_argument("--epochs", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int)
@@ -370,8 +372,11 @@ def build_parser() -> Parser:
     _order_options(p)
     p.add_argument("--seed", type=int)
     p.add_argument("--subset", type=_positive_int, help="train on the first N training images only")
-    p.add_argument("--no-augment", dest="augment", action="store_false", default=None,
-                   help="no crop/flip even for CIFAR")
+    augment = p.add_mutually_exclusive_group()
+    augment.add_argument("--augment", dest="augment", action="store_true", default=None,
+                         help="pad-4 random crop + flip (default: on for CIFAR, off for MNIST and image folders)")
+    augment.add_argument("--no-augment", dest="augment", action="store_false", default=None,
+                         help="no crop/flip even for CIFAR")
     p.add_argument("--normalize", default="standard", help="standard (mean/std) or unit (pixels in [0, 1])")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     _common(p)

@@ -18,7 +18,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import atomic_write_bytes
+from .atomic import atomic_write_bytes
 from .errors import SlimzipError
 
 MAGIC = b"\x89SLZ\r\n\x1a\n"  # PNG-style: catches text-mode and truncation damage early

@@ -120,6 +120,9 @@ def as_loader(data: Any, *, train: bool, batch_size: int = 128, device: str | to
         return data
     x, y = _materialise(data, what)
     x = x if x.dtype == torch.uint8 else x.float()
+    if train:  # one fixed order: consecutive images (short fine-tunes, BN recalibration) must mix the classes
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+        x, y = x[order], y[order]
     channels = x.shape[1] if x.dim() == 4 else 1
     return DeviceLoader(x.to(device), y.to(device), batch_size=batch_size if train else 1000,
                         mean=(0.0,) * channels, std=(1.0,) * channels, shuffle=train, augment=train and augment,

@@ -13,6 +13,7 @@ import torch
 
 from ..checkpoint import atomic_write_json, save_checkpoint
 from ..data import create_loaders, get_dataset_spec
+from ..data.folder import absolute
 from ..errors import SlimzipError
 from ..measure import measure
 from ..models import MODELS, create_model, get_model_entry
@@ -40,7 +41,7 @@ def train(model_name: str, dataset: str | None, out: str | os.PathLike, *, overr
     user = is_user_source(model_name)
     if user and not dataset:
         raise SlimzipError(f"--model {model_name} is your own model: name its data with --dataset")
-    dataset = dataset or get_model_entry(model_name).dataset
+    dataset = absolute(dataset or get_model_entry(model_name).dataset)
     spec = get_dataset_spec(dataset)
     if not user:
         check_fits(model_name, dataset)

@@ -34,6 +34,11 @@ def is_image_folder(name: str) -> bool:
     return name.startswith(PREFIX)
 
 
+def absolute(name: str) -> str:
+    """``imagefolder:DIR`` with DIR made absolute, so a checkpoint or file finds it from any directory."""
+    return f"{PREFIX}{Path(name[len(PREFIX):]).expanduser().resolve()}" if is_image_folder(name) else name
+
+
 def folder_path(name: str) -> Path:
     path = Path(name[len(PREFIX):]).expanduser()
     if not path.is_dir():
@@ -90,13 +95,20 @@ def read_folder(root: Path) -> Folder:
         x = x[:, :1]
     y = np.array([c for v in listed.values() for _, c in v], dtype=np.int64)
     bounds = np.cumsum([0] + [len(v) for v in listed.values()])
-    parts = {s: (x[a:b], y[a:b]) for s, a, b in zip(listed, bounds[:-1], bounds[1:])}
+    parts = {s: _shuffled(x[a:b], y[a:b]) for s, a, b in zip(listed, bounds[:-1], bounds[1:])}
     if "all" in parts:
         return Folder(classes, _split(*parts["all"]), "class folders split 80/10/10 (train/val/test), seed 0")
     if "test" not in parts:
         parts["test"] = parts["val"]
         return Folder(classes, parts, "train/ and val/ folders; val/ is also the test split")
     return Folder(classes, parts, "train/, val/ and test/ folders")
+
+
+def _shuffled(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One fixed permutation: folders list images class by class, and slimzip takes consecutive images
+    for subsets, short fine-tunes and BN recalibration, which must not all come from one class."""
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(y))
+    return x[order], y[order]
 
 
 def _split(x: np.ndarray, y: np.ndarray) -> dict:
@@ -110,7 +122,7 @@ def _split(x: np.ndarray, y: np.ndarray) -> dict:
         parts["train"] += idx[n_val + n_test:].tolist()
     if not parts["val"]:
         raise SlimzipError("image folder: too few images per class to split off validation images (want >= 3)")
-    return {s: (x[sorted(i)], y[sorted(i)]) for s, i in parts.items()}
+    return {s: _shuffled(x[sorted(i)], y[sorted(i)]) for s, i in parts.items()}
 
 
 def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
