@@ -264,3 +264,15 @@ def test_cli_bad_user_models_and_folders_are_one_line_errors(tmp_path, model, la
     assert run.returncode == 2 and message in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if "__pycache__" not in str(p)) == \
         [p for p in before if "__pycache__" not in str(p)]
+
+
+def test_fit_takes_a_torch_dataloader_directly():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from slimzip.trainer import TrainConfig, fit
+
+    torch.manual_seed(0)
+    model = FOREIGN["senet"](num_classes=4)
+    state = fit(model, DataLoader(TensorDataset(*_data(64)), batch_size=16), _data(32, seed=1),
+                TrainConfig(epochs=2, batch_size=16, lr=0.05), verbose=False)
+    assert len(state.history) == 2 and all(0.0 <= row["val_acc"] <= 1.0 for row in state.history)

@@ -22,6 +22,7 @@ from torch import nn
 
 from .checkpoint import atomic_write_bytes, atomic_write_json, load_tensors, save_tensors
 from .data import DeviceLoader
+from .data.adapt import as_loader
 from .errors import SlimzipError, check_range, unknown
 from .progress import Bar, log
 
@@ -212,9 +213,12 @@ class TrainState:
 def fit(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None, cfg: TrainConfig, *,
         loss_terms: Sequence[LossTerm] = (), after_step: Sequence[AfterStep] = (),
         run_dir: str | Path | None = None, verbose: bool = True) -> TrainState:
-    """Train ``model`` in place; returns the state with one history row per epoch."""
+    """Train ``model`` in place; returns the state with one history row per epoch. ``train`` / ``val``
+    may also be tensors, a torch Dataset or DataLoader (``data.adapt.as_loader`` reads them in)."""
     cfg.validate()
     device = next(model.parameters()).device
+    train = as_loader(train, train=True, batch_size=cfg.batch_size, device=device, seed=cfg.seed, what="train")
+    val = as_loader(val, train=False, device=device, what="val") if val is not None else None
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     bf16 = use_bf16(cfg.precision, device)
