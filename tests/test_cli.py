@@ -16,6 +16,16 @@ def run(capsys, *argv):
     return code, out, err
 
 
+@pytest.fixture(scope="module")
+def lenet5bn_run(tmp_path_factory, data_dir):
+    """One one-epoch LeNet-5-BN checkpoint on 2,000 images, shared (read-only) by the commands that start
+    from one (they write elsewhere, and one test checks the input is never touched)."""
+    path = tmp_path_factory.mktemp("l5bn") / "run"
+    assert main(["train", "--model", "lenet-5-bn", "--epochs", "1", "--subset", "2000", "--out", str(path),
+                 "--quiet"]) == 0
+    return path
+
+
 def _tiny_checkpoint(capsys, path, model="lenet-300-100", subset="3000"):
     """A one-epoch checkpoint on a subset, for the commands that start from one."""
     assert main(["train", "--model", model, "--epochs", "1", "--subset", subset, "--out", str(path), "--quiet"]) == 0
@@ -114,8 +124,8 @@ def test_compress_rejects_bad_knobs(capsys, tmp_path, argv, message):
     assert code == 2 and message in err
 
 
-def test_prune_channels_narrows_saves_and_never_touches_the_input(capsys, data_dir, tmp_path):
-    ckpt = _tiny_checkpoint(capsys, tmp_path / "run", "lenet-5-bn", "2000")
+def test_prune_channels_narrows_saves_and_never_touches_the_input(capsys, lenet5bn_run, tmp_path):
+    ckpt = lenet5bn_run
     before = {p.name: p.read_bytes() for p in ckpt.iterdir() if p.is_file()}
     out = tmp_path / "narrow"
     code, stdout, _ = run(capsys, "prune-channels", str(ckpt), "--method", "slimming", "--ratio", "0.5",
@@ -141,8 +151,8 @@ def test_prune_channels_narrows_saves_and_never_touches_the_input(capsys, data_d
     assert before == {p.name: p.read_bytes() for p in ckpt.iterdir() if p.is_file()}
 
 
-def test_prune_channels_in_passes_reaches_the_ratio_step_by_step_and_resumes(capsys, data_dir, tmp_path):
-    ckpt = _tiny_checkpoint(capsys, tmp_path / "run", "lenet-5-bn", "2000")
+def test_prune_channels_in_passes_reaches_the_ratio_step_by_step_and_resumes(capsys, lenet5bn_run, tmp_path):
+    ckpt = lenet5bn_run
     out = tmp_path / "gradual"
     argv = ["prune-channels", str(ckpt), "--ratio", "0.75", "--scope", "layer", "--passes", "3", "--finetune-epochs",
             "1", "--pass-epochs", "1", "--out", str(out), "--json", "--quiet"]
@@ -164,8 +174,8 @@ def test_prune_channels_in_passes_reaches_the_ratio_step_by_step_and_resumes(cap
     assert code == 0 and json.loads(stdout)["after"] == r["after"]
 
 
-def test_compress_with_channel_ratio_combines_both_kinds(capsys, data_dir, tmp_path):
-    ckpt = _tiny_checkpoint(capsys, tmp_path / "run", "lenet-5-bn", "2000")
+def test_compress_with_channel_ratio_combines_both_kinds(capsys, lenet5bn_run, tmp_path):
+    ckpt = lenet5bn_run
     slz = tmp_path / "c.slz"
     code, out, _ = run(capsys, "compress", str(ckpt), "--channel-ratio", "0.5", "--sparsity", "0.8", "--prune-steps",
                        "1", "--retrain-epochs", "0", "--centroid-epochs", "0", "--out", str(slz), "--json", "--quiet")

@@ -117,7 +117,8 @@ def test_file_round_trip_in_a_fresh_process(name, tmp_path):
     assert sum(report["components"].values()) == path.stat().st_size == report["file_bytes"]
     shape = get_dataset_spec(MODELS[name].dataset).image_shape
     x = torch.randn(2, *shape)
-    assert torch.allclose(decoded.eval()(x), decoded.eval()(x))
+    want = model.eval()(x)  # the in-memory compressed model; the file holds BN and biases as float16
+    assert (decoded.eval()(x) - want).abs().max() <= 1e-2 * (1 + want.abs().max())
 
 
 @pytest.mark.parametrize("name, biases_folded", [("lenet-5-bn", 3), ("lenet-300-100-bn", 2), ("resnet20", 0),

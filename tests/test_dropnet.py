@@ -36,7 +36,8 @@ def test_bad_settings(data_dir, tmp_path, bad, message):
 @pytest.mark.parametrize("reset", ["none", "random"])
 def test_other_resets_run(data_dir, tmp_path, reset):
     rows = _run(tmp_path, reset=reset, metric="random")["cycles"]
-    assert len(rows) >= 2 and json.dumps(rows)
+    assert len(rows) >= 2 and json.loads(json.dumps(rows)) == rows
+    assert all(b["remaining"] < a["remaining"] for a, b in zip(rows, rows[1:]))  # each cycle drops units
 
 
 def test_oracle_drops_the_unit_whose_removal_costs_least():

@@ -13,11 +13,13 @@ def _model(name="lenet-300-100", seed=0):
     return create_model(name)
 
 
-def test_schedules_start_high_and_end_low():
+def test_schedules_peak_at_the_learning_rate_and_end_low():
     cfg = TrainConfig(epochs=10, lr=1.0)
     for name in SCHEDULES:
-        c = TrainConfig(epochs=10, lr=1.0, schedule=name)
-        assert 0 <= lr_at(999, 100, c) <= 1.0
+        lrs = [lr_at(s, 100, TrainConfig(epochs=10, lr=1.0, schedule=name)) for s in range(1000)]
+        assert min(lrs) >= 0 and max(lrs) == pytest.approx(1.0, abs=1e-2), name
+        if name != "constant":
+            assert lrs[-1] < 0.05 * max(lrs), name  # every decaying schedule ends low
     assert lr_at(0, 100, cfg) == 1.0 and lr_at(999, 100, cfg) < 1e-4
     step = TrainConfig(epochs=10, lr=1.0, schedule="step", milestones=(0.5, 0.75))
     assert [lr_at(s, 100, step) for s in (0, 499, 500, 749, 750)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])

@@ -114,8 +114,9 @@ def _checkpoint_recipe(meta: dict) -> TrainConfig:
 
 def _checkpoint_loaders(meta: dict, batch_size: int, device: torch.device, data_dir: str | None, seed: int,
                         subset: int | None = None):
-    """Loaders for a checkpoint's dataset, with the data options it was trained with."""
+    """Loaders for a checkpoint's dataset, with the data options it was trained with (its training subset
+    too, unless ``subset`` says otherwise)."""
     opts = meta.get("config", {}).get("data", {})
     return create_loaders(meta["dataset"], data_dir=data_dir, batch_size=batch_size, device=device,
                           augment=opts.get("augment"), normalize=opts.get("normalize", "standard"), seed=seed,
-                          subset=subset)
+                          subset=subset if subset is not None else opts.get("subset"))

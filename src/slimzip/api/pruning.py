@@ -13,6 +13,7 @@ import torch
 
 from ..checkpoint import atomic_write_json, load_checkpoint, load_tensors, save_checkpoint
 from ..data import create_loaders, get_dataset_spec
+from ..deep_compression import sparsity_steps
 from ..errors import SlimzipError, check_range
 from ..measure import measure
 from ..progress import log
@@ -125,7 +126,7 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
 def _ratio_after(step: int, passes: int, ratio: float) -> float:
     """Of the input's channels, the fraction removed after ``step`` of ``passes`` equal steps (each
     removes the same share of what is left); the last step ends at ``ratio`` itself."""
-    return ratio if step == passes else 1 - (1 - ratio) ** (step / passes)
+    return ratio if step == passes else sparsity_steps(0.0, ratio, passes)[step - 1]
 
 
 def _teacher(path: str | None, dataset: str, device: torch.device) -> torch.nn.Module | None:
