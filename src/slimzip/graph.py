@@ -69,13 +69,25 @@ def _layers() -> dict[str, LayerType]:
         "AdaptiveAvgPool2d": (nn.AdaptiveAvgPool2d, ("output_size",)),
         "AdaptiveMaxPool2d": (nn.AdaptiveMaxPool2d, ("output_size",)),
         "ChannelShuffle": (nn.ChannelShuffle, ("groups",)),
+        "ConvTranspose2d": (nn.ConvTranspose2d, ("in_channels", "out_channels", "kernel_size", "stride", "padding",
+                                                 "output_padding", "groups", "bias", "dilation", "padding_mode")),
+        "InstanceNorm2d": (nn.InstanceNorm2d, bn),
+        "LocalResponseNorm": (nn.LocalResponseNorm, ("size", "alpha", "beta", "k")),
+        "Upsample": (nn.Upsample, ("size", "scale_factor", "mode", "align_corners")),
+        "ZeroPad2d": (nn.ZeroPad2d, ("padding",)),
+        "Hardtanh": (nn.Hardtanh, ("min_val", "max_val")), "SELU": (nn.SELU, ()),
+        "Softplus": (nn.Softplus, ("beta", "threshold")),
+        "MaxPool1d": (nn.MaxPool1d, (*pool, "dilation")), "AvgPool1d": (nn.AvgPool1d, (*pool, "count_include_pad")),
+        "AdaptiveAvgPool1d": (nn.AdaptiveAvgPool1d, ("output_size",)), "Dropout1d": (nn.Dropout1d, ("p",)),
+        "Unflatten": (nn.Unflatten, ("dim", "unflattened_size")),
     }
     return {name: LayerType(cls, fields) for name, (cls, fields) in table.items()}
 
 
 LAYERS = _layers()
 LAYER_NAMES = {t.cls: name for name, t in LAYERS.items()}
-WORDS = {"zeros", "reflect", "replicate", "circular", "same", "valid", "none", "tanh"}  # string arguments
+WORDS = {"zeros", "reflect", "replicate", "circular", "same", "valid", "none", "tanh", "nearest", "bilinear",
+         "bicubic", "linear"}  # the string arguments a layer may take
 
 
 def _safe_getattr(obj: Any, name: str) -> Any:
@@ -92,7 +104,8 @@ def _functions() -> dict[str, Callable]:
     tensor = ["cat", "stack", "flatten", "add", "sub", "mul", "div", "relu", "sigmoid", "tanh", "mean", "sum",
               "amax", "permute", "transpose", "reshape", "chunk", "split", "matmul", "softmax", "clamp", "narrow",
               "squeeze", "unsqueeze", "channel_shuffle", "abs", "exp", "sqrt", "rsqrt", "neg", "max", "min",
-              "maximum", "minimum", "where", "roll", "bmm", "einsum", "flip", "cumsum", "erf"]
+              "maximum", "minimum", "where", "roll", "bmm", "einsum", "flip", "cumsum", "erf", "zeros_like",
+              "ones_like", "square", "pow", "log", "softmax", "mm", "addmm", "baddbmm"]
     functional = ["relu", "relu6", "silu", "gelu", "hardswish", "hardsigmoid", "sigmoid", "tanh", "leaky_relu",
                   "elu", "mish", "softmax", "log_softmax", "adaptive_avg_pool2d", "adaptive_max_pool2d",
                   "avg_pool2d", "max_pool2d", "dropout", "layer_norm", "batch_norm", "group_norm", "linear",
@@ -177,10 +190,13 @@ def describe(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
     """The architecture of ``model`` as JSON data (see the module docstring); raises ``GraphError``
     naming what cannot be described. The result is checked: ``build`` of it, with ``model``'s tensors,
     gives the same outputs on a random input."""
-    try:
-        graph = _Tracer().trace(model)
+    was = model.training
+    try:  # in eval mode: what a Python flag decides (F.dropout(training=self.training)) is recorded for inference
+        graph = _Tracer().trace(model.eval())
     except Exception as e:  # fx fails in many ways on arbitrary Python: all of them "not traceable"
         raise GraphError(f"cannot trace the model with torch.fx ({type(e).__name__}: {e})") from None
+    finally:
+        model.train(was)
     modules = dict(model.named_modules())
     layers, attrs, nodes = {}, {}, []
     for i, node in enumerate(graph.nodes):
