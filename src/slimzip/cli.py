@@ -7,14 +7,19 @@ Progress and logs go to stderr; ``--json`` prints one JSON object to stdout. Exi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from typing import Callable, Sequence
 
 from . import __version__
+from .deep_compression import CompressConfig
 from .errors import SlimzipError
+from .options import add_options, fractions, given, number, positive_int
 from .progress import log
+from .searcher.driver import SearchConfig
+from .trainer import TrainConfig
 
 
 class Parser(argparse.ArgumentParser):
@@ -23,26 +28,6 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         raise SystemExit(2)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
-    return value
 
 
 def _emit(result: dict, as_json: bool, lines: Callable[[dict], str]) -> None:
@@ -69,11 +54,7 @@ def cmd_models(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from .api import train
 
-    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
-                                                 "schedule", "warmup_epochs", "label_smoothing", "sparsity",
-                                                 "precision", "seed", "patience", "compile", "channels_last",
-                                                 "milestones", "restore_best", "shuffle")
-                 if getattr(args, k) is not None}
+    overrides = given(args, TrainConfig)
     result = train(args.model, args.dataset, args.out, overrides=overrides, device=args.device,
                    data_dir=args.data_dir, subset=args.subset, bn_init=args.bn_init, augment=args.augment,
                    normalize=args.normalize, verbose=not args.quiet)
@@ -91,20 +72,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
                                        f"(loss {r['loss']:.4f}, {r['images']} images)")
 
 
-SEARCH_FIELDS = ("step", "refine", "max_channel_ratio", "max_sparsity", "finetune_epochs", "short_epochs",
-                 "calibration_images", "prune_steps", "centroid_epochs", "scope", "channel_scope", "bits_conv",
-                 "bits_fc", "index_bits_conv", "index_bits_fc", "coder", "fold_bn", "lr", "train_subset", "max_epochs")
-FIXED_ONLY = ("channel_ratio", "sparsity", "retrain_epochs", "raw_dtype")
+FIXED_ONLY = tuple(f.name for f in dataclasses.fields(CompressConfig)
+                   if f.name not in {g.name for g in dataclasses.fields(SearchConfig)} and "help" in f.metadata)
 
 
-def _search_config(args: argparse.Namespace, strategy: str):
-    from .searcher import SearchConfig
-
-    values = {k: getattr(args, k) for k in SEARCH_FIELDS if getattr(args, k, None) is not None}
-    for name in ("margin", "screen_gap"):  # given in accuracy points, kept as fractions
-        if getattr(args, name, None) is not None:
-            values[name] = getattr(args, name) / 100
-    return SearchConfig(strategy=strategy, **values)
+def _search_config(args: argparse.Namespace, strategy: str) -> SearchConfig:
+    return SearchConfig(strategy=strategy, **given(args, SearchConfig))
 
 
 def _search_line(r: dict) -> str:
@@ -128,13 +101,10 @@ def cmd_compress(args: argparse.Namespace) -> None:
         _emit(result, args.json, _search_line)
         return
     from .api import compress
-    from .deep_compression import CompressConfig
 
     if args.search is not None:
         raise SlimzipError("--search needs a target: --target-accuracy A or --max-drop P")
-    fields = ("channel_ratio", "channel_scope", "sparsity", "scope", "prune_steps", "retrain_epochs", "bits_conv",
-              "bits_fc", "centroid_epochs", "index_bits_conv", "index_bits_fc", "coder", "raw_dtype", "fold_bn", "lr")
-    cfg = CompressConfig(**{k: getattr(args, k) for k in fields if getattr(args, k) is not None})
+    cfg = CompressConfig(**given(args, CompressConfig))
     result = compress(args.checkpoint, args.out, cfg, device=args.device, data_dir=args.data_dir,
                       verbose=not args.quiet)
     _emit(result, args.json, lambda r: (f"{r['file']}: {r['file_bytes']:,} bytes ({r['compression_ratio']:.1f}x "
@@ -252,8 +222,7 @@ def cmd_prune_channels(args: argparse.Namespace) -> None:
 def cmd_dropnet(args: argparse.Namespace) -> None:
     from .api import dropnet
 
-    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "patience", "restore_best", "shuffle")
-                 if getattr(args, k) is not None}
+    overrides = given(args, TrainConfig, DROPNET_TRAINING)
     r = dropnet(args.model, args.dataset, args.out, metric=args.metric, fraction=args.fraction,
                 stop_remaining=args.stop_remaining, kappa=args.kappa, reset=args.reset,
                 oracle_images=args.oracle_images, init=args.init, overrides=overrides,
@@ -275,194 +244,124 @@ def cmd_dropnet(args: argparse.Namespace) -> None:
 
 # --- parser --------------------------------------------------------------------------------------
 
-def _fractions(text: str) -> tuple[float, ...]:
-    """A comma-separated list of numbers (range checks are TrainConfig's)."""
-    return tuple(_number(part) for part in text.split(",") if part.strip())
-
-
-def _order_options(p: argparse.ArgumentParser) -> None:
-    """Training-order and early-stopping options (DropNet's Keras code: no shuffling, last-epoch weights)."""
-    p.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=None,
-                   help="train on the split in its stored order every epoch (default: reshuffled each epoch)")
-    p.add_argument("--keep-last", dest="restore_best", action="store_false", default=None,
-                   help="early stopping keeps the last epoch's weights (default: the best epoch's)")
+DROPNET_TRAINING = ("epochs", "batch_size", "lr", "patience", "restore_best", "shuffle")  # the knobs dropnet takes
 
 
 def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object with the results to stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     if data:
         p.add_argument("--data-dir", help="dataset folder (default: $SLIMZIP_DATA, then ~/.cache/slimzip/data)")
         p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
 
 
-def _search_args(p: argparse.ArgumentParser) -> None:
-    """Options shared by compress (search and fixed knobs) and compare-search."""
-    p.add_argument("--target-accuracy", type=_number, help="search: the validation accuracy to meet, e.g. 0.99")
-    p.add_argument("--max-drop", type=_number, help="search: target = baseline val accuracy minus P points")
-    p.add_argument("--step", type=_number, help="search: step width of channel ratio and sparsity (default 0.1)")
-    p.add_argument("--margin", type=_number,
-                   help="search: accuracy points held back while removing channels (default: half the allowed drop)")
-    p.add_argument("--refine", type=int, help="search: refinement rounds, step halves each (default 2)")
-    p.add_argument("--max-channel-ratio", type=_number, help="search: largest channel ratio tried (default 0.9)")
-    p.add_argument("--max-sparsity", type=_number, help="search: largest weight sparsity tried (default 0.99)")
-    p.add_argument("--finetune-epochs", type=int, help="search: epochs after each pruning step (default 1)")
-    p.add_argument("--short-epochs", type=_number,
-                   help="frontier: the short fine-tune tried before a full one, in epochs (default 0.5; 0: none)")
-    p.add_argument("--calibration-images", type=int,
-                   help="search: images to re-estimate BN statistics after pruning without training "
-                        "(default 2048; 0: off)")
-    p.add_argument("--screen-gap", type=_number,
-                   help="frontier: fine-tune a screened candidate only within P points of the target (default 5)")
-    p.add_argument("--max-epochs", type=_number,
-                   help="search: budget in fine-tune epochs; the best file found within it wins (default: none)")
-    p.add_argument("--train-subset", type=_positive_int, help="search: fine-tune on the first N training images")
-    p.add_argument("--scope",
-                   help="weight pruning threshold: layer or global (fixed knobs default layer, search global)")
-    p.add_argument("--channel-scope",
-                   help="channel removal threshold: global, layer, or auto (default: global with BN, else layer)")
-    p.add_argument("--prune-steps", type=_positive_int,
-                   help="prune-retrain rounds (default 3; the grid's per candidate)")
-    p.add_argument("--bits-conv", type=int, help="codebook bits for conv layers (default 8)")
-    p.add_argument("--bits-fc", type=int, help="codebook bits for linear layers (default 5)")
-    p.add_argument("--centroid-epochs", type=int, help="centroid fine-tuning epochs (default 1)")
-    p.add_argument("--index-bits-conv", type=int, help="relative index bits, conv (default 8)")
-    p.add_argument("--index-bits-fc", type=int, help="relative index bits, linear (default 5)")
-    p.add_argument("--coder", help="auto (default: smallest per stream), rans, huffman or fixed")
-    p.add_argument("--lr", type=_number, help="fine-tuning learning rate (default 0.01)")
-    p.add_argument("--no-fold-bn", dest="fold_bn", action="store_false", default=None,
-                   help="store BatchNorm's four tensors as they are (default: folded into scale + shift: exact in "
-                        "eval mode and smaller, but the decoded BN layers no longer hold training statistics)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+def _target_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target-accuracy", type=number, help="search: the validation accuracy to meet, e.g. 0.99")
+    p.add_argument("--max-drop", type=number, help="search: target = baseline val accuracy minus P points")
 
 
-def build_parser() -> Parser:
-    parser = Parser(prog="slimzip", description="Find the smallest CNN that meets an accuracy target.")
-    parser.add_argument("--version", action="version", version=f"slimzip {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-
-    p = sub.add_parser("models", help="list the registered models with params and MACs")
-    _common(p, data=False)
-    p.set_defaults(func=cmd_models)
-
-    p = sub.add_parser("train", help="train a registered model; resumes when run again with the same --out")
+def _train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model; resumes when run again with the same --out")
     p.add_argument("--model", required=True, help="a name from `slimzip models`, your own PATH.py:FACTORY or "
                    "package.module:FACTORY (called with num_classes=), or timm:NAME where timm imports")
     p.add_argument("--dataset", help="mnist, cifar10, cifar100 (default: the model's own), or imagefolder:DIR "
                    "(one sub-folder per class; DIR/train + DIR/val [+ DIR/test], or split 80/10/10)")
     p.add_argument("--out", required=True, help="run directory: checkpoint, config, metrics")
-    p.add_argument("--epochs", type=_positive_int)
-    p.add_argument("--batch-size", type=_positive_int)
-    p.add_argument("--lr", type=_number, help="peak learning rate")
-    p.add_argument("--momentum", type=_number)
-    p.add_argument("--nesterov", action="store_true", default=None)
-    p.add_argument("--weight-decay", type=_number)
-    p.add_argument("--schedule", help="constant, step, cosine or onecycle")
-    p.add_argument("--milestones", type=_fractions,
-                   help="step schedule: fractions of training where lr /= 10, comma-separated (default 0.5,0.75)")
-    p.add_argument("--warmup-epochs", type=_number)
-    p.add_argument("--label-smoothing", type=_number)
-    p.add_argument("--sparsity", type=_number, metavar="LAMBDA", help="L1 penalty on BN scales (network slimming)")
-    p.add_argument("--bn-init", type=_number, help="initial BN scale (network slimming uses 0.5)")
-    p.add_argument("--precision", help="auto, bf16 or fp32 (auto: bf16 only where the hardware has it)")
-    p.add_argument("--compile", action="store_true", default=None,
-                   help="torch.compile the model: faster epochs after a one-off compile (minutes on a CPU)")
-    p.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,
-                   help="NHWC memory layout (default: on)")
-    p.add_argument("--patience", type=int, help="early stopping on validation loss after N bad epochs")
-    _order_options(p)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--subset", type=_positive_int, help="train on the first N training images only")
+    add_options(p, [("the dataset's recipe, else", TrainConfig)])
+    p.add_argument("--bn-init", type=number, help="initial BN scale (network slimming uses 0.5)")
+    p.add_argument("--subset", type=positive_int, help="train on the first N training images only")
     augment = p.add_mutually_exclusive_group()
     augment.add_argument("--augment", dest="augment", action="store_true", default=None,
                          help="pad-4 random crop + flip (default: on for CIFAR, off for MNIST and image folders)")
     augment.add_argument("--no-augment", dest="augment", action="store_false", default=None,
                          help="no crop/flip even for CIFAR")
     p.add_argument("--normalize", default="standard", help="standard (mean/std) or unit (pixels in [0, 1])")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
     _common(p)
     p.set_defaults(func=cmd_train)
 
+
+def _prune_parser(sub) -> None:
     p = sub.add_parser("prune-channels", help="remove channels (physically) from a checkpoint, then fine-tune")
     p.add_argument("checkpoint", help="a checkpoint directory (from `slimzip train` or `prune-channels`)")
     p.add_argument("--out", required=True, help="a new directory for the narrowed checkpoint")
     p.add_argument("--method", default="slimming",
                    help="slimming (BN scales), l1, l2, dropnet (mean activation), dropnet_max, apoz or random")
-    p.add_argument("--ratio", type=_number, required=True, help="fraction of channels removed, in [0, 1)")
+    p.add_argument("--ratio", type=number, required=True, help="fraction of channels removed, in [0, 1)")
     p.add_argument("--scope", default="global", help="global (one threshold) or layer (the ratio in every layer)")
-    p.add_argument("--min-channels", type=_positive_int, default=1, help="channels every layer keeps (default 1)")
-    p.add_argument("--round-to", type=_positive_int, default=1, help="round kept widths up to a multiple (8, 16, 32)")
+    p.add_argument("--min-channels", type=positive_int, default=1, help="channels every layer keeps (default 1)")
+    p.add_argument("--round-to", type=positive_int, default=1, help="round kept widths up to a multiple (8, 16, 32)")
     p.add_argument("--finetune-epochs", type=int, default=0)
-    p.add_argument("--lr", type=_number, help="fine-tune learning rate (default: a tenth of the checkpoint's)")
+    p.add_argument("--lr", type=number, help="fine-tune learning rate (default: a tenth of the checkpoint's)")
     p.add_argument("--schedule", default="cosine",
                    help="fine-tune schedule: cosine (default), step (the checkpoint's milestones), constant, onecycle")
-    p.add_argument("--sparsity", type=_number, default=0.0,
+    p.add_argument("--sparsity", type=number, default=0.0,
                    help="L1 on BN scales while fine-tuning (multi-pass slimming)")
-    p.add_argument("--passes", type=_positive_int, default=1,
+    p.add_argument("--passes", type=positive_int, default=1,
                    help="remove --ratio in N equal steps, fine-tuning between them (gradual; default 1)")
     p.add_argument("--pass-epochs", type=int, help="fine-tune epochs after each step but the last (default: a quarter "
                                                   "of --finetune-epochs)")
-    p.add_argument("--pass-sparsity", type=_number,
+    p.add_argument("--pass-sparsity", type=number,
                    help="L1 on BN scales in those fine-tunes (default: the checkpoint's own training lambda)")
-    p.add_argument("--distill", type=_number, default=0.0,
+    p.add_argument("--distill", type=number, default=0.0,
                    help="fine-tune with this weight on distillation from the unpruned model (0: off; e.g. 1)")
     p.add_argument("--teacher", help="with --distill: distill from this checkpoint directory instead (same dataset)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true", help="no progress output")
     _common(p)
     p.set_defaults(func=cmd_prune_channels)
 
+
+def _dropnet_parser(sub) -> None:
     p = sub.add_parser("dropnet", help="DropNet: train, drop the least active units, repeat (resumable)")
     p.add_argument("--model", required=True)
     p.add_argument("--dataset", help="default: the model's own")
     p.add_argument("--out", required=True, help="run directory: cycles.jsonl, per-cycle weights, summary")
     p.add_argument("--metric", default="min_layer",
                    help="min, min_layer, max, max_layer, random, random_layer, apoz, apoz_layer, oracle (small nets)")
-    p.add_argument("--fraction", type=_number, default=0.2, help="of the remaining units dropped per cycle")
-    p.add_argument("--stop-remaining", type=_number, default=0.1, help="stop at this fraction of units left")
-    p.add_argument("--kappa", type=_number, default=0.0, help="stop once val accuracy < kappa x the first cycle's")
+    p.add_argument("--fraction", type=number, default=0.2, help="of the remaining units dropped per cycle")
+    p.add_argument("--stop-remaining", type=number, default=0.1, help="stop at this fraction of units left")
+    p.add_argument("--kappa", type=number, default=0.0, help="stop once val accuracy < kappa x the first cycle's")
     p.add_argument("--reset", default="init", help="init (theta0, DropNet's default), none, or random")
     p.add_argument("--init", default="torch",
                    help="theta0: torch (PyTorch's default init) or glorot (Keras's, which DropNet's code used)")
-    p.add_argument("--oracle-images", type=_positive_int, default=5000,
+    p.add_argument("--oracle-images", type=positive_int, default=5000,
                    help="oracle metric: training images the loss is measured on (default 5000)")
-    p.add_argument("--epochs", type=_positive_int, help="per cycle, with early stopping (default 100)")
-    p.add_argument("--patience", type=int, help="early stopping patience (default 5)")
-    p.add_argument("--batch-size", type=_positive_int, help="default 32")
-    p.add_argument("--lr", type=_number, help="default 0.1")
-    _order_options(p)
-    p.add_argument("--subset", type=_positive_int, help="train on the first N training images only")
+    from .api.pruning import DROPNET_RECIPE
+
+    add_options(p, [("DropNet's", DROPNET_RECIPE)], DROPNET_TRAINING)
+    p.add_argument("--subset", type=positive_int, help="train on the first N training images only")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true", help="no progress output")
     _common(p)
     p.set_defaults(func=cmd_dropnet)
 
+
+def _compress_parser(sub) -> None:
     p = sub.add_parser("compress", help="the main job: the smallest .slz file at a target accuracy (or fixed knobs)")
     p.add_argument("checkpoint", help="a checkpoint directory (from `slimzip train`)")
     p.add_argument("--out", required=True, help="the .slz file to write")
-    _search_args(p)
+    _target_options(p)
     p.add_argument("--search", help="heuristic (default), grid or frontier")
     p.add_argument("--run-dir", help="the search's run directory (default: OUT with .run for .slz)")
-    p.add_argument("--channel-ratio", type=_number,
-                   help="fixed knobs: fraction of channels removed first, then retrained (default 0: none)")
-    p.add_argument("--sparsity", type=_number,
-                   help="fixed knobs: fraction of conv/linear weights removed (default 0.9)")
-    p.add_argument("--retrain-epochs", type=int, help="fixed knobs: epochs after each pruning round (default 2)")
-    p.add_argument("--raw-dtype", help="fixed knobs: float16 (default) or float32 for BN, biases, small tensors")
+    add_options(p, [("search", SearchConfig), ("fixed knobs", CompressConfig)])
     _common(p)
     p.set_defaults(func=cmd_compress)
 
+
+def _compare_parser(sub) -> None:
     p = sub.add_parser("compare-search", help="run heuristic, grid and frontier (and the ablation) on one checkpoint")
     p.add_argument("checkpoint", help="a checkpoint directory (from `slimzip train`)")
     p.add_argument("--out", required=True, help="a directory: one run directory and .slz file per search")
-    _search_args(p)
+    _target_options(p)
+    add_options(p, [("search", SearchConfig)])
     p.add_argument("--strategies", default="heuristic,grid,frontier", help="comma-separated (default: all three)")
-    p.add_argument("--budget-ratio", type=_number,
+    p.add_argument("--budget-ratio", type=number,
                    help="also run frontier with a budget of R x the heuristic's epochs ('frontier-budget')")
     p.add_argument("--ablation", default="frontier",
                    help="strategy for the structured-only / unstructured-only / combined table, or none")
     _common(p)
     p.set_defaults(func=cmd_compare_search)
 
+
+def _file_parsers(sub) -> None:
     p = sub.add_parser("inspect", help="per-tensor and per-component bytes of a .slz file")
     p.add_argument("file")
     _common(p, data=False)
@@ -471,7 +370,7 @@ def build_parser() -> Parser:
     p = sub.add_parser("export", help="write a .slz file's model (or a checkpoint's) as ONNX, checked with onnxruntime")
     p.add_argument("file", help="a .slz file or a checkpoint directory")
     p.add_argument("--onnx", required=True, help="the ONNX file to write (needs slimzip[onnx])")
-    p.add_argument("--check-images", type=_positive_int, default=64,
+    p.add_argument("--check-images", type=positive_int, default=64,
                    help="random inputs run through both onnxruntime and PyTorch (default 64)")
     p.add_argument("--split", choices=["test", "val"], help="also measure the ONNX graph's accuracy on this split")
     _common(p, data=False)
@@ -490,6 +389,17 @@ def build_parser() -> Parser:
     p.add_argument("--split", default="test", choices=["test", "val"])
     _common(p)
     p.set_defaults(func=cmd_eval)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="slimzip", description="Find the smallest CNN that meets an accuracy target.")
+    parser.add_argument("--version", action="version", version=f"slimzip {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    p = sub.add_parser("models", help="list the registered models with params and MACs")
+    _common(p, data=False)
+    p.set_defaults(func=cmd_models)
+    for add in (_train_parser, _prune_parser, _dropnet_parser, _compress_parser, _compare_parser, _file_parsers):
+        add(sub)
     return parser
 
 

@@ -22,6 +22,7 @@ from .container import HEADER, TRAILER, Container, ContainerError, encode_contai
 from .data import DeviceLoader
 from .errors import SlimzipError, check_range, unknown
 from .graph import GraphError, build as build_graph
+from .options import knob
 from .structured import (ChannelPruner, apply_plan, build_model, compose_plans, dead_channel_plan, dependency_graph,
                          registry_input_shape, validate_plan)
 from .progress import log
@@ -41,22 +42,23 @@ CHANNEL_SCOPES = ("auto", "global", "layer")
 class CompressConfig:
     """The knobs of deep compression. Saved in the file's manifest."""
 
-    channel_ratio: float = 0.0  # fraction of channels removed first (structured), 0 = none
-    channel_scope: str = "auto"  # channel threshold: 'global', per 'layer', or 'auto' (global where the model has BN)
-    sparsity: float = 0.9  # fraction of conv/linear weights set to zero
-    scope: str = "layer"  # 'layer' (each layer at `sparsity`) or 'global' (one threshold)
-    prune_steps: int = 3  # iterative pruning: sparsity rises over this many prune-retrain rounds
-    retrain_epochs: int = 2  # epochs of retraining (masks held) after each pruning round
-    bits_conv: int = 8  # codebook index width, conv layers
-    bits_fc: int = 5  # codebook index width, linear layers
-    centroid_epochs: int = 1  # epochs of centroid fine-tuning after weight sharing
+    channel_ratio: float = knob(0.0, "fixed knobs: fraction of channels removed first, then retrained")
+    channel_scope: str = knob("auto", "channel threshold: global, layer, or auto (global where the model has BN)")
+    sparsity: float = knob(0.9, "fixed knobs: fraction of conv/linear weights set to zero")
+    scope: str = knob("layer", "weight-pruning threshold: layer (each at the sparsity) or global")
+    prune_steps: int = knob(3, "prune-retrain rounds; sparsity rises geometrically over them")
+    retrain_epochs: int = knob(2, "fixed knobs: retraining epochs (masks held) after each pruning round")
+    bits_conv: int = knob(8, "codebook index bits, conv layers")
+    bits_fc: int = knob(5, "codebook index bits, linear layers")
+    centroid_epochs: int = knob(1, "centroid fine-tuning epochs after weight sharing")
     centroid_grad: str = "mean"  # 'mean' or 'sum' of the cluster's weight gradients (see sharing.py)
-    index_bits_conv: int = 8  # relative-index width, conv layers (fillers past 2**bits - 1)
-    index_bits_fc: int = 5  # relative-index width, linear layers
-    coder: str = "auto"  # 'rans', 'huffman', 'fixed', or 'auto': the smallest of them for each stream
-    raw_dtype: str = "float16"  # BN parameters, biases and other small tensors
-    fold_bn: bool = True  # store BatchNorm as scale + shift (a preceding bias folded in): exact in eval mode
-    lr: float = 0.01  # retraining / fine-tuning learning rate (cosine within each round)
+    index_bits_conv: int = knob(8, "relative-index bits, conv layers (fillers past 2^bits - 1)")
+    index_bits_fc: int = knob(5, "relative-index bits, linear layers")
+    coder: str = knob("auto", "rans, huffman, fixed, or auto: the smallest of them for each stream")
+    raw_dtype: str = knob("float16", "fixed knobs: float16 or float32 for BN, biases and other small tensors")
+    fold_bn: bool = knob(True, "store BatchNorm as scale + shift (a preceding bias folded in): exact in eval mode",
+                         flag="--no-fold-bn")
+    lr: float = knob(0.01, "retraining / fine-tuning learning rate (cosine within each round)")
 
     def validate(self) -> "CompressConfig":
         check_range("sparsity", self.sparsity, 0.0, 1.0, high_open=True)

@@ -24,6 +24,7 @@ from .checkpoint import atomic_write_bytes, atomic_write_json, load_tensors, sav
 from .data import DeviceLoader
 from .data.adapt import as_loader
 from .errors import SlimzipError, check_range, unknown
+from .options import knob
 from .progress import Bar, log
 
 LossTerm = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (model, x, out, y) -> scalar
@@ -34,24 +35,27 @@ AfterStep = Callable[[nn.Module], None]  # model -> None, called after every opt
 class TrainConfig:
     """How to train. Saved as JSON beside every result."""
 
-    epochs: int = 10  # passes over the training split
-    batch_size: int = 128  # images per step
-    lr: float = 0.1  # peak learning rate
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4  # L2 coefficient on every parameter
-    schedule: str = "cosine"  # a name in SCHEDULES
-    milestones: tuple[float, ...] = (0.5, 0.75)  # 'step' schedule: fractions of training where lr /= 10
-    warmup_epochs: float = 0.0  # linear warm-up from 0, in epochs
-    label_smoothing: float = 0.0  # cross-entropy smoothing, 0..1
-    sparsity: float = 0.0  # lambda of the L1 penalty on BN scales (network slimming), 0 = off
-    precision: str = "auto"  # 'bf16' autocast, 'fp32', or 'auto': bf16 only where the hardware has it
-    channels_last: bool = True  # NHWC memory layout (faster convs on CPU and GPU; no effect on MLPs)
-    compile: bool = False  # torch.compile the forward/backward: faster steps after a one-off compile
-    seed: int = 0  # weight init (when the caller seeds) and data order
-    patience: int = 0  # early stopping: epochs without a lower validation loss; 0 = off
-    restore_best: bool = True  # early stopping ends on the best epoch's weights (False: the last's, as Keras)
-    shuffle: bool = True  # a new training order every epoch (False: the split's own order every epoch)
+    epochs: int = knob(10, "passes over the training split")
+    batch_size: int = knob(128, "images per step")
+    lr: float = knob(0.1, "peak learning rate")
+    momentum: float = knob(0.9, "SGD momentum")
+    nesterov: bool = knob(False, "Nesterov momentum")
+    weight_decay: float = knob(5e-4, "L2 coefficient on every parameter")
+    schedule: str = knob("cosine", "learning-rate schedule: constant, step, cosine or onecycle")
+    milestones: tuple[float, ...] = knob((0.5, 0.75), "step schedule: fractions of training where lr /= 10, "
+                                                      "comma-separated")
+    warmup_epochs: float = knob(0.0, "linear warm-up from 0, in epochs")
+    label_smoothing: float = knob(0.0, "cross-entropy label smoothing, in [0, 1)")
+    sparsity: float = knob(0.0, "lambda of the L1 penalty on BN scales (network slimming; 0: off)")
+    precision: str = knob("auto", "auto, bf16 or fp32 (auto: bf16 only where the hardware has it)")
+    channels_last: bool = knob(True, "NHWC memory layout (faster convs on CPU and GPU; no effect on MLPs)")
+    compile: bool = knob(False, "torch.compile the model: faster epochs after a one-off compile (minutes on a CPU)")
+    seed: int = knob(0, "weight init and data order")
+    patience: int = knob(0, "early stopping after N epochs without a lower validation loss (0: off)")
+    restore_best: bool = knob(True, "early stopping keeps the last epoch's weights, as Keras does (default: the "
+                                    "best epoch's)", flag="--keep-last")
+    shuffle: bool = knob(True, "train on the split in its stored order every epoch (default: reshuffled each "
+                               "epoch)", flag="--no-shuffle")
 
     def validate(self) -> "TrainConfig":
         if self.epochs < 1:

@@ -22,6 +22,10 @@ from ..trainer import TrainConfig, distillation, evaluate, fit
 from ..structured import ChannelPruner, build_model, channel_groups, collect_activations, compose_plans, widths
 from .common import _checkpoint_loaders, _checkpoint_recipe, _claim, _finished, check_fits, resolve_device
 
+# DropNet's training (its Keras code: plain SGD at 0.1, batch 32, early stopping with patience 5)
+DROPNET_RECIPE = TrainConfig(epochs=100, batch_size=32, lr=0.1, momentum=0.0, weight_decay=0.0, schedule="constant",
+                             patience=5)
+
 
 METHODS = {"slimming": "bn_scale", "l1": "l1", "l2": "l2", "dropnet": "dropnet", "dropnet_max": "dropnet_max",
            "apoz": "apoz", "random": "random"}  # command-line method -> importance criterion
@@ -153,8 +157,7 @@ def dropnet(model_name: str, dataset: str | None, out: str | os.PathLike, *, met
     check_fits(model_name, dataset)
     cfg = DropNetConfig(metric=metric, fraction=fraction, stop_remaining=stop_remaining, kappa=kappa, reset=reset,
                         seed=seed, oracle_images=oracle_images, init=init).validate()
-    train_cfg = dataclasses.replace(TrainConfig(epochs=100, batch_size=32, lr=0.1, momentum=0.0, weight_decay=0.0,
-                                                schedule="constant", patience=5), **(overrides or {})).validate()
+    train_cfg = dataclasses.replace(DROPNET_RECIPE, **(overrides or {})).validate()
     dev = resolve_device(device)
     config = json.loads(json.dumps({"model": model_name, "dataset": dataset, "dropnet": dataclasses.asdict(cfg),
                                     "train": train_cfg.to_json(), "subset": subset}))

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from ..deep_compression import CHANNEL_SCOPES
 from ..errors import SlimzipError, check_range, unknown
+from ..options import knob
 from ..progress import log
 from .journal import Candidate, Journal, Knobs
 from .strategies import STRATEGIES
@@ -20,28 +21,33 @@ class SearchConfig:
     search, and running it again with other settings is refused."""
 
     strategy: str = "heuristic"
-    step: float = 0.1  # step width of both knobs (heuristic, grid; frontier's first step)
-    margin: float | None = None  # accuracy kept in reserve for weight pruning (fraction); None: half the slack
-    refine: int = 2  # heuristic: refinement rounds (step and margin halve); frontier: finest step = step / 2**refine
-    max_channel_ratio: float = 0.9
-    max_sparsity: float = 0.99
-    finetune_epochs: int = 1  # after each pruning step
-    short_epochs: float = 0.5  # frontier: the short fine-tune between the screen and a full one (epoch fraction)
-    calibration_images: int = 2048  # BN statistics re-estimated on this many images after pruning without training
-    prune_steps: int = 3  # grid: weight-pruning rounds per candidate (each followed by finetune_epochs)
-    centroid_epochs: int = 1  # centroid fine-tuning of the winner (0: none)
-    screen_gap: float = 0.05  # frontier: fine-tune a screened candidate only if it misses by less than this
-    scope: str = "global"  # weight-pruning threshold: one global, or per layer
-    channel_scope: str = "auto"  # channel removal: 'global' threshold, per 'layer', or 'auto' (global with BN)
-    bits_conv: int = 8
-    bits_fc: int = 5
-    index_bits_conv: int = 8
-    index_bits_fc: int = 5
-    coder: str = "auto"
-    fold_bn: bool = True  # files store BatchNorm as scale + shift (CompressConfig.fold_bn)
-    lr: float = 0.01  # fine-tuning learning rate (cosine within each step)
-    train_subset: int | None = None  # fine-tune on the first N training images only (None: all)
-    max_epochs: float | None = None  # search budget: no candidate starts that could end past it (None: no limit)
+    step: float = knob(0.1, "search: step width of channel ratio and sparsity (frontier: its first step)")
+    margin: float | None = knob(None, "search: accuracy held back while removing channels (none: half the allowed "
+                                      "drop)", points=True)
+    refine: int = knob(2, "search: refinement rounds, the step halves each (frontier: finest step = step / 2^refine)")
+    max_channel_ratio: float = knob(0.9, "search: largest channel ratio tried")
+    max_sparsity: float = knob(0.99, "search: largest weight sparsity tried")
+    finetune_epochs: int = knob(1, "search: fine-tune epochs after each pruning step")
+    short_epochs: float = knob(0.5, "frontier: the short fine-tune tried before a full one, in epochs (0: none)")
+    calibration_images: int = knob(2048, "search: images that re-estimate BN statistics after pruning without "
+                                         "training (0: off)")
+    prune_steps: int = knob(3, "prune-retrain rounds (the grid's per candidate)")
+    centroid_epochs: int = knob(1, "centroid fine-tuning epochs (the search's winner)")
+    screen_gap: float = knob(0.05, "frontier: fine-tune a screened candidate only if it misses by less than this",
+                             points=True)
+    scope: str = knob("global", "weight-pruning threshold: global or layer")
+    channel_scope: str = knob("auto", "channel removal threshold: global, layer, or auto (global with BN, else "
+                                      "layer)")
+    bits_conv: int = knob(8, "codebook bits for conv layers")
+    bits_fc: int = knob(5, "codebook bits for linear layers")
+    index_bits_conv: int = knob(8, "relative index bits, conv layers")
+    index_bits_fc: int = knob(5, "relative index bits, linear layers")
+    coder: str = knob("auto", "entropy coder: auto (the smallest per stream), rans, huffman or fixed")
+    fold_bn: bool = knob(True, "store BatchNorm's four tensors as they are (default: folded into scale + shift: "
+                               "exact in eval mode and smaller)", flag="--no-fold-bn")
+    lr: float = knob(0.01, "fine-tuning learning rate (cosine within each step)")
+    train_subset: int | None = knob(None, "search: fine-tune on the first N training images only")
+    max_epochs: float | None = knob(None, "search: budget in fine-tune epochs; the best file found within it wins")
 
     def validate(self) -> "SearchConfig":
         if self.strategy not in STRATEGIES:
