@@ -92,8 +92,8 @@ def cmd_compress(args: argparse.Namespace) -> None:
     if args.target_accuracy is not None or args.max_drop is not None:
         from .api import search
 
-        if given := [f"--{k.replace('_', '-')}" for k in FIXED_ONLY if getattr(args, k) is not None]:
-            raise SlimzipError(f"{', '.join(given)}: chosen by the search; "
+        if fixed := [f"--{k.replace('_', '-')}" for k in FIXED_ONLY if getattr(args, k) is not None]:
+            raise SlimzipError(f"{', '.join(fixed)}: chosen by the search; "
                                "drop them or drop --target-accuracy/--max-drop")
         result = search(args.checkpoint, args.out, _search_config(args, args.search or "heuristic"),
                         target_accuracy=args.target_accuracy, max_drop=args.max_drop, run_dir=args.run_dir,

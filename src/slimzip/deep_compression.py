@@ -46,7 +46,7 @@ class CompressConfig:
     channel_scope: str = knob("auto", "channel threshold: global, layer, or auto (global where the model has BN)")
     sparsity: float = knob(0.9, "fixed knobs: fraction of conv/linear weights set to zero")
     scope: str = knob("layer", "weight-pruning threshold: layer (each at the sparsity) or global")
-    prune_steps: int = knob(3, "prune-retrain rounds; sparsity rises geometrically over them")
+    prune_steps: int = knob(3, "prune-retrain rounds; sparsity rises geometrically over them", positive=True)
     retrain_epochs: int = knob(2, "fixed knobs: retraining epochs (masks held) after each pruning round")
     bits_conv: int = knob(8, "codebook index bits, conv layers")
     bits_fc: int = knob(5, "codebook index bits, linear layers")

@@ -10,11 +10,12 @@ import typing
 from typing import Any, Sequence
 
 
-def knob(default: Any, help: str, *, flag: str | None = None, points: bool = False) -> Any:
+def knob(default: Any, help: str, *, flag: str | None = None, points: bool = False, positive: bool = False) -> Any:
     """A config field with its command-line help. ``flag``: the option's name where it is not
     ``--field-name`` (a boolean that turns a True default off: ``--no-shuffle``); ``points``: a fraction
-    entered and shown in percentage points."""
-    return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "points": points})
+    entered and shown in percentage points; ``positive``: an integer of at least 1 (checked as parsed)."""
+    return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "points": points,
+                                                        "positive": positive})
 
 
 def positive_int(text: str) -> int:
@@ -96,7 +97,7 @@ def add_options(parser: argparse.ArgumentParser, sources: Sequence[tuple[str, An
             kwargs["action"] = (argparse.BooleanOptionalAction if meta["flag"] is None and f.default
                                 else "store_false" if f.default else "store_true")
         else:
-            kwargs["type"] = _parse(hint)
+            kwargs["type"] = positive_int if meta["positive"] else _parse(hint)
         parser.add_argument(flag, **kwargs)
     return list(fields)
 

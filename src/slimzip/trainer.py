@@ -35,8 +35,8 @@ AfterStep = Callable[[nn.Module], None]  # model -> None, called after every opt
 class TrainConfig:
     """How to train. Saved as JSON beside every result."""
 
-    epochs: int = knob(10, "passes over the training split")
-    batch_size: int = knob(128, "images per step")
+    epochs: int = knob(10, "passes over the training split", positive=True)
+    batch_size: int = knob(128, "images per step", positive=True)
     lr: float = knob(0.1, "peak learning rate")
     momentum: float = knob(0.9, "SGD momentum")
     nesterov: bool = knob(False, "Nesterov momentum")

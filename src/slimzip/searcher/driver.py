@@ -31,7 +31,7 @@ class SearchConfig:
     short_epochs: float = knob(0.5, "frontier: the short fine-tune tried before a full one, in epochs (0: none)")
     calibration_images: int = knob(2048, "search: images that re-estimate BN statistics after pruning without "
                                          "training (0: off)")
-    prune_steps: int = knob(3, "prune-retrain rounds (the grid's per candidate)")
+    prune_steps: int = knob(3, "prune-retrain rounds (the grid's per candidate)", positive=True)
     centroid_epochs: int = knob(1, "centroid fine-tuning epochs (the search's winner)")
     screen_gap: float = knob(0.05, "frontier: fine-tune a screened candidate only if it misses by less than this",
                              points=True)
@@ -46,7 +46,7 @@ class SearchConfig:
     fold_bn: bool = knob(True, "store BatchNorm's four tensors as they are (default: folded into scale + shift: "
                                "exact in eval mode and smaller)", flag="--no-fold-bn")
     lr: float = knob(0.01, "fine-tuning learning rate (cosine within each step)")
-    train_subset: int | None = knob(None, "search: fine-tune on the first N training images only")
+    train_subset: int | None = knob(None, "search: fine-tune on the first N training images only", positive=True)
     max_epochs: float | None = knob(None, "search: budget in fine-tune epochs; the best file found within it wins")
 
     def validate(self) -> "SearchConfig":
