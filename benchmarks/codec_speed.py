@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from slimzip.deep_compression import CompressConfig, decode_model, encode_model
+from slimzip.codec import decode_model, encode_model
+from slimzip.deep_compression import CompressConfig
 from slimzip.container import decode_container
 from slimzip.models import create_model
 from slimzip.sharing import WeightSharer

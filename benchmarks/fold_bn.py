@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from slimzip.deep_compression import CompressConfig, decode_model, decode_shared, encode_model
+from slimzip.codec import decode_model, decode_shared, encode_model
+from slimzip.deep_compression import CompressConfig
 from slimzip.container import Container, decode_container, read_container
 from slimzip.data import create_loaders
 from slimzip.sharing import SharedLayer

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from slimzip.deep_compression import CompressConfig, decode_model, encode_model, inspect_container
+from slimzip.codec import decode_model, encode_model
 from slimzip.container import ContainerError, decode_container, read_container, write_container
 from slimzip.data import get_dataset_spec
+from slimzip.deep_compression import CompressConfig
+from slimzip.inspection import inspect_container
 from slimzip.models import MODELS, create_model
 from slimzip.sharing import WeightSharer, kmeans_1d, tie_centroids_, untie_centroids_
 from slimzip.unstructured import MagnitudePruner, apply_masks_, mask_hook, prunable_weights, sparsity_of
@@ -108,7 +110,7 @@ def test_file_round_trip_in_a_fresh_process(name, tmp_path):
         assert torch.equal(w, prunable_weights(decoded)[k]), k
     expected = tmp_path / "expected.pt"
     torch.save({k: v for k, v in decoded.state_dict().items()}, expected)
-    code = ("import sys, torch; from slimzip.deep_compression import decode_model; "
+    code = ("import sys, torch; from slimzip.codec import decode_model; "
             "from slimzip.container import read_container;"
             "m = decode_model(read_container(sys.argv[1])); e = torch.load(sys.argv[2], weights_only=True);"
             "s = m.state_dict(); sys.exit(0 if all(torch.equal(s[k], e[k]) for k in e) else 1)")

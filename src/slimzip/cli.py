@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 from . import __version__
 from .deep_compression import CompressConfig
 from .errors import SlimzipError
-from .options import add_options, fractions, given, number, positive_int
+from .options import add_options, given, number, positive_int
 from .progress import log
 from .searcher.driver import SearchConfig
 from .trainer import TrainConfig

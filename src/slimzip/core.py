@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .checkpoint import atomic_write_bytes, atomic_write_json
-from .deep_compression import decode_model
+from .codec import decode_model
 from .container import decode_container, read_container
 from .data import Loaders
 from .data.adapt import as_loader, as_loaders

@@ -233,8 +233,7 @@ def fit(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None, cfg: Tr
     run = Path(run_dir) if run_dir else None
     state = _resume(run, model, opt, cfg, verbose) if run else TrainState()
     train = train if cfg.shuffle else train.in_order()
-    steps = len(train)
-    if steps == 0:
+    if (steps := len(train)) == 0:
         raise SlimzipError("the training split is empty")
     for epoch in range(state.epoch, cfg.epochs):
         if state.stopped_early:
@@ -263,11 +262,8 @@ def fit(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None, cfg: Tr
             correct += (out.argmax(1) == y).sum()
             if i % 25 == 0:
                 bar.status(f"loss {loss.item():.4f}")
-        n = steps * train.batch_size if train.drop_last else train.num_samples
-        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": loss_sum.item() / n,
-               "train_acc": correct.item() / n}
-        if not math.isfinite(row["train_loss"]):
-            raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss {row['train_loss']})")
+        row = _epoch_row(epoch, opt.param_groups[0]["lr"], loss_sum, correct,
+                         steps * train.batch_size if train.drop_last else train.num_samples)
         if val is not None:
             row["val_loss"], row["val_acc"] = evaluate(model, val, bf16=bf16)
         row["seconds"] = time.perf_counter() - t0
@@ -278,6 +274,14 @@ def fit(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None, cfg: Tr
     if state.best_weights is not None:  # kept only by early stopping that ends on the best epoch, not the last
         model.load_state_dict(state.best_weights)
     return state
+
+
+def _epoch_row(epoch: int, lr: float, loss_sum: torch.Tensor, correct: torch.Tensor, images: int) -> dict:
+    """The epoch's training numbers; a loss that is not finite means training diverged."""
+    row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum.item() / images, "train_acc": correct.item() / images}
+    if not math.isfinite(row["train_loss"]):
+        raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss {row['train_loss']})")
+    return row
 
 
 def _end_epoch(state: TrainState, row: dict, cfg: TrainConfig, model: nn.Module, run: Path | None) -> None:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
 
 from ..checkpoint import load_checkpoint
-from ..deep_compression import decode_model
+from ..codec import decode_model
 from ..container import read_container
 from ..data import create_loaders, get_dataset_spec
 from ..errors import SlimzipError
 from ..models import get_model_entry
-from ..runs import claim as _claim, finished as _finished
 from ..trainer import TrainConfig
 
 

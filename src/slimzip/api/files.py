@@ -10,10 +10,12 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import atomic_write_bytes, load_checkpoint
-from ..deep_compression import CompressConfig, decode_model, deep_compress, encode_model, inspect_container
+from ..codec import decode_model, encode_model
 from ..container import decode_container, encode_container, read_container
 from ..data import create_loaders, get_dataset_spec
+from ..deep_compression import CompressConfig, deep_compress
 from ..errors import SlimzipError, check_range
+from ..inspection import inspect_container
 from ..measure import dense_fp32_bytes, measure
 from ..trainer import evaluate
 from ..structured import compose_plans, widths

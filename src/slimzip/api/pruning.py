@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..checkpoint import atomic_write_json, load_checkpoint, load_tensors, save_checkpoint
 from ..data import create_loaders, get_dataset_spec
@@ -20,7 +21,8 @@ from ..progress import log
 from ..models import create_model, get_model_entry
 from ..trainer import TrainConfig, distillation, evaluate, fit
 from ..structured import ChannelPruner, build_model, channel_groups, collect_activations, compose_plans, widths
-from .common import _checkpoint_loaders, _checkpoint_recipe, _claim, _finished, check_fits, resolve_device
+from ..runs import claim as _claim, finished as _finished
+from .common import _checkpoint_loaders, _checkpoint_recipe, check_fits, resolve_device
 
 # DropNet's training (its Keras code: plain SGD at 0.1, batch 32, early stopping with patience 5)
 DROPNET_RECIPE = TrainConfig(epochs=100, batch_size=32, lr=0.1, momentum=0.0, weight_decay=0.0, schedule="constant",
@@ -37,36 +39,20 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
                    passes: int = 1, pass_epochs: int | None = None, pass_sparsity: float | None = None,
                    distill: float = 0.0, teacher: str | None = None, seed: int = 0, device: str = "cpu",
                    data_dir: str | None = None, verbose: bool = True) -> dict:
-    """Remove channels from a trained checkpoint (physically: the result is a narrower dense model),
-    fine-tune (``distill`` > 0: with that weight on distillation from ``teacher``, a checkpoint directory,
-    else from the model before pruning), and save a new checkpoint; the input is never modified.
-
-    ``passes`` > 1 removes the same total fraction of each pruned layer's channels in that many equal
-    steps: after each but the last, ``pass_epochs`` of fine-tuning (default: a quarter of
-    ``finetune_epochs``) with ``pass_sparsity`` (default: the checkpoint's own sparsity lambda, so a
-    slimming run keeps its BN scales sparse) and a checkpoint in ``out/pass{i}`` that a rerun resumes from."""
-    if method not in METHODS:
-        raise SlimzipError(f"unknown method {method!r}; choose from: {', '.join(METHODS)}")
-    check_range("channel ratio", channel_ratio, 0.0, 1.0, high_open=True)
-    check_range("distillation weight", distill, 0.0, 100.0)
-    if passes < 1 or finetune_epochs < 0 or (pass_epochs is not None and pass_epochs < 0):
-        raise SlimzipError(f"passes must be at least 1 and epochs at least 0 (got {passes} passes)")
-    if teacher is not None and not distill:
-        raise SlimzipError("--teacher is the model to distill from: give --distill a weight above 0 too")
+    """Remove channels from a checkpoint (physically), fine-tune (``distill`` > 0: with distillation from
+    ``teacher``, else the model before pruning), save a new checkpoint; the input is never modified. ``passes``
+    > 1: the ratio in equal steps, each but the last followed by ``pass_epochs`` (a quarter of ``finetune_epochs``)
+    under ``pass_sparsity`` (the checkpoint's own L1 lambda) and a checkpoint ``out/pass{i}`` a rerun resumes from."""
     out = Path(out)
-    if out.resolve() == Path(checkpoint).resolve():
-        raise SlimzipError("--out must be a new directory; the input checkpoint is never modified")
+    _check_prune_args(checkpoint, out, method, channel_ratio, distill, passes, finetune_epochs, pass_epochs, teacher)
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, dev)
-    dataset, spec = meta["dataset"], meta["model"]
-    shape = get_dataset_spec(dataset).image_shape
+    dataset, spec, shape = meta["dataset"], meta["model"], get_dataset_spec(meta["dataset"]).image_shape
     train_cfg = _checkpoint_recipe(meta)
     pass_defaults = {"pass_epochs": max(1, finetune_epochs // 4), "pass_sparsity": train_cfg.sparsity}
-    pass_epochs = pass_defaults["pass_epochs"] if pass_epochs is None else pass_epochs
-    pass_sparsity = pass_defaults["pass_sparsity"] if pass_sparsity is None else pass_sparsity
-    ft = dataclasses.replace(train_cfg, epochs=max(finetune_epochs, 1), lr=lr or train_cfg.lr * 0.1, schedule=schedule,
-                             sparsity=sparsity, patience=0).validate()  # checked before anything is written
-    step_ft = dataclasses.replace(ft, epochs=max(pass_epochs, 1), sparsity=pass_sparsity).validate()
+    pass_epochs, pass_sparsity = (pass_defaults[k] if v is None else v
+                                  for k, v in (("pass_epochs", pass_epochs), ("pass_sparsity", pass_sparsity)))
+    ft, step_ft = _finetune_configs(train_cfg, finetune_epochs, lr, schedule, sparsity, pass_epochs, pass_sparsity)
     config = {"pruned_from": str(checkpoint), "method": method, "channel_ratio": channel_ratio, "scope": scope,
               "min_channels": min_channels, "round_to": round_to, "finetune_epochs": finetune_epochs, "lr": lr,
               "schedule": schedule, "sparsity": sparsity, "passes": passes, "pass_epochs": pass_epochs,
@@ -76,27 +62,16 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
         return finished
     _claim(out, {**meta["config"], "prune": config}, added_later)
     loaders = _checkpoint_loaders(meta, train_cfg.batch_size, dev, data_dir, seed)
-    before = {"cost": measure(model, shape).as_dict(), "widths": widths(model),
-              "val_accuracy": evaluate(model, loaders.val)[1]}
-    teacher_model = None
-    if distill and finetune_epochs:  # the given checkpoint, else the model before pruning
-        teacher_model = _teacher(teacher, dataset, dev) or copy.deepcopy(model)
-    terms = [distillation(teacher_model, distill)] if teacher_model is not None else []
-    plan, history, first = spec.get("plan"), [], 1
-    saved_passes = [i for i in range(1, passes) if (out / f"pass{i}" / "model.json").is_file()]
-    if saved_passes:  # a restart: go on after the last step that was saved
-        model, saved_meta = load_checkpoint(out / f"pass{saved_passes[-1]}", dev)
-        plan, history, first = saved_meta["model"]["plan"], saved_meta["metrics"]["passes"], saved_passes[-1] + 1
+    before = _snapshot(model, shape, loaders.val)
+    terms = [distillation(_teacher(teacher, dataset, dev) or copy.deepcopy(model), distill)] \
+        if distill and finetune_epochs else []  # the given teacher checkpoint, else the model before pruning
+    model, plan, history, first = _resume_passes(out, passes, dev, model, spec.get("plan"))
     for step in range(first, passes + 1):
         last = step == passes
-        activations = None
-        if method in ("dropnet", "dropnet_max", "apoz"):  # DropNet scores over the whole training split
-            activations = collect_activations(model, channel_groups(model, shape)[0], loaders.train)
         pruner = ChannelPruner(importance=METHODS[method], channel_ratio=_ratio_after(step, passes, channel_ratio),
                                scope=scope, min_channels=min_channels, round_to=round_to, seed=seed,
                                base_widths=before["widths"])
-        pruner.fit(model, shape, activations)
-        model = pruner.transform(model, shape)
+        model = _prune_once(model, pruner, shape, loaders.train)
         plan = compose_plans(plan, pruner.plan_)
         pruned_val = evaluate(model, loaders.val)[1]
         epochs = finetune_epochs if last else pass_epochs
@@ -105,26 +80,74 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
                 run_dir=out / ("finetune" if last else f"finetune{step}"), verbose=verbose)
         history.append({"pass": step, "widths": widths(model), "val_accuracy_before_finetune": pruned_val,
                         "val_accuracy": evaluate(model, loaders.val)[1] if epochs else pruned_val})
-        if not last:
+        if not last:  # a checkpoint a rerun resumes from
             save_checkpoint(out / f"pass{step}", model.float().to(memory_format=torch.contiguous_format),
                             {**spec, "plan": plan}, dataset=dataset, config=meta["config"], metrics={"passes": history})
             log(f"pass {step}/{passes}: widths {history[-1]['widths']}, val {history[-1]['val_accuracy']:.4f}",
                 verbose=verbose)
-    new_spec = {**spec, "plan": plan}
-    cost = measure(model, shape)
     summary = {"model": spec["name"], "dataset": dataset, "out": str(out), "method": method,
-               "channel_ratio": channel_ratio, "scope": scope, "before": before,
-               "after": {"cost": cost.as_dict(), "widths": widths(model),
-                         "val_accuracy_before_finetune": history[-1]["val_accuracy_before_finetune"],
-                         "val_accuracy": history[-1]["val_accuracy"],
-                         "test_accuracy": evaluate(model, loaders.test)[1]},
-               "params_removed": 1 - cost.params / before["cost"]["params"],
-               "macs_removed": 1 - cost.macs / before["cost"]["macs"], "finetune_epochs": finetune_epochs,
+               "channel_ratio": channel_ratio, "scope": scope, "finetune_epochs": finetune_epochs,
+               **_before_after(before, model, shape, history, evaluate(model, loaders.test)[1]),
                **({"passes": history} if passes > 1 else {})}
-    save_checkpoint(out, model.float().to(memory_format=torch.contiguous_format), new_spec, dataset=dataset,
-                    config={**meta["config"], "prune": config}, metrics=summary)
+    save_checkpoint(out, model.float().to(memory_format=torch.contiguous_format), {**spec, "plan": plan},
+                    dataset=dataset, config={**meta["config"], "prune": config}, metrics=summary)
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def _finetune_configs(train_cfg: TrainConfig, epochs: int, lr: float | None, schedule: str, sparsity: float,
+                      pass_epochs: int, pass_sparsity: float) -> tuple[TrainConfig, TrainConfig]:
+    """The last fine-tune's config and the one between passes, checked before anything is written."""
+    ft = dataclasses.replace(train_cfg, epochs=max(epochs, 1), lr=lr or train_cfg.lr * 0.1, schedule=schedule,
+                             sparsity=sparsity, patience=0).validate()
+    return ft, dataclasses.replace(ft, epochs=max(pass_epochs, 1), sparsity=pass_sparsity).validate()
+
+
+def _snapshot(model: nn.Module, shape: tuple[int, ...], val) -> dict:
+    return {"cost": measure(model, shape).as_dict(), "widths": widths(model), "val_accuracy": evaluate(model, val)[1]}
+
+
+def _before_after(before: dict, model: nn.Module, shape: tuple[int, ...], history: list[dict],
+                  test_accuracy: float) -> dict:
+    cost = measure(model, shape)
+    return {"before": before,
+            "after": {"cost": cost.as_dict(), "widths": widths(model),
+                      "val_accuracy_before_finetune": history[-1]["val_accuracy_before_finetune"],
+                      "val_accuracy": history[-1]["val_accuracy"], "test_accuracy": test_accuracy},
+            "params_removed": 1 - cost.params / before["cost"]["params"],
+            "macs_removed": 1 - cost.macs / before["cost"]["macs"]}
+
+
+def _resume_passes(out: Path, passes: int, device: torch.device, model: nn.Module,
+                   plan: dict | None) -> tuple[nn.Module, dict | None, list[dict], int]:
+    """(model, plan, history, first step): after the last step a killed gradual prune saved, else the start."""
+    saved = [i for i in range(1, passes) if (out / f"pass{i}" / "model.json").is_file()]
+    if not saved:
+        return model, plan, [], 1
+    model, meta = load_checkpoint(out / f"pass{saved[-1]}", device)
+    return model, meta["model"]["plan"], meta["metrics"]["passes"], saved[-1] + 1
+
+
+def _check_prune_args(checkpoint: str | os.PathLike, out: Path, method: str, channel_ratio: float, distill: float,
+                      passes: int, finetune_epochs: int, pass_epochs: int | None, teacher: str | None) -> None:
+    if out.resolve() == Path(checkpoint).resolve():
+        raise SlimzipError("--out must be a new directory; the input checkpoint is never modified")
+    if method not in METHODS:
+        raise SlimzipError(f"unknown method {method!r}; choose from: {', '.join(METHODS)}")
+    check_range("channel ratio", channel_ratio, 0.0, 1.0, high_open=True)
+    check_range("distillation weight", distill, 0.0, 100.0)
+    if passes < 1 or finetune_epochs < 0 or (pass_epochs is not None and pass_epochs < 0):
+        raise SlimzipError(f"passes must be at least 1 and epochs at least 0 (got {passes} passes)")
+    if teacher is not None and not distill:
+        raise SlimzipError("--teacher is the model to distill from: give --distill a weight above 0 too")
+
+
+def _prune_once(model: nn.Module, pruner: ChannelPruner, shape: tuple[int, ...], train) -> nn.Module:
+    """One pruning step; activation criteria (DropNet's, APoZ) score over the whole training split."""
+    activations = None
+    if pruner.importance in ("dropnet", "dropnet_max", "apoz"):
+        activations = collect_activations(model, channel_groups(model, shape)[0], train)
+    return pruner.fit(model, shape, activations).transform(model, shape)
 
 
 def _ratio_after(step: int, passes: int, ratio: float) -> float:

@@ -20,8 +20,9 @@ from ..models import MODELS, create_model, get_model_entry
 from ..models.user import is_user_source, normalise_source
 from ..progress import log
 from ..trainer import evaluate, fit, use_bf16
-from .common import (DEFAULT_RECIPE, RECIPES, _claim, _finished, _load_any, _normalization, check_fits, check_runs,
-                     model_input_shape, resolve_device)
+from ..runs import claim as _claim, finished as _finished
+from .common import (DEFAULT_RECIPE, RECIPES, _load_any, _normalization, check_fits, check_runs, model_input_shape,
+                     resolve_device)
 
 
 def list_models() -> list[dict]:

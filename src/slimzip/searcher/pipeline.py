@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from ..checkpoint import atomic_write_bytes, atomic_write_json, load_tensors, save_tensors
-from ..deep_compression import (CompressConfig, decode_model, default_channel_pruner, encode_model, prune_and_retrain,
-                                remove_dead_units, share_weights, sparsity_steps)
+from ..codec import decode_model, encode_model
+from ..deep_compression import (CompressConfig, default_channel_pruner, prune_and_retrain, remove_dead_units,
+                                share_weights, sparsity_steps)
 from ..container import decode_container
 from ..data import DeviceLoader, Loaders
 from ..graph import GraphError, describe, portable

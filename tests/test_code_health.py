@@ -1,4 +1,5 @@
-"""The import structure: the .slz reader stands alone, and no module imports another in a circle."""
+"""Code health: the .slz reader stands alone, no module imports another in a circle, and no function is
+longer than a screen (60 lines)."""
 
 from __future__ import annotations
 
@@ -67,3 +68,12 @@ def test_no_import_cycles():
         if node not in state:
             visit(node, [node])
     assert not cycles, cycles
+
+
+def test_no_function_is_longer_than_a_screen():
+    long = []
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long.append(f"{path.relative_to(SRC)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long

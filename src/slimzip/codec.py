@@ -1,0 +1,279 @@
+"""The .slz model codec: a (narrowed, weight-shared) model to the manifest and sections of a .slz
+container, and back. Registry models are named; any other model is stored as its graph (``graph.py``).
+
+The compressed model is *defined* as what the file decodes to: accuracy is always measured on a model
+decoded from the bytes, so nothing the file cannot hold (fp32 biases stored as fp16, say) can flatter it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from .coding import CODECS, FormatError, entropy_bits, gaps_decode, gaps_encode
+from .container import Container, ContainerError, encode_container
+from .errors import SlimzipError
+from .graph import GraphError, build as build_graph
+from .sharing import SharedLayer
+from .structured import apply_plan, build_model, dependency_graph, registry_input_shape, validate_plan
+
+if TYPE_CHECKING:
+    from .deep_compression import CompressConfig
+
+FORMAT = "slimzip-model"
+RAW_DTYPES = {"float32": (np.float32, torch.float32), "float16": (np.float16, torch.float16)}
+MAX_CLASSES = 100_000  # a manifest asking for more is hostile, not a model
+
+
+# --- encoding ------------------------------------------------------------------------------------
+
+def _index_bits(module: nn.Module, cfg: "CompressConfig") -> int:
+    return cfg.index_bits_conv if isinstance(module, nn.Conv2d) else cfg.index_bits_fc
+
+
+def encode_stream(symbols: np.ndarray, alphabet: int, coder: str) -> tuple[str, bytes]:
+    """Code one stream with ``coder``, or with whichever coder gives the fewest bytes ('auto')."""
+    names = list(CODECS) if coder == "auto" else [coder]
+    return min(((n, CODECS[n].encode(symbols, alphabet)) for n in names), key=lambda c: len(c[1]))
+
+
+def _bias_feeding(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, str]:
+    """BatchNorm fqn -> the conv / linear layer whose biased output only that BatchNorm reads (its bias
+    can move into the BatchNorm's shift). Empty when the model cannot be traced."""
+    try:
+        graph = dependency_graph(model, torch.zeros(1, *input_shape))
+    except SlimzipError:
+        return {}
+    names = {m: n for n, m in model.named_modules()}
+    pairs = {}
+    for module, node in graph.module2node.items():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and len(node.inputs) == 1:
+            src = node.inputs[0]
+            if isinstance(src.module, (nn.Conv2d, nn.Linear)) and src.module.bias is not None and \
+                    len(src.outputs) == 1 and src.module in names:
+                pairs[names[module]] = names[src.module]
+    return pairs
+
+
+def fold_batchnorm(model: nn.Module, input_shape: tuple[int, ...],
+                   keep: frozenset[str] = frozenset()) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """The model's state with every BatchNorm folded, for storage: running mean 0 and variance 1 become
+    constants, weight and bias the scale and shift that give the same eval-mode output, and a conv /
+    linear bias read only by a BatchNorm moves into its shift (a constant 0 left behind). Returns the
+    state and ``{tensor name: constant value}``; tensors named in ``keep`` (coded elsewhere) are left as
+    they are. Train-mode behaviour is not kept (batch statistics)."""
+    state = {k: v.detach().cpu().float().clone() for k, v in model.state_dict().items()}
+    constants: dict[str, float] = {}
+    feeding = _bias_feeding(model, input_shape)
+    for name, bn in model.named_modules():
+        if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or not (bn.affine and bn.track_running_stats):
+            continue
+        w, b = f"{name}.weight", f"{name}.bias"
+        if w in keep or b in keep:
+            continue
+        scale = state[w] / torch.sqrt(state[f"{name}.running_var"] + bn.eps)
+        shift = state[b] - state[f"{name}.running_mean"] * scale
+        if name in feeding and f"{feeding[name]}.bias" not in keep:
+            bias = f"{feeding[name]}.bias"
+            shift, constants[bias] = shift + scale * state[bias], 0.0
+        state[w], state[b] = scale * math.sqrt(1.0 + bn.eps), shift  # decoded variance 1: (x - 0) / sqrt(1 + eps)
+        constants[f"{name}.running_mean"], constants[f"{name}.running_var"] = 0.0, 1.0
+    return state, constants
+
+
+def spec_input_shape(spec: dict) -> tuple[int, ...]:
+    """The input shape of the model a manifest's ``model`` entry describes (registry name or graph)."""
+    if "graph" in spec:
+        return tuple(spec["graph"]["input_shape"])
+    if "input_shape" in spec:  # a user's model that could not be traced: the file holds no graph
+        return tuple(spec["input_shape"])
+    return registry_input_shape(spec["name"])
+
+
+def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], cfg: "CompressConfig",
+                 extra: dict | None = None) -> bytes:
+    """Serialise a shared model into .slz bytes. ``spec``: ``{"name", "kwargs", "plan"?}`` of the registry,
+    or ``{"graph", "plan"?}`` (``graph.describe``; ``model`` then is ``graph.portable`` of it, so that its
+    tensors are the ones the graph rebuilds)."""
+    sections: list[bytes] = []
+    tensors = []
+    modules = dict(model.named_modules())
+
+    def add(data: bytes) -> int:
+        sections.append(data)
+        return len(sections) - 1
+
+    state, constants = model.state_dict(), {}
+    if cfg.fold_bn:
+        state, constants = fold_batchnorm(model, spec_input_shape(spec), frozenset(layers))
+    for name, value in state.items():
+        if name.endswith("num_batches_tracked"):
+            continue  # a training counter; inference never reads it
+        if name in constants:
+            tensors.append({"name": name, "shape": list(value.shape), "encoding": "constant",
+                            "value": constants[name]})
+        elif name in layers:
+            layer = layers[name]
+            index_bits = _index_bits(modules[name.rsplit(".", 1)[0]], cfg)
+            positions = np.flatnonzero(layer.mask.numpy().reshape(-1))
+            gaps = gaps_encode(positions, index_bits)
+            codes = layer.codes.numpy()
+            code_coder, code_bytes = encode_stream(codes, 2 ** layer.bits, cfg.coder)
+            index_coder, index_bytes = encode_stream(gaps, 2 ** index_bits, cfg.coder)
+            tensors.append({"name": name, "shape": list(value.shape), "encoding": "shared", "bits": layer.bits,
+                            "index_bits": index_bits, "coders": {"codes": code_coder, "index": index_coder},
+                            "nnz": len(codes), "gap_symbols": len(gaps),
+                            "codebook": add(layer.centroids.numpy().astype("<f4").tobytes()),
+                            "codes": add(code_bytes), "index": add(index_bytes),
+                            "code_entropy": round(entropy_bits(codes), 4),
+                            "index_entropy": round(entropy_bits(gaps), 4)})
+        else:
+            np_dtype = np.dtype(RAW_DTYPES[cfg.raw_dtype][0])
+            tensors.append({"name": name, "shape": list(value.shape), "encoding": "raw", "dtype": cfg.raw_dtype,
+                            "data": add(value.detach().cpu().float().numpy().astype(np_dtype.newbyteorder("<"))
+                                        .tobytes())})
+    manifest = {"format": FORMAT, "model": spec, "config": dataclasses.asdict(cfg), "tensors": tensors,
+                **(extra or {})}
+    return encode_container(manifest, sections)
+
+
+# --- decoding ------------------------------------------------------------------------------------
+
+def _model_from_manifest(manifest: dict, model: nn.Module | None = None) -> nn.Module:
+    """The architecture a manifest describes: a registry model, the graph it stores, or ``model`` (the
+    user's own class) narrowed to the stored plan."""
+    spec = manifest.get("model")
+    if manifest.get("format") != FORMAT or not isinstance(spec, dict):
+        raise ContainerError("manifest does not describe a slimzip model")
+    if model is not None:
+        return _narrowed(model, spec)
+    if "graph" in spec:
+        if set(spec) - {"graph", "plan"}:
+            raise ContainerError("manifest model arguments are not supported")
+        try:
+            return build_graph(spec["graph"])
+        except GraphError as e:
+            raise ContainerError(f"manifest model graph: {e}") from None
+    if not isinstance(spec.get("name"), str):
+        raise ContainerError("manifest does not describe a slimzip model")
+    kwargs = spec.get("kwargs", {})
+    if not isinstance(kwargs, dict) or set(kwargs) - {"num_classes"} or set(spec) - {"name", "kwargs", "plan"}:
+        raise ContainerError("manifest model arguments are not supported")
+    classes = kwargs.get("num_classes", 10)
+    if not isinstance(classes, int) or isinstance(classes, bool) or not 2 <= classes <= MAX_CLASSES:
+        raise ContainerError("manifest asks for an impossible number of classes")
+    try:
+        return build_model(spec)
+    except SlimzipError as e:
+        raise ContainerError(f"manifest model: {e}") from None
+
+
+def _narrowed(model: nn.Module, spec: dict) -> nn.Module:
+    """The user's model, copied and narrowed to the file's channel plan (relative to that model)."""
+    model = copy.deepcopy(model).cpu()
+    plan = spec.get("plan")
+    if plan:
+        try:
+            shape = spec_input_shape(spec)
+            apply_plan(model, validate_plan(plan), tuple(shape))
+        except (SlimzipError, KeyError, TypeError) as e:
+            raise ContainerError(f"the file's channel plan does not fit the given model: {e}") from None
+    return model
+
+
+def _section(container: Container, entry: dict, key: str) -> bytes:
+    i = entry.get(key)
+    if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < len(container.sections):
+        raise ContainerError(f"tensor {entry.get('name')}: bad section reference {key!r}")
+    return container.sections[i]
+
+
+def _int_field(entry: dict, key: str, low: int, high: int) -> int:
+    v = entry.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+        raise ContainerError(f"tensor {entry.get('name')}: field {key!r} out of range")
+    return v
+
+
+def _decode_tensor(container: Container, entry: dict, like: torch.Tensor) -> torch.Tensor:
+    numel = like.numel()
+    if entry.get("encoding") == "constant":
+        value = entry.get("value")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise ContainerError(f"tensor {entry['name']}: a constant needs a finite number")
+        return torch.full(like.shape, float(value))
+    if entry.get("encoding") == "raw":
+        if entry.get("dtype") not in RAW_DTYPES:
+            raise ContainerError(f"tensor {entry['name']}: unknown dtype")
+        np_dtype = np.dtype(RAW_DTYPES[entry["dtype"]][0]).newbyteorder("<")
+        data = _section(container, entry, "data")
+        if len(data) != numel * np_dtype.itemsize:
+            raise ContainerError(f"tensor {entry['name']}: {len(data)} bytes for {numel} values")
+        return torch.from_numpy(np.frombuffer(data, dtype=np_dtype).astype(np.float32)).reshape(like.shape)
+    if entry.get("encoding") != "shared":
+        raise ContainerError(f"tensor {entry.get('name')}: unknown encoding")
+    return decode_shared(container, entry, like.shape).weight()
+
+
+def decode_shared(container: Container, entry: dict, shape: torch.Size | list[int]) -> SharedLayer:
+    """A shared tensor's codebook, codes and kept positions exactly as stored, every field checked
+    against ``shape`` (the registry model's) before anything is decoded."""
+    numel = math.prod(shape)
+    coders = entry.get("coders")
+    if not isinstance(coders, dict) or coders.get("codes") not in CODECS or coders.get("index") not in CODECS:
+        raise ContainerError(f"tensor {entry.get('name')}: unknown encoding")
+    bits, index_bits = _int_field(entry, "bits", 1, 16), _int_field(entry, "index_bits", 1, 16)
+    nnz = _int_field(entry, "nnz", 0, numel)
+    gap_count = _int_field(entry, "gap_symbols", nnz, nnz + numel // (2 ** index_bits - 1) + 1)
+    codebook = _section(container, entry, "codebook")
+    if len(codebook) != 4 * 2 ** bits:
+        raise ContainerError(f"tensor {entry['name']}: codebook has the wrong size")
+    try:
+        codes = CODECS[coders["codes"]].decode(_section(container, entry, "codes"), nnz, 2 ** bits)
+        gaps = CODECS[coders["index"]].decode(_section(container, entry, "index"), gap_count, 2 ** index_bits)
+        positions = gaps_decode(gaps, index_bits, numel)
+    except FormatError as e:
+        raise ContainerError(f"tensor {entry['name']}: {e}") from None
+    if len(positions) != nnz:
+        raise ContainerError(f"tensor {entry['name']}: index holds {len(positions)} weights, expected {nnz}")
+    mask = np.zeros(numel, dtype=bool)
+    mask[positions] = True
+    return SharedLayer(torch.from_numpy(np.frombuffer(codebook, dtype="<f4").copy()),
+                       torch.from_numpy(np.asarray(codes, dtype=np.int64)), torch.from_numpy(mask).reshape(shape),
+                       bits)
+
+
+def decode_model(container: Container, model: nn.Module | None = None) -> nn.Module:
+    """Rebuild the model a container describes (registry model or stored graph; with ``model``, a copy
+    of that module narrowed to the stored plan) and load its decoded weights."""
+    model = _model_from_manifest(container.manifest, model)
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    entries = container.manifest.get("tensors")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ContainerError("manifest has no tensor table")
+    names = [e.get("name") for e in entries]
+    if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        raise ContainerError("the file's tensor table names a tensor twice or not by a string")
+    if set(names) != set(state) and not (_user_model(container, model) and set(names) <= set(state)):
+        raise ContainerError("the file's tensors do not match the model's")
+    for entry in entries:
+        if entry.get("shape") != list(state[entry["name"]].shape):
+            raise ContainerError(f"tensor {entry['name']}: shape does not match the model")
+        state[entry["name"]] = _decode_tensor(container, entry, state[entry["name"]])
+    try:
+        model.load_state_dict({n: state[n] for n in names}, strict=False)
+    except (RuntimeError, ValueError) as e:
+        raise ContainerError(f"the decoded tensors do not load into the model ({str(e).splitlines()[0][:200]})") \
+            from None
+    return model
+
+
+def _user_model(container: Container, model: nn.Module | None) -> bool:
+    """Decoding into the user's own class: the graph kept only the tensors its forward reads."""
+    return model is not None and "graph" in container.manifest.get("model", {})

@@ -1,0 +1,39 @@
+"""``slimzip inspect``: where the bytes of a .slz file go, per tensor and per component."""
+
+from __future__ import annotations
+
+import math
+
+from .container import HEADER, TRAILER, Container
+
+
+def inspect_container(container: Container) -> dict:
+    """Per-tensor rows (weights, kept %, bits per weight for codes and indices, bytes) and the bytes of
+    every component, which add up to the file size."""
+    rows, parts = [], {"header": HEADER.size + TRAILER.size, "manifest": 0, "codebooks": 0, "codes": 0,
+                       "indices": 0, "raw": 0}
+    parts["manifest"] = container.file_bytes - HEADER.size - TRAILER.size - sum(len(s) for s in container.sections)
+    for e in container.manifest.get("tensors", []):
+        numel = math.prod(e["shape"])
+        if e["encoding"] == "shared":
+            sizes = {k: len(container.sections[e[k]]) for k in ("codebook", "codes", "index")}
+            parts["codebooks"] += sizes["codebook"]
+            parts["codes"] += sizes["codes"]
+            parts["indices"] += sizes["index"]
+            nnz = max(e["nnz"], 1)
+            rows.append({"name": e["name"], "encoding": "shared", "weights": numel, "kept": e["nnz"] / numel,
+                         "bits": e["bits"],
+                         "coders": e["coders"], "code_bits": 8 * sizes["codes"] / nnz,
+                         "code_entropy": e.get("code_entropy", 0.0), "index_bits": 8 * sizes["index"] / nnz,
+                         "index_entropy": e.get("index_entropy", 0.0) * e["gap_symbols"] / nnz,
+                         "bytes": sum(sizes.values())})
+        elif e["encoding"] == "constant":  # in the manifest only
+            rows.append({"name": e["name"], "encoding": "constant", "weights": numel, "kept": 1.0,
+                         "dtype": f"= {e['value']:g}", "bytes": 0})
+        else:
+            size = len(container.sections[e["data"]])
+            parts["raw"] += size
+            rows.append({"name": e["name"], "encoding": "raw", "weights": numel, "kept": 1.0, "dtype": e["dtype"],
+                         "bytes": size})
+    assert sum(parts.values()) == container.file_bytes  # every byte is accounted for
+    return {"file_bytes": container.file_bytes, "components": parts, "tensors": rows}
