@@ -156,13 +156,12 @@ def deep_compress(model: nn.Module, train: DeviceLoader, val: DeviceLoader | Non
 
 
 def default_channel_pruner(model: nn.Module, channel_ratio: float, scope: str = "auto") -> ChannelPruner:
-    """Network slimming (BN scales) where the model has BatchNorm, else filter L1. ``scope='auto'``:
-    slimming's one global threshold with BN, per layer without (L1 norms of different layers do not
-    compare); 'global' or 'layer' force one."""
-    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    """Network slimming (BN scales; a group without BatchNorm falls back to its filters' L1 norm and loses
+    the ratio itself). ``scope='auto'``: slimming's one global threshold where the model has BatchNorm,
+    per layer without (L1 norms of different layers do not compare); 'global' or 'layer' force one."""
     if scope == "auto":
-        scope = "global" if has_bn else "layer"
-    return ChannelPruner(importance="bn_scale" if has_bn else "l1", channel_ratio=channel_ratio, scope=scope)
+        scope = "global" if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()) else "layer"
+    return ChannelPruner(importance="bn_scale", channel_ratio=channel_ratio, scope=scope)
 
 
 def share_weights(model: nn.Module, masks: dict, bits_conv: int, bits_fc: int, centroid_cfg: TrainConfig,

@@ -26,15 +26,13 @@ from .data import Loaders
 from .errors import SlimzipError, check_range, unknown
 from .measure import measure
 from .progress import log
-from .structured import (ChannelPlan, ChannelPruner, apply_plan, channel_groups, collect_activations, compose_plans,
-                         zero_channels_hooks)
+from .structured import (CRITERIA, ChannelPlan, ChannelPruner, apply_plan, channel_groups, collect_activations,
+                         compose_plans, zero_channels_hooks)
 from .trainer import TrainConfig, evaluate, fit
 
-METRICS = {  # DropNet's metric name -> (importance, scope)
-    "min": ("dropnet", "global"), "min_layer": ("dropnet", "layer"),
-    "max": ("dropnet_max", "global"), "max_layer": ("dropnet_max", "layer"),
-    "random": ("random", "global"), "random_layer": ("random", "layer"),
-    "apoz": ("apoz", "global"), "apoz_layer": ("apoz", "layer"),
+METRICS = {  # DropNet's metric name -> (importance, scope): each criterion's name, and with '_layer' per layer
+    **{f"{c.dropnet}{suffix}": (name, scope) for name, c in CRITERIA.items() if c.dropnet
+       for suffix, scope in (("", "global"), ("_layer", "layer"))},
     "oracle": ("oracle", "global"),  # greedy, one unit at a time: small nets only
 }
 RESETS = ("init", "none", "random")

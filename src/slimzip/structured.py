@@ -239,16 +239,29 @@ def _activation(sign: float, key: int) -> Importance:
     return score
 
 
-IMPORTANCES: dict[str, Importance] = {
-    "bn_scale": _bn_scale,  # network slimming: |gamma|
-    "l1": _weight_norm(1),  # filter L1 norm (Li et al.)
-    "l2": _weight_norm(2),
-    "random": lambda group, act, gen: torch.rand(_root_size(group), generator=gen),
-    "dropnet": _activation(1.0, 0),  # DropNet: mean |post-activation|; low is dropped
-    "dropnet_max": _activation(-1.0, 0),  # DropNet's 'max' ablation: drop the most active
-    "apoz": _activation(-1.0, 1),  # average percentage of zeros; many zeros is dropped
+@dataclass(frozen=True)
+class Criterion:
+    """One importance criterion, with every name it goes by."""
+
+    score: Importance
+    method: str  # `prune-channels --method`
+    dropnet: str | None = None  # DropNet's metric (with '_layer': per-layer scope)
+    needs_activations: bool = False  # scored from activations over the training split
+    fallback: str | None = None  # the criterion for a group this one cannot score (no BatchNorm)
+
+
+CRITERIA: dict[str, Criterion] = {
+    "bn_scale": Criterion(_bn_scale, "slimming", fallback="l1"),  # network slimming: |gamma|
+    "l1": Criterion(_weight_norm(1), "l1"),  # filter L1 norm (Li et al.)
+    "l2": Criterion(_weight_norm(2), "l2"),
+    "random": Criterion(lambda group, act, gen: torch.rand(_root_size(group), generator=gen), "random", "random"),
+    # DropNet: mean |post-activation|, low is dropped; 'max' drops the most active (its ablation)
+    "dropnet": Criterion(_activation(1.0, 0), "dropnet", "min", needs_activations=True),
+    "dropnet_max": Criterion(_activation(-1.0, 0), "dropnet_max", "max", needs_activations=True),
+    "apoz": Criterion(_activation(-1.0, 1), "apoz", "apoz", needs_activations=True),  # many zeros is dropped
 }
-FALLBACK = {"bn_scale": "l1"}  # a group without a BatchNorm (a squeeze-excitation MLP) is scored by this
+IMPORTANCES: dict[str, Importance] = {name: c.score for name, c in CRITERIA.items()}
+METHODS: dict[str, str] = {c.method: name for name, c in CRITERIA.items()}  # command-line method -> criterion
 
 
 def probe_point(group: Group) -> tuple[nn.Module, list[int]]:
@@ -329,9 +342,8 @@ class ChannelPruner:
 
     def _criterion(self, group: Group) -> str:
         """The importance for one group: the chosen one, or its fallback where the group has no BatchNorm."""
-        if self.importance in FALLBACK and not has_norm(group):
-            return FALLBACK[self.importance]
-        return self.importance
+        fallback = CRITERIA[self.importance].fallback
+        return fallback if fallback and not has_norm(group) else self.importance
 
     def transform(self, model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
         """Narrow ``model`` (in place) to the fitted plan ``plan_``; a plan read back from JSON narrows

@@ -20,7 +20,8 @@ from ..measure import measure
 from ..progress import log
 from ..models import create_model, get_model_entry
 from ..trainer import TrainConfig, distillation, evaluate, fit
-from ..structured import ChannelPruner, build_model, channel_groups, collect_activations, compose_plans, widths
+from ..structured import (CRITERIA, METHODS, ChannelPruner, build_model, channel_groups, collect_activations,
+                          compose_plans, widths)
 from ..runs import claim as _claim, finished as _finished
 from .common import _checkpoint_loaders, _checkpoint_recipe, check_fits, resolve_device
 
@@ -29,8 +30,6 @@ DROPNET_RECIPE = TrainConfig(epochs=100, batch_size=32, lr=0.1, momentum=0.0, we
                              patience=5)
 
 
-METHODS = {"slimming": "bn_scale", "l1": "l1", "l2": "l2", "dropnet": "dropnet", "dropnet_max": "dropnet_max",
-           "apoz": "apoz", "random": "random"}  # command-line method -> importance criterion
 
 
 def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, method: str = "slimming",
@@ -145,7 +144,7 @@ def _check_prune_args(checkpoint: str | os.PathLike, out: Path, method: str, cha
 def _prune_once(model: nn.Module, pruner: ChannelPruner, shape: tuple[int, ...], train) -> nn.Module:
     """One pruning step; activation criteria (DropNet's, APoZ) score over the whole training split."""
     activations = None
-    if pruner.importance in ("dropnet", "dropnet_max", "apoz"):
+    if CRITERIA[pruner.importance].needs_activations:
         activations = collect_activations(model, channel_groups(model, shape)[0], train)
     return pruner.fit(model, shape, activations).transform(model, shape)
 
