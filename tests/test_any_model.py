@@ -96,7 +96,7 @@ def test_compressed_file_decodes_in_a_fresh_process_without_the_model_code(name,
     assert (again(x) - want).abs().max() <= TOLERANCE * (1 + want.abs().max())
 
 
-@pytest.mark.parametrize("name", ["mobilenetv2ish", "senet"])
+@pytest.mark.parametrize("name", sorted(FOREIGN))
 def test_two_candidate_search_on_a_user_model(name, tmp_path):
     torch.manual_seed(0)
     model = FOREIGN[name](num_classes=4)
@@ -231,6 +231,8 @@ def test_cli_user_model_on_an_image_folder_end_to_end(tmp_path):
                "--out", "m.slz", "--json", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
+    manifest = decode_container((tmp_path / "m.slz").read_bytes()).manifest
+    assert "graph" in manifest["model"] and len(manifest["data"]["stats"]["mean"]) == 3  # normalisation recorded
     (tmp_path / "user_net.py").unlink()  # the file must not be needed any more
     run = _cli("eval", "m.slz", "--json", cwd=tmp_path)
     assert run.returncode == 0, run.stderr

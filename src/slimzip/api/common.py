@@ -74,17 +74,29 @@ def check_fits(model_name: str, dataset: str) -> None:
         raise SlimzipError(f"model {model_name} takes {entry.dataset} inputs {want}; {dataset} images are {got}")
 
 
-def _normalization(meta: dict) -> str:
-    """The input normalisation a model was trained with: from a checkpoint's config, or from a .slz
-    manifest's ``data`` (written only when it is not the default, 'standard')."""
+def _data_options(meta: dict) -> dict:
+    """A checkpoint's data options (its config's ``data``) or a .slz manifest's ``data``."""
     data = meta.get("data") if isinstance(meta.get("data"), dict) else meta.get("config", {}).get("data", {})
-    return data.get("normalize", "standard")
+    return data if isinstance(data, dict) else {}
+
+
+def _normalization(meta: dict) -> str:
+    """The input normalisation a model was trained with: 'standard' (default) or 'unit'."""
+    return _data_options(meta).get("normalize", "standard")
+
+
+def _stats(meta: dict) -> dict | None:
+    """The per-channel mean / std a model was trained with, where recorded (image folders)."""
+    stats = _data_options(meta).get("stats")
+    return stats if isinstance(stats, dict) and {"mean", "std"} <= set(stats) else None
 
 
 def _file_data(meta: dict) -> dict:
-    """What a .slz manifest records of a checkpoint's data options (so `eval` normalises as training did)."""
-    normalize = _normalization(meta)
-    return {} if normalize == "standard" else {"data": {"normalize": normalize}}
+    """What a .slz manifest records of a checkpoint's data options (so `eval` normalises as training did):
+    nothing for the default, standard normalisation with the dataset's own statistics."""
+    normalize, stats = _normalization(meta), _stats(meta)
+    data = {**({"normalize": normalize} if normalize != "standard" else {}), **({"stats": stats} if stats else {})}
+    return {"data": data} if data else {}
 
 
 def _load_any(path: str | os.PathLike, device: torch.device) -> tuple[torch.nn.Module, dict]:
@@ -117,4 +129,4 @@ def _checkpoint_loaders(meta: dict, batch_size: int, device: torch.device, data_
     opts = meta.get("config", {}).get("data", {})
     return create_loaders(meta["dataset"], data_dir=data_dir, batch_size=batch_size, device=device,
                           augment=opts.get("augment"), normalize=opts.get("normalize", "standard"), seed=seed,
-                          subset=subset if subset is not None else opts.get("subset"))
+                          subset=subset if subset is not None else opts.get("subset"), stats=_stats(meta))

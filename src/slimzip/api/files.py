@@ -22,8 +22,8 @@ from ..structured import compose_plans, widths
 from ..unstructured import sparsity_of
 from ..models.user import is_user_source
 from ..searcher.pipeline import file_model, self_describing
-from .common import (model_input_shape, _checkpoint_loaders, _checkpoint_recipe, _file_data, _load_any, _normalization,
-                     _slz_path, resolve_device)
+from .common import (_checkpoint_loaders, _checkpoint_recipe, _file_data, _load_any, _normalization, _slz_path, _stats,
+                     model_input_shape, resolve_device)
 
 
 ONNX_TOLERANCE = 1e-4  # max |onnxruntime - PyTorch| / max(1, max |PyTorch|) an exported graph may show
@@ -52,7 +52,8 @@ def export(path: str | os.PathLike, out: str | os.PathLike, *, check_images: int
     if split:
         if split not in ("test", "val"):
             raise SlimzipError(f"unknown split {split!r}; choose from: test, val")
-        loaders = create_loaders(meta["dataset"], data_dir=data_dir, batch_size=1000, normalize=_normalization(meta))
+        loaders = create_loaders(meta["dataset"], data_dir=data_dir, batch_size=1000, normalize=_normalization(meta),
+                                 stats=_stats(meta))
         result["accuracy"] = {"split": split, "onnx": onnx_accuracy(blob, getattr(loaders, split))}
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, blob)

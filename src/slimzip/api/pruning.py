@@ -77,7 +77,8 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
         if epochs:
             fit(model, loaders.train, loaders.val, ft if last else step_ft, loss_terms=terms if last else [],
                 run_dir=out / ("finetune" if last else f"finetune{step}"), verbose=verbose)
-        history.append({"pass": step, "widths": widths(model), "val_accuracy_before_finetune": pruned_val,
+        history.append({"pass": step, "widths": widths(model), "criteria": pruner.criteria_,
+                        "val_accuracy_before_finetune": pruned_val,
                         "val_accuracy": evaluate(model, loaders.val)[1] if epochs else pruned_val})
         if not last:  # a checkpoint a rerun resumes from
             save_checkpoint(out / f"pass{step}", model.float().to(memory_format=torch.contiguous_format),
@@ -86,6 +87,7 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
                 verbose=verbose)
     summary = {"model": spec["name"], "dataset": dataset, "out": str(out), "method": method,
                "channel_ratio": channel_ratio, "scope": scope, "finetune_epochs": finetune_epochs,
+               "criteria": history[-1].get("criteria", {}),  # which criterion scored each group (fallbacks)
                **_before_after(before, model, shape, history, evaluate(model, loaders.test)[1]),
                **({"passes": history} if passes > 1 else {})}
     save_checkpoint(out, model.float().to(memory_format=torch.contiguous_format), {**spec, "plan": plan},

@@ -13,7 +13,7 @@ import torch
 
 from ..checkpoint import atomic_write_json, save_checkpoint
 from ..data import create_loaders, get_dataset_spec
-from ..data.folder import absolute
+from ..data.folder import absolute, is_image_folder
 from ..errors import SlimzipError
 from ..measure import measure
 from ..models import MODELS, create_model, get_model_entry
@@ -21,8 +21,8 @@ from ..models.user import is_user_source, normalise_source
 from ..progress import log
 from ..trainer import evaluate, fit, use_bf16
 from ..runs import claim as _claim, finished as _finished
-from .common import (DEFAULT_RECIPE, RECIPES, _load_any, _normalization, check_fits, check_runs, model_input_shape,
-                     resolve_device)
+from .common import (DEFAULT_RECIPE, RECIPES, _load_any, _normalization, _stats, check_fits, check_runs,
+                     model_input_shape, resolve_device)
 
 
 def list_models() -> list[dict]:
@@ -52,7 +52,10 @@ def train(model_name: str, dataset: str | None, out: str | os.PathLike, *, overr
     model_spec = {"name": normalise_source(model_name), "kwargs": kwargs, "input_shape": list(spec.image_shape)} \
         if user else {"name": model_name, "kwargs": kwargs}
     config = {"model": model_spec, "dataset": dataset, "train": cfg.to_json(),
-              "data": {"subset": subset, "augment": augment, "normalize": normalize}, "bn_init": bn_init}
+              "data": {"subset": subset, "augment": augment, "normalize": normalize,
+                       # an image folder's statistics, recorded: eval normalises as training did even if it changes
+                       **({"stats": {"mean": list(spec.mean), "std": list(spec.std)}} if is_image_folder(dataset)
+                          else {})}, "bn_init": bn_init}
     config = json.loads(json.dumps(config))  # as it reads back from disk (tuples become lists)
     run = Path(out)
     if (finished := _finished(run, config)) is not None:
@@ -93,7 +96,7 @@ def evaluate_path(path: str | os.PathLike, *, dataset: str | None = None, split:
     name = meta["model"].get("name", "user model")
     if "name" in meta["model"] and not is_user_source(name):
         check_fits(name, dataset)
-    loaders = create_loaders(dataset, data_dir=data_dir, device=dev, normalize=_normalization(meta))
+    loaders = create_loaders(dataset, data_dir=data_dir, device=dev, normalize=_normalization(meta), stats=_stats(meta))
     want = model_input_shape(meta)
     if want is not None and tuple(want) != tuple(loaders.val.x.shape[1:]):
         raise SlimzipError(f"{path}: the model takes inputs {tuple(want)}; {dataset} images are "

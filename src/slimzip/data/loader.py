@@ -130,10 +130,11 @@ class Loaders:
 def create_loaders(dataset: str, *, data_dir: str | os.PathLike | None = None, batch_size: int = 128,
                    eval_batch_size: int = 1000, device: str | torch.device = "cpu", augment: bool | None = None,
                    normalize: str = "standard", subset: int | None = None, seed: int = 0,
-                   allow_download: bool = True) -> Loaders:
+                   allow_download: bool = True, stats: dict | None = None) -> Loaders:
     """Load a registered dataset onto ``device`` and split it into train / val / test loaders.
 
-    ``normalize``: ``standard`` (per-channel mean/std) or ``unit`` (pixels in [0, 1], as DropNet).
+    ``normalize``: ``standard`` (per-channel mean/std: the dataset's, or ``stats`` ``{"mean", "std"}`` as
+    a checkpoint recorded them) or ``unit`` (pixels in [0, 1], as DropNet).
     ``subset``: train on only the first N images of the (fixed) training split, for quick runs.
     """
     spec = get_dataset_spec(dataset)
@@ -155,6 +156,10 @@ def create_loaders(dataset: str, *, data_dir: str | os.PathLike | None = None, b
         train_idx = train_idx[:subset]
     channels = spec.image_shape[0]
     mean, std = (spec.mean, spec.std) if normalize == "standard" else ((0.0,) * channels, (1.0,) * channels)
+    if stats and normalize == "standard":
+        mean, std = tuple(stats["mean"]), tuple(stats["std"])
+        if len(mean) != channels or len(std) != channels or min(std) <= 0:
+            raise SlimzipError(f"recorded normalisation {stats} does not fit {channels}-channel images")
     aug = spec.augment if augment is None else augment
 
     def make(x: np.ndarray, y: np.ndarray, train: bool) -> DeviceLoader:
