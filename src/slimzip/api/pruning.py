@@ -42,24 +42,23 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
     ``teacher``, else the model before pruning), save a new checkpoint; the input is never modified. ``passes``
     > 1: the ratio in equal steps, each but the last followed by ``pass_epochs`` (a quarter of ``finetune_epochs``)
     under ``pass_sparsity`` (the checkpoint's own L1 lambda) and a checkpoint ``out/pass{i}`` a rerun resumes from."""
-    out = Path(out)
-    _check_prune_args(checkpoint, out, method, channel_ratio, distill, passes, finetune_epochs, pass_epochs, teacher)
-    dev = resolve_device(device)
-    model, meta = load_checkpoint(checkpoint, dev)
+    _check_prune_args(checkpoint, out := Path(out), method, channel_ratio, distill, passes, finetune_epochs,
+                      pass_epochs, teacher)
+    model, meta = load_checkpoint(checkpoint, dev := resolve_device(device))
     dataset, spec, shape = meta["dataset"], meta["model"], get_dataset_spec(meta["dataset"]).image_shape
     train_cfg = _checkpoint_recipe(meta)
     pass_defaults = {"pass_epochs": max(1, finetune_epochs // 4), "pass_sparsity": train_cfg.sparsity}
-    pass_epochs, pass_sparsity = (pass_defaults[k] if v is None else v
-                                  for k, v in (("pass_epochs", pass_epochs), ("pass_sparsity", pass_sparsity)))
-    ft, step_ft = _finetune_configs(train_cfg, finetune_epochs, lr, schedule, sparsity, pass_epochs, pass_sparsity)
+    pass_epochs, pass_sparsity, ft, step_ft = _finetune_configs(train_cfg, finetune_epochs, lr, schedule, sparsity,
+                                                                pass_epochs, pass_sparsity, pass_defaults)
     config = {"pruned_from": str(checkpoint), "method": method, "channel_ratio": channel_ratio, "scope": scope,
               "min_channels": min_channels, "round_to": round_to, "finetune_epochs": finetune_epochs, "lr": lr,
               "schedule": schedule, "sparsity": sparsity, "passes": passes, "pass_epochs": pass_epochs,
               "pass_sparsity": pass_sparsity, "distill": distill, "teacher": teacher, "seed": seed}
+    run_config = {**meta["config"], "prune": config}
     added_later = {"prune": {"distill": 0.0, "teacher": None, "schedule": "cosine", "passes": 1, **pass_defaults}}
-    if (finished := _finished(out, {**meta["config"], "prune": config}, added_later)) is not None:
+    if (finished := _finished(out, run_config, added_later)) is not None:
         return finished
-    _claim(out, {**meta["config"], "prune": config}, added_later)
+    _claim(out, run_config, added_later)
     loaders = _checkpoint_loaders(meta, train_cfg.batch_size, dev, data_dir, seed)
     before = _snapshot(model, shape, loaders.val)
     terms = [distillation(_teacher(teacher, dataset, dev) or copy.deepcopy(model), distill)] \
@@ -77,9 +76,9 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
         if epochs:
             fit(model, loaders.train, loaders.val, ft if last else step_ft, loss_terms=terms if last else [],
                 run_dir=out / ("finetune" if last else f"finetune{step}"), verbose=verbose)
-        history.append({"pass": step, "widths": widths(model), "criteria": pruner.criteria_,
-                        "val_accuracy_before_finetune": pruned_val,
-                        "val_accuracy": evaluate(model, loaders.val)[1] if epochs else pruned_val})
+        history.append({"pass": step, "widths": widths(model), "val_accuracy_before_finetune": pruned_val,
+                        "val_accuracy": evaluate(model, loaders.val)[1] if epochs else pruned_val,
+                        "criteria": pruner.criteria_})
         if not last:  # a checkpoint a rerun resumes from
             save_checkpoint(out / f"pass{step}", model.float().to(memory_format=torch.contiguous_format),
                             {**spec, "plan": plan}, dataset=dataset, config=meta["config"], metrics={"passes": history})
@@ -87,21 +86,25 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
                 verbose=verbose)
     summary = {"model": spec["name"], "dataset": dataset, "out": str(out), "method": method,
                "channel_ratio": channel_ratio, "scope": scope, "finetune_epochs": finetune_epochs,
-               "criteria": history[-1].get("criteria", {}),  # which criterion scored each group (fallbacks)
                **_before_after(before, model, shape, history, evaluate(model, loaders.test)[1]),
                **({"passes": history} if passes > 1 else {})}
     save_checkpoint(out, model.float().to(memory_format=torch.contiguous_format), {**spec, "plan": plan},
-                    dataset=dataset, config={**meta["config"], "prune": config}, metrics=summary)
+                    dataset=dataset, config=run_config, metrics=summary)
     atomic_write_json(out / "summary.json", summary)
     return summary
 
 
 def _finetune_configs(train_cfg: TrainConfig, epochs: int, lr: float | None, schedule: str, sparsity: float,
-                      pass_epochs: int, pass_sparsity: float) -> tuple[TrainConfig, TrainConfig]:
-    """The last fine-tune's config and the one between passes, checked before anything is written."""
+                      pass_epochs: int | None, pass_sparsity: float | None,
+                      defaults: dict) -> tuple[int, float, TrainConfig, TrainConfig]:
+    """The passes' epochs and L1 lambda (``defaults`` where not given), the last fine-tune's config and the
+    one between passes, checked before anything is written."""
+    pass_epochs = defaults["pass_epochs"] if pass_epochs is None else pass_epochs
+    pass_sparsity = defaults["pass_sparsity"] if pass_sparsity is None else pass_sparsity
     ft = dataclasses.replace(train_cfg, epochs=max(epochs, 1), lr=lr or train_cfg.lr * 0.1, schedule=schedule,
                              sparsity=sparsity, patience=0).validate()
-    return ft, dataclasses.replace(ft, epochs=max(pass_epochs, 1), sparsity=pass_sparsity).validate()
+    return pass_epochs, pass_sparsity, ft, dataclasses.replace(ft, epochs=max(pass_epochs, 1),
+                                                               sparsity=pass_sparsity).validate()
 
 
 def _snapshot(model: nn.Module, shape: tuple[int, ...], val) -> dict:
@@ -116,7 +119,8 @@ def _before_after(before: dict, model: nn.Module, shape: tuple[int, ...], histor
                       "val_accuracy_before_finetune": history[-1]["val_accuracy_before_finetune"],
                       "val_accuracy": history[-1]["val_accuracy"], "test_accuracy": test_accuracy},
             "params_removed": 1 - cost.params / before["cost"]["params"],
-            "macs_removed": 1 - cost.macs / before["cost"]["macs"]}
+            "macs_removed": 1 - cost.macs / before["cost"]["macs"],
+            "criteria": history[-1].get("criteria", {})}  # which criterion scored each group (fallbacks)
 
 
 def _resume_passes(out: Path, passes: int, device: torch.device, model: nn.Module,
