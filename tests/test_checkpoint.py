@@ -41,7 +41,7 @@ def test_corrupt_or_foreign_checkpoints_are_user_errors(tmp_path):
 
 
 def test_settings_added_later_match_only_at_their_default():
-    from slimzip.checkpoint import same_settings
+    from slimzip.settings import same_settings
 
     saved = {"model": "m", "search": {"step": 0.1}}  # written before 'short_epochs' existed
     defaults = {"search": {"step": 0.1, "short_epochs": 0.5}}

@@ -263,7 +263,7 @@ def test_compare_search_runs_each_strategy_and_reports(capsys, tiny, tmp_path):
 
 def test_a_search_run_made_before_folded_batchnorm_does_not_resume_into_it():
     from slimzip.api import search_defaults
-    from slimzip.checkpoint import same_settings
+    from slimzip.settings import same_settings
 
     now = {"search": dataclasses.asdict(SearchConfig())}
     before = {"search": {k: v for k, v in now["search"].items() if k != "fold_bn"}}

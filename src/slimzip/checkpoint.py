@@ -26,19 +26,6 @@ VERSION = 1
 WEIGHTS, META = "model.safetensors", "model.json"
 
 
-def same_settings(saved: Any, config: Any, defaults: Any = None) -> bool:
-    """Whether a run directory's saved settings are ``config``. A setting added to slimzip after the run
-    was made is absent from ``saved``; it matches when ``config`` holds its default (``defaults``: nested
-    like ``config``, default values only), so an upgrade does not orphan finished runs."""
-    if not (isinstance(saved, dict) and isinstance(config, dict)):
-        return saved == config
-    defaults = defaults if isinstance(defaults, dict) else {}
-    if set(saved) - set(config):
-        return False
-    return all(same_settings(saved[k], v, defaults.get(k)) if k in saved else (k in defaults and defaults[k] == v)
-               for k, v in config.items())
-
-
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Save tensors as safetensors, atomically (contiguous CPU copies, shared storage split)."""
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}

@@ -16,12 +16,12 @@ from .data import DeviceLoader
 from .errors import SlimzipError, check_range, unknown
 from .options import knob
 from .progress import log
+from .settings import CHANNEL_SCOPES
 from .sharing import SharedLayer, WeightSharer, tie_centroids_, untie_centroids_
 from .structured import ChannelPruner, apply_plan, compose_plans, dead_channel_plan
 from .trainer import TrainConfig, fit
 from .unstructured import MagnitudePruner, Masks, apply_masks_, mask_hook, masks_from_zeros
 
-CHANNEL_SCOPES = ("auto", "global", "layer")
 
 
 @dataclass(frozen=True)

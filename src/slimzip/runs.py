@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .checkpoint import atomic_write_json, read_meta, same_settings
+from .checkpoint import atomic_write_json, read_meta
+from .settings import same_settings
 from .errors import SlimzipError
 from .trainer import TrainConfig
 

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..deep_compression import CHANNEL_SCOPES
+from ..settings import CHANNEL_SCOPES
 from ..errors import SlimzipError, check_range, unknown
 from ..options import knob
 from ..progress import log

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoint import same_settings
+from ..settings import same_settings
 from ..errors import SlimzipError
 
 
