@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .atomic import atomic_write_bytes, atomic_write_json  # noqa: F401 - re-exported for the callers
+from .atomic import atomic_write_bytes, atomic_write_json, commit, temporary_beside  # noqa: F401 - re-exported
 from .errors import SlimzipError
 
 FORMAT = "slimzip-checkpoint"
@@ -29,12 +28,10 @@ WEIGHTS, META = "model.safetensors", "model.json"
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Save tensors as safetensors, atomically (contiguous CPU copies, shared storage split)."""
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
+    tmp = temporary_beside(path)
     try:
         save_file(flat, tmp, metadata=metadata)
-        os.replace(tmp, path)
+        commit(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .atomic import remove_temporaries
 from .checkpoint import atomic_write_json, read_meta
 from .settings import same_settings
 from .errors import SlimzipError
@@ -40,6 +41,7 @@ def claim(run: Path, config: dict, defaults: dict | None = None) -> None:
             raise SlimzipError(f"{run} holds a different run (config.json differs); use a new --out directory")
     elif run.exists() and any(run.iterdir()):
         raise SlimzipError(f"{run} exists and is not a slimzip run directory; use a new --out directory")
+    remove_temporaries(run)  # what killed atomic writes of an earlier try left behind
     atomic_write_json(path, config)
 
 

@@ -18,8 +18,10 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
+from .atomic import remove_temporaries
 from .checkpoint import atomic_write_bytes, atomic_write_json, load_tensors, save_tensors
 from .data import DeviceLoader
 from .data.adapt import as_loader
@@ -317,18 +319,41 @@ def _save_state(run: Path, model: nn.Module, opt: torch.optim.Optimizer, state: 
             buf = opt.state.get(p, {}).get("momentum_buffer")
             if buf is not None:
                 tensors[f"momentum/{names[id(p)]}"] = buf
-    save_tensors(run / "last.safetensors", tensors)
-    atomic_write_json(run / "train_state.json", {"config": cfg.to_json(), **state.to_json()})
-    lines = "".join(json.dumps(r) + "\n" for r in state.history)
-    atomic_write_bytes(run / "metrics.jsonl", lines.encode())
+    saved = {"config": cfg.to_json(), **state.to_json()}
+    # The one commit point: weights, momentum and the state (history included) in one file, one rename.
+    # train_state.json and metrics.jsonl are views of it, rewritten from it on resume if a kill beat them.
+    save_tensors(run / "last.safetensors", tensors, metadata={STATE_KEY: json.dumps(saved)})
+    _write_views(run, saved)
+
+
+def _write_views(run: Path, saved: dict) -> None:
+    atomic_write_json(run / "train_state.json", saved)
+    atomic_write_bytes(run / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in saved["history"]).encode())
+
+
+STATE_KEY = "slimzip_train_state"  # last.safetensors metadata: the JSON state of the epoch its weights end
+
+
+def _saved_state(last: Path) -> dict:
+    try:
+        with safe_open(str(last), "pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise SlimzipError(f"{last}: not a readable safetensors file ({e})") from None
+    if STATE_KEY in meta:
+        return json.loads(meta[STATE_KEY])
+    return json.loads((last.parent / "train_state.json").read_text())  # a run saved before the state moved
 
 
 def _resume(run: Path, model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, verbose: bool) -> TrainState:
-    """Continue from ``run/train_state.json`` if it exists and was made with the same config."""
-    path = run / "train_state.json"
-    if not path.is_file():
+    """Continue after the last epoch ``run/last.safetensors`` commits (its metadata holds the state; runs
+    from before that read ``train_state.json``), if it was made with the same config."""
+    remove_temporaries(run)
+    last = run / "last.safetensors"
+    if not last.is_file():
         return TrainState()
-    saved = json.loads(path.read_text())
+    saved = _saved_state(last)
+    _write_views(run, saved)
     if TrainConfig.from_json(saved["config"]) != cfg:
         raise SlimzipError(f"{run} holds a run with a different training config; use a new --out directory")
     tensors = load_tensors(run / "last.safetensors", next(model.parameters()).device)
