@@ -197,3 +197,63 @@ def test_a_file_remembers_the_normalisation_its_model_was_trained_with(capsys, d
     assert code == 0
     code, stdout, _ = run(capsys, "eval", str(slz), "--json")
     assert code == 0 and json.loads(stdout)["accuracy"] == json.loads(out)["test_accuracy"]
+
+
+def _snapshot_tree(root):
+    return {p.relative_to(root): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("setup, argv, message", [
+    (None, ["train", "--model", "lenet-300-100", "--epochs", "1", "--subset", "512", "--lr", "1e30", "--out", "R"],
+     "diverged"),
+    ("file:R", ["train", "--model", "lenet-300-100", "--out", "R"], "is a file"),
+    ("file:D", ["train", "--model", "lenet-300-100", "--data-dir", "D", "--out", "R"], "is a file, not a folder"),
+    (None, ["train", "--model", "lenet-300-100", "--batch-size", str(10**12), "--out", "R"], "batch size must be"),
+    (None, ["train", "--model", "lenet-300-100", "--subset", str(10**12), "--out", "R"], "subset must be between"),
+    ("classes:R", ["eval", "R"], "num_classes must be"),
+    ("emptydir:D", ["train", "--model", "lenet-300-100", "--data-dir", "D", "--out", "R"], ""),
+    ("readonly:RO", ["train", "--model", "lenet-300-100", "--epochs", "1", "--subset", "256", "--out", "RO/run"],
+     "permission denied"),
+])
+def test_more_user_mistakes_are_one_line_and_modify_nothing(capsys, data_dir, tmp_path, monkeypatch, setup, argv,
+                                                            message):
+    """Issue 15's list: diverging training, --out a file, --data-dir a file or an empty folder (no download
+    here: it fails, and leaves no mnist/ behind), absurd batch sizes and subsets, a checkpoint asking for
+    10^12 classes, an output folder that cannot be written."""
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    kind, _, name = (setup or "none:").partition(":")
+    if kind == "file":
+        (tmp_path / name).write_text("not a directory")
+    elif kind == "classes":
+        run_dir = _tiny_checkpoint(capsys, tmp_path / name)
+        meta = json.loads((run_dir / "model.json").read_text())
+        meta["model"]["kwargs"] = {"num_classes": 10**12}
+        (run_dir / "model.json").write_text(json.dumps(meta))
+    elif kind == "emptydir":
+        (tmp_path / name).mkdir()
+        monkeypatch.setattr("slimzip.data.sources._fetch", lambda url, dest: (_ for _ in ()).throw(OSError("offline")))
+    elif kind == "readonly":
+        if os.geteuid() == 0:
+            pytest.skip("root writes through read-only permissions")
+        (tmp_path / name).mkdir(mode=0o500)
+    before = _snapshot_tree(tmp_path)
+    try:
+        code, out, err = run(capsys, *argv)
+    except SystemExit as e:
+        code, (out, err) = e.code, capsys.readouterr()
+    errors = [line for line in err.splitlines() if line.startswith("slimzip: error:")]
+    assert code == 2 and len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
+    assert _snapshot_tree(tmp_path) == before or kind == "none" and not (tmp_path / "R" / "model.json").exists()
+
+
+def test_errors_of_the_machine_are_named_in_one_line():
+    import errno
+
+    from slimzip.cli import _environment_error
+
+    assert _environment_error(OSError(errno.EROFS, "Read-only file system", "out/x")) == "out/x: read-only file system"
+    assert _environment_error(OSError(errno.ENOSPC, "No space left on device", "f")) == "f: disk full"
+    assert _environment_error(OSError(errno.EIO, "No space left on device")).startswith("disk full")
+    assert _environment_error(OSError(errno.ECONNRESET, "reset")) is None  # not a user's problem: a traceback

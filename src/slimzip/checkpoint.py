@@ -7,6 +7,7 @@ config and the metrics). Writes are atomic, so a killed run never leaves a half-
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -30,7 +31,10 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     tmp = temporary_beside(path)
     try:
-        save_file(flat, tmp, metadata=metadata)
+        try:
+            save_file(flat, tmp, metadata=metadata)
+        except SafetensorError as e:  # safetensors reports a full disk as its own error
+            raise OSError(errno.ENOSPC if "No space" in str(e) else errno.EIO, str(e), str(path)) from None
         commit(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import os
 import sys
@@ -403,6 +404,22 @@ def build_parser() -> Parser:
     return parser
 
 
+ENVIRONMENT = {errno.EACCES: "permission denied", errno.EROFS: "read-only file system", errno.ENOSPC: "disk full",
+               errno.EDQUOT: "disk quota exceeded", errno.ENOTDIR: "not a directory", errno.EISDIR: "is a directory",
+               errno.ENAMETOOLONG: "file name too long"}
+
+
+def _environment_error(e: OSError) -> str | None:
+    """A one-line account of an error the machine gave (no space, read-only, permissions), or None."""
+    if isinstance(e, BrokenPipeError):
+        return None
+    if e.errno in ENVIRONMENT:
+        return f"{e.filename or 'writing'}: {ENVIRONMENT[e.errno]}"
+    if "No space left" in str(e):
+        return f"disk full ({e})"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -413,6 +430,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # stdout closed early (`| head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except FloatingPointError as e:  # diverged training: a setting's fault, not a bug
+        print(f"slimzip: error: {e}; try a lower --lr", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if (why := _environment_error(e)) is None:
+            raise
+        print(f"slimzip: error: {why}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         log("slimzip: interrupted; run the same command again to resume")
         return 130

@@ -31,6 +31,8 @@ def finished(run: Path, config: dict, defaults: dict | None = None) -> dict | No
 
 def claim(run: Path, config: dict, defaults: dict | None = None) -> None:
     """Write config.json, refusing a directory that holds a different run (see ``same_settings``)."""
+    if run.exists() and not run.is_dir():
+        raise SlimzipError(f"{run} is a file; --out must name a directory")
     path = run / "config.json"
     if path.is_file():
         try:

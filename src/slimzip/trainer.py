@@ -33,6 +33,9 @@ LossTerm = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch
 AfterStep = Callable[[nn.Module], None]  # model -> None, called after every optimizer step
 
 
+MAX_BATCH = 1 << 20  # images per step; more is a typo, not a batch
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train. Saved as JSON beside every result."""
@@ -62,8 +65,7 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         if self.epochs < 1:
             raise SlimzipError(f"epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise SlimzipError(f"batch size must be at least 1, got {self.batch_size}")
+        check_range("batch size", self.batch_size, 1, MAX_BATCH)
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise SlimzipError(f"learning rate must be a positive number, got {self.lr}")
         check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)

@@ -151,8 +151,8 @@ def create_loaders(dataset: str, *, data_dir: str | os.PathLike | None = None, b
     else:
         train_idx, val_idx = stratified_split(arrays.train_y, spec.val_size)
     if subset is not None:
-        if subset < 1:
-            raise SlimzipError(f"subset must be at least 1, got {subset}")
+        if not 1 <= subset <= len(train_idx):
+            raise SlimzipError(f"subset must be between 1 and the {len(train_idx):,} training images, got {subset:,}")
         train_idx = train_idx[:subset]
     channels = spec.image_shape[0]
     mean, std = (spec.mean, spec.std) if normalize == "standard" else ((0.0,) * channels, (1.0,) * channels)

@@ -221,7 +221,10 @@ def _folder_spec(name: str) -> DatasetSpec:
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """``--data-dir``, else ``$SLIMZIP_DATA``, else a per-user cache folder."""
     if data_dir:
-        return Path(data_dir).expanduser()
+        path = Path(data_dir).expanduser()
+        if path.exists() and not path.is_dir():
+            raise SlimzipError(f"--data-dir {path} is a file, not a folder")
+        return path
     if os.environ.get("SLIMZIP_DATA"):
         return Path(os.environ["SLIMZIP_DATA"]).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -267,8 +270,19 @@ def _fetch_any(urls: list[str], dest: Path, expected_md5: str | None) -> None:
 
 
 def download(spec: DatasetSpec, folder: Path) -> None:
-    """Fetch the official files into ``folder`` (atomically per file), verifying md5s."""
+    """Fetch the official files into ``folder`` (atomically per file), verifying md5s. A failed download
+    leaves no folder it created behind (the data directory is not modified)."""
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        _download_into(spec, folder)
+    except BaseException:
+        if created and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+
+
+def _download_into(spec: DatasetSpec, folder: Path) -> None:
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         tmp = Path(tmp)
         if spec.archive:

@@ -25,6 +25,7 @@ class ModelEntry:
 
 
 MODELS: dict[str, ModelEntry] = {}
+MAX_CLASSES = 100_000  # a checkpoint or file asking for more classes is corrupt or hostile, not a model
 
 
 Factory = Callable[..., nn.Module]
@@ -59,8 +60,8 @@ def create_model(name: str, num_classes: int | None = None, bn_init: float | Non
     for slimming)."""
     from .user import create_user_model, is_user_source
 
-    if num_classes is not None and num_classes < 2:
-        raise SlimzipError(f"num_classes must be at least 2, got {num_classes}")
+    if num_classes is not None and (type(num_classes) is not int or not 2 <= num_classes <= MAX_CLASSES):
+        raise SlimzipError(f"num_classes must be an integer in [2, {MAX_CLASSES:,}], got {num_classes!r}")
     if is_user_source(name):
         model = create_user_model(name, num_classes, **kwargs)
         return init_bn_scales_(model, bn_init) if bn_init is not None else model
