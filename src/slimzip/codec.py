@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 FORMAT = "slimzip-model"
 RAW_DTYPES = {"float32": (np.float32, torch.float32), "float16": (np.float16, torch.float16)}
 MAX_CLASSES = 100_000  # a manifest asking for more is hostile, not a model
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+SECTION_KEYS = {"raw": ("data",), "shared": ("codebook", "codes", "index"), "constant": ()}
 
 
 # --- encoding ------------------------------------------------------------------------------------
@@ -201,15 +203,23 @@ def _int_field(entry: dict, key: str, low: int, high: int) -> int:
     return v
 
 
+def _finite(value: int | float) -> bool:
+    """A JSON number that is a finite float32 (an integer of 400 digits, or 1e308, is not)."""
+    try:
+        return math.isfinite(float(value)) and abs(float(value)) <= FLOAT32_MAX
+    except OverflowError:
+        return False
+
+
 def _decode_tensor(container: Container, entry: dict, like: torch.Tensor) -> torch.Tensor:
     numel = like.numel()
     if entry.get("encoding") == "constant":
         value = entry.get("value")
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not _finite(value):
             raise ContainerError(f"tensor {entry['name']}: a constant needs a finite number")
         return torch.full(like.shape, float(value))
     if entry.get("encoding") == "raw":
-        if entry.get("dtype") not in RAW_DTYPES:
+        if not isinstance(entry.get("dtype"), str) or entry["dtype"] not in RAW_DTYPES:
             raise ContainerError(f"tensor {entry['name']}: unknown dtype")
         np_dtype = np.dtype(RAW_DTYPES[entry["dtype"]][0]).newbyteorder("<")
         data = _section(container, entry, "data")
@@ -226,8 +236,13 @@ def decode_shared(container: Container, entry: dict, shape: torch.Size | list[in
     against ``shape`` (the registry model's) before anything is decoded."""
     numel = math.prod(shape)
     coders = entry.get("coders")
-    if not isinstance(coders, dict) or coders.get("codes") not in CODECS or coders.get("index") not in CODECS:
+    if not isinstance(coders, dict) or not all(isinstance(coders.get(k), str) and coders[k] in CODECS
+                                               for k in ("codes", "index")):
         raise ContainerError(f"tensor {entry.get('name')}: unknown encoding")
+    for key in ("code_entropy", "index_entropy"):  # informational (inspect shows them), still checked
+        v = entry.get(key, 0.0)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not _finite(v) or not 0 <= v <= 64:
+            raise ContainerError(f"tensor {entry.get('name')}: field {key!r} out of range")
     bits, index_bits = _int_field(entry, "bits", 1, 16), _int_field(entry, "index_bits", 1, 16)
     nnz = _int_field(entry, "nnz", 0, numel)
     gap_count = _int_field(entry, "gap_symbols", nnz, nnz + numel // (2 ** index_bits - 1) + 1)
@@ -266,12 +281,24 @@ def decode_model(container: Container, model: nn.Module | None = None) -> nn.Mod
         if entry.get("shape") != list(state[entry["name"]].shape):
             raise ContainerError(f"tensor {entry['name']}: shape does not match the model")
         state[entry["name"]] = _decode_tensor(container, entry, state[entry["name"]])
+    _sections_used_once(container, entries)
     try:
         model.load_state_dict({n: state[n] for n in names}, strict=False)
     except (RuntimeError, ValueError) as e:
         raise ContainerError(f"the decoded tensors do not load into the model ({str(e).splitlines()[0][:200]})") \
             from None
     return model
+
+
+def _sections_used_once(container: Container, entries: list[dict]) -> None:
+    """Every section belongs to exactly one tensor field: none shared, none left over (a strict reader)."""
+    used = []
+    for entry in entries:
+        encoding = entry.get("encoding")
+        keys = SECTION_KEYS.get(encoding, ()) if isinstance(encoding, str) else ()
+        used += [entry.get(k) for k in keys]
+    if not all(type(u) is int for u in used) or sorted(used) != list(range(len(container.sections))):
+        raise ContainerError("the tensor table does not use every section exactly once")
 
 
 def _user_model(container: Container, model: nn.Module | None) -> bool:

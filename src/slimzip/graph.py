@@ -338,8 +338,8 @@ def _check_value(value: Any, depth: int = 0) -> None:
 
 def _layer_spec(name: str, entry: object) -> tuple[type[nn.Module], dict]:
     """A layer entry's class and decoded arguments, every argument checked."""
-    if not isinstance(entry, dict) or set(entry) != {"type", "args"} or entry["type"] not in LAYERS or \
-            not isinstance(entry["args"], dict):
+    if not isinstance(entry, dict) or set(entry) != {"type", "args"} or not isinstance(entry["type"], str) or \
+            entry["type"] not in LAYERS or not isinstance(entry["args"], dict):
         kind = entry.get("type") if isinstance(entry, dict) else None
         raise GraphError(f"layer {name}: type {str(kind)[:40]!r} is not one a .slz graph allows")
     spec = LAYERS[entry["type"]]
@@ -412,6 +412,8 @@ def _add_node(graph: fx.Graph, entry: object, nodes: list[fx.Node], root: dict, 
             not isinstance(entry["args"], list) or not isinstance(entry["kwargs"], dict):
         raise GraphError(f"graph node {i} is malformed")
     op, target = entry["op"], entry["target"]
+    if not isinstance(op, str) or not isinstance(target, str):
+        raise GraphError(f"graph node {i} is malformed")
     args = tuple(_decode(entry["args"], nodes))
     kwargs = _decode({"d": entry["kwargs"]}, nodes)
     if op == "placeholder":
