@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("SLIMZIP_DATA") or REPO.parent / "shared" / "data")
+DATA = Path(os.environ.get("SLIMZIP_DATA") or REPO.parent / "shared" / "data").resolve()  # tests may chdir
 os.environ["SLIMZIP_DATA"] = str(DATA)
 
 
