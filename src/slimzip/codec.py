@@ -10,7 +10,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from typing import TYPE_CHECKING
+import warnings
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -19,23 +20,33 @@ from torch import nn
 from .coding import CODECS, FormatError, entropy_bits, gaps_decode, gaps_encode
 from .container import Container, ContainerError, encode_container
 from .errors import SlimzipError
-from .graph import GraphError, build as build_graph
+from .graph import GraphError, build as build_graph, traced
 from .sharing import SharedLayer
-from .structured import apply_plan, build_model, dependency_graph, registry_input_shape, validate_plan
-
-if TYPE_CHECKING:
-    from .deep_compression import CompressConfig
+from .structured import apply_plan, build_model, compose_plans, dependency_graph, registry_input_shape, validate_plan
 
 FORMAT = "slimzip-model"
 RAW_DTYPES = {"float32": (np.float32, torch.float32), "float16": (np.float16, torch.float16)}
 MAX_CLASSES = 100_000  # a manifest asking for more is hostile, not a model
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class EncodeSettings(Protocol):
+    """What the encoder reads of a config (a ``deep_compression.CompressConfig``; a dataclass, whose
+    fields the manifest records)."""
+
+    fold_bn: bool
+    coder: str
+    raw_dtype: str
+    index_bits_conv: int
+    index_bits_fc: int
+
+
 SECTION_KEYS = {"raw": ("data",), "shared": ("codebook", "codes", "index"), "constant": ()}
 
 
 # --- encoding ------------------------------------------------------------------------------------
 
-def _index_bits(module: nn.Module, cfg: "CompressConfig") -> int:
+def _index_bits(module: nn.Module, cfg: EncodeSettings) -> int:
     return cfg.index_bits_conv if isinstance(module, nn.Conv2d) else cfg.index_bits_fc
 
 
@@ -98,7 +109,29 @@ def spec_input_shape(spec: dict) -> tuple[int, ...]:
     return registry_input_shape(spec["name"])
 
 
-def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], cfg: "CompressConfig",
+def file_model(model: nn.Module, spec: dict | None, plan: dict, shape: tuple[int, ...]) -> tuple[nn.Module, dict]:
+    """The model to encode and the manifest's ``model`` entry: a registry spec with the plan composed in;
+    for a user's model its graph (and the model rebuilt from it, whose tensors the graph names), or, when
+    it cannot be traced, the plan and input shape only (the file then loads into the user's class)."""
+    if spec is not None:
+        full = compose_plans(spec.get("plan"), plan)
+        return model, ({**spec, "plan": full} if full else {k: v for k, v in spec.items() if k != "plan"})
+    try:
+        graph, rebuilt = traced(model, shape)
+    except GraphError as e:
+        warnings.warn(f"the file will not hold the model's architecture ({e}); load it with "
+                      "slimzip.load(path, model=YourModel())", stacklevel=2)
+        return model, {"plan": plan, "input_shape": list(shape)}
+    return rebuilt, {"graph": graph, "plan": plan}
+
+
+def self_describing(manifest: dict) -> bool:
+    """Whether a file rebuilds its model alone (a registry name or a graph), without the user's class."""
+    spec = manifest.get("model")
+    return isinstance(spec, dict) and ("name" in spec or "graph" in spec)
+
+
+def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], cfg: EncodeSettings,
                  extra: dict | None = None) -> bytes:
     """Serialise a shared model into .slz bytes. ``spec``: ``{"name", "kwargs", "plan"?}`` of the registry,
     or ``{"graph", "plan"?}`` (``graph.describe``; ``model`` then is ``graph.portable`` of it, so that its

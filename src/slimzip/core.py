@@ -13,6 +13,7 @@ gathered on the device), so per-epoch random transforms of a ``Dataset`` are dra
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -21,13 +22,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from .checkpoint import atomic_write_bytes, atomic_write_json
-from .codec import decode_model
+from .codec import decode_model, self_describing
 from .container import decode_container, read_container
 from .data import Loaders
 from .data.adapt import as_loader, as_loaders
@@ -36,7 +37,7 @@ from .measure import dense_fp32_bytes, measure
 from .progress import log
 from .runs import claim
 from .searcher import Journal, Knobs, SearchConfig, run_search
-from .searcher.pipeline import CandidatePipeline, self_describing
+from .searcher.pipeline import CandidatePipeline
 from .trainer import TrainConfig, evaluate, fit
 from .unstructured import sparsity_of
 
@@ -74,7 +75,7 @@ class Compressed:
     def summary(self) -> dict:
         """The numbers as JSON-ready data (the CLI's ``--json``)."""
         keep = ("val_accuracy", "test_accuracy", "baseline_val_accuracy", "target_accuracy", "dense_fp32_bytes",
-                "params", "macs", "sparsity", "knobs", "search")
+                "params", "macs", "sparsity", "knobs", "search", "margin")
         return {"file": str(self.path) if self.path else None, "file_bytes": self.file_bytes,
                 "compression_ratio": self.compression_ratio, **{k: getattr(self, k) for k in keep}}
 
@@ -166,9 +167,8 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
         best = result.best
         data = pipeline.file_path(best.key).read_bytes()
     knobs = {**dataclasses.asdict(best.knobs), "candidate": best.id}
-    done = _finish(model, data, out, loaders, baseline, target, knobs, result.cost(), candidates, best.val_accuracy)
-    done.margin = result.margin
-    return done
+    return _finish(model, data, out, loaders, baseline, target, knobs, result.cost(), candidates, best.val_accuracy,
+                   result.margin)
 
 
 def compress(model: nn.Module, train: Any, val: Any, test: Any = None, *, channel_ratio: float = 0.0,
@@ -201,21 +201,14 @@ def compress(model: nn.Module, train: Any, val: Any, test: Any = None, *, channe
                    row["val_accuracy"])
 
 
-class _run_directory:
+@contextlib.contextmanager
+def _run_directory(path: str | os.PathLike | None) -> Iterator[Path]:
     """The given run directory, or a temporary one removed afterwards."""
-
-    def __init__(self, path: str | os.PathLike | None):
-        self.path, self.tmp = path, None
-
-    def __enter__(self) -> Path:
-        if self.path is not None:
-            return Path(self.path)
-        self.tmp = tempfile.TemporaryDirectory(prefix="slimzip-")
-        return Path(self.tmp.name)
-
-    def __exit__(self, *exc) -> None:
-        if self.tmp is not None:
-            self.tmp.cleanup()
+    if path is not None:
+        yield Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="slimzip-") as tmp:
+        yield Path(tmp)
 
 
 def _infeasible(result, target: float, baseline: float, run: Path) -> str:
@@ -228,19 +221,20 @@ def _infeasible(result, target: float, baseline: float, run: Path) -> str:
 
 
 def _finish(model: nn.Module, data: bytes, out: str | os.PathLike | None, loaders: Loaders, baseline: float,
-            target: float | None, knobs: dict, cost: dict, candidates: list[dict], val_accuracy: float) -> Compressed:
+            target: float | None, knobs: dict, cost: dict, candidates: list[dict], val_accuracy: float,
+            margin: float | None = None) -> Compressed:
     """Write the file (if ``out``), decode it, and measure the decoded model once on the test split."""
     if out is not None:
         atomic_write_bytes(Path(out), data)
-    decoded = load(data, model=None if self_describing(decode_container(data).manifest) else model)
-    device = loaders.val.x.device
-    decoded = decoded.to(device)
+    container = decode_container(data)  # decoded once: the file is the compressed model
+    decoded = decode_model(container, None if self_describing(container.manifest) else model).eval()
+    decoded = decoded.to(loaders.val.x.device)
     test_acc = evaluate(decoded, loaders.test)[1] if loaders.test is not None else None
     shape = _input_shape(loaders)
     cost_ = measure(decoded, shape)
     return Compressed(decoded, data, Path(out) if out is not None else None, val_accuracy, test_acc, baseline,
                       target, dense_fp32_bytes(model), cost_.params, cost_.macs, sparsity_of(decoded), knobs, cost,
-                      candidates)
+                      candidates, margin)
 
 
 def load(source: str | os.PathLike | bytes, model: nn.Module | None = None) -> nn.Module:

@@ -188,8 +188,13 @@ def _target_name(node: fx.Node) -> str:
 
 def describe(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
     """The architecture of ``model`` as JSON data (see the module docstring); raises ``GraphError``
-    naming what cannot be described. The result is checked: ``build`` of it, with ``model``'s tensors,
-    gives the same outputs on a random input."""
+    naming what cannot be described."""
+    return traced(model, input_shape)[0]
+
+
+def traced(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict, fx.GraphModule]:
+    """``describe(model)`` and the model rebuilt from it holding ``model``'s tensors (``portable``),
+    checked to give ``model``'s outputs on a random input: what a file of ``model`` decodes to."""
     was = model.training
     try:  # in eval mode: what a Python flag decides (F.dropout(training=self.training)) is recorded for inference
         graph = _Tracer().trace(model.eval())
@@ -215,8 +220,9 @@ def describe(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
         nodes.append({"op": node.op, "target": _target_name(node), "args": _encode(list(node.args)),
                       "kwargs": _encode(dict(node.kwargs))["d"]})
     description = {"input_shape": list(input_shape), "layers": layers, "attributes": attrs, "nodes": nodes}
-    _check_round_trip(model, description, input_shape)
-    return description
+    rebuilt = portable(model, description)
+    _check_round_trip(model, rebuilt, input_shape)
+    return description, rebuilt.train(model.training)
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -238,11 +244,10 @@ def portable(model: nn.Module, description: dict) -> fx.GraphModule:
     """``build(description)`` holding ``model``'s own tensors (copied): the model as a file decodes it."""
     rebuilt = build(description)
     source = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))
-    state = rebuilt.state_dict()
-    missing = [k for k in state if k not in source and _resolve_or_none(model, k) is None]
-    if missing:
+    values = {k: source[k] if k in source else _resolve_or_none(model, k) for k in rebuilt.state_dict()}
+    if missing := [k for k, v in values.items() if not isinstance(v, torch.Tensor)]:
         raise GraphError(f"the rebuilt graph has tensors the model lacks: {missing[:3]}")
-    rebuilt.load_state_dict({k: (source[k] if k in source else _resolve(model, k)).detach().cpu() for k in state})
+    rebuilt.load_state_dict({k: v.detach().cpu() for k, v in values.items()})
     return rebuilt
 
 
@@ -253,8 +258,7 @@ def _resolve_or_none(model: nn.Module, target: str) -> Any:
         return None
 
 
-def _check_round_trip(model: nn.Module, description: dict, input_shape: tuple[int, ...]) -> None:
-    rebuilt = portable(model, description)
+def _check_round_trip(model: nn.Module, rebuilt: fx.GraphModule, input_shape: tuple[int, ...]) -> None:
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
     x = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))

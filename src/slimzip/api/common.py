@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import load_checkpoint
-from ..codec import decode_model
+from ..codec import decode_model, spec_input_shape
 from ..container import read_container
 from ..data import create_loaders, get_dataset_spec
 from ..errors import SlimzipError
-from ..models import get_model_entry
+from ..models import MODELS, get_model_entry
 from ..trainer import TrainConfig
 
 
@@ -46,14 +46,6 @@ def check_runs(model: torch.nn.Module, loader, model_name: str, dataset: str) ->
                            f"{dataset} needs (batch, {classes}) class scores")
 
 
-def model_input_shape(meta: dict) -> list[int] | None:
-    """The input shape a checkpoint's or a file's model records (user models), or None (registry models)."""
-    spec = meta.get("model", {})
-    if isinstance(spec.get("graph"), dict):
-        return spec["graph"].get("input_shape")
-    return spec.get("input_shape")
-
-
 def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
@@ -66,12 +58,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def check_fits(model_name: str, dataset: str) -> None:
-    """A model built for one input shape cannot take another (LeNet-5 on CIFAR, say)."""
-    entry = get_model_entry(model_name)
-    want, got = get_dataset_spec(entry.dataset).image_shape, get_dataset_spec(dataset).image_shape
+def check_fits(spec: dict, dataset: str) -> None:
+    """A model built for one input shape cannot take another (LeNet-5 on CIFAR, say). ``spec``: a
+    checkpoint's or a file's model entry (registry name, recorded input shape, or graph)."""
+    want, got = tuple(spec_input_shape(spec)), get_dataset_spec(dataset).image_shape
     if want != got:
-        raise SlimzipError(f"model {model_name} takes {entry.dataset} inputs {want}; {dataset} images are {got}")
+        name = spec.get("name", "in the file")
+        inputs = f"{get_model_entry(name).dataset} inputs" if name in MODELS else "inputs"
+        raise SlimzipError(f"model {name} takes {inputs} {want}; {dataset} images are {got}")
 
 
 def _data_options(meta: dict) -> dict:

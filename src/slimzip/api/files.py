@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import atomic_write_bytes, load_checkpoint
-from ..codec import decode_model, encode_model
+from ..codec import decode_model, encode_model, file_model, self_describing, spec_input_shape
 from ..container import decode_container, encode_container, read_container
 from ..data import create_loaders, get_dataset_spec
 from ..deep_compression import CompressConfig, deep_compress
@@ -21,9 +21,8 @@ from ..trainer import evaluate
 from ..structured import compose_plans, widths
 from ..unstructured import sparsity_of
 from ..models.user import is_user_source
-from ..searcher.pipeline import file_model, self_describing
 from .common import (_checkpoint_loaders, _checkpoint_recipe, _file_data, _load_any, _normalization, _slz_path, _stats,
-                     model_input_shape, resolve_device)
+                     resolve_device)
 
 
 ONNX_TOLERANCE = 1e-4  # max |onnxruntime - PyTorch| / max(1, max |PyTorch|) an exported graph may show
@@ -38,7 +37,7 @@ def export(path: str | os.PathLike, out: str | os.PathLike, *, check_images: int
     check_range("check images", check_images, 1, 100_000)
     out = onnx_path(out, path)
     model, meta = _load_any(path, torch.device("cpu"))
-    shape = tuple(model_input_shape(meta) or get_dataset_spec(meta["dataset"]).image_shape)
+    shape = spec_input_shape(meta["model"])
     blob = to_onnx(model, shape)
     inputs = torch.randn(check_images, *shape, generator=torch.Generator().manual_seed(seed))
     check = check_onnx(model, blob, inputs)

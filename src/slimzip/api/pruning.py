@@ -182,7 +182,7 @@ def dropnet(model_name: str, dataset: str | None, out: str | os.PathLike, *, met
     from ..dropnet import DropNetConfig, result_cycle, run_dropnet
 
     dataset = dataset or get_model_entry(model_name).dataset
-    check_fits(model_name, dataset)
+    check_fits({"name": model_name}, dataset)
     cfg = DropNetConfig(metric=metric, fraction=fraction, stop_remaining=stop_remaining, kappa=kappa, reset=reset,
                         seed=seed, oracle_images=oracle_images, init=init).validate()
     train_cfg = dataclasses.replace(DROPNET_RECIPE, **(overrides or {})).validate()

@@ -48,7 +48,7 @@ def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchCo
                          identity={"checkpoint": str(Path(checkpoint).resolve())},
                          file_meta={"dataset": meta["dataset"], **_file_data(meta)}, defaults=search_defaults(),
                          target_accuracy=target_accuracy, max_drop=max_drop)
-    summary = {**result.summary(), "file": str(out), "margin": result.margin,
+    summary = {**result.summary(), "file": str(out),
                "baseline_test_accuracy": meta.get("metrics", {}).get("test_accuracy"), "candidates": result.candidates,
                "run_dir": str(run), "wall_seconds_this_call": time.perf_counter() - t0}
     atomic_write_json(run / "summary.json", summary)

@@ -22,7 +22,7 @@ from ..progress import log
 from ..trainer import evaluate, fit, use_bf16
 from ..runs import claim as _claim, finished as _finished
 from .common import (DEFAULT_RECIPE, RECIPES, _load_any, _normalization, _stats, check_fits, check_runs,
-                     model_input_shape, resolve_device)
+                     resolve_device)
 
 
 def list_models() -> list[dict]:
@@ -44,8 +44,8 @@ def train(model_name: str, dataset: str | None, out: str | os.PathLike, *, overr
         raise SlimzipError(f"--model {model_name} is your own model: name its data with --dataset")
     dataset = absolute(dataset or get_model_entry(model_name).dataset)
     spec = get_dataset_spec(dataset)
-    if not user:
-        check_fits(model_name, dataset)
+    if not user:  # a user's model is checked by running it on the data (check_runs)
+        check_fits({"name": model_name}, dataset)
     cfg = dataclasses.replace(RECIPES.get(dataset, DEFAULT_RECIPE), **(overrides or {})).validate()
     dev = resolve_device(device)
     kwargs = {"num_classes": spec.num_classes} if spec.num_classes != 10 or user else {}
@@ -93,15 +93,9 @@ def evaluate_path(path: str | os.PathLike, *, dataset: str | None = None, split:
     dataset = dataset or meta.get("dataset")
     if not isinstance(dataset, str):
         raise SlimzipError(f"{path}: the file names no dataset; pass --dataset")
-    name = meta["model"].get("name", "user model")
-    if "name" in meta["model"] and not is_user_source(name):
-        check_fits(name, dataset)
+    check_fits(meta["model"], dataset)
     loaders = create_loaders(dataset, data_dir=data_dir, device=dev, normalize=_normalization(meta), stats=_stats(meta))
-    want = model_input_shape(meta)
-    if want is not None and tuple(want) != tuple(loaders.val.x.shape[1:]):
-        raise SlimzipError(f"{path}: the model takes inputs {tuple(want)}; {dataset} images are "
-                           f"{tuple(loaders.val.x.shape[1:])}")
     loader = loaders.test if split == "test" else loaders.val
     loss, acc = evaluate(model, loader)
-    return {"path": str(path), "model": name, "dataset": dataset, "split": split,
+    return {"path": str(path), "model": meta["model"].get("name", "user model"), "dataset": dataset, "split": split,
             "accuracy": acc, "loss": loss, "images": loader.num_samples}

@@ -122,7 +122,7 @@ def _split(x: np.ndarray, y: np.ndarray) -> dict:
         parts["train"] += idx[n_val + n_test:].tolist()
     if not parts["val"]:
         raise SlimzipError("image folder: too few images per class to split off validation images (want >= 3)")
-    return {s: _shuffled(x[sorted(i)], y[sorted(i)]) for s, i in parts.items()}
+    return {s: (x[sorted(i)], y[sorted(i)]) for s, i in parts.items()}  # ``x`` is shuffled already
 
 
 def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:

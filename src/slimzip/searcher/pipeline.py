@@ -11,21 +11,19 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..checkpoint import atomic_write_bytes, atomic_write_json, load_tensors, save_tensors
-from ..codec import decode_model, encode_model
+from ..codec import decode_model, encode_model, file_model, self_describing
 from ..deep_compression import (CompressConfig, default_channel_pruner, prune_and_retrain, remove_dead_units,
                                 share_weights, sparsity_steps)
 from ..container import decode_container
 from ..data import DeviceLoader, Loaders
-from ..graph import GraphError, describe, portable
 from ..measure import measure
-from ..structured import apply_plan, build_model, compose_plans, prunable_channels
+from ..structured import apply_plan, build_model, prunable_channels
 from ..trainer import TrainConfig, evaluate, fit, recalibrate_bn
 from ..unstructured import Masks, mask_hook, masks_from_zeros
 from .driver import SearchConfig, artifact_name
@@ -168,28 +166,6 @@ class CandidatePipeline:
                                self._tune_config(centroid_epochs), self.loaders.train, None, verbose=self.verbose)
         model, spec = file_model(model.cpu(), self.spec, plan, self.shape)
         return encode_model(model, spec, layers, self.compress_config(knobs), self.file_meta)
-
-
-def file_model(model: nn.Module, spec: dict | None, plan: dict, shape: tuple[int, ...]) -> tuple[nn.Module, dict]:
-    """The model to encode and the manifest's ``model`` entry: a registry spec with the plan composed in;
-    for a user's model its graph (and the model rebuilt from it, whose tensors the graph names), or, when
-    it cannot be traced, the plan and input shape only (the file then loads into the user's class)."""
-    if spec is not None:
-        full = compose_plans(spec.get("plan"), plan)
-        return model, ({**spec, "plan": full} if full else {k: v for k, v in spec.items() if k != "plan"})
-    try:
-        graph = describe(model, shape)
-    except GraphError as e:
-        warnings.warn(f"the file will not hold the model's architecture ({e}); load it with "
-                      "slimzip.load(path, model=YourModel())", stacklevel=2)
-        return model, {"plan": plan, "input_shape": list(shape)}
-    return portable(model, graph), {"graph": graph, "plan": plan}
-
-
-def self_describing(manifest: dict) -> bool:
-    """Whether a file rebuilds its model alone (a registry name or a graph), without the user's class."""
-    spec = manifest.get("model")
-    return isinstance(spec, dict) and ("name" in spec or "graph" in spec)
 
 
 def _relative(spec: dict | None, saved: dict) -> dict:

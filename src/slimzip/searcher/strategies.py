@@ -8,14 +8,24 @@ registry, so a new one is a function and a line.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable
+from typing import Any, Callable, Protocol
 
 from .journal import Candidate, Knobs
 
-if TYPE_CHECKING:
-    from .driver import Search
 
-Strategy = Callable[["Search"], None]
+class Search(Protocol):
+    """What a strategy sees of the driver's ``Search``: the config, the target and ``evaluate``."""
+
+    cfg: Any  # driver.SearchConfig (step, refine, max_channel_ratio, max_sparsity, finetune_epochs, ...)
+    target: float
+    margin: float
+    slack: float
+
+    def evaluate(self, knobs: Knobs, parent: Candidate | None, *, epochs: float, rounds: int = 1,
+                 centroid_epochs: int = 0, reserved: bool = False) -> Candidate: ...
+
+
+Strategy = Callable[[Search], None]
 AXES = ("channel_ratio", "sparsity")
 EPS = 1e-9
 
@@ -35,11 +45,11 @@ def _placed(point: Candidate | None, axis: str, value: float) -> Knobs:
     return _raised(point, axis, value - getattr(_knobs(point), axis))
 
 
-def _limit(search: "Search", axis: str) -> float:
+def _limit(search: Search, axis: str) -> float:
     return search.cfg.max_channel_ratio if axis == "channel_ratio" else search.cfg.max_sparsity
 
 
-def _linear_walk(search: "Search", point: Candidate | None, axis: str, step: float,
+def _linear_walk(search: Search, point: Candidate | None, axis: str, step: float,
                  threshold: float) -> Candidate | None:
     """Raise one knob by ``step`` at a time, warm-starting each candidate from the last one, while
     validation accuracy stays at ``threshold``; returns the last candidate that did (or ``point``)."""
@@ -53,7 +63,7 @@ def _linear_walk(search: "Search", point: Candidate | None, axis: str, step: flo
         point = candidate
 
 
-def heuristic(search: "Search") -> None:
+def heuristic(search: Search) -> None:
     """The combined heuristic (Tian et al. 2022): step 1 raises the channel ratio by ``step`` while
     accuracy stays at target + margin; step 2 raises weight sparsity on that model while it stays at
     the target; then ``refine`` rounds halve step and margin and repeat both walks from the best point.
@@ -72,7 +82,7 @@ def _axis(step: float, limit: float) -> list[float]:
     return [round(i * step, 6) for i in range(n + 1)]
 
 
-def grid(search: "Search") -> None:
+def grid(search: Search) -> None:
     """Brute force: every (channel ratio, sparsity) pair on the step grid, each from the input model
     with the same budget (``finetune_epochs`` after channel removal, then ``prune_steps`` rounds of
     weight pruning with ``finetune_epochs`` each). The channel stage of a ratio is computed once and
@@ -94,7 +104,7 @@ LINEAR: Scale = (lambda v: v, lambda x: x)
 HALVINGS: Scale = (lambda s: -math.log2(1 - s), lambda u: 1 - 2 ** -u)
 
 
-def _gallop(search: "Search", point: Candidate | None, axis: str, threshold: float, scale: Scale, step: float,
+def _gallop(search: Search, point: Candidate | None, axis: str, threshold: float, scale: Scale, step: float,
             finest: float) -> Candidate | None:
     """Walk one knob (in ``scale``'s coordinate) with a step that doubles after every success until the
     first failure, then bisects between the last success and the first failure, down to ``finest``.
@@ -115,7 +125,7 @@ def _gallop(search: "Search", point: Candidate | None, axis: str, threshold: flo
     return point
 
 
-def _try(search: "Search", knobs: Knobs, point: Candidate | None, threshold: float) -> Candidate | None:
+def _try(search: Search, knobs: Knobs, point: Candidate | None, threshold: float) -> Candidate | None:
     """Climb the budget ladder (successive halving in spirit): screen ``knobs`` from ``point`` with no
     training; a candidate that misses by less than the screen gap gets a short fine-tune (a fraction of
     an epoch, ``short_epochs``); one that still misses, by less than a quarter of the allowed drop
@@ -133,7 +143,7 @@ def _try(search: "Search", knobs: Knobs, point: Candidate | None, threshold: flo
     return candidate if candidate.meets(threshold) else None
 
 
-def _staircase(search: "Search", point: Candidate, walks: dict, threshold: float) -> Candidate:
+def _staircase(search: Search, point: Candidate, walks: dict, threshold: float) -> Candidate:
     """Walk the staircase boundary from ``point``: screen a finest step of each knob (no training), send
     the more promising move (fewer accuracy points lost per byte saved) up the budget ladder, the other
     only if that one fails; stop when neither moves."""
@@ -161,7 +171,7 @@ def _loss_per_byte(point: Candidate, screen: Candidate) -> float:
     return (point.val_accuracy - screen.val_accuracy) / saved
 
 
-def frontier(search: "Search") -> None:
+def frontier(search: Search) -> None:
     """slimzip's strategy: the heuristic's two walks (channels at target + margin, then sparsity at the
     target), but galloping (steps double until the first failure, then bisect: the boundary is found
     in logarithmically many candidates, to a finer resolution; sparsity in halvings of the kept
