@@ -17,9 +17,8 @@ import torch
 
 from slimzip.api.common import _checkpoint_loaders, _checkpoint_recipe
 from slimzip.checkpoint import load_checkpoint
-from slimzip.deep_compression import default_channel_pruner
 from slimzip.data import get_dataset_spec
-from slimzip.structured import apply_plan
+from slimzip.structured import apply_plan, default_channel_pruner
 from slimzip.trainer import evaluate, recalibrate_bn
 from slimzip.unstructured import MagnitudePruner, apply_masks_
 

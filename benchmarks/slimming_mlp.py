@@ -35,7 +35,7 @@ GOAL = 0.001 + 1e-9  # the largest accepted gap: 0.1 point of accuracy (float sl
 PAPER_TRAIN = dict(batch_size=256, lr=0.1, schedule="step", milestones=(1 / 3, 2 / 3), weight_decay=1e-4, nesterov=True)
 RECIPES = {  # family: recipes of one family share their baseline and sparsity-training runs
     "slimzip": {"family": "slimzip", "train": {}, "bn_init": None, "lam": 1e-3,
-                "passes": [dict(channel_ratio=0.5, finetune_epochs=10, lr=0.05, sparsity=1e-3),
+                "passes": [dict(channel_ratio=0.5, finetune_epochs=10, lr=0.05, bn_l1=1e-3),
                            dict(channel_ratio=0.6, finetune_epochs=20, lr=0.05)]},
     "gradual": {"family": "slimzip", "train": {}, "bn_init": None, "lam": 1e-3,
                 "passes": [dict(channel_ratio=0.8, passes=5, pass_epochs=5, finetune_epochs=20, lr=0.05)]},
@@ -51,7 +51,7 @@ def run_seed(name: str, recipe: dict, lam: float, seed: int, runs: Path, quick: 
     over = {**recipe["train"], "seed": seed, **({"epochs": 2} if quick else {})}
     extra = dict(verbose=False, **({"subset": 5000} if quick else {}))
     base = train(MODEL, None, runs / f"base-seed{seed}", bn_init=recipe["bn_init"], overrides=over, **extra)
-    sparse = train(MODEL, None, runs / f"sparse{lam:g}-seed{seed}", bn_init=0.5, overrides={**over, "sparsity": lam},
+    sparse = train(MODEL, None, runs / f"sparse{lam:g}-seed{seed}", bn_init=0.5, overrides={**over, "bn_l1": lam},
                    **extra)
     row = {"seed": seed, "baseline": base["test_accuracy"], "baseline_params": base["params"],
            "sparse": sparse["test_accuracy"], "passes": []}

@@ -15,8 +15,13 @@ Rows:
   slimzip         slimzip.data.DeviceLoader + slimzip.trainer.fit (precision 'auto', channels_last)
   slimzip-compile the same with TrainConfig(compile=True) (NCHW)
 
+With ``--precision-table`` it measures instead what this machine can train (issue: CIFAR-10 on the CPU):
+slimzip's loader and loop only, fp32 against bf16 autocast, for the CIFAR-10 models of the paper's
+experiment, and the time one epoch of the 45,000 training images would take at that rate.
+
 Usage: SLIMZIP_DATA=../shared/data python benchmarks/train_throughput.py [--quick]
-Writes benchmarks/results/train_throughput.json.
+       SLIMZIP_DATA=../shared/data python benchmarks/train_throughput.py --precision-table
+Writes benchmarks/results/train_throughput.json (or train_throughput_cifar.json).
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ from slimzip.models import create_model
 from slimzip.trainer import TrainConfig, fit, use_bf16
 
 CASES = [("lenet-5", "mnist", 12800), ("resnet20", "cifar10", 2560)]  # model, dataset, images per pass
+# --precision-table: the paper's CIFAR-10 models, images per timed pass (a few seconds to ~20 s each)
+CIFAR_CASES = [("resnet20", 2560), ("resnet56", 1024), ("vgg11", 1024), ("vgg19", 512), ("densenet40", 512)]
+CIFAR_TRAIN_IMAGES = 45000  # CIFAR-10's training split after slimzip's 5,000-image validation split
 BATCH = 128
 
 
@@ -89,14 +97,14 @@ def dataloader_runner(model_name: str, dataset: str, images: int, workers: int, 
     return one_pass
 
 
-def slimzip_runner(model_name: str, dataset: str, images: int, compile: bool):
+def slimzip_runner(model_name: str, dataset: str, images: int, compile: bool, precision: str = "auto"):
     """slimzip's DeviceLoader + fit, with its defaults (precision 'auto', channels_last)."""
     loaders = create_loaders(dataset, batch_size=BATCH, subset=images)
     torch.manual_seed(0)
     model = create_model(model_name)
     # Compiled graphs run NCHW here: on this CPU channels_last + compile measured slower than NCHW + compile.
     cfg = TrainConfig(epochs=1, batch_size=BATCH, lr=0.01, weight_decay=5e-4, schedule="constant",
-                      compile=compile, channels_last=not compile)
+                      compile=compile, channels_last=not compile, precision=precision)
 
     def one_pass() -> int:
         fit(model, loaders.train, None, cfg, verbose=False)
@@ -121,16 +129,28 @@ def measure_rows(runners: dict, repeats: int) -> dict:
                    "first_pass_s": round(warmup[name], 1)} for name, r in rates.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a quarter of the images, one repeat (smoke run)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_throughput.json"))
-    args = parser.parse_args()
-    repeats = 1 if args.quick else args.repeats
+def precision_table(repeats: int, quick: bool) -> tuple[list[dict], str]:
+    """fp32 against bf16 autocast per CIFAR-10 model, slimzip's loader and loop."""
+    bf16 = use_bf16("auto", torch.device("cpu"))
+    precisions = ("fp32", "bf16") if bf16 else ("fp32",)  # bf16 autocast without native bf16 is emulated: slow
+    rows = []
+    for model_name, images in CIFAR_CASES:
+        images = max(BATCH, images // 4) if quick else images
+        runners = {p: slimzip_runner(model_name, "cifar10", images, compile=False, precision=p) for p in precisions}
+        for p, r in measure_rows(runners, repeats).items():
+            rows.append({"model": model_name, "dataset": "cifar10", "precision": p, "images": images, **r,
+                         "epoch_s": round(CIFAR_TRAIN_IMAGES / r["images_per_s"], 1)})
+    lines = [f"{'model':10} {'precision':9} {'images/s':>9} {'s/epoch (45k)':>14}  timed passes"]
+    lines += [f"{r['model']:10} {r['precision']:9} {r['images_per_s']:>9.1f} {r['epoch_s']:>14.1f}  {r['all']}"
+              for r in rows]
+    return rows, "\n".join(lines)
+
+
+def loader_table(repeats: int, quick: bool) -> tuple[list[dict], str]:
+    """slimzip's loader + loop against DataLoader loops, per CASES row."""
     rows = []
     for model_name, dataset, images in CASES:
-        images = images // 4 if args.quick else images
+        images = images // 4 if quick else images
         runners = {
             "dataloader-w0": dataloader_runner(model_name, dataset, images, 0, False),
             "dataloader-w2": dataloader_runner(model_name, dataset, images, 2, False),
@@ -143,16 +163,42 @@ def main() -> None:
         for name, r in result.items():
             rows.append({"model": model_name, "dataset": dataset, "loader": name, "images": images,
                          **r, "speedup_vs_dataloader_w0": round(r["images_per_s"] / base, 2)})
-    print(f"{'model':10} {'dataset':8} {'path':16} {'images/s':>9} {'vs w0':>7} {'first pass':>11}  timed passes")
-    for r in rows:
-        print(f"{r['model']:10} {r['dataset']:8} {r['loader']:16} {r['images_per_s']:>9.1f} "
-              f"{r['speedup_vs_dataloader_w0']:>6.2f}x {r['first_pass_s']:>10.1f}s  {r['all']}")
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or
-            platform.machine(), "bf16": use_bf16("auto", torch.device("cpu")), "batch_size": BATCH,
+    lines = [f"{'model':10} {'dataset':8} {'path':16} {'images/s':>9} {'vs w0':>7} {'first pass':>11}  timed passes"]
+    lines += [f"{r['model']:10} {r['dataset']:8} {r['loader']:16} {r['images_per_s']:>9.1f} "
+              f"{r['speedup_vs_dataloader_w0']:>6.2f}x {r['first_pass_s']:>10.1f}s  {r['all']}" for r in rows]
+    return rows, "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a quarter of the images, one repeat (smoke run)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--precision-table", action="store_true",
+                        help="fp32 vs bf16 images/s of the CIFAR-10 models (slimzip's loop only)")
+    parser.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/train_throughput[_cifar].json)")
+    args = parser.parse_args()
+    name = "train_throughput_cifar.json" if args.precision_table else "train_throughput.json"
+    args.out = args.out or str(Path(__file__).parent / "results" / name)
+    repeats = 1 if args.quick else args.repeats
+    rows, table = (precision_table if args.precision_table else loader_table)(repeats, args.quick)
+    print(table)
+    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": _cpu_name(),
+            "bf16": use_bf16("auto", torch.device("cpu")), "batch_size": BATCH,
             "repeats": repeats, "statistic": "median images/s of the timed passes"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"wrote {args.out}")
+
+
+def _cpu_name() -> str:
+    """The CPU's model name and whether it has native bf16 (timings depend on both)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
+    return f"{name} ({'avx512_bf16' if 'avx512_bf16' in flags else 'amx_bf16' if 'amx_bf16' in flags else 'no native bf16'})"
 
 
 if __name__ == "__main__":

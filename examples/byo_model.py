@@ -51,7 +51,7 @@ def main() -> None:
     torch.manual_seed(0)
     t0 = time.perf_counter()
     model = slimzip.train(mobilenet_v2(10), train, val, epochs=args.epochs, lr=0.05, weight_decay=5e-4,
-                          schedule="cosine", sparsity=1e-4, augment=True, run_dir=Path(args.out).with_suffix(".train"))
+                          schedule="cosine", bn_l1=1e-4, augment=True, run_dir=Path(args.out).with_suffix(".train"))
     trained = time.perf_counter() - t0
     result = slimzip.search(model, train, val, test, max_drop=args.max_drop,
                             config=SearchConfig(strategy=args.strategy), out=args.out,

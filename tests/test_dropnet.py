@@ -47,7 +47,7 @@ def test_oracle_drops_the_unit_whose_removal_costs_least():
     import torch.nn.functional as F
     from torch import nn
 
-    from slimzip.dropnet import oracle_plan
+    from slimzip.structured.dropnet import oracle_plan
     from slimzip.structured import apply_plan, channel_groups
 
     torch.manual_seed(0)

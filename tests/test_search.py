@@ -12,7 +12,7 @@ import pytest
 from slimzip.cli import main
 from slimzip.errors import SlimzipError
 from slimzip.searcher import Journal, Knobs, SearchConfig, run_search
-from slimzip.deep_compression import sparsity_steps
+from slimzip.schedule import sparsity_steps
 from slimzip.searcher.strategies import _axis
 
 BASELINE = 0.99

@@ -198,8 +198,8 @@ def cmd_prune_channels(args: argparse.Namespace) -> None:
 
     r = prune_channels(args.checkpoint, args.out, method=args.method, channel_ratio=args.ratio, scope=args.scope,
                        min_channels=args.min_channels, round_to=args.round_to, finetune_epochs=args.finetune_epochs,
-                       lr=args.lr, schedule=args.schedule, sparsity=args.sparsity,
-                       passes=args.passes, pass_epochs=args.pass_epochs, pass_sparsity=args.pass_sparsity,
+                       lr=args.lr, schedule=args.schedule, bn_l1=args.bn_l1,
+                       passes=args.passes, pass_epochs=args.pass_epochs, pass_bn_l1=args.pass_bn_l1,
                        distill=args.distill, teacher=args.teacher, seed=args.seed,
                        device=args.device, data_dir=args.data_dir, verbose=not args.quiet)
 
@@ -295,14 +295,15 @@ def _prune_parser(sub) -> None:
     p.add_argument("--lr", type=number, help="fine-tune learning rate (default: a tenth of the checkpoint's)")
     p.add_argument("--schedule", default="cosine",
                    help="fine-tune schedule: cosine (default), step (the checkpoint's milestones), constant, onecycle")
-    p.add_argument("--sparsity", type=number, default=0.0,
-                   help="L1 on BN scales while fine-tuning (multi-pass slimming)")
+    p.add_argument("--bn-l1", "--sparsity", type=number, default=0.0,
+                   help="L1 lambda on BN scales while fine-tuning (multi-pass slimming; old name: --sparsity)")
     p.add_argument("--passes", type=positive_int, default=1,
                    help="remove --ratio in N equal steps, fine-tuning between them (gradual; default 1)")
     p.add_argument("--pass-epochs", type=int, help="fine-tune epochs after each step but the last (default: a quarter "
                                                   "of --finetune-epochs)")
-    p.add_argument("--pass-sparsity", type=number,
-                   help="L1 on BN scales in those fine-tunes (default: the checkpoint's own training lambda)")
+    p.add_argument("--pass-bn-l1", "--pass-sparsity", type=number,
+                   help="L1 lambda on BN scales in those fine-tunes (default: the checkpoint's own training lambda; "
+                        "old name: --pass-sparsity)")
     p.add_argument("--distill", type=number, default=0.0,
                    help="fine-tune with this weight on distillation from the unpruned model (0: off; e.g. 1)")
     p.add_argument("--teacher", help="with --distill: distill from this checkpoint directory instead (same dataset)")

@@ -35,8 +35,9 @@ from .data.adapt import as_loader, as_loaders
 from .errors import SlimzipError, check_range
 from .measure import dense_fp32_bytes, measure
 from .progress import log
-from .runs import claim
+from .runs import RunDir
 from .searcher import Journal, Knobs, SearchConfig, run_search
+from .settings import RENAMED
 from .searcher.pipeline import CandidatePipeline
 from .trainer import TrainConfig, evaluate, fit
 from .unstructured import sparsity_of
@@ -104,7 +105,8 @@ def train(model: nn.Module, train: Any, val: Any = None, *, config: TrainConfig 
           device: str | torch.device = "cpu", augment: bool = False, run_dir: str | os.PathLike | None = None,
           verbose: bool = True, **overrides: Any) -> nn.Module:
     """Train ``model`` in place with slimzip's loop (``TrainConfig``; keyword overrides such as
-    ``epochs=15, sparsity=1e-4`` for slimming's L1 on BatchNorm scales); ``run_dir`` makes it resumable."""
+    ``epochs=15, bn_l1=1e-4`` for slimming's L1 on BatchNorm scales); ``run_dir`` makes it resumable."""
+    overrides = {RENAMED["train"].get(k, k): v for k, v in overrides.items()}  # old names still accepted
     cfg = dataclasses.replace(config or TrainConfig(), **overrides).validate()
     dev = torch.device(device)
     tr = as_loader(train, train=True, batch_size=cfg.batch_size, device=dev, augment=augment, seed=cfg.seed,
@@ -149,7 +151,7 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
     config_json = json.loads(json.dumps({**(identity or digest(model, loaders)), "baseline_val_accuracy": baseline,
                                          "target_accuracy": target, "search": dataclasses.asdict(cfg)}))
     with _run_directory(run_dir) as run:
-        claim(run, config_json, defaults)
+        RunDir(run, config_json, defaults).claim()
         journal = Journal(run / "journal.sqlite", config_json, defaults)
         pipeline = CandidatePipeline(model, spec, _input_shape(loaders), loaders, train_cfg, cfg, run,
                                      verbose=verbose, file_meta=file_meta)

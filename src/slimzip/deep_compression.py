@@ -18,7 +18,8 @@ from .options import knob
 from .progress import log
 from .settings import CHANNEL_SCOPES
 from .sharing import SharedLayer, WeightSharer, tie_centroids_, untie_centroids_
-from .structured import ChannelPruner, apply_plan, compose_plans, dead_channel_plan
+from .schedule import sparsity_steps
+from .structured import apply_plan, compose_plans, dead_channel_plan, default_channel_pruner
 from .trainer import TrainConfig, fit
 from .unstructured import MagnitudePruner, Masks, apply_masks_, mask_hook, masks_from_zeros
 
@@ -60,13 +61,6 @@ class CompressConfig:
         if self.prune_steps < 1 or self.retrain_epochs < 0 or self.centroid_epochs < 0:
             raise SlimzipError("prune steps must be >= 1 and epochs >= 0")
         return self
-
-
-def sparsity_steps(start: float, end: float, rounds: int) -> list[float]:
-    """Sparsities after each of ``rounds`` pruning rounds from ``start`` to ``end``: the kept fraction
-    shrinks geometrically (0 -> 0.875 in 3 rounds: 0.5, 0.75, 0.875)."""
-    kept0, kept1 = 1 - start, 1 - end
-    return [1 - kept0 * (kept1 / kept0) ** ((i + 1) / rounds) for i in range(rounds)]
 
 
 Tune = Callable[[nn.Module, "Masks | None"], float]  # fine-tune holding the masks; returns the epochs spent
@@ -153,15 +147,6 @@ def deep_compress(model: nn.Module, train: DeviceLoader, val: DeviceLoader | Non
     layers = share_weights(pruned.model, pruned.masks, cfg.bits_conv, cfg.bits_fc, tune_cfg(cfg.centroid_epochs),
                            train, val, grad=cfg.centroid_grad, verbose=verbose)
     return DeepCompressed(pruned.model, layers, pruned.plan, int(pruned.epochs) + cfg.centroid_epochs)
-
-
-def default_channel_pruner(model: nn.Module, channel_ratio: float, scope: str = "auto") -> ChannelPruner:
-    """Network slimming (BN scales; a group without BatchNorm falls back to its filters' L1 norm and loses
-    the ratio itself). ``scope='auto'``: slimming's one global threshold where the model has BatchNorm,
-    per layer without (L1 norms of different layers do not compare); 'global' or 'layer' force one."""
-    if scope == "auto":
-        scope = "global" if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()) else "layer"
-    return ChannelPruner(importance="bn_scale", channel_ratio=channel_ratio, scope=scope)
 
 
 def share_weights(model: nn.Module, masks: dict, bits_conv: int, bits_fc: int, centroid_cfg: TrainConfig,

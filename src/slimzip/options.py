@@ -10,12 +10,14 @@ import typing
 from typing import Any, Sequence
 
 
-def knob(default: Any, help: str, *, flag: str | None = None, points: bool = False, positive: bool = False) -> Any:
+def knob(default: Any, help: str, *, flag: str | None = None, points: bool = False, positive: bool = False,
+         alias: str | None = None) -> Any:
     """A config field with its command-line help. ``flag``: the option's name where it is not
     ``--field-name`` (a boolean that turns a True default off: ``--no-shuffle``); ``points``: a fraction
-    entered and shown in percentage points; ``positive``: an integer of at least 1 (checked as parsed)."""
+    entered and shown in percentage points; ``positive``: an integer of at least 1 (checked as parsed);
+    ``alias``: the option's old name, still accepted."""
     return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "points": points,
-                                                        "positive": positive})
+                                                        "positive": positive, "alias": alias})
 
 
 def positive_int(text: str) -> int:
@@ -98,7 +100,9 @@ def add_options(parser: argparse.ArgumentParser, sources: Sequence[tuple[str, An
                                 else "store_false" if f.default else "store_true")
         else:
             kwargs["type"] = positive_int if meta["positive"] else _parse(hint)
-        parser.add_argument(flag, **kwargs)
+        if meta.get("alias"):
+            kwargs["help"] += f" (old name: {meta['alias']})"
+        parser.add_argument(flag, *([meta["alias"]] if meta.get("alias") else []), **kwargs)
     return list(fields)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import SlimzipError
+from .summaries import CompareSummary, PruneSummary, SearchSummary, TrainSummary, read_summary
 
 
 @dataclasses.dataclass
@@ -77,18 +78,18 @@ def _epochs_section(rows: list[dict], title: str) -> Section:
 
 
 def _train(run: Path) -> list[Section]:
-    s = _read_json(run / "summary.json") if (run / "summary.json").is_file() else {}
+    s = read_summary(run / "summary.json", TrainSummary) if (run / "summary.json").is_file() else None
     rows = _read_jsonl(run / "metrics.jsonl")
     head = Section("training run", ["model", "dataset", "params", "MACs", "epochs", "val acc", "test acc", "seconds"],
-                   [[s.get("model", "?"), s.get("dataset", "?"), f"{s.get('params', 0):,}", f"{s.get('macs', 0):,}",
-                     s.get("epochs_run", len(rows)), _pct(s.get("val_accuracy")), _pct(s.get("test_accuracy")),
-                     f"{s.get('train_seconds', 0):.0f}"]],
+                   [[s["model"], s["dataset"], f"{s['params']:,}", f"{s['macs']:,}", s["epochs_run"],
+                     _pct(s["val_accuracy"]), _pct(s["test_accuracy"]), f"{s['train_seconds']:.0f}"]] if s else
+                   [["?", "?", "", "", len(rows), "", "", f"{sum(r['seconds'] for r in rows):.0f}"]],
                    notes=[] if s else ["unfinished: no summary.json yet"])
     return [head, _epochs_section(rows, "epochs")]
 
 
 def _prune_channels(run: Path) -> list[Section]:
-    s = _read_json(run / "summary.json")
+    s = read_summary(run / "summary.json", PruneSummary)
     b, a = s["before"], s["after"]
     rows = [["params", f"{b['cost']['params']:,}", f"{a['cost']['params']:,}"],
             ["MACs", f"{b['cost']['macs']:,}", f"{a['cost']['macs']:,}"],
@@ -114,7 +115,9 @@ def _dropnet(run: Path) -> list[Section]:
 
 
 def _search(run: Path) -> list[Section]:
-    s = _read_json(run / "summary.json") if (run / "summary.json").is_file() else None
+    path = run / "summary.json"
+    raw = _read_json(path) if path.is_file() else {}  # an infeasible search's has no file: target and cost only
+    s = read_summary(path, SearchSummary) if isinstance(raw, dict) and raw.get("file") else None
     try:
         with sqlite3.connect(f"file:{run / 'journal.sqlite'}?mode=ro", uri=True) as db:
             db.row_factory = sqlite3.Row
@@ -126,7 +129,7 @@ def _search(run: Path) -> list[Section]:
              _pct(c["val_accuracy"]), "" if c["file_bytes"] is None else f"{c['file_bytes']:,}",
              f"{c['epochs']:.2f}", "winner" if c["id"] == winner else ""] for c in cands]
     ok = [c for c in cands if c["status"] == "ok" and c["file_bytes"]]
-    target = s["target_accuracy"] if s else None
+    target = raw.get("target_accuracy") if isinstance(raw, dict) else None
     plot = Plot("file bytes", "val accuracy (%)",
                 [Series("candidates", [c["file_bytes"] for c in ok], [100 * c["val_accuracy"] for c in ok], "points")]
                 + ([Series("winner", [s["file_bytes"]], [100 * s["val_accuracy"]], "star")] if s else []),
@@ -148,7 +151,7 @@ def _search(run: Path) -> list[Section]:
 
 
 def _compare(run: Path) -> list[Section]:
-    c = _read_json(run / "compare.json")
+    c = read_summary(run / "compare.json", CompareSummary)
 
     def row(name: str, r: dict) -> list[Any]:
         sr = r["search"]

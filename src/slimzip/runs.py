@@ -1,15 +1,18 @@
-"""Run directories: a run directory holds one run's settings (``config.json``); the same command resumes
-it, and a different one is refused."""
+"""Run directories: every command's run directory is a ``RunDir``. ``config.json`` holds the run's
+settings; the same command resumes the run (or gets a finished run's summary back), a different one is
+refused; ``summary.json`` (one of ``summaries``' types) marks it finished."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 from .atomic import remove_temporaries
 from .checkpoint import atomic_write_json, read_meta
-from .settings import same_settings
 from .errors import SlimzipError
+from .settings import same_settings
 from .trainer import TrainConfig
 
 # A training setting missing from a saved run's "train" config is read back as TrainConfig's default
@@ -17,33 +20,52 @@ from .trainer import TrainConfig
 TRAIN_DEFAULTS = json.loads(json.dumps(TrainConfig().to_json()))
 
 
-def _with_train_added(defaults: dict | None) -> dict:
-    return {**(defaults or {}), "train": {**TRAIN_DEFAULTS, **(defaults or {}).get("train", {})}}
+@dataclass
+class RunDir:
+    """One run's directory. ``added_later``: settings added to slimzip after runs were made, nested like
+    ``config``, at the values such runs implicitly used (training settings always are: their defaults);
+    settings renamed since are read under their new names (``settings.RENAMED``)."""
 
+    path: Path
+    config: dict
+    added_later: dict | None = None
 
-def finished(run: Path, config: dict, defaults: dict | None = None) -> dict | None:
-    """The summary of a finished run made with this config, if there is one."""
-    if (run / "summary.json").is_file() and (run / "model.json").is_file():
-        if same_settings(read_meta(run).get("config"), config, _with_train_added(defaults)):
-            return json.loads((run / "summary.json").read_text())
-    return None
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.config = json.loads(json.dumps(self.config))  # as it reads back from disk (tuples become lists)
 
+    def _matches(self, saved: Any) -> bool:
+        extra = self.added_later or {}
+        return same_settings(saved, self.config, {**extra, "train": {**TRAIN_DEFAULTS, **extra.get("train", {})}})
 
-def claim(run: Path, config: dict, defaults: dict | None = None) -> None:
-    """Write config.json, refusing a directory that holds a different run (see ``same_settings``)."""
-    if run.exists() and not run.is_dir():
-        raise SlimzipError(f"{run} is a file; --out must name a directory")
-    path = run / "config.json"
-    if path.is_file():
-        try:
-            saved = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            saved = None
-        if not same_settings(saved, config, _with_train_added(defaults)):
-            raise SlimzipError(f"{run} holds a different run (config.json differs); use a new --out directory")
-    elif run.exists() and any(run.iterdir()):
-        raise SlimzipError(f"{run} exists and is not a slimzip run directory; use a new --out directory")
-    remove_temporaries(run)  # what killed atomic writes of an earlier try left behind
-    atomic_write_json(path, config)
+    def finished(self) -> dict | None:
+        """The summary of this run if it finished (summary and checkpoint written) with these settings."""
+        run = self.path
+        if (run / "summary.json").is_file() and (run / "model.json").is_file():
+            if self._matches(read_meta(run).get("config")):
+                return json.loads((run / "summary.json").read_text())
+        return None
 
+    def claim(self) -> "RunDir":
+        """Write config.json, refusing a directory that holds a different run; remove what killed atomic
+        writes of an earlier try left behind."""
+        run, path = self.path, self.path / "config.json"
+        if run.exists() and not run.is_dir():
+            raise SlimzipError(f"{run} is a file; --out must name a directory")
+        if path.is_file():
+            try:
+                saved = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                saved = None
+            if not self._matches(saved):
+                raise SlimzipError(f"{run} holds a different run (config.json differs); use a new --out directory")
+        elif run.exists() and any(run.iterdir()):
+            raise SlimzipError(f"{run} exists and is not a slimzip run directory; use a new --out directory")
+        remove_temporaries(run)
+        atomic_write_json(path, self.config)
+        return self
 
+    def finish(self, summary: Mapping[str, Any]) -> Any:
+        """Write ``summary.json`` (the run's result, and the mark that it finished); returns the summary."""
+        atomic_write_json(self.path / "summary.json", dict(summary))
+        return summary

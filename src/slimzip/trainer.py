@@ -28,6 +28,7 @@ from .data.adapt import as_loader
 from .errors import SlimzipError, check_range, unknown
 from .options import knob
 from .progress import Bar, log
+from .settings import RENAMED
 
 LossTerm = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (model, x, out, y) -> scalar
 AfterStep = Callable[[nn.Module], None]  # model -> None, called after every optimizer step
@@ -51,7 +52,7 @@ class TrainConfig:
                                                       "comma-separated")
     warmup_epochs: float = knob(0.0, "linear warm-up from 0, in epochs")
     label_smoothing: float = knob(0.0, "cross-entropy label smoothing, in [0, 1)")
-    sparsity: float = knob(0.0, "lambda of the L1 penalty on BN scales (network slimming; 0: off)")
+    bn_l1: float = knob(0.0, "lambda of the L1 penalty on BN scales (network slimming; 0: off)", alias="--sparsity")
     precision: str = knob("auto", "auto, bf16 or fp32 (auto: bf16 only where the hardware has it)")
     channels_last: bool = knob(True, "NHWC memory layout (faster convs on CPU and GPU; no effect on MLPs)")
     compile: bool = knob(False, "torch.compile the model: faster epochs after a one-off compile (minutes on a CPU)")
@@ -71,7 +72,7 @@ class TrainConfig:
         check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
         check_range("weight decay", self.weight_decay, 0.0, 1.0)
         check_range("label smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
-        check_range("sparsity (L1 lambda)", self.sparsity, 0.0, 1.0)
+        check_range("BN L1 lambda (--bn-l1)", self.bn_l1, 0.0, 1.0)
         check_range("warm-up epochs", self.warmup_epochs, 0.0, float(self.epochs))
         if self.patience < 0:
             raise SlimzipError(f"patience must be 0 (off) or positive, got {self.patience}")
@@ -90,6 +91,7 @@ class TrainConfig:
     @classmethod
     def from_json(cls, d: dict) -> "TrainConfig":
         known = {f.name for f in dataclasses.fields(cls)}
+        d = {RENAMED["train"].get(k, k): v for k, v in d.items()}  # configs saved before a rename
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known}
         return cls(**d)
 
@@ -231,7 +233,7 @@ def fit(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None, cfg: Tr
         model.to(memory_format=torch.channels_last)
     bf16 = use_bf16(cfg.precision, device)
     net = torch.compile(model) if cfg.compile else model  # shares parameters with model
-    terms = list(loss_terms) + ([bn_l1_penalty(cfg.sparsity)] if cfg.sparsity > 0 else [])
+    terms = list(loss_terms) + ([bn_l1_penalty(cfg.bn_l1)] if cfg.bn_l1 > 0 else [])
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                           weight_decay=cfg.weight_decay)
     run = Path(run_dir) if run_dir else None

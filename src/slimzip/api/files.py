@@ -19,6 +19,7 @@ from ..inspection import inspect_container
 from ..measure import dense_fp32_bytes, measure
 from ..trainer import evaluate
 from ..structured import compose_plans, widths
+from ..summaries import CompressSummary
 from ..unstructured import sparsity_of
 from ..models.user import is_user_source
 from .common import (_checkpoint_loaders, _checkpoint_recipe, _file_data, _load_any, _normalization, _slz_path, _stats,
@@ -75,7 +76,7 @@ def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> 
 
 
 def compress(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: CompressConfig, *, device: str = "cpu",
-             data_dir: str | None = None, verbose: bool = True) -> dict:
+             data_dir: str | None = None, verbose: bool = True) -> CompressSummary:
     """Deep-compress a trained checkpoint into a .slz file with fixed knobs; accuracy is measured on the
     model decoded from the written file."""
     cfg.validate()
@@ -108,7 +109,7 @@ def compress(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: Compres
     test_acc = evaluate(written, loaders.test)[1]
     cost = measure(written, spec.image_shape)
     file_bytes = out.stat().st_size
-    result = {"file": str(out), "file_bytes": file_bytes, "dense_fp32_bytes": dense_bytes,
+    result: CompressSummary = {"file": str(out), "file_bytes": file_bytes, "dense_fp32_bytes": dense_bytes,
               "compression_ratio": dense_bytes / file_bytes, "baseline_val_accuracy": base_val,
               "val_accuracy": val_acc, "test_accuracy": test_acc,
               "params": cost.params, "macs": cost.macs, "nonzero_macs": cost.nonzero_macs,

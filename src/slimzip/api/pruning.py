@@ -12,17 +12,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import atomic_write_json, load_checkpoint, load_tensors, save_checkpoint
+from ..checkpoint import load_checkpoint, load_tensors, save_checkpoint
 from ..data import create_loaders, get_dataset_spec
-from ..deep_compression import sparsity_steps
 from ..errors import SlimzipError, check_range
 from ..measure import measure
 from ..progress import log
 from ..models import create_model, get_model_entry
 from ..trainer import TrainConfig, distillation, evaluate, fit
-from ..structured import (CRITERIA, METHODS, ChannelPruner, build_model, channel_groups, collect_activations,
-                          compose_plans, widths)
-from ..runs import claim as _claim, finished as _finished
+from ..structured import METHODS, ChannelPruner, build_model, gradual_prune, ratio_after, widths
+from ..runs import RunDir
+from ..summaries import DropNetSummary, PruneSummary
 from .common import _checkpoint_loaders, _checkpoint_recipe, check_fits, resolve_device
 
 # DropNet's training (its Keras code: plain SGD at 0.1, batch 32, early stopping with patience 5)
@@ -34,77 +33,83 @@ DROPNET_RECIPE = TrainConfig(epochs=100, batch_size=32, lr=0.1, momentum=0.0, we
 
 def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, method: str = "slimming",
                    channel_ratio: float = 0.5, scope: str = "global", min_channels: int = 1, round_to: int = 1,
-                   finetune_epochs: int = 0, lr: float | None = None, schedule: str = "cosine", sparsity: float = 0.0,
-                   passes: int = 1, pass_epochs: int | None = None, pass_sparsity: float | None = None,
+                   finetune_epochs: int = 0, lr: float | None = None, schedule: str = "cosine", bn_l1: float = 0.0,
+                   passes: int = 1, pass_epochs: int | None = None, pass_bn_l1: float | None = None,
                    distill: float = 0.0, teacher: str | None = None, seed: int = 0, device: str = "cpu",
-                   data_dir: str | None = None, verbose: bool = True) -> dict:
+                   data_dir: str | None = None, verbose: bool = True) -> PruneSummary:
     """Remove channels from a checkpoint (physically), fine-tune (``distill`` > 0: with distillation from
     ``teacher``, else the model before pruning), save a new checkpoint; the input is never modified. ``passes``
     > 1: the ratio in equal steps, each but the last followed by ``pass_epochs`` (a quarter of ``finetune_epochs``)
-    under ``pass_sparsity`` (the checkpoint's own L1 lambda) and a checkpoint ``out/pass{i}`` a rerun resumes from."""
+    under ``pass_bn_l1`` (the checkpoint's own L1 lambda on BN scales) and a checkpoint ``out/pass{i}`` a rerun resumes from."""
     _check_prune_args(checkpoint, out := Path(out), method, channel_ratio, distill, passes, finetune_epochs,
                       pass_epochs, teacher)
     model, meta = load_checkpoint(checkpoint, dev := resolve_device(device))
     dataset, spec, shape = meta["dataset"], meta["model"], get_dataset_spec(meta["dataset"]).image_shape
     train_cfg = _checkpoint_recipe(meta)
-    pass_defaults = {"pass_epochs": max(1, finetune_epochs // 4), "pass_sparsity": train_cfg.sparsity}
-    pass_epochs, pass_sparsity, ft, step_ft = _finetune_configs(train_cfg, finetune_epochs, lr, schedule, sparsity,
-                                                                pass_epochs, pass_sparsity, pass_defaults)
+    pass_defaults = {"pass_epochs": max(1, finetune_epochs // 4), "pass_bn_l1": train_cfg.bn_l1}
+    pass_epochs, pass_bn_l1, ft, step_ft = _finetune_configs(train_cfg, finetune_epochs, lr, schedule, bn_l1,
+                                                             pass_epochs, pass_bn_l1, pass_defaults)
     config = {"pruned_from": str(checkpoint), "method": method, "channel_ratio": channel_ratio, "scope": scope,
               "min_channels": min_channels, "round_to": round_to, "finetune_epochs": finetune_epochs, "lr": lr,
-              "schedule": schedule, "sparsity": sparsity, "passes": passes, "pass_epochs": pass_epochs,
-              "pass_sparsity": pass_sparsity, "distill": distill, "teacher": teacher, "seed": seed}
+              "schedule": schedule, "bn_l1": bn_l1, "passes": passes, "pass_epochs": pass_epochs,
+              "pass_bn_l1": pass_bn_l1, "distill": distill, "teacher": teacher, "seed": seed}
     run_config = {**meta["config"], "prune": config}
     added_later = {"prune": {"distill": 0.0, "teacher": None, "schedule": "cosine", "passes": 1, **pass_defaults}}
-    if (finished := _finished(out, run_config, added_later)) is not None:
+    run_dir = RunDir(out, run_config, added_later)
+    if (finished := run_dir.finished()) is not None:
         return finished
-    _claim(out, run_config, added_later)
+    run_dir.claim()
     loaders = _checkpoint_loaders(meta, train_cfg.batch_size, dev, data_dir, seed)
     before = _snapshot(model, shape, loaders.val)
     terms = [distillation(_teacher(teacher, dataset, dev) or copy.deepcopy(model), distill)] \
         if distill and finetune_epochs else []  # the given teacher checkpoint, else the model before pruning
     model, plan, history, first = _resume_passes(out, passes, dev, model, spec.get("plan"))
-    for step in range(first, passes + 1):
+    def pruner_at(step: int) -> ChannelPruner:
+        return ChannelPruner(importance=METHODS[method], channel_ratio=ratio_after(step, passes, channel_ratio),
+                             scope=scope, min_channels=min_channels, round_to=round_to, seed=seed,
+                             base_widths=before["widths"])
+
+    def finetune(model: nn.Module, step: int) -> int:
         last = step == passes
-        pruner = ChannelPruner(importance=METHODS[method], channel_ratio=_ratio_after(step, passes, channel_ratio),
-                               scope=scope, min_channels=min_channels, round_to=round_to, seed=seed,
-                               base_widths=before["widths"])
-        model = _prune_once(model, pruner, shape, loaders.train)
-        plan = compose_plans(plan, pruner.plan_)
-        pruned_val = evaluate(model, loaders.val)[1]
         epochs = finetune_epochs if last else pass_epochs
         if epochs:
             fit(model, loaders.train, loaders.val, ft if last else step_ft, loss_terms=terms if last else [],
                 run_dir=out / ("finetune" if last else f"finetune{step}"), verbose=verbose)
-        history.append({"pass": step, "widths": widths(model), "val_accuracy_before_finetune": pruned_val,
-                        "val_accuracy": evaluate(model, loaders.val)[1] if epochs else pruned_val,
-                        "criteria": pruner.criteria_})
-        if not last:  # a checkpoint a rerun resumes from
-            save_checkpoint(out / f"pass{step}", model.float().to(memory_format=torch.contiguous_format),
-                            {**spec, "plan": plan}, dataset=dataset, config=meta["config"], metrics={"passes": history})
-            log(f"pass {step}/{passes}: widths {history[-1]['widths']}, val {history[-1]['val_accuracy']:.4f}",
-                verbose=verbose)
-    summary = {"model": spec["name"], "dataset": dataset, "out": str(out), "method": method,
+        return epochs
+
+    model, plan = gradual_prune(model, plan, history, range(first, passes + 1), shape, loaders.train, pruner_at,
+                                finetune, lambda m: evaluate(m, loaders.val)[1],
+                                _pass_checkpoint(out, spec, meta, passes, verbose))
+    summary: PruneSummary = {"model": spec["name"], "dataset": dataset, "out": str(out), "method": method,
                "channel_ratio": channel_ratio, "scope": scope, "finetune_epochs": finetune_epochs,
                **_before_after(before, model, shape, history, evaluate(model, loaders.test)[1]),
                **({"passes": history} if passes > 1 else {})}
     save_checkpoint(out, model.float().to(memory_format=torch.contiguous_format), {**spec, "plan": plan},
                     dataset=dataset, config=run_config, metrics=summary)
-    atomic_write_json(out / "summary.json", summary)
-    return summary
+    return run_dir.finish(summary)
 
 
-def _finetune_configs(train_cfg: TrainConfig, epochs: int, lr: float | None, schedule: str, sparsity: float,
-                      pass_epochs: int | None, pass_sparsity: float | None,
+def _pass_checkpoint(out: Path, spec: dict, meta: dict, passes: int, verbose: bool):
+    """What a gradual prune saves after every pass but the last: a checkpoint a rerun resumes from."""
+    def after_pass(model: nn.Module, plan: dict, history: list[dict], step: int) -> None:
+        save_checkpoint(out / f"pass{step}", model.float().to(memory_format=torch.contiguous_format),
+                        {**spec, "plan": plan}, dataset=meta["dataset"], config=meta["config"],
+                        metrics={"passes": history})
+        log(f"pass {step}/{passes}: widths {history[-1]['widths']}, val {history[-1]['val_accuracy']:.4f}",
+            verbose=verbose)
+    return after_pass
+
+
+def _finetune_configs(train_cfg: TrainConfig, epochs: int, lr: float | None, schedule: str, bn_l1: float,
+                      pass_epochs: int | None, pass_bn_l1: float | None,
                       defaults: dict) -> tuple[int, float, TrainConfig, TrainConfig]:
     """The passes' epochs and L1 lambda (``defaults`` where not given), the last fine-tune's config and the
     one between passes, checked before anything is written."""
     pass_epochs = defaults["pass_epochs"] if pass_epochs is None else pass_epochs
-    pass_sparsity = defaults["pass_sparsity"] if pass_sparsity is None else pass_sparsity
+    pass_bn_l1 = defaults["pass_bn_l1"] if pass_bn_l1 is None else pass_bn_l1
     ft = dataclasses.replace(train_cfg, epochs=max(epochs, 1), lr=lr or train_cfg.lr * 0.1, schedule=schedule,
-                             sparsity=sparsity, patience=0).validate()
-    return pass_epochs, pass_sparsity, ft, dataclasses.replace(ft, epochs=max(pass_epochs, 1),
-                                                               sparsity=pass_sparsity).validate()
+                             bn_l1=bn_l1, patience=0).validate()
+    return pass_epochs, pass_bn_l1, ft, dataclasses.replace(ft, epochs=max(pass_epochs, 1), bn_l1=pass_bn_l1).validate()
 
 
 def _snapshot(model: nn.Module, shape: tuple[int, ...], val) -> dict:
@@ -147,20 +152,6 @@ def _check_prune_args(checkpoint: str | os.PathLike, out: Path, method: str, cha
         raise SlimzipError("--teacher is the model to distill from: give --distill a weight above 0 too")
 
 
-def _prune_once(model: nn.Module, pruner: ChannelPruner, shape: tuple[int, ...], train) -> nn.Module:
-    """One pruning step; activation criteria (DropNet's, APoZ) score over the whole training split."""
-    activations = None
-    if CRITERIA[pruner.importance].needs_activations:
-        activations = collect_activations(model, channel_groups(model, shape)[0], train)
-    return pruner.fit(model, shape, activations).transform(model, shape)
-
-
-def _ratio_after(step: int, passes: int, ratio: float) -> float:
-    """Of the input's channels, the fraction removed after ``step`` of ``passes`` equal steps (each
-    removes the same share of what is left); the last step ends at ``ratio`` itself."""
-    return ratio if step == passes else sparsity_steps(0.0, ratio, passes)[step - 1]
-
-
 def _teacher(path: str | None, dataset: str, device: torch.device) -> torch.nn.Module | None:
     """A distillation teacher from a checkpoint directory, checked to be for the same dataset."""
     if path is None:
@@ -175,11 +166,11 @@ def dropnet(model_name: str, dataset: str | None, out: str | os.PathLike, *, met
             fraction: float = 0.2, stop_remaining: float = 0.1, kappa: float = 0.0, reset: str = "init",
             oracle_images: int = 5000, init: str = "torch", overrides: dict[str, Any] | None = None, seed: int = 0,
             subset: int | None = None, device: str = "cpu",
-            data_dir: str | None = None, verbose: bool = True) -> dict:
+            data_dir: str | None = None, verbose: bool = True) -> DropNetSummary:
     """DropNet's iterative loop on a registered model (paper defaults: plain SGD lr 0.1, no momentum,
     batch 32, up to 100 epochs with early stopping on validation loss, patience 5; pixels in [0, 1], no
     augmentation)."""
-    from ..dropnet import DropNetConfig, result_cycle, run_dropnet
+    from ..structured.dropnet import DropNetConfig, result_cycle, run_dropnet
 
     dataset = dataset or get_model_entry(model_name).dataset
     check_fits({"name": model_name}, dataset)
@@ -190,7 +181,7 @@ def dropnet(model_name: str, dataset: str | None, out: str | os.PathLike, *, met
     config = json.loads(json.dumps({"model": model_name, "dataset": dataset, "dropnet": dataclasses.asdict(cfg),
                                     "train": train_cfg.to_json(), "subset": subset}))
     run = Path(out)
-    _claim(run, config, {"dropnet": dataclasses.asdict(DropNetConfig())})
+    run_dir = RunDir(run, config, {"dropnet": dataclasses.asdict(DropNetConfig())}).claim()
     loaders = create_loaders(dataset, data_dir=data_dir, batch_size=train_cfg.batch_size, device=dev,
                              augment=False, normalize="unit", subset=subset, seed=seed)
     spec = get_dataset_spec(dataset)
@@ -206,8 +197,7 @@ def dropnet(model_name: str, dataset: str | None, out: str | os.PathLike, *, met
                     config={"data": {"subset": subset, "augment": False, "normalize": "unit"},
                             "train": train_cfg.to_json(), "dropnet": dataclasses.asdict(cfg)},
                     metrics={k: rows[chosen][k] for k in keep})
-    summary = {"model": model_name, "dataset": dataset, "metric": metric, "out": str(run),
+    summary: DropNetSummary = {"model": model_name, "dataset": dataset, "metric": metric, "out": str(run),
                "checkpoint": {k: rows[chosen][k] for k in keep},
                "cycles": [{k: v for k, v in r.items() if k != "plan"} for r in rows]}
-    atomic_write_json(run / "summary.json", summary)
-    return summary
+    return run_dir.finish(summary)

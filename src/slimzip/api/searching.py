@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ..checkpoint import atomic_write_json, load_checkpoint
 from ..errors import SlimzipError, check_range
 from ..models.user import is_user_source
+from ..summaries import CompareSummary, SearchSummary
 from .common import _checkpoint_loaders, _checkpoint_recipe, _file_data, _slz_path, resolve_device
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ def search_defaults() -> dict:
 def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchConfig", *,
            target_accuracy: float | None = None, max_drop: float | None = None,
            run_dir: str | os.PathLike | None = None, device: str = "cpu", data_dir: str | None = None,
-           verbose: bool = True) -> dict:
+           verbose: bool = True) -> SearchSummary:
     """Find the smallest .slz file whose decoded model meets a validation-accuracy target, by searching
     channel ratio x weight sparsity with ``cfg.strategy``; write it to ``out``. The run directory
     (default: ``out`` with ``.run`` for ``.slz``) holds the journal; the same command resumes a killed run.
@@ -48,10 +49,10 @@ def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchCo
                          identity={"checkpoint": str(Path(checkpoint).resolve())},
                          file_meta={"dataset": meta["dataset"], **_file_data(meta)}, defaults=search_defaults(),
                          target_accuracy=target_accuracy, max_drop=max_drop)
-    summary = {**result.summary(), "file": str(out),
+    summary: SearchSummary = {**result.summary(), "file": str(out),
                "baseline_test_accuracy": meta.get("metrics", {}).get("test_accuracy"), "candidates": result.candidates,
                "run_dir": str(run), "wall_seconds_this_call": time.perf_counter() - t0}
-    atomic_write_json(run / "summary.json", summary)
+    atomic_write_json(run / "summary.json", summary)  # the search's RunDir was claimed by core.search
     return summary
 
 
@@ -64,7 +65,7 @@ def compare_search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "
                    strategies: tuple[str, ...] = ("heuristic", "grid", "frontier"), ablation: str | None = "frontier",
                    budget_ratio: float | None = None, target_accuracy: float | None = None,
                    max_drop: float | None = None, device: str = "cpu", data_dir: str | None = None,
-                   verbose: bool = True) -> dict:
+                   verbose: bool = True) -> CompareSummary:
     """Run several strategies (and the structured-only / unstructured-only / combined ablation with one
     strategy) on the same checkpoint and target; results and cost ratios side by side. Every search has
     its own run directory under ``out``, so each is resumable and none reuses another's candidates.
@@ -76,7 +77,7 @@ def compare_search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "
         if "heuristic" not in strategies:
             raise SlimzipError("--budget-ratio sets frontier's budget from the heuristic's cost: include heuristic")
 
-    def run(name: str, run_cfg: "SearchConfig") -> dict:
+    def run(name: str, run_cfg: "SearchConfig") -> SearchSummary:
         return search(checkpoint, out / f"{name}.slz", run_cfg, target_accuracy=target_accuracy, max_drop=max_drop,
                       run_dir=out / name, device=device, data_dir=data_dir, verbose=verbose)
 
@@ -92,7 +93,7 @@ def compare_search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "
         else:
             ablations[label] = run(f"ablation-{ablation}-{label.split()[0]}",
                                    dataclasses.replace(cfg, strategy=ablation, **overrides))
-    result = {"checkpoint": str(checkpoint), "target_accuracy": next(iter(runs.values()))["target_accuracy"]
+    result: CompareSummary = {"checkpoint": str(checkpoint), "target_accuracy": next(iter(runs.values()))["target_accuracy"]
               if runs else None, "strategies": {k: _brief(v) for k, v in runs.items()},
               "ratios": _ratios(runs), "ablation": {k: _brief(v) for k, v in ablations.items()},
               "ablation_strategy": ablation, "budget_ratio": budget_ratio}

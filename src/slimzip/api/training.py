@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import atomic_write_json, save_checkpoint
+from ..checkpoint import save_checkpoint
 from ..data import create_loaders, get_dataset_spec
 from ..data.folder import absolute, is_image_folder
 from ..errors import SlimzipError
@@ -20,7 +19,8 @@ from ..models import MODELS, create_model, get_model_entry
 from ..models.user import is_user_source, normalise_source
 from ..progress import log
 from ..trainer import evaluate, fit, use_bf16
-from ..runs import claim as _claim, finished as _finished
+from ..runs import RunDir
+from ..summaries import TrainSummary
 from .common import (DEFAULT_RECIPE, RECIPES, _load_any, _normalization, _stats, check_fits, check_runs,
                      resolve_device)
 
@@ -37,7 +37,7 @@ def list_models() -> list[dict]:
 
 def train(model_name: str, dataset: str | None, out: str | os.PathLike, *, overrides: dict[str, Any] | None = None,
           device: str = "cpu", data_dir: str | None = None, subset: int | None = None, bn_init: float | None = None,
-          augment: bool | None = None, normalize: str = "standard", verbose: bool = True) -> dict:
+          augment: bool | None = None, normalize: str = "standard", verbose: bool = True) -> TrainSummary:
     """Train a registered model into run directory ``out``; returns the summary."""
     user = is_user_source(model_name)
     if user and not dataset:
@@ -56,9 +56,9 @@ def train(model_name: str, dataset: str | None, out: str | os.PathLike, *, overr
                        # an image folder's statistics, recorded: eval normalises as training did even if it changes
                        **({"stats": {"mean": list(spec.mean), "std": list(spec.std)}} if is_image_folder(dataset)
                           else {})}, "bn_init": bn_init}
-    config = json.loads(json.dumps(config))  # as it reads back from disk (tuples become lists)
-    run = Path(out)
-    if (finished := _finished(run, config)) is not None:
+    run_dir = RunDir(Path(out), config)
+    run, config = run_dir.path, run_dir.config  # the config as it reads back from disk (tuples become lists)
+    if (finished := run_dir.finished()) is not None:
         log(f"{run} is already finished; delete it to train again", verbose=verbose)
         return finished
     loaders = create_loaders(dataset, data_dir=data_dir, batch_size=cfg.batch_size, device=dev, augment=augment,
@@ -66,7 +66,7 @@ def train(model_name: str, dataset: str | None, out: str | os.PathLike, *, overr
     torch.manual_seed(cfg.seed)
     model = create_model(model_spec["name"], bn_init=bn_init, **kwargs).to(dev)
     check_runs(model, loaders.val, model_name, dataset)
-    _claim(run, config)  # only once the model and data are known to be usable: a refused run writes nothing
+    run_dir.claim()  # only once the model and data are known to be usable: a refused run writes nothing
     log(f"training {model_name} on {dataset} ({loaders.train.num_samples} train / {loaders.val.num_samples} val), "
         f"{cfg.epochs} epochs, {'bf16' if use_bf16(cfg.precision, dev) else 'fp32'} on {dev}", verbose=verbose)
     t0 = time.perf_counter()
@@ -75,14 +75,13 @@ def train(model_name: str, dataset: str | None, out: str | os.PathLike, *, overr
     val_loss, val_acc = evaluate(model, loaders.val)
     test_loss, test_acc = evaluate(model, loaders.test)
     cost = measure(model, spec.image_shape)
-    summary = {"model": model_name, "dataset": dataset, "out": str(run), "val_accuracy": val_acc,
+    summary: TrainSummary = {"model": model_name, "dataset": dataset, "out": str(run), "val_accuracy": val_acc,
                "test_accuracy": test_acc, "test_loss": test_loss, "epochs_run": state.epoch,
                "stopped_early": state.stopped_early, "train_seconds": seconds,
                "wall_seconds_this_call": time.perf_counter() - t0, **cost.as_dict()}
     save_checkpoint(run, model.float().to(memory_format=torch.contiguous_format), config["model"],
                     dataset=dataset, config=config, metrics=summary)
-    atomic_write_json(run / "summary.json", summary)
-    return summary
+    return run_dir.finish(summary)
 
 
 def evaluate_path(path: str | os.PathLike, *, dataset: str | None = None, split: str = "test", device: str = "cpu",

@@ -18,12 +18,13 @@ from torch import nn
 
 from ..checkpoint import atomic_write_bytes, atomic_write_json, load_tensors, save_tensors
 from ..codec import decode_model, encode_model, file_model, self_describing
-from ..deep_compression import (CompressConfig, default_channel_pruner, prune_and_retrain, remove_dead_units,
-                                share_weights, sparsity_steps)
+from ..deep_compression import (CompressConfig, prune_and_retrain, remove_dead_units,
+                                share_weights)
 from ..container import decode_container
 from ..data import DeviceLoader, Loaders
 from ..measure import measure
-from ..structured import apply_plan, build_model, prunable_channels
+from ..schedule import sparsity_steps
+from ..structured import apply_plan, build_model, default_channel_pruner, prunable_channels
 from ..trainer import TrainConfig, evaluate, fit, recalibrate_bn
 from ..unstructured import Masks, mask_hook, masks_from_zeros
 from .driver import SearchConfig, artifact_name
@@ -73,7 +74,7 @@ class CandidatePipeline:
 
     def _tune_config(self, epochs: int) -> TrainConfig:
         return dataclasses.replace(self.train_cfg, epochs=epochs, lr=self.cfg.lr, schedule="cosine", patience=0,
-                                   warmup_epochs=0, sparsity=0.0)
+                                   warmup_epochs=0, bn_l1=0.0)
 
     def _tune(self, model: nn.Module, epochs: float, masks: Masks | None, key: str) -> float:
         """Fine-tune for ``epochs``; a fraction of an epoch is one pass over that share of the training

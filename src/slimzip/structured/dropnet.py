@@ -21,14 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import atomic_write_bytes, load_tensors, save_tensors
-from .data import Loaders
-from .errors import SlimzipError, check_range, unknown
-from .measure import measure
-from .progress import log
-from .structured import (CRITERIA, ChannelPlan, ChannelPruner, apply_plan, channel_groups, collect_activations,
-                         compose_plans, zero_channels_hooks)
-from .trainer import TrainConfig, evaluate, fit
+from ..checkpoint import atomic_write_bytes, load_tensors, save_tensors
+from ..data import Loaders
+from ..errors import SlimzipError, check_range, unknown
+from ..measure import measure
+from ..progress import log
+from ..trainer import TrainConfig, evaluate, fit
+from .criteria import CRITERIA, collect_activations
+from .groups import channel_groups
+from .plans import ChannelPlan, ChannelPruner, apply_plan, compose_plans, zero_channels_hooks
 
 METRICS = {  # DropNet's metric name -> (importance, scope): each criterion's name, and with '_layer' per layer
     **{f"{c.dropnet}{suffix}": (name, scope) for name, c in CRITERIA.items() if c.dropnet

@@ -1,306 +1,25 @@
-"""Structured pruning: channels are physically removed, so the result is a narrower dense model.
+"""Channel plans: which channels each group keeps, and the narrowed model.
 
-Coupled channels (a residual add, a concatenation, a BatchNorm after its convolution) are found by
-Torch-Pruning's dependency graph: a *group* is everything that must lose the same channels together,
-named by its root module's fqn. A channel plan is plain JSON, ``{root fqn: [kept channel indices]}``:
-``ChannelPruner.fit`` produces it from an importance criterion, ``apply_plan`` narrows a model with it,
-and a registry name plus a plan rebuilds the narrowed model anywhere.
+A channel plan is plain JSON, ``{root fqn: [kept channel indices]}``: ``ChannelPruner.fit`` produces it
+from an importance criterion, ``apply_plan`` narrows a model with it, and a registry name plus a plan
+rebuilds the narrowed model anywhere.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import signal
-import threading
-import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
-from .errors import SlimzipError, check_range, unknown
+from ..errors import SlimzipError, check_range, unknown
+from .criteria import CRITERIA, IMPORTANCES, has_norm
+from .groups import (CHANNELS_LAST, NORMS, PRUNABLE, Group, _eval_forward, _has_own_pruner, _out_items, _root_size,
+                     channel_groups, dependency_graph)
 
 ChannelPlan = dict[str, list[int]]
-Group = tp.dependency.Group
-PRUNABLE = (nn.Conv2d, nn.Linear)
-NORMS = (nn.modules.batchnorm._BatchNorm,)
-CHANNELS_LAST = (nn.Linear,)  # its channels are the output's last axis, not axis 1
-CHANNEL_STATS = (nn.LayerNorm, nn.GroupNorm)  # statistics over channels: removing one changes the others
-TRACE_SECONDS = 120  # graph tracing and grouping give up after this long instead of hanging
-
-
-# --- groups --------------------------------------------------------------------------------------
-
-def _forward_order(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
-    """Conv/linear modules in the order a forward pass runs them."""
-    order: list[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda mod, i, o: order.append(mod)) for m in model.modules()
-             if isinstance(m, PRUNABLE)]
-    _eval_forward(model, example, hooks)
-    return order
-
-
-@contextlib.contextmanager
-def _mode_kept(model: nn.Module) -> Iterator[None]:
-    """Whatever the block does to the model's train / eval mode, it comes back as it was."""
-    was_training = model.training
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
-def _eval_forward(model: nn.Module, example: torch.Tensor, hooks: list) -> None:
-    """One forward pass in eval mode (BatchNorm statistics untouched) for ``hooks`` to watch; the hooks
-    are removed and the model's train / eval mode restored afterwards."""
-    try:
-        with _mode_kept(model), torch.no_grad():
-            model.eval()(example)
-    finally:
-        for h in hooks:
-            h.remove()
-
-
-class _TraceTimeout(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    """Raise ``_TraceTimeout`` inside the block after ``seconds`` (main thread only; elsewhere no limit)."""
-    if threading.current_thread() is not threading.main_thread() or seconds <= 0:
-        yield
-        return
-
-    def expire(_signum, _frame):
-        raise _TraceTimeout()
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def _traced(fn: Callable, seconds: float = TRACE_SECONDS):
-    """Run a tracing step; tracing fails in many ways on arbitrary user code, all of them user errors,
-    and must not hang (some graphs make the grouping search run for minutes)."""
-    try:
-        with time_limit(seconds):
-            return fn()
-    except _TraceTimeout:
-        raise SlimzipError(f"tracing the model for channel pruning took over {seconds:g} s; gave up") from None
-    except Exception as e:
-        raise SlimzipError(f"cannot trace the model for channel pruning ({type(e).__name__}: {e})") from None
-
-
-def _has_own_pruner(module: object) -> bool:
-    """A module type that says how it loses channels: a class attribute ``channel_pruner`` holding a
-    Torch-Pruning ``BasePruningFunc`` (e.g. ResNet's option-A shortcut, an index map, not a layer)."""
-    return hasattr(type(module), "channel_pruner")
-
-
-def _custom_pruners(model: nn.Module) -> dict[type, object]:
-    return {type(m): type(m).channel_pruner for m in model.modules() if _has_own_pruner(m)}
-
-
-def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
-    """Torch-Pruning's dependency graph of ``model`` (traced through autograd, so grad is enabled). The
-    model comes back in the train / eval mode it had (tracing leaves it in eval mode)."""
-    def build() -> tp.DependencyGraph:
-        with torch.enable_grad():
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example,
-                                                         customized_pruners=_custom_pruners(model))
-    with _mode_kept(model):
-        return _traced(build)
-
-
-def channel_groups(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str, Group], tp.DependencyGraph]:
-    """Every prunable channel group, by root fqn, and the graph they live in (keep it alive while the
-    groups are used). The last layer (the classifier) is never pruned."""
-    example = torch.zeros(1, *input_shape)
-    order = _traced(lambda: _forward_order(model, example))
-    graph = dependency_graph(model, example)
-    names = {m: n for n, m in model.named_modules()}
-    groups = _traced(lambda: list(graph.get_all_groups(ignored_layers=order[-1:],
-                                                        root_module_types=list(PRUNABLE))))
-    out: dict[str, Group] = {}
-    skipped: dict[str, list[str]] = {}
-    for group in groups:
-        root = names[group[0].dep.target.module]
-        if any(_is_grouped(item.dep.target.module) for item in group):
-            continue
-        if (why := _unprunable(group)) is None:
-            out[root] = group
-        else:
-            skipped.setdefault(why, []).append(root)
-    for why, roots in skipped.items():
-        warnings.warn(f"channel groups left unpruned ({why}): {', '.join(roots)}", stacklevel=2)
-    return out, graph
-
-
-def _unprunable(group: Group) -> str | None:
-    """Why a group cannot lose channels exactly, or None."""
-    if any(isinstance(item.dep.target.module, CHANNEL_STATS) for item in group):
-        return "normalised across channels, e.g. by a LayerNorm: fewer channels change its statistics"
-    if not _consistent(group):
-        return "their channels pass through a reshape slimzip cannot follow, e.g. a channel shuffle"
-    return None
-
-
-def _channel_dim(module: object, handler: str) -> int | None:
-    """The size of the axis a group's item prunes, or None for a parameter-free node."""
-    if isinstance(module, nn.Parameter):
-        return None
-    if isinstance(module, (nn.Conv2d, nn.Linear)):
-        w = module.weight
-        if handler == "prune_out_channels":
-            return w.shape[0]
-        return w.shape[1] * (module.groups if isinstance(module, nn.Conv2d) else 1)
-    if isinstance(module, NORMS):
-        return module.num_features
-    return None
-
-
-def _consistent(group: Group) -> bool:
-    """Every layer in the group loses channels that exist, as many as the root loses (a flatten into a
-    linear layer: a whole multiple of them). Torch-Pruning's index mapping through some reshapes (a
-    channel shuffle) breaks this; such a group is not pruned."""
-    size = _root_size(group)
-    for item in group:
-        dim = _channel_dim(item.dep.target.module, item.dep.handler.__name__)
-        if dim is None:
-            continue
-        idxs = list(item.idxs)
-        if not idxs or max(idxs) >= dim or min(idxs) < 0 or len(idxs) % size or len(set(idxs)) != len(idxs):
-            return False
-    return True
-
-
-def prunable_channels(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """How many channels channel pruning may choose from (the roots of every prunable group)."""
-    groups, _graph = channel_groups(model, input_shape)
-    return sum(_root_size(g) for g in groups.values())
-
-
-def _is_grouped(module: object) -> bool:
-    """A grouped (not depthwise) convolution: removing its channels must keep every group equal, which
-    a free channel choice does not, so channels coupled to one are kept."""
-    return isinstance(module, nn.Conv2d) and 1 < module.groups < module.in_channels
-
-
-def _out_items(group: Group, every: bool = False) -> Iterable[tuple[nn.Module, list[int]]]:
-    """(module, channel indices) for every parameterised module whose outputs the group removes (with
-    ``every``: also parameter-free modules with their own channel pruner)."""
-    for item in group:
-        module = item.dep.target.module
-        if item.dep.handler.__name__ == "prune_out_channels" and \
-                (isinstance(module, (*PRUNABLE, *NORMS)) or (every and _has_own_pruner(module))):
-            yield module, list(item.idxs)
-
-
-def _root_size(group: Group) -> int:
-    return len(group[0].idxs)
-
-
-# --- importance criteria: (group, activations of the group's root) -> one score per channel --------
-
-Importance = Callable[[Group, "torch.Tensor | None", torch.Generator], torch.Tensor]
-
-
-def _bn_scale(group: Group, _act, _gen) -> torch.Tensor:
-    norms = [(m.weight.detach().abs()[idx]) for m, idx in _out_items(group) if isinstance(m, NORMS) and m.affine]
-    if not norms:
-        raise SlimzipError("the bn_scale criterion needs BatchNorm layers; this model has a group without one")
-    return torch.stack(norms).sum(0)
-
-
-def has_norm(group: Group) -> bool:
-    return any(isinstance(m, NORMS) and m.affine for m, _ in _out_items(group))
-
-
-def _weight_norm(p: int) -> Importance:
-    def score(group: Group, _act, _gen) -> torch.Tensor:
-        rows = [m.weight.detach()[idx].flatten(1).norm(p=p, dim=1) for m, idx in _out_items(group)
-                if isinstance(m, PRUNABLE)]
-        return torch.stack(rows).sum(0)
-    return score
-
-
-def _activation(sign: float, key: int) -> Importance:
-    def score(group: Group, act, _gen) -> torch.Tensor:
-        if act is None:
-            raise SlimzipError("activation-based criteria need activations (pass a data loader)")
-        return sign * act[key]
-    return score
-
-
-@dataclass(frozen=True)
-class Criterion:
-    """One importance criterion, with every name it goes by."""
-
-    score: Importance
-    method: str  # `prune-channels --method`
-    dropnet: str | None = None  # DropNet's metric (with '_layer': per-layer scope)
-    needs_activations: bool = False  # scored from activations over the training split
-    fallback: str | None = None  # the criterion for a group this one cannot score (no BatchNorm)
-
-
-CRITERIA: dict[str, Criterion] = {
-    "bn_scale": Criterion(_bn_scale, "slimming", fallback="l1"),  # network slimming: |gamma|
-    "l1": Criterion(_weight_norm(1), "l1"),  # filter L1 norm (Li et al.)
-    "l2": Criterion(_weight_norm(2), "l2"),
-    "random": Criterion(lambda group, act, gen: torch.rand(_root_size(group), generator=gen), "random", "random"),
-    # DropNet: mean |post-activation|, low is dropped; 'max' drops the most active (its ablation)
-    "dropnet": Criterion(_activation(1.0, 0), "dropnet", "min", needs_activations=True),
-    "dropnet_max": Criterion(_activation(-1.0, 0), "dropnet_max", "max", needs_activations=True),
-    "apoz": Criterion(_activation(-1.0, 1), "apoz", "apoz", needs_activations=True),  # many zeros is dropped
-}
-IMPORTANCES: dict[str, Importance] = {name: c.score for name, c in CRITERIA.items()}
-METHODS: dict[str, str] = {c.method: name for name, c in CRITERIA.items()}  # command-line method -> criterion
-
-
-def probe_point(group: Group) -> tuple[nn.Module, list[int]]:
-    """Where a group's channels are read before their activation: the BN after a conv or linear if there
-    is one, else the layer itself; with the group's channel indices in that module's output."""
-    items = list(_out_items(group))
-    return next(((m, i) for m, i in items if isinstance(m, NORMS)), items[0])
-
-
-@torch.no_grad()
-def collect_activations(model: nn.Module, groups: dict[str, Group], batches: Iterable) -> dict[str, torch.Tensor]:
-    """Per group: (mean |ReLU(output)|, fraction of zeros) per channel of the last out-item module of the
-    group in forward order (the BN after a conv if there is one), over ``batches`` of (x, y)."""
-    sums: dict[str, torch.Tensor] = {}
-    hooks = []
-    count = [0]
-    for root, group in groups.items():
-        module, idx = probe_point(group)
-
-        def hook(mod, inp, out, root=root, idx=idx):
-            a = torch.relu(out.detach().float())[:, idx]
-            dims = [0] + list(range(2, a.dim()))
-            stats = torch.stack([a.abs().mean(dims), (a == 0).float().mean(dims)])
-            sums[root] = sums.get(root, 0) + stats * a.shape[0]
-        hooks.append(module.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        for x, _ in batches:
-            model(x)
-            count[0] += x.shape[0]
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
-    return {k: v / max(count[0], 1) for k, v in sums.items()}
-
-
-# --- the pruner ----------------------------------------------------------------------------------
 
 @dataclass
 class ChannelPruner:
@@ -492,8 +211,8 @@ def compose_plans(old: ChannelPlan | None, new: ChannelPlan) -> ChannelPlan:
 
 def registry_input_shape(name: str) -> tuple[int, ...]:
     """The input shape of a registry model: its dataset's image shape."""
-    from .data import get_dataset_spec
-    from .models import get_model_entry
+    from ..data import get_dataset_spec
+    from ..models import get_model_entry
 
     return get_dataset_spec(get_model_entry(name).dataset).image_shape
 
@@ -501,7 +220,7 @@ def registry_input_shape(name: str) -> tuple[int, ...]:
 def build_model(spec: dict) -> nn.Module:
     """A registry model (or a user's, by its source and ``input_shape``) from its spec ``{"name", "kwargs",
     "plan"?}``: built, then narrowed by the plan."""
-    from .models import create_model
+    from ..models import create_model
 
     model = create_model(spec["name"], **spec.get("kwargs", {}))
     if spec.get("plan"):

@@ -1,0 +1,139 @@
+"""The paper's CIFAR-10 experiment, one resumable command: baseline with slimming's L1 penalty, then the
+strategies and the ablation side by side at baseline minus 1.0 point.
+
+Phases (each one resumes where a kill left it; the same command, started again, goes on):
+  1. baseline   ``slimzip train`` of MODEL on CIFAR-10 with the recipe below and network slimming's L1
+                penalty on BN scales (lambda 1e-5 for ResNet/DenseNet, 1e-4 for VGG, as the paper);
+  2. search     ``compare-search`` at a target of baseline val accuracy minus ``--max-drop`` points:
+                heuristic, frontier, frontier at ``--budget-ratio`` x the heuristic's epochs, the
+                ablation (structured only / unstructured only / combined, with frontier), then grid
+                last (the costliest; everything else is written before it starts).
+
+Recipes: ``fast`` = 30 epochs, batch 128, SGD lr 0.1 momentum 0.9, cosine, weight decay 5e-4,
+pad-4 crop + flip (fits a CPU session for ResNet-20); ``paper`` = network slimming's 160 epochs,
+batch 64, lr 0.1 / 10 at 50% and 75%, weight decay 1e-4 (the GPU run).
+
+Usage: SLIMZIP_DATA=../shared/data python benchmarks/paper_cifar.py --model resnet20 [--device cpu|cuda]
+       [--recipe fast|paper] [--train-subset N] [--threads N]
+Writes benchmarks/results/paper_cifar_MODEL.json (after every phase) and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from slimzip.api import compare_search, train
+from slimzip.errors import SlimzipError
+from slimzip.searcher import SearchConfig
+
+RECIPES = {
+    "fast": {"epochs": 30, "batch_size": 128, "lr": 0.1, "weight_decay": 5e-4, "schedule": "cosine"},
+    "paper": {"epochs": 160, "batch_size": 64, "lr": 0.1, "weight_decay": 1e-4, "schedule": "step",
+              "milestones": (0.5, 0.75)},
+}
+L1 = {"vgg": 1e-4, "resnet": 1e-5, "preresnet": 1e-5, "densenet": 1e-5}  # network slimming's lambda per family
+LITERATURE = {  # baseline test accuracy the model family is known for (CIFAR-10, standard augmentation)
+    "resnet20": "91.25% (He et al. 2016)", "resnet56": "93.03% (He et al. 2016)",
+    "vgg19": "93.66% (network slimming, baseline)", "densenet40": "94.39% (network slimming, baseline)",
+    "vgg11": "about 92% (network slimming's layout)",
+}
+RECORDS = [  # byte records for this model family, every byte counted (../shared/REFERENCE.md)
+    {"work": "ResNet-32, prune + quantize + Huffman (no accuracy loss)", "ratio": 22.0},
+    {"work": "ResNet-20, mixed-precision weights only (1.3 points below baseline)", "ratio": 15.0},
+]
+
+
+def baseline(args, run: Path) -> dict:
+    family = next(f for f in sorted(L1, key=len, reverse=True) if args.model.startswith(f)) \
+        if any(args.model.startswith(f) for f in L1) else "resnet"
+    overrides = {**RECIPES[args.recipe], "bn_l1": L1[family]}
+    return train(args.model, "cifar10", run, overrides=overrides, device=args.device, data_dir=args.data_dir)
+
+
+def searches(args, checkpoint: Path, out: Path, strategies: tuple[str, ...], ablation: str | None,
+             budget: float | None) -> dict:
+    cfg = SearchConfig(train_subset=args.train_subset, step=args.step)
+    return compare_search(checkpoint, out, cfg, strategies=strategies, ablation=ablation, budget_ratio=budget,
+                          max_drop=args.max_drop, device=args.device, data_dir=args.data_dir)
+
+
+def table(result: dict, base: dict) -> str:
+    lines = [f"baseline: test {base['test_accuracy']:.4f}, val {base['val_accuracy']:.4f}, "
+             f"{base['params']:,} params; target val accuracy {result['target_accuracy']:.4f}",
+             f"{'search':34} {'file':>10} {'ratio':>7} {'val':>7} {'test':>7} {'channels, sparsity':>19} "
+             f"{'cands':>6} {'epochs':>7} {'wall s':>7}"]
+    for label, rows in (("", result["strategies"]), ("ablation (frontier), ", result["ablation"])):
+        for name, x in rows.items():
+            k, c = x["knobs"], x["search"]
+            lines.append(f"{label + name:34} {x['file_bytes']:>10,} {x['compression_ratio']:>6.1f}x "
+                         f"{x['val_accuracy']:>7.4f} {x['test_accuracy']:>7.4f} "
+                         f"{k['channel_ratio']:>9.4g}, {k['sparsity']:<8.4g} {c['candidates']:>6} "
+                         f"{c['epochs']:>7.1f} {c['wall_seconds']:>7.0f}")
+    return "\n".join(lines)
+
+
+def write(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="fast")
+    parser.add_argument("--max-drop", type=float, default=1.0, help="points below the baseline (val) to hold")
+    parser.add_argument("--train-subset", type=int, default=None,
+                        help="search fine-tunes on the first N training images (default: 10,000 on cpu, all on cuda)")
+    parser.add_argument("--step", type=float, default=0.1, help="the search's step (grid: its spacing)")
+    parser.add_argument("--budget-ratio", type=float, default=0.5)
+    parser.add_argument("--no-grid", action="store_true", help="stop before the grid (the costliest strategy)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--out", default=None, help="run directory (default: runs/paper_cifar/MODEL)")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--results", default=None, help="JSON (default: benchmarks/results/paper_cifar_MODEL.json)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.train_subset is None and args.device == "cpu":
+        args.train_subset = 10000
+    out = Path(args.out or f"runs/paper_cifar/{args.model}")
+    results = Path(args.results or Path(__file__).parent / "results" / f"paper_cifar_{args.model}.json")
+    meta = {"command": " ".join(sys.argv), "model": args.model, "recipe": {"name": args.recipe,
+            **RECIPES[args.recipe]}, "device": args.device, "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+            "train_subset": args.train_subset, "step": args.step, "max_drop": args.max_drop,
+            "literature_baseline": LITERATURE.get(args.model), "records": RECORDS}
+    t0 = time.time()
+    try:
+        base = baseline(args, out / "baseline")
+        payload = {"meta": meta, "baseline": base}
+        write(results, payload)
+        # everything but the grid first: a session that ends during the grid still has the rest
+        first = searches(args, out / "baseline", out / "compare", ("heuristic", "frontier"), "frontier",
+                         args.budget_ratio)
+        payload["compare"] = first
+        write(results, payload)
+        print(table(first, base))
+        if not args.no_grid:
+            full = searches(args, out / "baseline", out / "compare", ("heuristic", "grid", "frontier"), "frontier",
+                            args.budget_ratio)
+            payload["compare"] = full
+            write(results, payload)
+            print(table(full, base))
+    except SlimzipError as e:
+        sys.exit(f"paper_cifar: error: {e}")
+    print(f"wrote {results} ({time.time() - t0:.0f} s this call)")
+
+
+if __name__ == "__main__":
+    main()
