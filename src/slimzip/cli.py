@@ -15,12 +15,10 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
-from .deep_compression import CompressConfig
+from .api import CompressConfig, SearchConfig, TrainConfig
 from .errors import SlimzipError
 from .options import add_options, given, number, positive_int
 from .progress import log
-from .searcher.driver import SearchConfig
-from .trainer import TrainConfig
 
 
 class Parser(argparse.ArgumentParser):

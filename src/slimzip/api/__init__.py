@@ -1,4 +1,5 @@
-"""What the command line does, as Python functions returning plain dicts.
+"""What the command line does, as Python functions returning typed summaries (``slimzip.summaries``), and
+the config classes whose fields are the commands' knobs.
 
 A run directory (``--out``) holds ``config.json`` (the resolved config), ``metrics.jsonl`` (one line per
 epoch), ``train_state.json`` + ``last.safetensors`` (for resuming), the checkpoint
@@ -6,12 +7,15 @@ epoch), ``train_state.json`` + ``last.safetensors`` (for resuming), the checkpoi
 an interrupted run, or returns the summary of a finished one without training again.
 """
 
+from ..deep_compression import CompressConfig
+from ..searcher import SearchConfig
+from ..trainer import TrainConfig
 from .common import RECIPES, check_fits, resolve_device
 from .files import compress, export, inspect_file, report
 from .pruning import METHODS, dropnet, prune_channels
 from .searching import ABLATIONS, compare_search, search, search_defaults
 from .training import evaluate_path, list_models, train
 
-__all__ = ["ABLATIONS", "METHODS", "RECIPES", "check_fits", "compare_search", "compress", "dropnet", "evaluate_path",
-           "export", "inspect_file", "list_models", "prune_channels", "report", "resolve_device", "search",
-           "search_defaults", "train"]
+__all__ = ["ABLATIONS", "METHODS", "RECIPES", "CompressConfig", "SearchConfig", "TrainConfig", "check_fits",
+           "compare_search", "compress", "dropnet", "evaluate_path", "export", "inspect_file", "list_models",
+           "prune_channels", "report", "resolve_device", "search", "search_defaults", "train"]
