@@ -191,7 +191,7 @@ def _forge(blob: bytes, edit) -> bytes:
     (lambda m: m.update(format="other"), "slimzip model"),
     (lambda m: m["tensors"][-1].update(encoding="constant", value="0"), "finite number"),
     (lambda m: m["tensors"][-1].update(encoding="constant", value=True), "finite number"),
-    (lambda m: m["tensors"][-1].update(encoding="constant", value=float("inf")), "finite number"),
+    (lambda m: m["tensors"][-1].update(encoding="constant", value=float("inf")), "Infinity, which is not JSON"),
 ])
 def test_hostile_manifests_are_rejected(edit, message):
     _, _, blob = _compressed("lenet-300-100")

@@ -42,6 +42,8 @@ class EncodeSettings(Protocol):
 
 
 SECTION_KEYS = {"raw": ("data",), "shared": ("codebook", "codes", "index"), "constant": ()}
+ENCODINGS = tuple(SECTION_KEYS)
+SINCE = {"constant": 2, "graph": 3}  # the format version that introduced it: older files cannot hold it
 
 
 # --- encoding ------------------------------------------------------------------------------------
@@ -180,7 +182,7 @@ def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], c
 
 # --- decoding ------------------------------------------------------------------------------------
 
-def _model_from_manifest(manifest: dict, model: nn.Module | None = None) -> nn.Module:
+def _model_from_manifest(manifest: dict, model: nn.Module | None = None, container_version: int = 3) -> nn.Module:
     """The architecture a manifest describes: a registry model, the graph it stores, or ``model`` (the
     user's own class) narrowed to the stored plan."""
     spec = manifest.get("model")
@@ -189,6 +191,8 @@ def _model_from_manifest(manifest: dict, model: nn.Module | None = None) -> nn.M
     if model is not None:
         return _narrowed(model, spec)
     if "graph" in spec:
+        if container_version < SINCE["graph"]:
+            raise ContainerError("model graphs exist from format version 3")
         if set(spec) - {"graph", "plan"}:
             raise ContainerError("manifest model arguments are not supported")
         try:
@@ -244,13 +248,17 @@ def _finite(value: int | float) -> bool:
         return False
 
 
+def _constant(entry: dict) -> float:
+    value = entry.get("value")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not _finite(value):
+        raise ContainerError(f"tensor {entry['name']}: a constant needs a finite number")
+    return float(value)
+
+
 def _decode_tensor(container: Container, entry: dict, like: torch.Tensor) -> torch.Tensor:
     numel = like.numel()
     if entry.get("encoding") == "constant":
-        value = entry.get("value")
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not _finite(value):
-            raise ContainerError(f"tensor {entry['name']}: a constant needs a finite number")
-        return torch.full(like.shape, float(value))
+        return torch.full(like.shape, _constant(entry))
     if entry.get("encoding") == "raw":
         if not isinstance(entry.get("dtype"), str) or entry["dtype"] not in RAW_DTYPES:
             raise ContainerError(f"tensor {entry['name']}: unknown dtype")
@@ -299,8 +307,10 @@ def decode_shared(container: Container, entry: dict, shape: torch.Size | list[in
 
 def decode_model(container: Container, model: nn.Module | None = None) -> nn.Module:
     """Rebuild the model a container describes (registry model or stored graph; with ``model``, a copy
-    of that module narrowed to the stored plan) and load its decoded weights."""
-    model = _model_from_manifest(container.manifest, model)
+    of that module narrowed to the stored plan) and load its decoded weights. The tensor table is checked
+    whole (names, shapes, sections) before any tensor is decoded."""
+    user = _user_model(container, model)
+    model = _model_from_manifest(container.manifest, model, container.version)
     state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     entries = container.manifest.get("tensors")
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
@@ -308,13 +318,20 @@ def decode_model(container: Container, model: nn.Module | None = None) -> nn.Mod
     names = [e.get("name") for e in entries]
     if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
         raise ContainerError("the file's tensor table names a tensor twice or not by a string")
-    if set(names) != set(state) and not (_user_model(container, model) and set(names) <= set(state)):
+    if set(names) != set(state) and not (user and set(names) <= set(state)):
         raise ContainerError("the file's tensors do not match the model's")
     for entry in entries:
         if entry.get("shape") != list(state[entry["name"]].shape):
             raise ContainerError(f"tensor {entry['name']}: shape does not match the model")
-        state[entry["name"]] = _decode_tensor(container, entry, state[entry["name"]])
+        if entry.get("encoding") not in ENCODINGS:
+            raise ContainerError(f"tensor {entry['name']}: unknown encoding")
+        if entry["encoding"] == "constant":
+            _constant(entry)
+            if container.version < SINCE["constant"]:
+                raise ContainerError(f"tensor {entry['name']}: constant tensors exist from format version 2")
     _sections_used_once(container, entries)
+    for entry in entries:
+        state[entry["name"]] = _decode_tensor(container, entry, state[entry["name"]])
     try:
         model.load_state_dict({n: state[n] for n in names}, strict=False)
     except (RuntimeError, ValueError) as e:

@@ -102,8 +102,13 @@ class FixedCodec:
         width = max(1, math.ceil(math.log2(alphabet)))
         if len(data) != (count * width + 7) // 8:
             raise FormatError("fixed-width stream has the wrong length")
-        bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[: count * width].reshape(count, width)
-        return (bits.astype(np.int64) << np.arange(width - 1, -1, -1)).sum(axis=1)
+        bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
+        if bits[count * width:].any():
+            raise FormatError("fixed-width stream has non-zero padding bits")
+        symbols = (bits[: count * width].reshape(count, width).astype(np.int64) << np.arange(width - 1, -1, -1)).sum(1)
+        if len(symbols) and symbols.max() >= alphabet:
+            raise FormatError("fixed-width stream holds a symbol outside the alphabet")
+        return symbols
 
 
 def huffman_lengths(counts: np.ndarray, max_len: int = MAX_CODE_LEN) -> np.ndarray:
@@ -172,7 +177,11 @@ class HuffmanCodec:
         lengths, pos = self._read_table(data, alphabet)
         nblocks = -(-count // HUFFMAN_BLOCK)
         if count == 0:
+            if len(data) != 4 or pos != 4:
+                raise FormatError("an empty huffman stream is its 4-byte header (no table, no payload)")
             return np.zeros(0, dtype=np.int64)
+        if pos == 4:
+            raise FormatError("huffman table is empty for a non-empty stream")
         end = pos + 4 * (nblocks - 1)
         if end > len(data):
             raise FormatError("huffman stream truncated in its block offsets")
@@ -194,6 +203,7 @@ class HuffmanCodec:
             bitpos += np.where(live, len_table[w], 0)
         if bad.any() or bitpos.max() > total_bits:
             raise FormatError("huffman payload is corrupt")
+        _check_huffman_ends(payload[:-3], starts, bitpos)
         return out.reshape(-1)[:count]
 
     @staticmethod
@@ -207,9 +217,13 @@ class HuffmanCodec:
         lengths = np.zeros(alphabet, dtype=np.int64)
         if np.any(entries["s"] >= alphabet) or np.any(entries["l"] < 1) or np.any(entries["l"] > MAX_CODE_LEN):
             raise FormatError("huffman table holds an impossible symbol or length")
+        if np.any(np.diff(entries["s"].astype(np.int64)) <= 0):
+            raise FormatError("huffman table symbols are not in increasing order")
         lengths[entries["s"]] = entries["l"]
-        if n_used > 1 and np.sum(2.0 ** -lengths[lengths > 0]) > 1.0 + 1e-12:
-            raise FormatError("huffman code lengths are not a prefix code")
+        if n_used == 1 and entries["l"][0] != 1:
+            raise FormatError("a one-symbol huffman table has code length 1")
+        if n_used > 1 and np.sum(2.0 ** -lengths[lengths > 0]) != 1.0:  # exact in binary floating point
+            raise FormatError("huffman code lengths are not a complete prefix code")
         return lengths, 4 + 3 * n_used
 
     @staticmethod
@@ -224,6 +238,18 @@ class HuffmanCodec:
             sym_table[lo:lo + (1 << shift)] = s
             len_table[lo:lo + (1 << shift)] = lengths[s]
         return sym_table, len_table
+
+
+def _check_huffman_ends(payload: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
+    """Blocks tile the payload: each ends where the next starts, the last in the final byte, and the
+    bits after it are zero (a strict reader accepts one encoding of each stream)."""
+    if np.any(ends[:-1] != starts[1:]):
+        raise FormatError("huffman block offsets do not match where the blocks end")
+    last = int(ends[-1])
+    if len(payload) != (last + 7) // 8:
+        raise FormatError("huffman payload has bytes after its last code")
+    if last % 8 and int(payload[-1]) & ((1 << (8 - last % 8)) - 1):
+        raise FormatError("huffman payload has non-zero padding bits")
 
 
 class RansCodec:
@@ -256,9 +282,11 @@ class RansCodec:
         used, counts = entries["s"].astype(np.int64), entries["c"].astype(np.int64)
         if np.any(used >= alphabet) or np.any(np.diff(used) <= 0) or np.any(counts == 0) or counts.sum() != count:
             raise FormatError("rans table is inconsistent with the stream")
-        if n_used <= 1:
-            return np.full(count, used[0] if n_used else 0, dtype=np.int64)
         words = data[4 + 6 * n_used:]
+        if n_used <= 1:
+            if words:
+                raise FormatError("a constant rans stream is its table alone (words follow it)")
+            return np.full(count, used[0] if n_used else 0, dtype=np.int64)
         if len(words) % 4:
             raise FormatError("rans payload is not whole 32-bit words")
         import constriction

@@ -40,6 +40,7 @@ class Container:
     manifest: dict
     sections: list[bytes]
     file_bytes: int
+    version: int = VERSION  # the format version the file declares
 
 
 def encode_container(manifest: dict, sections: list[bytes], deflate: bool = True) -> bytes:
@@ -86,7 +87,7 @@ def decode_container(blob: bytes) -> Container:
         raise ContainerError("manifest checksum mismatch")
     manifest = _parse_manifest(_inflate(body) if flags & FLAG_DEFLATE else body)
     payload = memoryview(blob)[payload_start:len(blob) - TRAILER.size]
-    return Container(manifest, _sections(manifest, payload), len(blob))
+    return Container(manifest, _sections(manifest, payload), len(blob), version)
 
 
 def _inflate(body: bytes) -> bytes:
@@ -98,12 +99,26 @@ def _inflate(body: bytes) -> bytes:
         raise ContainerError(f"manifest does not inflate ({e})") from None
     if d.unconsumed_tail or not d.eof:
         raise ContainerError("manifest inflates past its size limit or is incomplete")
+    if d.unused_data:
+        raise ContainerError("manifest has bytes after its zlib stream")
     return out
 
 
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ContainerError("manifest has a duplicate JSON key")
+    return out
+
+
+def _no_constant(name: str) -> None:
+    raise ContainerError(f"manifest holds {name}, which is not JSON")
+
+
 def _parse_manifest(body: bytes) -> dict:
+    """Strict JSON (RFC 8259): UTF-8, no duplicate keys, no NaN / Infinity."""
     try:
-        manifest = json.loads(body.decode("utf-8"))
+        manifest = json.loads(body.decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ContainerError(f"manifest is not valid JSON ({type(e).__name__})") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("sections"), list):
