@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 import subprocess
 import sys
 
@@ -257,3 +258,60 @@ def test_errors_of_the_machine_are_named_in_one_line():
     assert _environment_error(OSError(errno.ENOSPC, "No space left on device", "f")) == "f: disk full"
     assert _environment_error(OSError(errno.EIO, "No space left on device")).startswith("disk full")
     assert _environment_error(OSError(errno.ECONNRESET, "reset")) is None  # not a user's problem: a traceback
+
+
+CORPUS_FILE = Path(__file__).resolve().parent / "corpus" / "valid" / "graph-rans.slz"
+
+
+@pytest.mark.parametrize("argv, message", [
+    # train: every knob range-checked before anything is written
+    (["train", "--model", "lenet-5", "--label-smoothing", "1.0", "--out", "R"], "label smoothing"),
+    (["train", "--model", "lenet-5", "--bn-l1", "5", "--out", "R"], "BN L1 lambda"),
+    (["train", "--model", "lenet-5", "--milestones", "0.5,x", "--out", "R"], "not a number"),
+    (["train", "--model", "lenet-5", "--precision", "fp8", "--out", "R"], "precision"),
+    (["train", "--model", "lenet-5", "--subset", "0", "--out", "R"], "subset"),
+    (["train", "--model", "lenet-5", "--batch-size", "0", "--out", "R"], "at least 1"),
+    (["train", "--model", "nothere.py:f", "--dataset", "mnist", "--out", "R"], "nothere.py"),
+    # commands that read a checkpoint (CKPT) or a .slz file (SLZ); none may change them
+    (["prune-channels", "CKPT", "--ratio", "1.5", "--out", "R"], "channel ratio must be in"),
+    (["prune-channels", "CKPT", "--ratio", "0.5", "--method", "magic", "--out", "R"], "unknown method"),
+    (["prune-channels", "CKPT", "--ratio", "0.5", "--out", "CKPT"], "never modified"),
+    (["prune-channels", "CKPT", "--ratio", "0.5", "--teacher", "CKPT", "--out", "R"], "--distill"),
+    (["prune-channels", "nothere", "--ratio", "0.5", "--out", "R"], "nothere"),
+    (["compress", "CKPT", "--out", "R.slz", "--max-drop", "1", "--search", "anneal"], "unknown search strategy"),
+    (["compress", "CKPT", "--out", "R.slz", "--target-accuracy", "1.5", "--search", "grid"], "target accuracy"),
+    (["compress", "CKPT", "--out", "R.slz", "--max-drop", "1", "--target-accuracy", "0.9", "--search", "grid"],
+     "exactly one"),
+    (["compress", "CKPT", "--out", "R.slz", "--max-drop", "1", "--step", "0", "--search", "grid"], "step must be"),
+    (["compress", "CKPT", "--out", "R.slz", "--max-drop", "1000", "--search", "grid"], "max drop"),
+    (["compress", "CKPT", "--out", "R.slz", "--prune-steps", "0"], "--prune-steps: must be at least 1"),
+    (["compare-search", "CKPT", "--out", "R", "--max-drop", "1", "--strategies", "heuristic,anneal"],
+     "unknown search strategy"),
+    (["compare-search", "CKPT", "--out", "R", "--max-drop", "1", "--strategies", "grid", "--budget-ratio", "0.5"],
+     "include heuristic"),
+    (["eval", "SLZ", "--dataset", "cifar10"], "cifar10"),
+    (["eval", "CKPT", "--dataset", "imagenet"], "unknown dataset"),
+    (["inspect", "CKPT"], "CKPT"),
+    (["export", "nothere.slz", "--onnx", "R.onnx"], "no such file"),
+    (["report", "nothere"], "not a run directory"),
+    (["dropnet", "--model", "vgg99", "--out", "R"], "unknown model"),
+    (["dropnet", "--model", "dropnet-a", "--fraction", "1.5", "--out", "R"], "fraction"),
+    (["dropnet", "--model", "dropnet-a", "--metric", "best", "--out", "R"], "metric"),
+])
+def test_bad_input_matrix_one_line_exit_2_inputs_unchanged(capsys, lenet5bn_run, tmp_path, monkeypatch, argv,
+                                                          message):
+    """Across commands: a one-line error naming the problem, exit code 2, the checkpoint and the .slz file
+    given as inputs byte-identical afterwards, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(CORPUS_FILE, tmp_path / "in.slz")
+    names = {"CKPT": str(lenet5bn_run), "SLZ": str(tmp_path / "in.slz")}
+    argv = [names.get(a, a) for a in argv]
+    message = names.get(message, message)
+    before, ckpt_before = _snapshot_tree(tmp_path), _snapshot_tree(lenet5bn_run)
+    try:
+        code, out, err = run(capsys, *argv)
+    except SystemExit as e:  # argparse's own errors
+        code, (out, err) = e.code, capsys.readouterr()
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert code == 2 and len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
+    assert _snapshot_tree(tmp_path) == before and _snapshot_tree(lenet5bn_run) == ckpt_before

@@ -47,6 +47,18 @@ def test_run_dir_resumes_an_old_run_and_refuses_another(tmp_path):
         RunDir(run / "config.json", new).claim()
 
 
+def test_claim_removes_what_killed_writes_left_anywhere_in_the_run(tmp_path):
+    run = tmp_path / "r"
+    RunDir(run, {"a": 1}).claim()
+    (run / "trunks").mkdir()
+    left = [run / ".last.safetensors.abcd1234", run / "trunks" / ".tmp29cai8", run / "trunks" / ".x.json.ABCDEFGH"]
+    kept = [run / "trunks" / "00ee.safetensors", run / ".hidden", run / "trunks" / ".tmp29cai"]
+    for p in left + kept:
+        p.write_bytes(b"")
+    RunDir(run, {"a": 1}).claim()
+    assert not any(p.exists() for p in left) and all(p.exists() for p in kept)
+
+
 def test_run_dir_finish_and_finished(tmp_path):
     run_dir = RunDir(tmp_path / "r", {"a": (1, 2)}).claim()
     assert run_dir.config == {"a": [1, 2]}  # as it reads back from disk

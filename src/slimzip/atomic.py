@@ -12,7 +12,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}$")  # ".NAME." + mkstemp's 8 random characters
+# ".NAME." + mkstemp's 8 random characters; ".tmp" + 6: the temporary safetensors' own writer makes
+# beside its target (Rust's tempfile crate) before it renames it to ours
+TEMPORARY = re.compile(r"^(\..+\.[A-Za-z0-9_]{8}|\.tmp[A-Za-z0-9]{6})$")
 
 
 def temporary_beside(path: Path) -> str:

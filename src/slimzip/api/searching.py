@@ -72,6 +72,8 @@ def compare_search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "
     ``budget_ratio`` R adds 'frontier-budget': frontier with ``max_epochs`` = R x the heuristic's epochs
     (does frontier at a fraction of the heuristic's cost find a file as small?)."""
     out = Path(out)
+    for name in (*strategies, *([ablation] if ablation else [])):  # every setting checked before any search runs
+        dataclasses.replace(cfg, strategy=name).validate()
     if budget_ratio is not None:
         check_range("budget ratio", budget_ratio, 0.01, 100.0)
         if "heuristic" not in strategies:

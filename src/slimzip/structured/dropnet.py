@@ -108,7 +108,10 @@ def run_dropnet(make_model: Callable[[], nn.Module], loaders: Loaders, cfg: Drop
         cycle = len(rows)
         if model is None:
             model = copy.deepcopy(theta0)
-        fit(model, loaders.train, loaders.val, dataclasses.replace(train_cfg, seed=cfg.seed + cycle), verbose=verbose)
+        # a killed cycle resumes from its last epoch (train{cycle}/); cycles.jsonl is the commit point of
+        # a finished cycle, written after its weights, so a kill between the two retrains nothing twice
+        fit(model, loaders.train, loaders.val, dataclasses.replace(train_cfg, seed=cfg.seed + cycle),
+            run_dir=run / f"train{cycle}", verbose=verbose)
         save_tensors(run / f"cycle{cycle}.safetensors", model.state_dict())
         remaining = sum(len(plan.get(r, range(n))) for r, n in full.items()) / sum(full.values())
         rows.append({"cycle": cycle, "remaining": remaining, "val_accuracy": evaluate(model, loaders.val)[1],
