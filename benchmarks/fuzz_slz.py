@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from slimzip.codec import decode_model
+from slimzip.codec import decode_model, model_table
 from slimzip.container import decode_container, encode_container
 from slimzip.errors import SlimzipError
 from slimzip.inspection import inspect_container
@@ -49,7 +49,8 @@ def seed_files() -> list[bytes]:
         masks = MagnitudePruner(sparsity=0.9).fit(model).masks_
         apply_masks_(model, masks)
         layers = WeightSharer(bits_conv=4, bits_fc=3).fit(model, masks).layers_
-        blobs.append(encode_model(model, {"name": name, "kwargs": {}}, layers, CompressConfig()))
+        for version in (3, 4):  # the compact manifest and the keyed one before it
+            blobs.append(encode_model(model, {"name": name, "kwargs": {}}, layers, CompressConfig(), version=version))
     from slimzip.graph import describe, portable
 
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
@@ -59,7 +60,8 @@ def seed_files() -> list[bytes]:
     masks = MagnitudePruner(sparsity=0.5).fit(gm).masks_
     apply_masks_(gm, masks)
     layers = WeightSharer(bits_conv=2, bits_fc=2).fit(gm, masks).layers_
-    blobs.append(encode_model(gm, {"graph": graph, "plan": {}}, layers, CompressConfig()))
+    for version in (3, 4):
+        blobs.append(encode_model(gm, {"graph": graph, "plan": {}}, layers, CompressConfig(), version=version))
     return blobs
 
 
@@ -97,14 +99,13 @@ def mutate(blob: bytes, rng: random.Random) -> bytes:
             sections[i] = bytes(data) + (b"\0" if rng.random() < 0.3 else b"")
         elif isinstance(parent[path[-1]], (int, float)) and not isinstance(parent[path[-1]], bool):
             parent[path[-1]] = parent[path[-1]] + rng.choice([-1, 1, 2**20])
-    return encode_container(manifest, sections)
+    return encode_container(manifest, sections, version=container.version)
 
 
 def read_like_the_cli(blob: bytes) -> None:
     """What inspect and eval do with a file: decode the container, the model, and account for its bytes."""
     container = decode_container(blob)
-    decode_model(container)
-    inspect_container(container)
+    inspect_container(container, model_table(container, decode_model(container)))
 
 
 def main() -> None:

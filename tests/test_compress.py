@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from slimzip.codec import decode_model, encode_model
-from slimzip.container import ContainerError, decode_container, read_container, write_container
+from slimzip.codec import decode_model, encode_model, model_table
+from slimzip.container import VERSION, ContainerError, decode_container, read_container, write_container
 from slimzip.data import get_dataset_spec
 from slimzip.deep_compression import CompressConfig
 from slimzip.inspection import inspect_container
@@ -20,7 +20,7 @@ FAMILIES = ["lenet-300-100", "lenet-5-bn", "dropnet-b", "vgg11", "resnet20", "pr
             "densenet-bc-100"]
 
 
-def _compressed(name: str, sparsity: float = 0.9, coder: str = "rans", bits=(8, 5), **knobs):
+def _compressed(name: str, sparsity: float = 0.9, coder: str = "rans", bits=(8, 5), version: int = VERSION, **knobs):
     torch.manual_seed(0)
     model = create_model(name).eval()
     with torch.no_grad():
@@ -32,7 +32,8 @@ def _compressed(name: str, sparsity: float = 0.9, coder: str = "rans", bits=(8, 
     apply_masks_(model, masks)
     cfg = CompressConfig(sparsity=sparsity, coder=coder, bits_conv=bits[0], bits_fc=bits[1], **knobs)
     layers = WeightSharer(bits_conv=bits[0], bits_fc=bits[1]).fit(model, masks).layers_
-    blob = encode_model(model, {"name": name, "kwargs": {}}, layers, cfg, {"dataset": MODELS[name].dataset})
+    blob = encode_model(model, {"name": name, "kwargs": {}}, layers, cfg, {"dataset": MODELS[name].dataset},
+                        version=version)
     return model, layers, blob
 
 
@@ -115,7 +116,8 @@ def test_file_round_trip_in_a_fresh_process(name, tmp_path):
             "m = decode_model(read_container(sys.argv[1])); e = torch.load(sys.argv[2], weights_only=True);"
             "s = m.state_dict(); sys.exit(0 if all(torch.equal(s[k], e[k]) for k in e) else 1)")
     assert subprocess.run([sys.executable, "-c", code, str(path), str(expected)]).returncode == 0
-    report = inspect_container(read_container(path))
+    container = read_container(path)
+    report = inspect_container(container, model_table(container, decoded))
     assert sum(report["components"].values()) == path.stat().st_size == report["file_bytes"]
     shape = get_dataset_spec(MODELS[name].dataset).image_shape
     x = torch.randn(2, *shape)
@@ -136,13 +138,15 @@ def test_folded_batchnorm_computes_what_the_model_computes_in_fewer_bytes(name, 
         for blob in (folded, unfolded):
             got = decode_model(decode_container(blob)).eval()(x)
             assert (got - want).abs().max() <= 1e-5 * want.abs().max()
-    entries = {e["name"]: e for e in decode_container(folded).manifest["tensors"]}
+    container = decode_container(folded)
+    table = model_table(container, decode_model(container))
+    entries = {e["name"]: e for e in table}
     bns = [n for n, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     constants = {n for n, e in entries.items() if e["encoding"] == "constant"}
     assert constants >= {f"{n}.{s}" for n in bns for s in ("running_mean", "running_var")}
     assert len(constants) == 2 * len(bns) + biases_folded
     assert len(folded) < len(unfolded)
-    rows = inspect_container(decode_container(folded))["tensors"]
+    rows = inspect_container(container, table)["tensors"]
     assert all(r["bytes"] == 0 for r in rows if r["name"] in constants)
 
 
@@ -170,6 +174,11 @@ def test_fuzzed_files_are_rejected_cleanly():
             decode_model(decode_container(bytes(data)))
 
 
+def _row(manifest: dict, tag: str) -> list:
+    """The first version-4 row of a kind ('s' shared, 'r' raw, 'c' constant)."""
+    return next(r for r in manifest["tensors"] if r[0] == tag)
+
+
 def _forge(blob: bytes, edit) -> bytes:
     """Re-encode a container with an edited manifest and valid checksums: a hostile, not a damaged, file."""
     c = decode_container(blob)
@@ -177,7 +186,7 @@ def _forge(blob: bytes, edit) -> bytes:
     edit(manifest)
     from slimzip.container import encode_container
 
-    return encode_container(manifest, c.sections)
+    return encode_container(manifest, c.sections, version=c.version)
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -194,10 +203,43 @@ def _forge(blob: bytes, edit) -> bytes:
     (lambda m: m["tensors"][-1].update(encoding="constant", value=float("inf")), "Infinity, which is not JSON"),
 ])
 def test_hostile_manifests_are_rejected(edit, message):
-    _, _, blob = _compressed("lenet-300-100")
+    _, _, blob = _compressed("lenet-300-100", version=3)
     with pytest.raises(Exception) as info:
         decode_model(decode_container(_forge(blob, edit)))
     assert info.type.__name__ in ("ContainerError", "SlimzipError") and message in str(info.value)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["tensors"].pop(), "one row per tensor"),
+    (lambda m: m["tensors"].append(["c", 0.0]), "one row per tensor"),
+    (lambda m: _row(m, "s").__setitem__(0, "x"), "malformed row"),
+    (lambda m: _row(m, "s").append(1), "malformed row"),
+    (lambda m: m["tensors"].__setitem__(0, {"encoding": "raw"}), "malformed row"),
+    (lambda m: _row(m, "s").__setitem__(1, 0), "out of range"),  # no centroid
+    (lambda m: _row(m, "s").__setitem__(1, 2 ** 17), "out of range"),
+    (lambda m: _row(m, "s").__setitem__(5, -1), "out of range"),  # nnz
+    (lambda m: _row(m, "r").__setitem__(1, "float64"), "unknown dtype"),
+    (lambda m: m["tensors"].__setitem__(m["tensors"].index(_row(m, "r")), ["c", 1e30]), "exactly once"),
+    (lambda m: m["model"].update(plan={"features.1": "!!"}), "not base64"),
+    (lambda m: m["model"].update(plan={"features.1": "AAA="}), "shortest bitmask"),
+    (lambda m: m["model"].update(plan={"features.1": 5}), "bitmask string"),
+])
+def test_hostile_compact_manifests_are_rejected(edit, message):
+    """Version 4's rows and bitmask plans: every field checked like version 3's keyed entries."""
+    _, _, blob = _compressed("lenet-300-100")
+    assert decode_container(blob).version == 4
+    with pytest.raises(ContainerError, match=message):
+        decode_model(decode_container(_forge(blob, edit)))
+
+
+def test_compact_files_are_smaller_and_decode_to_the_same_weights():
+    """Version 4 (rows, used float16 centroids only) against version 3 (keyed entries, float32
+    codebooks of 2**bits): the same model, fewer bytes."""
+    model, _, v4 = _compressed("lenet-5", bits=(8, 8))
+    _, _, v3 = _compressed("lenet-5", bits=(8, 8), version=3)
+    a, b = decode_model(decode_container(v4)), decode_model(decode_container(v3))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert len(v4) < len(v3) - 2000
 
 
 def test_write_is_atomic_and_reports_size(tmp_path):
@@ -222,12 +264,12 @@ def test_unknown_flags_and_manifest_bombs_are_rejected():
     blob = bytes(blob[:-4]) + TRAILER.pack(zlib.crc32(bytes(blob[:-4])))
     with pytest.raises(ContainerError, match="flags"):
         decode_container(blob)
-    old = bytearray(_compressed("lenet-300-100")[2])  # version 1 files (before constants) still read
+    old = bytearray(_compressed("lenet-300-100", version=3)[2])  # version 1 files (before constants) still read
     old[8:10] = (1).to_bytes(2, "little")
     old = bytes(old[:-4]) + TRAILER.pack(zlib.crc32(bytes(old[:-4])))
     assert decode_container(old).manifest["format"] == "slimzip-model"
-    old = old[:8] + (4).to_bytes(2, "little") + old[10:-4]
-    with pytest.raises(ContainerError, match="version 4"):
+    old = old[:8] + (5).to_bytes(2, "little") + old[10:-4]
+    with pytest.raises(ContainerError, match="version 5"):
         decode_container(old + TRAILER.pack(zlib.crc32(old)))
     bomb = zlib.compress(b" " * (80 << 20), 9)  # inflates past the 64 MiB manifest limit
     raw = HEADER.pack(MAGIC, 1, 1, len(bomb), zlib.crc32(bomb)) + bomb

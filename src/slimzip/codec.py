@@ -18,10 +18,11 @@ import torch
 from torch import nn
 
 from .coding import CODECS, FormatError, entropy_bits, gaps_decode, gaps_encode
-from .container import Container, ContainerError, encode_container
+from .compact import MAX_CENTROIDS, compact_layer, compact_manifest, expand_rows, masks_to_plan
+from .container import VERSION, Container, ContainerError, encode_container
 from .errors import SlimzipError
 from .graph import GraphError, build as build_graph, traced
-from .sharing import SharedLayer
+from .sharing import FLOAT16_MAX, SharedLayer
 from .structured import apply_plan, build_model, compose_plans, dependency_graph, registry_input_shape, validate_plan
 
 FORMAT = "slimzip-model"
@@ -43,7 +44,7 @@ class EncodeSettings(Protocol):
 
 SECTION_KEYS = {"raw": ("data",), "shared": ("codebook", "codes", "index"), "constant": ()}
 ENCODINGS = tuple(SECTION_KEYS)
-SINCE = {"constant": 2, "graph": 3}  # the format version that introduced it: older files cannot hold it
+SINCE = {"constant": 2, "graph": 3, "compact": 4}  # the format version that introduced it
 
 
 # --- encoding ------------------------------------------------------------------------------------
@@ -134,10 +135,15 @@ def self_describing(manifest: dict) -> bool:
 
 
 def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], cfg: EncodeSettings,
-                 extra: dict | None = None) -> bytes:
+                 extra: dict | None = None, version: int = VERSION) -> bytes:
     """Serialise a shared model into .slz bytes. ``spec``: ``{"name", "kwargs", "plan"?}`` of the registry,
     or ``{"graph", "plan"?}`` (``graph.describe``; ``model`` then is ``graph.portable`` of it, so that its
-    tensors are the ones the graph rebuilds)."""
+    tensors are the ones the graph rebuilds). Written as ``version`` (4: the compact manifest, for a
+    model the file rebuilds alone; a file that cannot rebuild its model keeps version 3's named entries)."""
+    compact = version >= SINCE["compact"] and ("name" in spec or "graph" in spec) and \
+        all(bool((layer.centroids.abs() <= FLOAT16_MAX).all()) for layer in layers.values())
+    if compact:
+        layers = {k: compact_layer(v) for k, v in layers.items()}
     sections: list[bytes] = []
     tensors = []
     modules = dict(model.named_modules())
@@ -161,12 +167,14 @@ def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], c
             positions = np.flatnonzero(layer.mask.numpy().reshape(-1))
             gaps = gaps_encode(positions, index_bits)
             codes = layer.codes.numpy()
-            code_coder, code_bytes = encode_stream(codes, 2 ** layer.bits, cfg.coder)
+            alphabet = len(layer.centroids) if compact else 2 ** layer.bits
+            code_coder, code_bytes = encode_stream(codes, alphabet, cfg.coder)
             index_coder, index_bytes = encode_stream(gaps, 2 ** index_bits, cfg.coder)
-            tensors.append({"name": name, "shape": list(value.shape), "encoding": "shared", "bits": layer.bits,
+            size = {"centroids": alphabet} if compact else {"bits": layer.bits}
+            tensors.append({"name": name, "shape": list(value.shape), "encoding": "shared", **size,
                             "index_bits": index_bits, "coders": {"codes": code_coder, "index": index_coder},
                             "nnz": len(codes), "gap_symbols": len(gaps),
-                            "codebook": add(layer.centroids.numpy().astype("<f4").tobytes()),
+                            "codebook": add(layer.centroids.numpy().astype("<f2" if compact else "<f4").tobytes()),
                             "codes": add(code_bytes), "index": add(index_bytes),
                             "code_entropy": round(entropy_bits(codes), 4),
                             "index_entropy": round(entropy_bits(gaps), 4)})
@@ -177,7 +185,9 @@ def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], c
                                         .tobytes())})
     manifest = {"format": FORMAT, "model": spec, "config": dataclasses.asdict(cfg), "tensors": tensors,
                 **(extra or {})}
-    return encode_container(manifest, sections)
+    if compact:
+        return encode_container(*compact_manifest(manifest, sections), version=version)
+    return encode_container(manifest, sections, version=min(version, 3))
 
 
 # --- decoding ------------------------------------------------------------------------------------
@@ -188,6 +198,8 @@ def _model_from_manifest(manifest: dict, model: nn.Module | None = None, contain
     spec = manifest.get("model")
     if manifest.get("format") != FORMAT or not isinstance(spec, dict):
         raise ContainerError("manifest does not describe a slimzip model")
+    if container_version >= SINCE["compact"] and "plan" in spec:
+        spec = {**spec, "plan": masks_to_plan(spec["plan"])}
     if model is not None:
         return _narrowed(model, spec)
     if "graph" in spec:
@@ -274,8 +286,15 @@ def _decode_tensor(container: Container, entry: dict, like: torch.Tensor) -> tor
 
 def decode_shared(container: Container, entry: dict, shape: torch.Size | list[int]) -> SharedLayer:
     """A shared tensor's codebook, codes and kept positions exactly as stored, every field checked
-    against ``shape`` (the registry model's) before anything is decoded."""
+    against ``shape`` (the registry model's) before anything is decoded. Version 4: ``centroids`` float16
+    entries, codes below that; before: ``2**bits`` float32 entries."""
     numel = math.prod(shape)
+    if container.version >= SINCE["compact"]:
+        alphabet, codebook_dtype = _int_field(entry, "centroids", 1, MAX_CENTROIDS), "<f2"
+        bits = max(1, math.ceil(math.log2(alphabet)))
+    else:
+        bits = _int_field(entry, "bits", 1, 16)
+        alphabet, codebook_dtype = 2 ** bits, "<f4"
     coders = entry.get("coders")
     if not isinstance(coders, dict) or not all(isinstance(coders.get(k), str) and coders[k] in CODECS
                                                for k in ("codes", "index")):
@@ -284,14 +303,17 @@ def decode_shared(container: Container, entry: dict, shape: torch.Size | list[in
         v = entry.get(key, 0.0)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not _finite(v) or not 0 <= v <= 64:
             raise ContainerError(f"tensor {entry.get('name')}: field {key!r} out of range")
-    bits, index_bits = _int_field(entry, "bits", 1, 16), _int_field(entry, "index_bits", 1, 16)
+    index_bits = _int_field(entry, "index_bits", 1, 16)
     nnz = _int_field(entry, "nnz", 0, numel)
     gap_count = _int_field(entry, "gap_symbols", nnz, nnz + numel // (2 ** index_bits - 1) + 1)
     codebook = _section(container, entry, "codebook")
-    if len(codebook) != 4 * 2 ** bits:
+    if len(codebook) != np.dtype(codebook_dtype).itemsize * alphabet:
         raise ContainerError(f"tensor {entry['name']}: codebook has the wrong size")
+    centroids = np.frombuffer(codebook, dtype=codebook_dtype).astype(np.float32)
+    if not np.isfinite(centroids).all():
+        raise ContainerError(f"tensor {entry['name']}: codebook holds a value that is not finite")
     try:
-        codes = CODECS[coders["codes"]].decode(_section(container, entry, "codes"), nnz, 2 ** bits)
+        codes = CODECS[coders["codes"]].decode(_section(container, entry, "codes"), nnz, alphabet)
         gaps = CODECS[coders["index"]].decode(_section(container, entry, "index"), gap_count, 2 ** index_bits)
         positions = gaps_decode(gaps, index_bits, numel)
     except FormatError as e:
@@ -300,9 +322,8 @@ def decode_shared(container: Container, entry: dict, shape: torch.Size | list[in
         raise ContainerError(f"tensor {entry['name']}: index holds {len(positions)} weights, expected {nnz}")
     mask = np.zeros(numel, dtype=bool)
     mask[positions] = True
-    return SharedLayer(torch.from_numpy(np.frombuffer(codebook, dtype="<f4").copy()),
-                       torch.from_numpy(np.asarray(codes, dtype=np.int64)), torch.from_numpy(mask).reshape(shape),
-                       bits)
+    return SharedLayer(torch.from_numpy(centroids), torch.from_numpy(np.asarray(codes, dtype=np.int64)),
+                       torch.from_numpy(mask).reshape(shape), bits)
 
 
 def decode_model(container: Container, model: nn.Module | None = None) -> nn.Module:
@@ -312,9 +333,7 @@ def decode_model(container: Container, model: nn.Module | None = None) -> nn.Mod
     user = _user_model(container, model)
     model = _model_from_manifest(container.manifest, model, container.version)
     state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    entries = container.manifest.get("tensors")
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise ContainerError("manifest has no tensor table")
+    entries = tensor_table(container, state)
     names = [e.get("name") for e in entries]
     if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
         raise ContainerError("the file's tensor table names a tensor twice or not by a string")
@@ -338,6 +357,23 @@ def decode_model(container: Container, model: nn.Module | None = None) -> nn.Mod
         raise ContainerError(f"the decoded tensors do not load into the model ({str(e).splitlines()[0][:200]})") \
             from None
     return model
+
+
+def tensor_table(container: Container, state: dict[str, torch.Tensor]) -> list[dict]:
+    """The file's tensor entries, keyed (name, shape, encoding, fields, section numbers) whatever the
+    version: version 4's rows are named and shaped by the rebuilt model's ``state`` (state_dict order)."""
+    entries = container.manifest.get("tensors")
+    if container.version >= SINCE["compact"]:
+        shapes = {k: list(v.shape) for k, v in state.items()}
+        return expand_rows(entries, shapes, len(container.sections))
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ContainerError("manifest has no tensor table")
+    return entries
+
+
+def model_table(container: Container, model: nn.Module) -> list[dict]:
+    """The keyed tensor table of a file whose model is decoded (what ``inspect`` shows)."""
+    return tensor_table(container, {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")})
 
 
 def _sections_used_once(container: Container, entries: list[dict]) -> None:

@@ -22,8 +22,9 @@ from .atomic import atomic_write_bytes
 from .errors import SlimzipError
 
 MAGIC = b"\x89SLZ\r\n\x1a\n"  # PNG-style: catches text-mode and truncation damage early
-VERSION = 3  # written; 2 added the 'constant' tensor encoding, 3 the model graph (docs/FORMAT.md)
-READABLE = (1, 2, 3)
+VERSION = 4  # written; 2 added 'constant' tensors, 3 the model graph, 4 the compact manifest (docs/FORMAT.md)
+READABLE = (1, 2, 3, 4)
+LENGTHS_ONLY = 4  # from this version the section table lists lengths only (the file CRC covers the bytes)
 HEADER = struct.Struct("<8sHHII")  # magic, version, flags, manifest length, manifest crc32
 TRAILER = struct.Struct("<I")  # crc32 of everything before it
 MAX_MANIFEST = 64 << 20  # bytes; a real manifest is a few KB per hundred tensors
@@ -43,16 +44,20 @@ class Container:
     version: int = VERSION  # the format version the file declares
 
 
-def encode_container(manifest: dict, sections: list[bytes], deflate: bool = True) -> bytes:
-    """Lay out the sections, record their offsets/lengths/crc32 in the manifest, and serialise."""
-    table, offset = [], 0
-    for data in sections:
-        table.append({"offset": offset, "length": len(data), "crc32": zlib.crc32(data)})
-        offset += len(data)
+def encode_container(manifest: dict, sections: list[bytes], deflate: bool = True, version: int = VERSION) -> bytes:
+    """Lay out the sections, record them in the manifest (version 4: their lengths; before: offset,
+    length and crc32 each), and serialise."""
+    if version >= LENGTHS_ONLY:
+        table: list = [len(data) for data in sections]
+    else:
+        table, offset = [], 0
+        for data in sections:
+            table.append({"offset": offset, "length": len(data), "crc32": zlib.crc32(data)})
+            offset += len(data)
     body = json.dumps({**manifest, "sections": table}, separators=(",", ":"), sort_keys=True).encode()
     if deflate:
         body = zlib.compress(body, 9)
-    head = HEADER.pack(MAGIC, VERSION, FLAG_DEFLATE if deflate else 0, len(body), zlib.crc32(body))
+    head = HEADER.pack(MAGIC, version, FLAG_DEFLATE if deflate else 0, len(body), zlib.crc32(body))
     blob = head + body + b"".join(sections)
     return blob + TRAILER.pack(zlib.crc32(blob))
 
@@ -87,7 +92,8 @@ def decode_container(blob: bytes) -> Container:
         raise ContainerError("manifest checksum mismatch")
     manifest = _parse_manifest(_inflate(body) if flags & FLAG_DEFLATE else body)
     payload = memoryview(blob)[payload_start:len(blob) - TRAILER.size]
-    return Container(manifest, _sections(manifest, payload), len(blob), version)
+    sections = _lengths(manifest, payload) if version >= LENGTHS_ONLY else _sections(manifest, payload)
+    return Container(manifest, sections, len(blob), version)
 
 
 def _inflate(body: bytes) -> bytes:
@@ -143,6 +149,19 @@ def _sections(manifest: dict, payload: memoryview) -> list[bytes]:
     if expected != len(payload):
         raise ContainerError("payload holds bytes no section accounts for")
     return out
+
+
+def _lengths(manifest: dict, payload: memoryview) -> list[bytes]:
+    """Version 4: the sections are the payload cut at the listed lengths, which must add up to it."""
+    lengths = manifest["sections"]
+    if not all(type(n) is int and n >= 0 for n in lengths):
+        raise ContainerError("section table: every length must be a non-negative integer")
+    if sum(lengths) != len(payload):
+        raise ContainerError("section lengths do not add up to the payload")
+    starts = [0]
+    for n in lengths:
+        starts.append(starts[-1] + n)
+    return [bytes(payload[a:b]) for a, b in zip(starts, starts[1:])]
 
 
 def read_container(path: str | os.PathLike) -> Container:

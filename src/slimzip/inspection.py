@@ -7,13 +7,14 @@ import math
 from .container import HEADER, TRAILER, Container
 
 
-def inspect_container(container: Container) -> dict:
+def inspect_container(container: Container, table: list[dict] | None = None) -> dict:
     """Per-tensor rows (weights, kept %, bits per weight for codes and indices, bytes) and the bytes of
-    every component, which add up to the file size."""
+    every component, which add up to the file size. ``table``: the keyed tensor entries
+    (``codec.model_table``; needed from version 4, whose rows hold no names or shapes)."""
     rows, parts = [], {"header": HEADER.size + TRAILER.size, "manifest": 0, "codebooks": 0, "codes": 0,
                        "indices": 0, "raw": 0}
     parts["manifest"] = container.file_bytes - HEADER.size - TRAILER.size - sum(len(s) for s in container.sections)
-    for e in container.manifest.get("tensors", []):
+    for e in table if table is not None else container.manifest.get("tensors", []):
         numel = math.prod(e["shape"])
         if e["encoding"] == "shared":
             sizes = {k: len(container.sections[e[k]]) for k in ("codebook", "codes", "index")}
@@ -22,7 +23,8 @@ def inspect_container(container: Container) -> dict:
             parts["indices"] += sizes["index"]
             nnz = max(e["nnz"], 1)
             rows.append({"name": e["name"], "encoding": "shared", "weights": numel, "kept": e["nnz"] / numel,
-                         "bits": e["bits"],
+                         "bits": e["bits"] if "bits" in e else math.ceil(math.log2(max(e["centroids"], 2))),
+                         "centroids": e.get("centroids", 2 ** e.get("bits", 0)),
                          "coders": e["coders"], "code_bits": 8 * sizes["codes"] / nnz,
                          "code_entropy": e.get("code_entropy", 0.0), "index_bits": 8 * sizes["index"] / nnz,
                          "index_entropy": e.get("index_entropy", 0.0) * e["gap_symbols"] / nnz,

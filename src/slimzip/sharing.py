@@ -66,7 +66,18 @@ def kmeans_1d(values: torch.Tensor, bits: int, init: str = "linear", iters: int 
         if torch.equal(new, centroids):
             break
         centroids = new
+    centroids = to_float16_grid(centroids)  # then each value goes to its nearest stored centroid
     return centroids, torch.bucketize(values, (centroids[1:] + centroids[:-1]) / 2)
+
+
+FLOAT16_MAX = 65504.0
+
+
+def to_float16_grid(centroids: torch.Tensor) -> torch.Tensor:
+    """Centroids rounded to the nearest float16 (the .slz codebooks store float16 from version 4), so the
+    model in memory is exactly the model the file decodes to; values beyond float16's range stay."""
+    rounded = centroids.half().float()
+    return torch.where(centroids.abs() <= FLOAT16_MAX, rounded, centroids)
 
 
 def default_bits(module: nn.Module, bits_conv: int, bits_fc: int) -> int:
@@ -156,7 +167,7 @@ def untie_centroids_(model: nn.Module, layers: dict[str, SharedLayer]) -> dict[s
     updated = {}
     for name, layer in layers.items():
         module = modules[name.rsplit(".", 1)[0]]
-        centroids = module.parametrizations.weight.original.detach().float().cpu()
+        centroids = to_float16_grid(module.parametrizations.weight.original.detach().float().cpu())
         parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
         updated[name] = SharedLayer(centroids, layer.codes, layer.mask, layer.bits)
     write_shared_(model, updated)  # exactly centroids[codes], whatever rounding the parametrization did

@@ -12,6 +12,7 @@ Usage: python tests/corpus/make_corpus.py   (rewrites tests/corpus/valid, tests/
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import json
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from slimzip.codec import decode_model, encode_model
+from slimzip.codec import decode_model, encode_model, model_table
 from slimzip.container import HEADER, MAGIC, TRAILER, decode_container, encode_container
 from slimzip.deep_compression import CompressConfig
 from slimzip.graph import describe, portable
@@ -36,10 +37,11 @@ from slimzip.unstructured import MagnitudePruner, apply_masks_
 HERE = Path(__file__).resolve().parent
 
 
-def tensors_sha256(model: nn.Module, manifest: dict) -> str:
+def tensors_sha256(model: nn.Module, container) -> str:
+    """SHA-256 over the decoded tensors in tensor-table order (each: UTF-8 name, NUL, float32 LE values)."""
     state = model.state_dict()
     h = hashlib.sha256()
-    for entry in manifest["tensors"]:
+    for entry in model_table(container, model):
         h.update(entry["name"].encode() + b"\0")
         h.update(state[entry["name"]].detach().float().contiguous().numpy().astype("<f4").tobytes())
     return h.hexdigest()
@@ -69,48 +71,53 @@ def valid_files() -> dict[str, bytes]:
     for coder in ("fixed", "huffman", "rans"):
         gm = portable(net, graph)
         layers = _shared(gm, 0.5, (2, 2))
-        files[f"graph-{coder}.slz"] = encode_model(gm, {"graph": graph, "plan": {}}, layers, CompressConfig(coder=coder))
+        files[f"graph-{coder}.slz"] = encode_model(gm, {"graph": graph, "plan": {}}, layers, CompressConfig(coder=coder), version=3)
     model = create_model("lenet-5-bn")
     pruner = ChannelPruner(importance="l1", channel_ratio=0.5, scope="layer").fit(model, (1, 28, 28))
     model = pruner.transform(model, (1, 28, 28))
     layers = _shared(model, 0.8, (3, 3))
     spec = {"name": "lenet-5-bn", "kwargs": {}, "plan": pruner.plan_}
-    files["lenet-5-bn-plan-auto.slz"] = encode_model(model, spec, layers, CompressConfig(coder="auto"))
+    files["lenet-5-bn-plan-auto.slz"] = encode_model(model, spec, layers, CompressConfig(coder="auto"), version=3)
     files["lenet-5-bn-plan-unfolded.slz"] = encode_model(model, spec, layers,
-                                                         CompressConfig(coder="huffman", fold_bn=False))
+                                                         CompressConfig(coder="huffman", fold_bn=False), version=3)
+    files["v4-lenet-5-bn-plan-auto.slz"] = encode_model(model, spec, layers, CompressConfig(coder="auto"))
+    gm = portable(net, graph)
+    files["v4-graph-huffman.slz"] = encode_model(gm, {"graph": graph, "plan": {}}, _shared(gm, 0.5, (3, 3)),
+                                                 CompressConfig(coder="huffman"))
     model = create_model("lenet-300-100")
     with torch.no_grad():
         model.state_dict()["features.3.weight"].zero_()  # every weight of a layer pruned: empty streams
     layers = _shared(model, 0.97, (2, 2))
     for coder in ("huffman", "rans"):
         files[f"lenet-300-100-empty-layer-{coder}.slz"] = encode_model(
-            model, {"name": "lenet-300-100", "kwargs": {}}, layers, CompressConfig(coder=coder, raw_dtype="float32"))
+            model, {"name": "lenet-300-100", "kwargs": {}}, layers, CompressConfig(coder=coder, raw_dtype="float32"),
+            version=3)
     return files
 
 
 # --- invalid files: one broken rule each, from a valid file -------------------------------------
 
-def _parts(blob: bytes) -> tuple[dict, list[bytes]]:
+def _parts(blob: bytes) -> tuple[dict, list[bytes], int]:
     c = decode_container(blob)
-    return {k: v for k, v in c.manifest.items() if k != "sections"}, list(c.sections)
+    return {k: v for k, v in c.manifest.items() if k != "sections"}, list(c.sections), c.version
 
 
 def _manifest_edit(edit: Callable[[dict], None]) -> Callable[[bytes], bytes]:
     def make(blob: bytes) -> bytes:
-        manifest, sections = _parts(blob)
+        manifest, sections, version = _parts(blob)
         edit(manifest)
-        return encode_container(manifest, sections)
+        return encode_container(manifest, sections, version=version)
     return make
 
 
 def _section_edit(key: str, edit: Callable[[bytes], bytes], coder: str | None = None) -> Callable[[bytes], bytes]:
     """Rewrite the first shared tensor's ``key`` section (with ``coder`` for that stream, if given)."""
     def make(blob: bytes) -> bytes:
-        manifest, sections = _parts(blob)
+        manifest, sections, version = _parts(blob)
         entry = next(e for e in manifest["tensors"] if e["encoding"] == "shared"
                      and (coder is None or e["coders"]["codes" if key == "codes" else "index"] == coder))
         sections[entry[key]] = edit(sections[entry[key]])
-        return encode_container(manifest, sections)
+        return encode_container(manifest, sections, version=version)
     return make
 
 
@@ -149,6 +156,16 @@ def _first_shared(m: dict) -> dict:
 
 def _huffman_extra_padding(data: bytes) -> bytes:
     return data[:-1] + bytes([data[-1] | 1]) if data else data
+
+
+def _longer_mask(m: dict) -> None:
+    """The first plan bitmask with a zero byte after its last kept channel (the same channels, longer)."""
+    root = next(iter(m["model"]["plan"]))
+    m["model"]["plan"][root] = base64.b64encode(base64.b64decode(m["model"]["plan"][root]) + b"\0").decode()
+
+
+def _shared_row(m: dict) -> list:
+    return next(r for r in m["tensors"] if r[0] == "s")
 
 
 INVALID: dict[str, tuple[str, Callable[[bytes], bytes], str]] = {
@@ -229,6 +246,18 @@ INVALID: dict[str, tuple[str, Callable[[bytes], bytes], str]] = {
                                   "table alone"),
     "rans-count-mismatch": ("graph-rans.slz", _section_edit("codes", lambda d: d[:6] + struct.pack(
         "<I", struct.unpack_from("<I", d, 6)[0] + 1) + d[10:], coder="rans"), "inconsistent"),
+    "v4-row-missing": ("v4-graph-huffman.slz", _manifest_edit(lambda m: m["tensors"].pop()), "one row per tensor"),
+    "v4-row-unknown-tag": ("v4-graph-huffman.slz", _manifest_edit(lambda m: _shared_row(m).__setitem__(0, "z")),
+                           "malformed row"),
+    "v4-no-centroid": ("v4-graph-huffman.slz", _manifest_edit(lambda m: _shared_row(m).__setitem__(1, 0)),
+                       "out of range"),
+    "v4-section-lengths": ("v4-graph-huffman.slz", _manifest_bytes(
+        lambda body: zlib.compress(body.replace(b'"sections":[', b'"sections":[1,', 1), 9)), "add up"),
+    "v4-codebook-size": ("v4-graph-huffman.slz", _manifest_edit(
+        lambda m: _shared_row(m).__setitem__(1, _shared_row(m)[1] + 1)), "codebook has the wrong size"),
+    "v4-plan-not-shortest": ("v4-lenet-5-bn-plan-auto.slz", _manifest_edit(_longer_mask), "shortest bitmask"),
+    "v4-plan-keyed-list": ("v4-lenet-5-bn-plan-auto.slz", _manifest_edit(
+        lambda m: m["model"].update(plan={k: [0, 1] for k in m["model"]["plan"]})), "bitmask string"),
     "rans-partial-word": ("graph-rans.slz", _section_edit("codes", lambda d: d + b"\0", coder="rans"),
                           "whole 32-bit words"),
 }
@@ -252,8 +281,8 @@ def _append_payload(blob: bytes, extra: bytes) -> bytes:
 
 
 def _extra_section(blob: bytes) -> bytes:
-    manifest, sections = _parts(blob)
-    return encode_container(manifest, sections + [b"\0\0\0\0"])
+    manifest, sections, version = _parts(blob)
+    return encode_container(manifest, sections + [b"\0\0\0\0"], version=version)
 
 
 def _swap_table(data: bytes, size: int) -> bytes:
@@ -267,20 +296,20 @@ def _empty_entry(manifest: dict) -> dict:
 
 
 def _empty_stream(blob: bytes, extra: bytes) -> bytes:
-    manifest, sections = _parts(blob)
+    manifest, sections, version = _parts(blob)
     entry = _empty_entry(manifest)
     sections[entry["codes"]] += extra
-    return encode_container(manifest, sections)
+    return encode_container(manifest, sections, version=version)
 
 
 def _constant_rans(blob: bytes) -> bytes:
     """The emptied layer's index stream holds no symbol: a rANS stream of at most one distinct symbol is
     its table alone, so a word after it is refused."""
-    manifest, sections = _parts(blob)
+    manifest, sections, version = _parts(blob)
     entry = _empty_entry(manifest)
     assert entry["coders"]["index"] == "rans" and struct.unpack_from("<I", sections[entry["index"]])[0] <= 1
     sections[entry["index"]] += b"\1\0\0\0"
-    return encode_container(manifest, sections)
+    return encode_container(manifest, sections, version=version)
 
 
 def main() -> None:
@@ -291,7 +320,7 @@ def main() -> None:
     for name, blob in valid.items():
         (HERE / "valid" / name).write_bytes(blob)
         c = decode_container(blob)
-        verdicts[f"valid/{name}"] = {"verdict": "valid", "tensors_sha256": tensors_sha256(decode_model(c), c.manifest)}
+        verdicts[f"valid/{name}"] = {"verdict": "valid", "tensors_sha256": tensors_sha256(decode_model(c), c)}
     for name, (source, make, reason) in INVALID.items():
         (HERE / "rules" / f"{name}.slz").write_bytes(make(valid[source]))
         verdicts[f"rules/{name}.slz"] = {"verdict": "invalid", "reason": reason, "from": f"valid/{source}"}

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import atomic_write_bytes, load_checkpoint
-from ..codec import decode_model, encode_model, file_model, self_describing, spec_input_shape
-from ..container import decode_container, encode_container, read_container
+from ..codec import decode_model, encode_model, file_model, model_table, self_describing, spec_input_shape
+from ..container import read_container
 from ..data import create_loaders, get_dataset_spec
 from ..deep_compression import CompressConfig, deep_compress
 from ..errors import SlimzipError, check_range
@@ -97,15 +97,11 @@ def compress(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: Compres
     registry = None if is_user_source(meta["model"]["name"]) else meta["model"]
     model, model_spec = file_model(model.cpu(), registry, compose_plans(meta["model"].get("plan"), result.plan)
                                    if registry is None else result.plan, spec.image_shape)
-    # Validation accuracy of the decoded bytes goes into the manifest: the model is encoded once, and the
-    # same sections are written with the measured metrics added to the manifest.
     file_meta = {"dataset": dataset, **_file_data(meta)}
-    coded = decode_container(encode_model(model.cpu(), model_spec, layers, cfg, file_meta))
-    val_acc = evaluate(decode_model(coded).to(dev), loaders.val)[1]
-    manifest = {k: v for k, v in coded.manifest.items() if k != "sections"}
-    manifest["metrics"] = {"val_accuracy": val_acc, "baseline_val_accuracy": base_val}
-    atomic_write_bytes(out, encode_container(manifest, coded.sections))
-    written = decode_model(read_container(out)).to(dev)  # what a user will load: test accuracy is measured here
+    atomic_write_bytes(out, encode_model(model.cpu(), model_spec, layers, cfg, file_meta))
+    container = read_container(out)
+    written = decode_model(container).to(dev)  # what a user will load: accuracy is measured on it
+    val_acc = evaluate(written, loaders.val)[1]
     test_acc = evaluate(written, loaders.test)[1]
     cost = measure(written, spec.image_shape)
     file_bytes = out.stat().st_size
@@ -116,7 +112,7 @@ def compress(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: Compres
               "dense_macs": dense.macs, "sparsity": sparsity_of(written), "knobs": dataclasses.asdict(cfg),
               "dead_units_removed": units_before - sum(widths(written).values()),
               "epochs": epochs, "wall_seconds": time.perf_counter() - t0,
-              "components": inspect_container(read_container(out))["components"]}
+              "components": inspect_container(container, model_table(container, written))["components"]}
     return result
 
 
@@ -125,7 +121,7 @@ def inspect_file(path: str | os.PathLike) -> dict:
     model is decoded first: a file that does not decode is refused, not shown."""
     container = read_container(path)
     model = decode_model(container) if self_describing(container.manifest) else None
-    report = inspect_container(container)
+    report = inspect_container(container, model_table(container, model) if model is not None else None)
     spec = container.manifest["model"]
     return {"file": str(path), "model": spec, "architecture": architecture_name(spec, model),
             "dataset": container.manifest.get("dataset"), **report}

@@ -1,0 +1,116 @@
+"""The version-4 manifest: the tensor table as positional rows, channel plans as bitmasks, codebooks of
+the used centroids only, in float16 (docs/FORMAT.md, "Version 4").
+
+Names, shapes and section numbers are not stored: the rows follow the rebuilt model's tensor names in
+sorted order (code points; the same whatever order a model registers them in), each row takes the next
+sections in order, and the shapes are the model's. The codec writes the
+keyed (version-3) entries first and ``compact_manifest`` turns them into rows; ``expand_rows`` turns rows
+back into keyed entries that the one validating decoder reads, whatever the version.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from .container import ContainerError
+from .sharing import SharedLayer
+
+# row tag -> (encoding, the row's fields after the tag)
+ROWS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "r": ("raw", ("dtype",)),
+    "c": ("constant", ("value",)),
+    "s": ("shared", ("centroids", "index_bits", "codes_coder", "index_coder", "nnz", "gap_symbols")),
+}
+TAGS = {encoding: tag for tag, (encoding, _) in ROWS.items()}
+SECTIONS = {"raw": ("data",), "constant": (), "shared": ("codebook", "codes", "index")}
+MAX_CENTROIDS = 1 << 16
+MAX_PLAN_CHANNELS = 1 << 20
+
+
+def compact_layer(layer: SharedLayer) -> SharedLayer:
+    """Only the centroids some kept weight uses, rounded to float16, the codes renumbered (at least one
+    centroid, 0, for a layer with no weight left)."""
+    used, codes = torch.unique(layer.codes, sorted=True, return_inverse=True)
+    centroids = layer.centroids[used].half().float() if len(used) else torch.zeros(1)
+    bits = max(1, math.ceil(math.log2(len(centroids)))) if len(centroids) > 1 else 1
+    return SharedLayer(centroids, codes.reshape(-1).long(), layer.mask, bits)
+
+
+def plan_to_masks(plan: dict[str, list[int]]) -> dict[str, str]:
+    """Kept channel indices -> base64 of a bitmask (bit i, most significant first in each byte: channel
+    i kept), up to the last kept channel."""
+    out = {}
+    for root, kept in plan.items():
+        bits = np.zeros(max(kept) + 1 if kept else 0, dtype=np.uint8)
+        bits[kept] = 1
+        out[root] = base64.b64encode(np.packbits(bits).tobytes()).decode()
+    return out
+
+
+def masks_to_plan(masks: Any) -> dict[str, list[int]]:
+    """The inverse of ``plan_to_masks``, every field checked."""
+    if not isinstance(masks, dict):
+        raise ContainerError("the channel plan is malformed (want {layer: base64 bitmask})")
+    plan = {}
+    for root, text in masks.items():
+        if not isinstance(text, str) or len(text) > 4 * MAX_PLAN_CHANNELS // 24 + 4:
+            raise ContainerError(f"the channel plan of {root!r} is not a bitmask string")
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise ContainerError(f"the channel plan of {root!r} is not base64") from None
+        kept = np.flatnonzero(np.unpackbits(np.frombuffer(raw, dtype=np.uint8))).tolist()
+        if not kept or kept[-1] < 8 * len(raw) - 8 or base64.b64encode(raw).decode() != text:
+            raise ContainerError(f"the channel plan of {root!r} is not the shortest bitmask of its channels")
+        plan[root] = kept
+    return plan
+
+
+def compact_manifest(manifest: dict, sections: list[bytes]) -> tuple[dict, list[bytes]]:
+    """A keyed (version-3) manifest and its sections as version 4: rows in name order with their sections
+    in the same order, a bitmask plan, no write-time config."""
+    rows, ordered = [], []
+    for e in sorted(manifest["tensors"], key=lambda e: e["name"]):
+        ordered += [sections[e[key]] for key in SECTIONS[e["encoding"]]]
+        if e["encoding"] == "shared":
+            rows.append(["s", e["centroids"], e["index_bits"], e["coders"]["codes"], e["coders"]["index"], e["nnz"],
+                         e["gap_symbols"]])
+        else:
+            tag = TAGS[e["encoding"]]
+            rows.append([tag] + [e[f] for f in ROWS[tag][1]])
+    model = dict(manifest["model"])
+    if model.get("plan"):
+        model["plan"] = plan_to_masks(model["plan"])
+    else:
+        model.pop("plan", None)
+    return {**{k: v for k, v in manifest.items() if k not in ("tensors", "config")}, "model": model,
+            "tensors": rows}, ordered
+
+
+def expand_rows(rows: Any, shapes: dict[str, list[int]], sections: int) -> list[dict]:
+    """Version-4 rows as keyed entries, named and shaped by the model (``shapes``; rows in sorted name
+    order), each taking the next sections; every section must be taken exactly once."""
+    if not isinstance(rows, list) or len(rows) != len(shapes):
+        raise ContainerError("the file's tensors do not match the model's (one row per tensor, in order)")
+    entries, taken = [], 0
+    for (name, shape), row in zip(sorted(shapes.items()), rows):
+        tag = row[0] if isinstance(row, list) and row and isinstance(row[0], str) else None
+        if tag not in ROWS or len(row) != 1 + len(ROWS[tag][1]):
+            raise ContainerError(f"tensor {name}: malformed row (unknown encoding or wrong length)")
+        encoding, fields = ROWS[tag]
+        entry: dict[str, Any] = {"name": name, "shape": shape, "encoding": encoding, **dict(zip(fields, row[1:]))}
+        if encoding == "shared":
+            entry["coders"] = {"codes": entry.pop("codes_coder"), "index": entry.pop("index_coder")}
+        for key in SECTIONS[encoding]:
+            entry[key] = taken
+            taken += 1
+        entries.append(entry)
+    if taken != sections:
+        raise ContainerError("the tensor table does not use every section exactly once")
+    return entries
