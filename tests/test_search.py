@@ -29,7 +29,7 @@ class Landscape:
     def accuracy(self, k: Knobs) -> float:
         return BASELINE - 0.02 * max(k.channel_ratio - 0.5, 0) - 0.05 * max(k.sparsity - 0.8, 0) - 0.001 * k.sparsity
 
-    def __call__(self, knobs, parent, *, key, epochs, rounds, centroid_epochs):
+    def __call__(self, knobs, parent, *, key, epochs, rounds, centroid_epochs, bits=(8, 5)):
         if self.stop_after is not None and len(self.calls) >= self.stop_after:
             raise KeyboardInterrupt
         self.calls.append(key)
@@ -39,12 +39,15 @@ class Landscape:
         if epochs == 0 and (parent is None or parent.knobs != knobs):  # screened: pruned, not trained
             acc -= self.accuracy(parent.knobs if parent else Knobs()) - acc
         size = int(100_000 * (1 - knobs.channel_ratio) ** 2 * (1 - knobs.sparsity)) + 500
+        if bits != (8, 5):  # smaller codebooks: smaller files, and below 4 bits the accuracy goes
+            size = int(size * sum(bits) / 13)
+            acc -= 0.002 * max(0, 4 - min(bits))
         return {"val_accuracy": acc, "file_bytes": size, "params": size, "macs": size,
                 "epochs": epochs * max(rounds, 1) + centroid_epochs, "channels_removed": 0}
 
 
 def _search(tmp_path, strategy, target=0.985, fake=None, **kw):
-    cfg = SearchConfig(strategy=strategy, **kw)
+    cfg = SearchConfig(strategy=strategy, **{"min_bits": 0, **kw})  # the bits ladder has a test of its own
     fake = fake or Landscape()
     journal = Journal(tmp_path / f"{strategy}.sqlite", {"cfg": strategy, "target": target})
     try:
@@ -121,6 +124,23 @@ def test_a_killed_search_resumes_without_repeating_or_losing_candidates(tmp_path
     assert not set(again.calls) & set(fake_whole.calls[:7])
     assert [c.key for c in resumed.candidates] == [c.key for c in whole.candidates]
     assert resumed.best.key == whole.best.key and resumed.epochs == whole.epochs
+
+
+def test_the_winner_lowers_its_bits_while_it_meets_the_target(tmp_path):
+    """Bits as a knob: after the search, the winner's weights are shared with one bit fewer per step
+    (8/5, 7/4, 6/3, 5/2, then conv alone); the first miss ends the ladder and the smallest file that
+    meets the target wins."""
+    from slimzip.searcher.driver import bits_ladder
+
+    assert bits_ladder(SearchConfig(min_bits=2)) == [(7, 4), (6, 3), (5, 2), (4, 2), (3, 2), (2, 2)]
+    assert bits_ladder(SearchConfig(min_bits=0)) == []
+    plain, _ = _search(tmp_path / "a", "heuristic", min_bits=0)
+    laddered, fake = _search(tmp_path / "b", "heuristic", min_bits=2, target=plain.best.val_accuracy - 0.005)
+    tried = [k for k in fake.calls if ":b" in k]
+    assert laddered.best.file_bytes < plain.best.file_bytes and laddered.best.meets(laddered.target)
+    assert tried and all(k.startswith(f"p{laddered.best.parent}:") for k in tried)
+    last = laddered.candidates[-1]
+    assert not last.meets(laddered.target) or len(tried) == len(bits_ladder(SearchConfig(min_bits=2)))
 
 
 def test_journal_refuses_a_different_search(tmp_path):

@@ -48,6 +48,8 @@ class SearchConfig:
     lr: float = knob(0.01, "fine-tuning learning rate (cosine within each step)")
     train_subset: int | None = knob(None, "search: fine-tune on the first N training images only", positive=True)
     max_epochs: float | None = knob(None, "search: budget in fine-tune epochs; the best file found within it wins")
+    min_bits: int = knob(2, "search: then lower the winner's codebook bits one by one down to this while it meets "
+                            "the target (0: keep --bits-conv / --bits-fc)")
 
     def validate(self) -> "SearchConfig":
         if self.strategy not in STRATEGIES:
@@ -58,6 +60,7 @@ class SearchConfig:
         check_range("max channel ratio", self.max_channel_ratio, 0.0, 1.0, high_open=True)
         check_range("max sparsity", self.max_sparsity, 0.0, 1.0, high_open=True)
         check_range("refine", self.refine, 0, 10)
+        check_range("min bits", self.min_bits, 0, 16)
         check_range("screen gap", self.screen_gap, 0.0, 1.0)
         check_range("short epochs", self.short_epochs, 0.0, 1.0)
         if self.scope not in ("global", "layer"):
@@ -79,7 +82,7 @@ class RunCandidate(Protocol):
     file_bytes, params, macs, epochs, channels_removed); raises FloatingPointError if training diverges."""
 
     def __call__(self, knobs: Knobs, parent: Candidate | None, *, key: str, epochs: float, rounds: int,
-                 centroid_epochs: int) -> dict: ...
+                 centroid_epochs: int, bits: tuple[int, int] | None = None) -> dict: ...
 
 @dataclass
 class SearchResult:
@@ -116,16 +119,17 @@ class Search:
         self.seen: dict[str, Candidate] = {}
 
     def evaluate(self, knobs: Knobs, parent: Candidate | None, *, epochs: float, rounds: int = 1,
-                 centroid_epochs: int = 0, reserved: bool = False) -> Candidate:
+                 centroid_epochs: int = 0, reserved: bool = False, bits: tuple[int, int] | None = None) -> Candidate:
         """The candidate at ``knobs`` warm-started from ``parent``: from the journal if it was finished
         before, else run now (a diverged run is recorded as failed, not raised). Raises ``OutOfBudget``
-        instead of running one that would not fit ``max_epochs`` (``reserved``: the winner's polish)."""
+        instead of running one that would not fit ``max_epochs`` (``reserved``: the winner's polish).
+        ``bits``: the codebook bits (conv, linear) of this candidate's file, if not the config's."""
         key = (f"p{parent.id if parent else 0}:c{knobs.channel_ratio:g}:s{knobs.sparsity:g}:e{epochs:g}:n{rounds}"
-               f":q{centroid_epochs}")
+               f":q{centroid_epochs}" + (f":b{bits[0]}/{bits[1]}" if bits else ""))
         if (done := self.journal.get(key)) is None:
             if not reserved:
                 self._check_budget(epochs * max(rounds, 1) + centroid_epochs)
-            done = self._run(key, knobs, parent, epochs, rounds, centroid_epochs)
+            done = self._run(key, knobs, parent, epochs, rounds, centroid_epochs, bits)
         self.seen.setdefault(key, done)
         return done
 
@@ -142,12 +146,13 @@ class Search:
             raise OutOfBudget
 
     def _run(self, key: str, knobs: Knobs, parent: Candidate | None, epochs: float, rounds: int,
-             centroid_epochs: int) -> Candidate:
+             centroid_epochs: int, bits: tuple[int, int] | None = None) -> Candidate:
         t0 = time.perf_counter()
         common = dict(id=self.journal.next_id(), key=key, knobs=knobs, parent=parent.id if parent else None,
                       strategy=self.cfg.strategy)
         try:
-            m = self.run(knobs, parent, key=key, epochs=epochs, rounds=rounds, centroid_epochs=centroid_epochs)
+            m = self.run(knobs, parent, key=key, epochs=epochs, rounds=rounds, centroid_epochs=centroid_epochs,
+                         **({"bits": bits} if bits else {}))
             ok = m["val_accuracy"] == m["val_accuracy"]  # NaN accuracy: the weights went non-finite
             candidate = Candidate(**common, status="ok" if ok else "failed", wall_seconds=time.perf_counter() - t0,
                                   error=None if ok else "validation accuracy is NaN", **m)
@@ -194,10 +199,38 @@ def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journ
         best = smallest(list(search.seen.values()), target)
         if best is None:  # nothing removed is a candidate too
             search.evaluate(Knobs(), None, epochs=0)
-        elif cfg.centroid_epochs:
-            search.evaluate(best.knobs, best, epochs=0, rounds=0, centroid_epochs=cfg.centroid_epochs, reserved=True)
+        else:
+            if cfg.centroid_epochs:
+                search.evaluate(best.knobs, best, epochs=0, rounds=0, centroid_epochs=cfg.centroid_epochs,
+                                reserved=True)
+            _lower_bits(search, best)
     candidates = list(search.seen.values())
     return SearchResult(smallest(candidates, target), candidates, target, margin, cfg.strategy)
+
+def bits_ladder(cfg: SearchConfig) -> list[tuple[int, int]]:
+    """The codebook bits (conv, linear) the winner tries after the search, one bit fewer each step, down
+    to ``min_bits`` (none when it is 0)."""
+    if not cfg.min_bits:
+        return []
+    steps, (conv, fc) = [], (cfg.bits_conv, cfg.bits_fc)
+    while max(conv, fc) > cfg.min_bits:
+        conv, fc = max(conv - 1, cfg.min_bits), max(fc - 1, cfg.min_bits)
+        steps.append((conv, fc))
+    return steps
+
+
+def _lower_bits(search: "Search", best: Candidate) -> None:
+    """Bits as a knob: share the winner's weights with smaller codebooks (k-means, centroid fine-tuning),
+    one bit fewer per step, while its file meets the target (the first miss ends the ladder)."""
+    for bits in bits_ladder(search.cfg):
+        try:
+            tried = search.evaluate(best.knobs, best, epochs=0, rounds=0, centroid_epochs=search.cfg.centroid_epochs,
+                                    bits=bits)
+        except OutOfBudget:
+            return
+        if not tried.meets(search.target):
+            return
+
 
 def artifact_name(key: str) -> str:
     """A short file name for a candidate's artifacts."""

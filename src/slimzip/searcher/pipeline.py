@@ -44,10 +44,11 @@ class CandidatePipeline:
         self.device = next(base.parameters()).device
         self.channels = prunable_channels(base, input_shape)
 
-    def compress_config(self, knobs: Knobs) -> CompressConfig:
+    def compress_config(self, knobs: Knobs, bits: tuple[int, int] | None = None) -> CompressConfig:
         c = self.cfg
+        conv, fc = bits or (c.bits_conv, c.bits_fc)
         return CompressConfig(channel_ratio=knobs.channel_ratio, sparsity=knobs.sparsity, scope=c.scope,
-                              bits_conv=c.bits_conv, bits_fc=c.bits_fc, index_bits_conv=c.index_bits_conv,
+                              bits_conv=conv, bits_fc=fc, index_bits_conv=c.index_bits_conv,
                               index_bits_fc=c.index_bits_fc, coder=c.coder, fold_bn=c.fold_bn, lr=c.lr,
                               centroid_epochs=0)
 
@@ -115,7 +116,7 @@ class CandidatePipeline:
         return pruner.transform(model, self.shape), pruner.plan_, removed + gone
 
     def __call__(self, knobs: Knobs, parent: Candidate | None, *, key: str, epochs: float, rounds: int,
-                 centroid_epochs: int) -> dict:
+                 centroid_epochs: int, bits: tuple[int, int] | None = None) -> dict:
         model, plan = self._load(parent)
         start = parent.knobs if parent else Knobs()
         removed = [parent.channels_removed if parent else 0]
@@ -141,7 +142,7 @@ class CandidatePipeline:
                 spent[0] += self._calibrate(pruned.model, key)
             pruned = remove_dead_units(pruned, self.shape, self.verbose)
             self._save_trunk(key, pruned.model, pruned.plan)
-            data = self._code(pruned.model, pruned.plan, knobs, centroid_epochs)
+            data = self._code(pruned.model, pruned.plan, knobs, centroid_epochs, bits)
             spent[0] += centroid_epochs
         except FloatingPointError as e:
             e.epochs = spent[0]  # type: ignore[attr-defined]
@@ -159,14 +160,17 @@ class CandidatePipeline:
         atomic_write_json(path.with_suffix(".json"), {"relative_plan": plan})
         save_tensors(path, model.state_dict())
 
-    def _code(self, model: nn.Module, plan: dict, knobs: Knobs, centroid_epochs: int) -> bytes:
-        """Share weights (k-means), fine-tune the centroids, and code the file."""
+    def _code(self, model: nn.Module, plan: dict, knobs: Knobs, centroid_epochs: int,
+              bits: tuple[int, int] | None = None) -> bytes:
+        """Share weights (k-means; ``bits``: conv and linear codebook bits, default the config's), fine-tune
+        the centroids, and code the file."""
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise FloatingPointError("weights are not finite")
-        layers = share_weights(model, masks_from_zeros(model), self.cfg.bits_conv, self.cfg.bits_fc,
+        cfg = self.compress_config(knobs, bits)
+        layers = share_weights(model, masks_from_zeros(model), cfg.bits_conv, cfg.bits_fc,
                                self._tune_config(centroid_epochs), self.loaders.train, None, verbose=self.verbose)
         model, spec = file_model(model.cpu(), self.spec, plan, self.shape)
-        return encode_model(model, spec, layers, self.compress_config(knobs), self.file_meta)
+        return encode_model(model, spec, layers, cfg, self.file_meta)
 
 
 def _relative(spec: dict | None, saved: dict) -> dict:

@@ -1,0 +1,81 @@
+"""Where the bytes of a small file go, and what each lever saves: the same checkpoint and knobs compressed
+once per codebook size, each result written both as .slz version 3 (keyed manifest, float32 codebooks of
+2**bits entries) and version 4 (compact manifest, the used centroids only, float16).
+
+The rows separate the levers on the same model: version 3 -> 4 at the same bits (the container), 8/5 ->
+4/4 -> 3/3 bits (smaller codebooks and codes, after centroid fine-tuning). Accuracy is measured on the
+model decoded from each file (val, and test once per file).
+
+Usage: SLIMZIP_DATA=../shared/data python benchmarks/file_levers.py runs/lenet-5-bn \\
+           [--channel-ratio 0.675 --channel-scope layer --sparsity 0.925 --scope global] [--bits 8/5,4/4,3/3]
+Writes benchmarks/results/file_levers_NAME.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from slimzip.api.common import _checkpoint_loaders, _checkpoint_recipe, _file_data
+from slimzip.checkpoint import load_checkpoint
+from slimzip.codec import decode_model, encode_model, file_model, model_table
+from slimzip.container import decode_container
+from slimzip.data import get_dataset_spec
+from slimzip.deep_compression import CompressConfig, deep_compress
+from slimzip.inspection import inspect_container
+from slimzip.measure import dense_fp32_bytes
+from slimzip.trainer import evaluate
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint")
+    p.add_argument("--channel-ratio", type=float, default=0.675)
+    p.add_argument("--channel-scope", default="layer")
+    p.add_argument("--sparsity", type=float, default=0.925)
+    p.add_argument("--scope", default="global")
+    p.add_argument("--bits", default="8/5,4/4,3/3", help="conv/fc codebook bits per run, comma-separated")
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    model, meta = load_checkpoint(args.checkpoint, torch.device("cpu"))
+    shape = get_dataset_spec(meta["dataset"]).image_shape
+    train_cfg = _checkpoint_recipe(meta)
+    loaders = _checkpoint_loaders(meta, train_cfg.batch_size, torch.device("cpu"), None, train_cfg.seed)
+    dense = dense_fp32_bytes(model)
+    rows = []
+    for pair in args.bits.split(","):
+        conv, fc = (int(b) for b in pair.split("/"))
+        cfg = CompressConfig(channel_ratio=args.channel_ratio, channel_scope=args.channel_scope, sparsity=args.sparsity,
+                             scope=args.scope, bits_conv=conv, bits_fc=fc)
+        t0 = time.perf_counter()
+        result = deep_compress(copy.deepcopy(model), loaders.train, loaders.val, cfg, train_cfg, shape, verbose=False)
+        seconds = time.perf_counter() - t0
+        shared, spec = file_model(result.model.cpu(), meta["model"], result.plan, shape)
+        for version in (3, 4):
+            blob = encode_model(shared, spec, result.layers, cfg, {"dataset": meta["dataset"], **_file_data(meta)},
+                                version=version)
+            container = decode_container(blob)
+            decoded = decode_model(container).eval()
+            parts = inspect_container(container, model_table(container, decoded))["components"]
+            rows.append({"bits": pair, "version": version, "file_bytes": len(blob), "ratio": dense / len(blob),
+                         "val_accuracy": evaluate(decoded, loaders.val)[1],
+                         "test_accuracy": evaluate(decoded, loaders.test)[1], "components": parts,
+                         "pipeline_seconds": round(seconds, 1)})
+            r = rows[-1]
+            print(f"bits {pair:5} v{version}: {r['file_bytes']:>7,} B {r['ratio']:>6.1f}x  val {r['val_accuracy']:.4f} "
+                  f"test {r['test_accuracy']:.4f}  " + " ".join(f"{k} {v}" for k, v in parts.items()), flush=True)
+    out = Path(args.out or Path(__file__).parent / "results" / f"file_levers_{Path(args.checkpoint).name}.json")
+    meta_out = {"checkpoint": str(args.checkpoint), "knobs": vars(args), "dense_fp32_bytes": dense,
+                "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine()}
+    out.write_text(json.dumps({"meta": meta_out, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
