@@ -21,12 +21,12 @@ import zlib
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 from slimzip.codec import decode_model, encode_model, model_table
-from slimzip.container import HEADER, MAGIC, TRAILER, decode_container, encode_container
+from slimzip.container import (HEADER, MAGIC, TRAILER, decode_container, deflate_manifest, encode_container,
+                               inflate_manifest)
 from slimzip.deep_compression import CompressConfig
 from slimzip.graph import describe, portable
 from slimzip.models import create_model
@@ -134,11 +134,12 @@ def _raw_edit(edit: Callable[[bytearray], None]) -> Callable[[bytes], bytes]:
 
 
 def _manifest_bytes(transform: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
-    """Replace the stored (deflated) manifest by ``transform`` of its JSON text, checksums recomputed."""
+    """Replace the stored (deflated) manifest by ``transform`` of its JSON text (which deflates it again
+    with ``pack``, the version's own deflate), checksums recomputed."""
     def make(blob: bytes) -> bytes:
         _, version, flags, mlen, _ = HEADER.unpack_from(blob)
-        body = zlib.decompress(blob[HEADER.size:HEADER.size + mlen])
-        stored = transform(body)
+        body = inflate_manifest(blob[HEADER.size:HEADER.size + mlen], version)
+        stored = transform(body, lambda text: deflate_manifest(text, version))
         rest = blob[HEADER.size + mlen:-TRAILER.size]
         head = HEADER.pack(MAGIC, version, flags, len(stored), zlib.crc32(stored))
         out = head + stored + rest
@@ -146,8 +147,8 @@ def _manifest_bytes(transform: Callable[[bytes], bytes]) -> Callable[[bytes], by
     return make
 
 
-def _dup_key(body: bytes) -> bytes:
-    return zlib.compress(body.replace(b'{"config":', b'{"format":"slimzip-model","config":', 1), 9)
+def _dup_key(body: bytes, pack) -> bytes:
+    return pack(body.replace(b'{"config":', b'{"format":"slimzip-model","config":', 1))
 
 
 def _first_shared(m: dict) -> dict:
@@ -184,18 +185,18 @@ INVALID: dict[str, tuple[str, Callable[[bytes], bytes], str]] = {
         zlib.crc32(b[:16] + bytes([b[16] ^ 1]) + b[17:-4])), "manifest checksum"),
     "manifest-length": ("graph-rans.slz", _raw_edit(lambda d: struct.pack_into("<I", d, 12, len(d))),
                         "past the end"),
-    "manifest-not-json": ("graph-rans.slz", _manifest_bytes(lambda body: zlib.compress(body[:-1], 9)), "not valid JSON"),
+    "manifest-not-json": ("graph-rans.slz", _manifest_bytes(lambda body, pack: pack(body[:-1])), "not valid JSON"),
     "manifest-duplicate-key": ("graph-rans.slz", _manifest_bytes(_dup_key), "duplicate JSON key"),
     "manifest-nan": ("graph-rans.slz", _manifest_bytes(
-        lambda body: zlib.compress(body.replace(b'"format"', b'"x":NaN,"format"', 1), 9)), "NaN"),
-    "manifest-bytes-after-zlib": ("graph-rans.slz", _manifest_bytes(lambda body: zlib.compress(body, 9) + b"\0"),
+        lambda body, pack: pack(body.replace(b'"format"', b'"x":NaN,"format"', 1))), "NaN"),
+    "manifest-bytes-after-zlib": ("graph-rans.slz", _manifest_bytes(lambda body, pack: pack(body) + b"\0"),
                                   "after its zlib stream"),
     "manifest-not-utf8": ("graph-rans.slz", _manifest_bytes(
-        lambda body: zlib.compress(body.replace(b'"format"', b'"\xff":1,"format"', 1), 9)), "not valid JSON"),
+        lambda body, pack: pack(body.replace(b'"format"', b'"\xff":1,"format"', 1))), "not valid JSON"),
     "format-missing": ("graph-rans.slz", _manifest_edit(lambda m: m.pop("format")), "slimzip model"),
     "section-offset-off-by-one": ("graph-rans.slz", _manifest_bytes(
-        lambda body: zlib.compress(_shift_offset(body), 9)), "outside the payload"),
-    "section-crc": ("graph-rans.slz", _manifest_bytes(lambda body: zlib.compress(_bad_section_crc(body), 9)),
+        lambda body, pack: pack(_shift_offset(body))), "outside the payload"),
+    "section-crc": ("graph-rans.slz", _manifest_bytes(lambda body, pack: pack(_bad_section_crc(body))),
                     "checksum mismatch"),
     "payload-extra-bytes": ("graph-rans.slz", lambda b: _append_payload(b, b"\0"), "no section accounts for"),
     "section-used-twice": ("graph-rans.slz", _manifest_edit(
@@ -252,7 +253,7 @@ INVALID: dict[str, tuple[str, Callable[[bytes], bytes], str]] = {
     "v4-no-centroid": ("v4-graph-huffman.slz", _manifest_edit(lambda m: _shared_row(m).__setitem__(1, 0)),
                        "out of range"),
     "v4-section-lengths": ("v4-graph-huffman.slz", _manifest_bytes(
-        lambda body: zlib.compress(body.replace(b'"sections":[', b'"sections":[1,', 1), 9)), "add up"),
+        lambda body, pack: pack(body.replace(b'"sections":[', b'"sections":[1,', 1))), "add up"),
     "v4-codebook-size": ("v4-graph-huffman.slz", _manifest_edit(
         lambda m: _shared_row(m).__setitem__(1, _shared_row(m)[1] + 1)), "codebook has the wrong size"),
     "v4-plan-not-shortest": ("v4-lenet-5-bn-plan-auto.slz", _manifest_edit(_longer_mask), "shortest bitmask"),
