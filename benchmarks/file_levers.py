@@ -1,6 +1,7 @@
 """Where the bytes of a small file go, and what each lever saves: the same checkpoint and knobs compressed
-once per codebook size, each result written both as .slz version 3 (keyed manifest, float32 codebooks of
-2**bits entries) and version 4 (compact manifest, the used centroids only, float16).
+once per codebook size, each result written as .slz version 3 (keyed manifest, float32 codebooks of
+2**bits entries), version 4 (compact manifest, the used centroids only, float16) and version 4 with the
+small tensors (BN scale / shift, biases) as 8-bit affine instead of float16.
 
 The rows separate the levers on the same model: version 3 -> 4 at the same bits (the container), 8/5 ->
 4/4 -> 3/3 bits (smaller codebooks and codes, after centroid fine-tuning). Accuracy is measured on the
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import platform
 import time
@@ -57,18 +59,18 @@ def main() -> None:
         result = deep_compress(copy.deepcopy(model), loaders.train, loaders.val, cfg, train_cfg, shape, verbose=False)
         seconds = time.perf_counter() - t0
         shared, spec = file_model(result.model.cpu(), meta["model"], result.plan, shape)
-        for version in (3, 4):
-            blob = encode_model(shared, spec, result.layers, cfg, {"dataset": meta["dataset"], **_file_data(meta)},
-                                version=version)
+        for version, raw in ((3, "float16"), (4, "float16"), (4, "uint8")):
+            blob = encode_model(shared, spec, result.layers, dataclasses.replace(cfg, raw_dtype=raw),
+                                {"dataset": meta["dataset"], **_file_data(meta)}, version=version)
             container = decode_container(blob)
             decoded = decode_model(container).eval()
             parts = inspect_container(container, model_table(container, decoded))["components"]
-            rows.append({"bits": pair, "version": version, "file_bytes": len(blob), "ratio": dense / len(blob),
+            rows.append({"bits": pair, "version": version, "raw": raw, "file_bytes": len(blob), "ratio": dense / len(blob),
                          "val_accuracy": evaluate(decoded, loaders.val)[1],
                          "test_accuracy": evaluate(decoded, loaders.test)[1], "components": parts,
                          "pipeline_seconds": round(seconds, 1)})
             r = rows[-1]
-            print(f"bits {pair:5} v{version}: {r['file_bytes']:>7,} B {r['ratio']:>6.1f}x  val {r['val_accuracy']:.4f} "
+            print(f"bits {pair:5} v{version} {raw:7}: {r['file_bytes']:>7,} B {r['ratio']:>6.1f}x  val {r['val_accuracy']:.4f} "
                   f"test {r['test_accuracy']:.4f}  " + " ".join(f"{k} {v}" for k, v in parts.items()), flush=True)
     out = Path(args.out or Path(__file__).parent / "results" / f"file_levers_{Path(args.checkpoint).name}.json")
     meta_out = {"checkpoint": str(args.checkpoint), "knobs": vars(args), "dense_fp32_bytes": dense,

@@ -275,3 +275,28 @@ def test_unknown_flags_and_manifest_bombs_are_rejected():
     raw = HEADER.pack(MAGIC, 1, 1, len(bomb), zlib.crc32(bomb)) + bomb
     with pytest.raises(ContainerError, match="limit"):
         decode_container(raw + TRAILER.pack(zlib.crc32(raw)))
+
+
+def test_uint8_small_tensors_are_within_half_a_step_and_smaller():
+    """raw_dtype uint8 (version 4): BN scale / shift and biases as lo + step x q, q a byte; each decoded value
+    within half a step of the float32 one, and the file smaller than with float16."""
+    model, _, f16 = _compressed("lenet-5-bn", raw_dtype="float32")
+    _, _, u8 = _compressed("lenet-5-bn", raw_dtype="uint8")
+    a, b = decode_model(decode_container(f16)), decode_model(decode_container(u8))
+    rows = [r for r in decode_container(u8).manifest["tensors"] if r[0] == "q"]
+    assert rows and len(u8) < len(f16) - 2 * sum(1 for _ in rows)
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        if x.dtype.is_floating_point and x.numel() and not torch.equal(x, y):
+            step = float(x.max() - x.min()) / 255
+            assert (x - y).abs().max() <= step / 2 + 1e-6 * float(x.abs().max()), name
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: _row(m, "q").__setitem__(2, -1.0), "step >= 0"),
+    (lambda m: _row(m, "q").__setitem__(1, "0"), "finite numbers"),
+    (lambda m: _row(m, "q").__setitem__(1, 1e39), "finite numbers"),
+])
+def test_hostile_quantized_rows_are_rejected(edit, message):
+    _, _, blob = _compressed("lenet-5-bn", raw_dtype="uint8")
+    with pytest.raises(ContainerError, match=message):
+        decode_model(decode_container(_forge(blob, edit)))

@@ -42,9 +42,9 @@ class EncodeSettings(Protocol):
     index_bits_fc: int
 
 
-SECTION_KEYS = {"raw": ("data",), "shared": ("codebook", "codes", "index"), "constant": ()}
+SECTION_KEYS = {"raw": ("data",), "shared": ("codebook", "codes", "index"), "constant": (), "quantized": ("data",)}
 ENCODINGS = tuple(SECTION_KEYS)
-SINCE = {"constant": 2, "graph": 3, "compact": 4}  # the format version that introduced it
+SINCE = {"constant": 2, "graph": 3, "compact": 4, "quantized": 4}  # the format version that introduced it
 
 
 # --- encoding ------------------------------------------------------------------------------------
@@ -178,9 +178,14 @@ def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], c
                             "codes": add(code_bytes), "index": add(index_bytes),
                             "code_entropy": round(entropy_bits(codes), 4),
                             "index_entropy": round(entropy_bits(gaps), 4)})
+        elif cfg.raw_dtype == "uint8" and compact:
+            lo, step, q = quantize_uint8(value.detach().cpu().float().numpy())
+            tensors.append({"name": name, "shape": list(value.shape), "encoding": "quantized", "lo": lo,
+                            "step": step, "data": add(q.tobytes())})
         else:
-            np_dtype = np.dtype(RAW_DTYPES[cfg.raw_dtype][0])
-            tensors.append({"name": name, "shape": list(value.shape), "encoding": "raw", "dtype": cfg.raw_dtype,
+            dtype = "float16" if cfg.raw_dtype == "uint8" else cfg.raw_dtype  # version 3 has no uint8 tensors
+            np_dtype = np.dtype(RAW_DTYPES[dtype][0])
+            tensors.append({"name": name, "shape": list(value.shape), "encoding": "raw", "dtype": dtype,
                             "data": add(value.detach().cpu().float().numpy().astype(np_dtype.newbyteorder("<"))
                                         .tobytes())})
     manifest = {"format": FORMAT, "model": spec, "config": dataclasses.asdict(cfg), "tensors": tensors,
@@ -267,6 +272,20 @@ def _constant(entry: dict) -> float:
     return float(value)
 
 
+def quantize_uint8(values: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """(lo, step, q): values ~ lo + step x q with q in [0, 255] (float32 arithmetic, as decoded)."""
+    lo, hi = np.float32(values.min()) if values.size else np.float32(0), np.float32(values.max()) if values.size \
+        else np.float32(0)
+    step = np.float32((hi - lo) / np.float32(255))
+    q = np.zeros(values.shape, dtype=np.uint8) if step == 0 else \
+        np.clip(np.rint((values - lo) / step), 0, 255).astype(np.uint8)
+    return float(lo), float(step), q
+
+
+def dequantize_uint8(lo: float, step: float, q: np.ndarray) -> np.ndarray:
+    return (np.float32(lo) + np.float32(step) * q.astype(np.float32)).astype(np.float32)
+
+
 def _decode_tensor(container: Container, entry: dict, like: torch.Tensor) -> torch.Tensor:
     numel = like.numel()
     if entry.get("encoding") == "constant":
@@ -279,6 +298,15 @@ def _decode_tensor(container: Container, entry: dict, like: torch.Tensor) -> tor
         if len(data) != numel * np_dtype.itemsize:
             raise ContainerError(f"tensor {entry['name']}: {len(data)} bytes for {numel} values")
         return torch.from_numpy(np.frombuffer(data, dtype=np_dtype).astype(np.float32)).reshape(like.shape)
+    if entry.get("encoding") == "quantized":
+        lo, step = (entry.get(k) for k in ("lo", "step"))
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v) for v in (lo, step)) \
+                or step < 0:
+            raise ContainerError(f"tensor {entry['name']}: lo and step must be finite numbers, step >= 0")
+        data = _section(container, entry, "data")
+        if len(data) != numel:
+            raise ContainerError(f"tensor {entry['name']}: {len(data)} bytes for {numel} values")
+        return torch.from_numpy(dequantize_uint8(lo, step, np.frombuffer(data, dtype=np.uint8))).reshape(like.shape)
     if entry.get("encoding") != "shared":
         raise ContainerError(f"tensor {entry.get('name')}: unknown encoding")
     return decode_shared(container, entry, like.shape).weight()
@@ -348,6 +376,8 @@ def decode_model(container: Container, model: nn.Module | None = None) -> nn.Mod
             _constant(entry)
             if container.version < SINCE["constant"]:
                 raise ContainerError(f"tensor {entry['name']}: constant tensors exist from format version 2")
+        if entry["encoding"] == "quantized" and container.version < SINCE["quantized"]:
+            raise ContainerError(f"tensor {entry['name']}: quantized tensors exist from format version 4")
     _sections_used_once(container, entries)
     for entry in entries:
         state[entry["name"]] = _decode_tensor(container, entry, state[entry["name"]])

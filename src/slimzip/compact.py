@@ -26,9 +26,10 @@ ROWS: dict[str, tuple[str, tuple[str, ...]]] = {
     "r": ("raw", ("dtype",)),
     "c": ("constant", ("value",)),
     "s": ("shared", ("centroids", "index_bits", "codes_coder", "index_coder", "nnz", "gap_symbols")),
+    "q": ("quantized", ("lo", "step")),
 }
 TAGS = {encoding: tag for tag, (encoding, _) in ROWS.items()}
-SECTIONS = {"raw": ("data",), "constant": (), "shared": ("codebook", "codes", "index")}
+SECTIONS = {"raw": ("data",), "constant": (), "shared": ("codebook", "codes", "index"), "quantized": ("data",)}
 MAX_CENTROIDS = 1 << 16
 MAX_PLAN_CHANNELS = 1 << 20
 

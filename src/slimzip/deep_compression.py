@@ -42,7 +42,8 @@ class CompressConfig:
     index_bits_conv: int = knob(8, "relative-index bits, conv layers (fillers past 2^bits - 1)")
     index_bits_fc: int = knob(5, "relative-index bits, linear layers")
     coder: str = knob("auto", "rans, huffman, fixed, or auto: the smallest of them for each stream")
-    raw_dtype: str = knob("float16", "fixed knobs: float16 or float32 for BN, biases and other small tensors")
+    raw_dtype: str = knob("float16", "float16, float32 or uint8 (8-bit affine, .slz version 4) for BN, biases and "
+                                     "other small tensors")
     fold_bn: bool = knob(True, "store BatchNorm as scale + shift (a preceding bias folded in): exact in eval mode",
                          flag="--no-fold-bn")
     lr: float = knob(0.01, "retraining / fine-tuning learning rate (cosine within each round)")
@@ -56,8 +57,8 @@ class CompressConfig:
             check_range(name.replace("_", " "), getattr(self, name), 1, 16)
         if self.coder not in (*CODECS, "auto"):
             raise unknown("coder", self.coder, [*CODECS, "auto"])
-        if self.raw_dtype not in RAW_DTYPES:
-            raise unknown("raw dtype", self.raw_dtype, list(RAW_DTYPES))
+        if self.raw_dtype not in (*RAW_DTYPES, "uint8"):
+            raise unknown("raw dtype", self.raw_dtype, [*RAW_DTYPES, "uint8"])
         if self.prune_steps < 1 or self.retrain_epochs < 0 or self.centroid_epochs < 0:
             raise SlimzipError("prune steps must be >= 1 and epochs >= 0")
         return self

@@ -35,7 +35,7 @@ def inspect_container(container: Container, table: list[dict] | None = None) -> 
         else:
             size = len(container.sections[e["data"]])
             parts["raw"] += size
-            rows.append({"name": e["name"], "encoding": "raw", "weights": numel, "kept": 1.0, "dtype": e["dtype"],
-                         "bytes": size})
+            rows.append({"name": e["name"], "encoding": e["encoding"], "weights": numel, "kept": 1.0,
+                         "dtype": e.get("dtype", "uint8"), "bytes": size})
     assert sum(parts.values()) == container.file_bytes  # every byte is accounted for
     return {"file_bytes": container.file_bytes, "components": parts, "tensors": rows}

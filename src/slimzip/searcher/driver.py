@@ -48,6 +48,7 @@ class SearchConfig:
     lr: float = knob(0.01, "fine-tuning learning rate (cosine within each step)")
     train_subset: int | None = knob(None, "search: fine-tune on the first N training images only", positive=True)
     max_epochs: float | None = knob(None, "search: budget in fine-tune epochs; the best file found within it wins")
+    raw_dtype: str = knob("float16", "float16, float32 or uint8 (8-bit affine) for BN, biases and other small tensors")
     min_bits: int = knob(2, "search: then lower the winner's codebook bits one by one down to this while it meets "
                             "the target (0: keep --bits-conv / --bits-fc)")
 
@@ -61,6 +62,8 @@ class SearchConfig:
         check_range("max sparsity", self.max_sparsity, 0.0, 1.0, high_open=True)
         check_range("refine", self.refine, 0, 10)
         check_range("min bits", self.min_bits, 0, 16)
+        if self.raw_dtype not in ("float16", "float32", "uint8"):
+            raise unknown("raw dtype", self.raw_dtype, ["float16", "float32", "uint8"])
         check_range("screen gap", self.screen_gap, 0.0, 1.0)
         check_range("short epochs", self.short_epochs, 0.0, 1.0)
         if self.scope not in ("global", "layer"):

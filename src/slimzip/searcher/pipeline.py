@@ -50,6 +50,7 @@ class CandidatePipeline:
         return CompressConfig(channel_ratio=knobs.channel_ratio, sparsity=knobs.sparsity, scope=c.scope,
                               bits_conv=conv, bits_fc=fc, index_bits_conv=c.index_bits_conv,
                               index_bits_fc=c.index_bits_fc, coder=c.coder, fold_bn=c.fold_bn, lr=c.lr,
+                              raw_dtype=c.raw_dtype,
                               centroid_epochs=0)
 
     def file_path(self, key: str) -> Path:
