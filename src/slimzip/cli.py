@@ -96,7 +96,8 @@ def cmd_compress(args: argparse.Namespace) -> None:
                                "drop them or drop --target-accuracy/--max-drop")
         result = search(args.checkpoint, args.out, _search_config(args, args.search or "heuristic"),
                         target_accuracy=args.target_accuracy, max_drop=args.max_drop, run_dir=args.run_dir,
-                        device=args.device, data_dir=args.data_dir, verbose=not args.quiet)
+                        device=args.device, data_dir=args.data_dir, verbose=not args.quiet, workers=args.workers,
+                        ray_address=args.ray_address)
         _emit(result, args.json, _search_line)
         return
     from .api import compress
@@ -122,7 +123,8 @@ def cmd_compare_search(args: argparse.Namespace) -> None:
     result = compare_search(args.checkpoint, args.out, cfg,
                             strategies=strategies, ablation=ablation, budget_ratio=args.budget_ratio,
                             target_accuracy=args.target_accuracy,
-                            max_drop=args.max_drop, device=args.device, data_dir=args.data_dir, verbose=not args.quiet)
+                            max_drop=args.max_drop, device=args.device, data_dir=args.data_dir, verbose=not args.quiet,
+                            workers=args.workers, ray_address=args.ray_address)
 
     def table(r: dict) -> str:
         head = f"{'':28} {'file bytes':>11} {'ratio':>6} {'val':>7} {'test':>7} {'knobs (c, s)':>16} {'cands':>6} " \
@@ -342,8 +344,16 @@ def _compress_parser(sub) -> None:
     p.add_argument("--search", help="heuristic (default), grid or frontier")
     p.add_argument("--run-dir", help="the search's run directory (default: OUT with .run for .slz)")
     add_options(p, [("search", SearchConfig), ("fixed knobs", CompressConfig)])
+    _parallel_options(p)
     _common(p)
     p.set_defaults(func=cmd_compress)
+
+
+def _parallel_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="search: run independent candidates (the grid's) on N local Ray workers (default 1: in "
+                        "this process, no Ray; needs pip install -e \".[ray]\")")
+    p.add_argument("--ray-address", help="search: run candidates on an existing Ray cluster (e.g. 10.0.0.5:6379)")
 
 
 def _compare_parser(sub) -> None:
@@ -352,6 +362,7 @@ def _compare_parser(sub) -> None:
     p.add_argument("--out", required=True, help="a directory: one run directory and .slz file per search")
     _target_options(p)
     add_options(p, [("search", SearchConfig)])
+    _parallel_options(p)
     p.add_argument("--strategies", default="heuristic,grid,frontier", help="comma-separated (default: all three)")
     p.add_argument("--budget-ratio", type=number,
                    help="also run frontier with a budget of R x the heuristic's epochs ('frontier-budget')")

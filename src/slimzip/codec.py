@@ -180,8 +180,8 @@ def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], c
                             "index_entropy": round(entropy_bits(gaps), 4)})
         elif cfg.raw_dtype == "uint8" and compact:
             lo, step, q = quantize_uint8(value.detach().cpu().float().numpy())
-            tensors.append({"name": name, "shape": list(value.shape), "encoding": "quantized", "lo": lo,
-                            "step": step, "data": add(q.tobytes())})
+            tensors.append({"name": name, "shape": list(value.shape), "encoding": "quantized",
+                            "data": add(np.array([lo, step], dtype="<f4").tobytes() + q.tobytes())})
         else:
             dtype = "float16" if cfg.raw_dtype == "uint8" else cfg.raw_dtype  # version 3 has no uint8 tensors
             np_dtype = np.dtype(RAW_DTYPES[dtype][0])
@@ -299,14 +299,13 @@ def _decode_tensor(container: Container, entry: dict, like: torch.Tensor) -> tor
             raise ContainerError(f"tensor {entry['name']}: {len(data)} bytes for {numel} values")
         return torch.from_numpy(np.frombuffer(data, dtype=np_dtype).astype(np.float32)).reshape(like.shape)
     if entry.get("encoding") == "quantized":
-        lo, step = (entry.get(k) for k in ("lo", "step"))
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v) for v in (lo, step)) \
-                or step < 0:
-            raise ContainerError(f"tensor {entry['name']}: lo and step must be finite numbers, step >= 0")
         data = _section(container, entry, "data")
-        if len(data) != numel:
+        if len(data) != 8 + numel:
             raise ContainerError(f"tensor {entry['name']}: {len(data)} bytes for {numel} values")
-        return torch.from_numpy(dequantize_uint8(lo, step, np.frombuffer(data, dtype=np.uint8))).reshape(like.shape)
+        lo, step = np.frombuffer(data[:8], dtype="<f4")
+        if not (np.isfinite(lo) and np.isfinite(step) and step >= 0):
+            raise ContainerError(f"tensor {entry['name']}: lo and step must be finite numbers, step >= 0")
+        return torch.from_numpy(dequantize_uint8(lo, step, np.frombuffer(data[8:], dtype=np.uint8))).reshape(like.shape)
     if entry.get("encoding") != "shared":
         raise ContainerError(f"tensor {entry.get('name')}: unknown encoding")
     return decode_shared(container, entry, like.shape).weight()

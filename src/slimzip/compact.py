@@ -26,7 +26,7 @@ ROWS: dict[str, tuple[str, tuple[str, ...]]] = {
     "r": ("raw", ("dtype",)),
     "c": ("constant", ("value",)),
     "s": ("shared", ("centroids", "index_bits", "codes_coder", "index_coder", "nnz", "gap_symbols")),
-    "q": ("quantized", ("lo", "step")),
+    "q": ("quantized", ()),
 }
 TAGS = {encoding: tag for tag, (encoding, _) in ROWS.items()}
 SECTIONS = {"raw": ("data",), "constant": (), "shared": ("codebook", "codes", "index"), "quantized": ("data",)}

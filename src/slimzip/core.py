@@ -129,7 +129,8 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
            train_config: TrainConfig | None = None, out: str | os.PathLike | None = None,
            run_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu", augment: bool = False,
            verbose: bool = True, spec: dict | None = None, identity: dict | None = None,
-           file_meta: dict | None = None, defaults: dict | None = None) -> Compressed:
+           file_meta: dict | None = None, defaults: dict | None = None, workers: int = 1,
+           ray_address: str | None = None) -> Compressed:
     """The smallest .slz file whose decoded model meets a validation-accuracy target (``target_accuracy``
     as a fraction, or ``max_drop`` points below ``model``'s own), searching channel ratio x weight sparsity
     with ``strategy`` ('heuristic', 'grid', 'frontier'). ``run_dir`` holds the journal: the same call
@@ -158,7 +159,12 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
         log(f"searching ({cfg.strategy}) for the smallest file at val accuracy >= {target:.4f} "
             f"(baseline {baseline:.4f}); journal {run / 'journal.sqlite'}", verbose=verbose)
         try:
-            result = run_search(cfg, target, baseline, journal, pipeline, verbose=verbose)
+            pool = _pool(pipeline, workers, ray_address)
+            try:
+                result = run_search(cfg, target, baseline, journal, pipeline, verbose=verbose, pool=pool)
+            finally:
+                if pool is not None:
+                    pool.close()
         finally:
             journal.close()
         candidates = [c.as_dict() for c in result.candidates]
@@ -201,6 +207,16 @@ def compress(model: nn.Module, train: Any, val: Any, test: Any = None, *, channe
     cost = {"strategy": "fixed", "candidates": 1, "epochs": row["epochs"], "wall_seconds": time.perf_counter() - t0}
     return _finish(model, data, out, loaders, baseline, None, dataclasses.asdict(knobs), cost, [],
                    row["val_accuracy"])
+
+
+def _pool(pipeline: CandidatePipeline, workers: int, ray_address: str | None):
+    """Ray workers for the search's independent candidates (``searcher.parallel``), or None: in-process."""
+    check_range("workers", workers, 1, 4096)
+    if workers == 1 and not ray_address:
+        return None
+    from .searcher.parallel import RayPool
+
+    return RayPool(pipeline, workers, ray_address)
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ def search_defaults() -> dict:
 def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchConfig", *,
            target_accuracy: float | None = None, max_drop: float | None = None,
            run_dir: str | os.PathLike | None = None, device: str = "cpu", data_dir: str | None = None,
-           verbose: bool = True) -> SearchSummary:
+           verbose: bool = True, workers: int = 1, ray_address: str | None = None) -> SearchSummary:
     """Find the smallest .slz file whose decoded model meets a validation-accuracy target, by searching
     channel ratio x weight sparsity with ``cfg.strategy``; write it to ``out``. The run directory
     (default: ``out`` with ``.run`` for ``.slz``) holds the journal; the same command resumes a killed run.
@@ -48,7 +48,7 @@ def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchCo
                          verbose=verbose, spec=None if is_user_source(meta["model"]["name"]) else meta["model"],
                          identity={"checkpoint": str(Path(checkpoint).resolve())},
                          file_meta={"dataset": meta["dataset"], **_file_data(meta)}, defaults=search_defaults(),
-                         target_accuracy=target_accuracy, max_drop=max_drop)
+                         target_accuracy=target_accuracy, max_drop=max_drop, workers=workers, ray_address=ray_address)
     summary: SearchSummary = {**result.summary(), "file": str(out),
                "baseline_test_accuracy": meta.get("metrics", {}).get("test_accuracy"), "candidates": result.candidates,
                "run_dir": str(run), "wall_seconds_this_call": time.perf_counter() - t0}
@@ -65,7 +65,7 @@ def compare_search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "
                    strategies: tuple[str, ...] = ("heuristic", "grid", "frontier"), ablation: str | None = "frontier",
                    budget_ratio: float | None = None, target_accuracy: float | None = None,
                    max_drop: float | None = None, device: str = "cpu", data_dir: str | None = None,
-                   verbose: bool = True) -> CompareSummary:
+                   verbose: bool = True, workers: int = 1, ray_address: str | None = None) -> CompareSummary:
     """Run several strategies (and the structured-only / unstructured-only / combined ablation with one
     strategy) on the same checkpoint and target; results and cost ratios side by side. Every search has
     its own run directory under ``out``, so each is resumable and none reuses another's candidates.
@@ -81,7 +81,8 @@ def compare_search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "
 
     def run(name: str, run_cfg: "SearchConfig") -> SearchSummary:
         return search(checkpoint, out / f"{name}.slz", run_cfg, target_accuracy=target_accuracy, max_drop=max_drop,
-                      run_dir=out / name, device=device, data_dir=data_dir, verbose=verbose)
+                      run_dir=out / name, device=device, data_dir=data_dir, verbose=verbose, workers=workers,
+                      ray_address=ray_address)
 
     runs = {name: run(name, dataclasses.replace(cfg, strategy=name)) for name in strategies}
     if budget_ratio is not None:

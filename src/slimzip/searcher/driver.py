@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..settings import CHANNEL_SCOPES
 from ..errors import SlimzipError, check_range, unknown
@@ -116,9 +116,9 @@ class Search:
     """What a strategy sees: the config, the target, and ``evaluate``."""
 
     def __init__(self, cfg: SearchConfig, target: float, margin: float, journal: Journal, run: RunCandidate,
-                 verbose: bool = True, slack: float = 0.0):
+                 verbose: bool = True, slack: float = 0.0, pool: Any = None):
         self.cfg, self.target, self.margin, self.slack = cfg, target, margin, slack  # slack: baseline - target
-        self.journal, self.run, self.verbose = journal, run, verbose
+        self.journal, self.run, self.verbose, self.pool = journal, run, verbose, pool  # pool: parallel.RayPool
         self.seen: dict[str, Candidate] = {}
 
     def evaluate(self, knobs: Knobs, parent: Candidate | None, *, epochs: float, rounds: int = 1,
@@ -127,14 +127,40 @@ class Search:
         before, else run now (a diverged run is recorded as failed, not raised). Raises ``OutOfBudget``
         instead of running one that would not fit ``max_epochs`` (``reserved``: the winner's polish).
         ``bits``: the codebook bits (conv, linear) of this candidate's file, if not the config's."""
-        key = (f"p{parent.id if parent else 0}:c{knobs.channel_ratio:g}:s{knobs.sparsity:g}:e{epochs:g}:n{rounds}"
-               f":q{centroid_epochs}" + (f":b{bits[0]}/{bits[1]}" if bits else ""))
+        key = _key(knobs, parent, epochs, rounds, centroid_epochs, bits)
         if (done := self.journal.get(key)) is None:
             if not reserved:
                 self._check_budget(epochs * max(rounds, 1) + centroid_epochs)
             done = self._run(key, knobs, parent, epochs, rounds, centroid_epochs, bits)
         self.seen.setdefault(key, done)
         return done
+
+    def evaluate_many(self, requests: list[tuple[Knobs, Candidate | None, dict]]) -> list[Candidate]:
+        """Independent candidates (none the parent of another), as ``evaluate(knobs, parent, **kwargs)``
+        each: on the pool's workers at once if there is a pool, journaled in request order (so the
+        journal is the same with any number of workers). A budget is checked for all of them first."""
+        if self.pool is None:
+            return [self.evaluate(knobs, parent, **kw) for knobs, parent, kw in requests]
+        todo, done = [], {}
+        for knobs, parent, kw in requests:
+            kw = {"rounds": 1, "centroid_epochs": 0, "bits": None, **kw}
+            key = _key(knobs, parent, kw["epochs"], kw["rounds"], kw["centroid_epochs"], kw["bits"])
+            if (found := self.journal.get(key)) is not None:
+                done[key] = found
+            elif key not in {t[0] for t in todo}:
+                todo.append((key, knobs, parent, kw))
+        self._check_budget(sum(kw["epochs"] * max(kw["rounds"], 1) + kw["centroid_epochs"] for *_, kw in todo))
+        calls = [(knobs, parent, {"key": key, **{k: v for k, v in kw.items() if k != "bits" or v}})
+                 for key, knobs, parent, kw in todo]
+        for (key, knobs, parent, kw), outcome in zip(todo, self.pool.map(calls)):
+            done[key] = self._record(key, knobs, parent, kw["epochs"], outcome)
+        out = []
+        for knobs, parent, kw in requests:
+            kw = {"rounds": 1, "centroid_epochs": 0, "bits": None, **kw}
+            key = _key(knobs, parent, kw["epochs"], kw["rounds"], kw["centroid_epochs"], kw["bits"])
+            self.seen.setdefault(key, done[key])
+            out.append(done[key])
+        return out
 
     def spent(self) -> float:
         return sum(c.epochs for c in self.seen.values())
@@ -151,21 +177,41 @@ class Search:
     def _run(self, key: str, knobs: Knobs, parent: Candidate | None, epochs: float, rounds: int,
              centroid_epochs: int, bits: tuple[int, int] | None = None) -> Candidate:
         t0 = time.perf_counter()
+        try:
+            outcome: dict | BaseException = self.run(knobs, parent, key=key, epochs=epochs, rounds=rounds,
+                                                     centroid_epochs=centroid_epochs, **({"bits": bits} if bits else {}))
+        except FloatingPointError as e:
+            outcome = e
+        return self._record(key, knobs, parent, epochs, outcome, time.perf_counter() - t0)
+
+    def _record(self, key: str, knobs: Knobs, parent: Candidate | None, epochs: float, outcome: dict | BaseException,
+                seconds: float | None = None) -> Candidate:
+        """Journal one candidate's outcome: its measurements, or the divergence it raised (any other
+        exception from a worker is raised here, as it would have been in-process)."""
         common = dict(id=self.journal.next_id(), key=key, knobs=knobs, parent=parent.id if parent else None,
                       strategy=self.cfg.strategy)
-        try:
-            m = self.run(knobs, parent, key=key, epochs=epochs, rounds=rounds, centroid_epochs=centroid_epochs,
-                         **({"bits": bits} if bits else {}))
+        if isinstance(outcome, dict):
+            m = dict(outcome)
+            wall = m.pop("task_seconds", seconds or 0.0)
             ok = m["val_accuracy"] == m["val_accuracy"]  # NaN accuracy: the weights went non-finite
-            candidate = Candidate(**common, status="ok" if ok else "failed", wall_seconds=time.perf_counter() - t0,
+            candidate = Candidate(**common, status="ok" if ok else "failed", wall_seconds=wall,
                                   error=None if ok else "validation accuracy is NaN", **m)
-        except FloatingPointError as e:
-            spent = getattr(e, "epochs", epochs)
-            candidate = Candidate(**common, epochs=spent, status="failed", wall_seconds=time.perf_counter() - t0,
-                                  error=str(e), channels_removed=parent.channels_removed if parent else 0)
+        elif isinstance(outcome, FloatingPointError):
+            candidate = Candidate(**common, epochs=getattr(outcome, "epochs", epochs), status="failed",
+                                  wall_seconds=seconds or 0.0, error=str(outcome),
+                                  channels_removed=parent.channels_removed if parent else 0)
+        else:
+            raise outcome
         self.journal.add(candidate)
         log(_describe(candidate, self.target), verbose=self.verbose)
         return candidate
+
+def _key(knobs: Knobs, parent: Candidate | None, epochs: float, rounds: int, centroid_epochs: int,
+         bits: tuple[int, int] | None) -> str:
+    """A candidate's identity in the journal: its knobs, its parent and its training."""
+    return (f"p{parent.id if parent else 0}:c{knobs.channel_ratio:g}:s{knobs.sparsity:g}:e{epochs:g}:n{rounds}"
+            f":q{centroid_epochs}" + (f":b{bits[0]}/{bits[1]}" if bits else ""))
+
 
 def _describe(c: Candidate, target: float) -> str:
     head = f"candidate {c.id}: channels {c.knobs.channel_ratio:.3f} sparsity {c.knobs.sparsity:.4f}"
@@ -181,7 +227,7 @@ def smallest(candidates: list[Candidate], threshold: float) -> Candidate | None:
     return min(ok, key=lambda c: (c.file_bytes, -(c.val_accuracy or 0.0), c.id)) if ok else None
 
 def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journal, run: RunCandidate,
-               verbose: bool = True) -> SearchResult:
+               verbose: bool = True, pool: Any = None) -> SearchResult:
     """Run ``cfg.strategy``; then fine-tune the winner's centroids (the same for every strategy).
 
     A target above the baseline's validation accuracy cannot be met by removing anything: the search
@@ -191,7 +237,7 @@ def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journ
     check_range("target accuracy", target, 0.0, 1.0)
     slack = max(baseline - target, 0.0)
     margin = cfg.margin if cfg.margin is not None else slack / 2
-    search = Search(cfg, target, margin, journal, run, verbose, slack)
+    search = Search(cfg, target, margin, journal, run, verbose, slack, pool)
     if target > baseline:
         search.evaluate(Knobs(), None, epochs=0)
     else:

@@ -24,6 +24,8 @@ class Search(Protocol):
     def evaluate(self, knobs: Knobs, parent: Candidate | None, *, epochs: float, rounds: int = 1,
                  centroid_epochs: int = 0, reserved: bool = False) -> Candidate: ...
 
+    def evaluate_many(self, requests: list[tuple[Knobs, Candidate | None, dict]]) -> list[Candidate]: ...
+
 
 Strategy = Callable[[Search], None]
 AXES = ("channel_ratio", "sparsity")
@@ -88,12 +90,11 @@ def grid(search: Search) -> None:
     weight pruning with ``finetune_epochs`` each). The channel stage of a ratio is computed once and
     shared by that ratio's row, which changes no result, only the cost."""
     cfg = search.cfg
-    for ratio in _axis(cfg.step, cfg.max_channel_ratio):
-        row = search.evaluate(Knobs(ratio, 0.0), None, epochs=cfg.finetune_epochs if ratio else 0)
-        if row.status != "ok":
-            continue
-        for sparsity in _axis(cfg.step, cfg.max_sparsity)[1:]:
-            search.evaluate(Knobs(ratio, sparsity), row, epochs=cfg.finetune_epochs, rounds=cfg.prune_steps)
+    rows = search.evaluate_many([(Knobs(ratio, 0.0), None, {"epochs": cfg.finetune_epochs if ratio else 0})
+                                 for ratio in _axis(cfg.step, cfg.max_channel_ratio)])  # independent: in parallel
+    search.evaluate_many([(Knobs(row.knobs.channel_ratio, sparsity), row,
+                           {"epochs": cfg.finetune_epochs, "rounds": cfg.prune_steps})
+                          for row in rows if row.status == "ok" for sparsity in _axis(cfg.step, cfg.max_sparsity)[1:]])
 
 
 # A walk coordinate for a knob, and back: channels walk linearly; sparsity walks in *halvings* of the

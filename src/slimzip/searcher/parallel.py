@@ -1,0 +1,79 @@
+"""Search candidates run in parallel on Ray: a local Ray instance started and stopped by slimzip
+(``workers``), or an existing cluster (``address``). Optional: ``pip install -e ".[ray]"``.
+
+The candidate pipeline (input model, data, configs) is put in Ray's object store once; every task runs
+one candidate with its share of the CPU threads and returns its measurements. Only the driver writes
+the journal, in the order the candidates were proposed, so the journal does not depend on the number of
+workers. A task whose worker dies is re-run once by Ray (``max_retries``); a candidate is journaled only
+when its result arrives, so it is never recorded twice, and a killed driver resumes from the journal as
+without Ray. Workers write trunks and files into the run directory: on a cluster of several machines it
+must be on a file system they share.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+from ..errors import SlimzipError
+
+RETRIES = 1  # a candidate whose worker died is re-run once
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise SlimzipError("--workers and --ray-address need Ray: pip install -e \".[ray]\" (or pip install ray)") \
+            from None
+    return ray
+
+
+class RayPool:
+    """Runs ``pipeline(knobs, parent, **kwargs)`` calls on Ray workers; ``map`` returns their results (or
+    the exception each raised) in call order."""
+
+    def __init__(self, pipeline: Callable[..., dict], workers: int = 2, address: str | None = None):
+        ray = _ray()
+        self.started = not ray.is_initialized()
+        if self.started:
+            try:
+                if address:
+                    ray.init(address=address, log_to_driver=False)
+                else:
+                    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+            except Exception as e:  # a wrong address, a cluster that is not up
+                raise SlimzipError(f"cannot start or reach Ray ({'--ray-address ' + address if address else 'local'}"
+                                   f": {str(e).splitlines()[0][:200]})") from None
+        cpus = int(ray.cluster_resources().get("CPU", workers)) if address else workers
+        self.threads = max(1, (os.cpu_count() or 1) // max(workers, 1)) if not address else 1
+        self.workers = workers if not address else max(cpus, 1)
+        self.pipeline = ray.put(pipeline)
+        self.task = ray.remote(num_cpus=1, max_retries=RETRIES)(_run_candidate)
+
+    def map(self, calls: Sequence[tuple[Any, Any, dict]]) -> list[dict | BaseException]:
+        ray = _ray()
+        refs = [self.task.remote(self.pipeline, knobs, parent, kwargs, self.threads) for knobs, parent, kwargs in calls]
+        out: list[dict | BaseException] = []
+        for ref in refs:
+            try:
+                out.append(ray.get(ref))
+            except ray.exceptions.RayTaskError as e:  # the candidate's own exception, e.g. a divergence
+                out.append(e.as_instanceof_cause())
+        return out
+
+    def close(self) -> None:
+        if self.started:
+            _ray().shutdown()
+
+
+def _run_candidate(pipeline: Callable[..., dict], knobs: Any, parent: Any, kwargs: dict, threads: int) -> dict:
+    """One candidate on a worker; its wall seconds are the task's own (the driver waits on several)."""
+    import time
+
+    import torch
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    result = pipeline(knobs, parent, **kwargs)
+    return {**result, "task_seconds": time.perf_counter() - t0}
