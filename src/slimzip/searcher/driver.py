@@ -177,9 +177,12 @@ class Search:
     def _run(self, key: str, knobs: Knobs, parent: Candidate | None, epochs: float, rounds: int,
              centroid_epochs: int, bits: tuple[int, int] | None = None) -> Candidate:
         t0 = time.perf_counter()
+        kwargs = {"key": key, "epochs": epochs, "rounds": rounds, "centroid_epochs": centroid_epochs,
+                  **({"bits": bits} if bits else {})}
+        if self.pool is not None:  # on a worker too, so that every candidate runs with the same threads
+            return self._record(key, knobs, parent, epochs, self.pool.map([(knobs, parent, kwargs)])[0])
         try:
-            outcome: dict | BaseException = self.run(knobs, parent, key=key, epochs=epochs, rounds=rounds,
-                                                     centroid_epochs=centroid_epochs, **({"bits": bits} if bits else {}))
+            outcome: dict | BaseException = self.run(knobs, parent, **kwargs)
         except FloatingPointError as e:
             outcome = e
         return self._record(key, knobs, parent, epochs, outcome, time.perf_counter() - t0)

@@ -1,0 +1,116 @@
+"""Search candidates on Ray (optional extra ``[ray]``): the same journal with 1 and 2 workers, and a real
+two-node cluster on this machine that loses a node mid-search: the search finishes, nothing is lost or
+recorded twice. Skipped where Ray is not installed; the cluster test is ``slow`` (Ray starts processes)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import pytest
+import torch
+
+import slimzip
+from slimzip.errors import SlimzipError
+from slimzip.searcher import SearchConfig
+from slimzip.trainer import TrainConfig
+
+FIELDS = "key, channel_ratio, sparsity, parent, epochs, status, val_accuracy, file_bytes"
+
+
+def _problem():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3000, 32, generator=g)
+    y = (x[:, :4].sum(1) > 0).long() + 2 * (x[:, 4:8].sum(1) > 0).long()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.BatchNorm1d(64), torch.nn.ReLU(),
+                                torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(),
+                                torch.nn.Linear(32, 4))
+    slimzip.train(model, (x[:2000], y[:2000]), config=TrainConfig(epochs=4, batch_size=64, lr=0.1, precision="fp32",
+                                                                  channels_last=False), verbose=False)
+    return model, (x[:2000], y[:2000]), (x[2000:2500], y[2000:2500]), (x[2500:], y[2500:])
+
+
+def _search(run, **kw):
+    model, train, val, test = _problem()
+    return slimzip.search(model, train, val, test, max_drop=2.0, strategy="grid",
+                          config=SearchConfig(strategy="grid", step=0.25, refine=1, calibration_images=256),
+                          train_config=TrainConfig(epochs=1, batch_size=64, lr=0.02, precision="fp32",
+                                                   channels_last=False), run_dir=run, verbose=False, **kw)
+
+
+def _one_thread(fn):
+    """In-process with one thread, as each Ray worker runs a candidate here (cores / workers)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _journal(run) -> list[tuple]:
+    db = sqlite3.connect(run / "journal.sqlite")
+    rows = db.execute(f"SELECT id, {FIELDS} FROM candidates ORDER BY id").fetchall()
+    db.close()
+    return rows
+
+
+def test_without_ray_workers_2_is_one_line_naming_the_extra(capsys, monkeypatch, tmp_path):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(SlimzipError, match=r'pip install -e "\.\[ray\]"'):
+        _search(tmp_path / "r", workers=2)
+
+
+def test_two_workers_write_the_same_journal_as_one(tmp_path):
+    """With the same threads per candidate (2 workers on 2 cores: 1 each), the same journal and file bytes;
+    with other thread counts, float summation order may change the last bits of weights."""
+    pytest.importorskip("ray")
+    one = _one_thread(lambda: _search(tmp_path / "one"))
+    two = _search(tmp_path / "two", workers=2)
+    assert _journal(tmp_path / "one") == _journal(tmp_path / "two")
+    assert one.data == two.data
+
+
+@pytest.mark.slow
+def test_a_two_node_cluster_losing_a_node_mid_search_loses_nothing(tmp_path):
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    want = (_one_thread(lambda: _search(tmp_path / "straight")), _journal(tmp_path / "straight"))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    node = cluster.add_node(num_cpus=1)
+    run = tmp_path / "cluster"
+    removed = []
+
+    def kill_a_node_mid_search():
+        while not removed:
+            try:
+                if (run / "journal.sqlite").is_file() and len(_journal(run)) >= 6:
+                    cluster.remove_node(node)  # its worker dies mid-candidate; Ray re-runs that task once
+                    removed.append(time.time())
+            except sqlite3.Error:
+                pass
+            time.sleep(0.05)
+    killer = threading.Thread(target=kill_a_node_mid_search, daemon=True)
+    killer.start()
+    try:
+        got = _search(run, ray_address=cluster.address)
+    finally:
+        removed.append(None)
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.shutdown()
+    rows = _journal(run)
+    assert removed[0] is not None, "the node was not removed during the search"
+    assert rows == want[1] and len({r[1] for r in rows}) == len(rows)  # nothing lost, nothing twice
+    assert got.data == want[0].data
