@@ -127,7 +127,7 @@ def test_a_killed_search_resumes_without_repeating_or_losing_candidates(tmp_path
 
 
 def test_the_winner_lowers_its_bits_while_it_meets_the_target(tmp_path):
-    """Bits as a knob: after the search, the winner's weights are shared with one bit fewer per step
+    """Bits as a knob: after the search, the smallest files are shared with one bit fewer per step
     (8/5, 7/4, 6/3, 5/2, then conv alone); the first miss ends the ladder and the smallest file that
     meets the target wins."""
     from slimzip.searcher.driver import bits_ladder
@@ -138,9 +138,11 @@ def test_the_winner_lowers_its_bits_while_it_meets_the_target(tmp_path):
     laddered, fake = _search(tmp_path / "b", "heuristic", min_bits=2, target=plain.best.val_accuracy - 0.005)
     tried = [k for k in fake.calls if ":b" in k]
     assert laddered.best.file_bytes < plain.best.file_bytes and laddered.best.meets(laddered.target)
-    assert tried and all(k.startswith(f"p{laddered.best.parent}:") for k in tried)
-    last = laddered.candidates[-1]
-    assert not last.meets(laddered.target) or len(tried) == len(bits_ladder(SearchConfig(min_bits=2)))
+    parents = {k.split(":")[0] for k in tried}
+    assert tried and f"p{laddered.best.parent}" in parents and len(parents) <= 3  # the few smallest files each
+    for parent in parents:  # each ladder stops at its first miss (or its end)
+        steps = [c for c in laddered.candidates if c.key.startswith(parent + ":") and ":b" in c.key]
+        assert all(c.meets(laddered.target) for c in steps[:-1])
 
 
 def test_journal_refuses_a_different_search(tmp_path):

@@ -255,7 +255,8 @@ def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journ
             if cfg.centroid_epochs:
                 search.evaluate(best.knobs, best, epochs=0, rounds=0, centroid_epochs=cfg.centroid_epochs,
                                 reserved=True)
-            _lower_bits(search, best)
+            for candidate in _smallest_few(list(search.seen.values()), target, BITS_CANDIDATES):
+                _lower_bits(search, candidate)
     candidates = list(search.seen.values())
     return SearchResult(smallest(candidates, target), candidates, target, margin, cfg.strategy)
 
@@ -271,9 +272,20 @@ def bits_ladder(cfg: SearchConfig) -> list[tuple[int, int]]:
     return steps
 
 
+BITS_CANDIDATES = 3  # the smallest files that meet the target each try fewer bits (the smallest has no slack left)
+
+
+def _smallest_few(candidates: list[Candidate], threshold: float, k: int) -> list[Candidate]:
+    """The ``k`` smallest files meeting ``threshold`` among the pruned candidates (not bits-ladder steps)."""
+    ok = sorted((c for c in candidates if c.meets(threshold) and ":b" not in c.key),
+                key=lambda c: (c.file_bytes, -(c.val_accuracy or 0.0), c.id))
+    return ok[:k]
+
+
 def _lower_bits(search: "Search", best: Candidate) -> None:
-    """Bits as a knob: share the winner's weights with smaller codebooks (k-means, centroid fine-tuning),
-    one bit fewer per step, while its file meets the target (the first miss ends the ladder)."""
+    """Bits as a knob: share a candidate's weights with smaller codebooks (k-means, centroid fine-tuning),
+    one bit fewer per step, while its file meets the target (the first miss ends the ladder). The winner
+    sits at the target with no accuracy to spare, so the few smallest files each try (``run_search``)."""
     for bits in bits_ladder(search.cfg):
         try:
             tried = search.evaluate(best.knobs, best, epochs=0, rounds=0, centroid_epochs=search.cfg.centroid_epochs,
