@@ -149,14 +149,14 @@ def _staircase(search: Search, point: Candidate, walks: dict, threshold: float) 
     the more promising move (fewer accuracy points lost per byte saved) up the budget ladder, the other
     only if that one fails; stop when neither moves."""
     while True:
-        moves = []
+        steps = []
         for axis, (scale, _step, finest) in walks.items():
             to_walk, to_knob = scale
             x = to_walk(getattr(point.knobs, axis)) + finest
             if x <= to_walk(_limit(search, axis)) + EPS:
-                knobs = _placed(point, axis, to_knob(x))
-                moves.append((knobs, search.evaluate(knobs, point, epochs=0)))
-        moves.sort(key=lambda m: _loss_per_byte(point, m[1]))
+                steps.append(_placed(point, axis, to_knob(x)))
+        screens = search.evaluate_many([(knobs, point, {"epochs": 0}) for knobs in steps])  # independent
+        moves = sorted(zip(steps, screens), key=lambda m: _loss_per_byte(point, m[1]))
         for knobs, _screen in moves:
             if (accepted := _try(search, knobs, point, threshold)) is not None:
                 point = accepted
