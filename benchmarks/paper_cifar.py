@@ -79,6 +79,31 @@ def table(result: dict, base: dict) -> str:
     return "\n".join(lines)
 
 
+def against_the_paper(result: dict, base: dict) -> list[str]:
+    """The comparisons the paper makes, from whatever searches have finished."""
+    rows, st, ab = [], result["strategies"], result.get("ablation", {})
+
+    def cost(name: str) -> float:
+        return st[name]["search"]["epochs"]
+    if "heuristic" in st and "grid" in st:
+        rows.append(f"grid / heuristic cost: {cost('grid') / max(cost('heuristic'), 1e-9):.1f}x the epochs "
+                    f"(paper: 15x the time); heuristic's file {st['heuristic']['file_bytes'] / st['grid']['file_bytes']:.2f}x "
+                    f"the grid's (paper: within 10%)")
+    if "heuristic" in st and "frontier" in st:
+        rows.append(f"frontier / heuristic: {cost('frontier') / max(cost('heuristic'), 1e-9):.2f}x the epochs for a file "
+                    f"{st['frontier']['file_bytes'] / st['heuristic']['file_bytes']:.2f}x the size")
+    if {"structured only", "unstructured only", "combined"} <= set(ab):
+        sizes = {k: ab[k]["file_bytes"] for k in ab}
+        rows.append("ablation: combined " + f"{sizes['combined']:,} B, structured only {sizes['structured only']:,} B, "
+                    f"unstructured only {sizes['unstructured only']:,} B")
+    best = min((r for r in [*st.values(), *ab.values()]), key=lambda r: r["file_bytes"], default=None)
+    if best is not None:
+        rows.append(f"smallest file {best['file_bytes']:,} B = {best['compression_ratio']:.1f}x dense fp32 at "
+                    f"{100 * (base['test_accuracy'] - best['test_accuracy']):.2f} points below the baseline's test "
+                    f"accuracy; records for this family: " + "; ".join(f"{r['work']}: {r['ratio']:g}x" for r in RECORDS))
+    return rows
+
+
 def write(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
@@ -101,6 +126,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="run directory (default: runs/paper_cifar/MODEL)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--results", default=None, help="JSON (default: benchmarks/results/paper_cifar_MODEL.json)")
+    parser.add_argument("--report-only", action="store_true", help="print the table from the results JSON; run nothing")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -113,6 +139,14 @@ def main() -> None:
             "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
             "train_subset": args.train_subset, "step": args.step, "max_drop": args.max_drop,
             "literature_baseline": LITERATURE.get(args.model), "records": RECORDS}
+    if args.report_only:
+        payload = json.loads(results.read_text())
+        if "compare" in payload:
+            print(table(payload["compare"], payload["baseline"]))
+            print("\n".join(against_the_paper(payload["compare"], payload["baseline"])))
+        else:
+            print(f"baseline only: {payload['baseline']}")
+        return
     t0 = time.time()
     try:
         base = baseline(args, out / "baseline")
@@ -124,12 +158,14 @@ def main() -> None:
         payload["compare"] = first
         write(results, payload)
         print(table(first, base))
+        print("\n".join(against_the_paper(first, base)))
         if not args.no_grid:
             full = searches(args, out / "baseline", out / "compare", ("heuristic", "grid", "frontier"), "frontier",
                             args.budget_ratio)
             payload["compare"] = full
             write(results, payload)
             print(table(full, base))
+            print("\n".join(against_the_paper(full, base)))
     except SlimzipError as e:
         sys.exit(f"paper_cifar: error: {e}")
     print(f"wrote {results} ({time.time() - t0:.0f} s this call)")
