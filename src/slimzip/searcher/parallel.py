@@ -60,6 +60,9 @@ class RayPool:
                 out.append(ray.get(ref))
             except ray.exceptions.RayTaskError as e:  # the candidate's own exception, e.g. a divergence
                 out.append(e.as_instanceof_cause())
+            except ray.exceptions.RayError as e:  # its worker or node died again after the retry
+                raise SlimzipError(f"a Ray worker died running a candidate ({type(e).__name__}); the journal keeps "
+                                   "every finished one: run the same command again to resume") from None
         return out
 
     def close(self) -> None:
