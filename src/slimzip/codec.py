@@ -360,7 +360,11 @@ def decode_model(container: Container, model: nn.Module | None = None) -> nn.Mod
     user = _user_model(container, model)
     model = _model_from_manifest(container.manifest, model, container.version)
     state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    entries = tensor_table(container, state)
+    layout = state  # version 4's rows follow the stored model's tensors: the graph's, not the user's class's
+    if user and container.version >= SINCE["compact"]:
+        stored = _model_from_manifest(container.manifest, None, container.version)
+        layout = {k: v for k, v in stored.state_dict().items() if not k.endswith("num_batches_tracked")}
+    entries = tensor_table(container, layout)
     names = [e.get("name") for e in entries]
     if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
         raise ContainerError("the file's tensor table names a tensor twice or not by a string")
