@@ -279,7 +279,11 @@ def _smallest_few(candidates: list[Candidate], threshold: float, k: int) -> list
     """The ``k`` smallest files meeting ``threshold`` among the pruned candidates (not bits-ladder steps)."""
     ok = sorted((c for c in candidates if c.meets(threshold) and ":b" not in c.key),
                 key=lambda c: (c.file_bytes, -(c.val_accuracy or 0.0), c.id))
-    return ok[:k]
+    few: list[Candidate] = []
+    for c in ok:  # one per knobs: the winner's centroid polish has the winner's model, so it is not tried again
+        if all(c.knobs != f.knobs for f in few):
+            few.append(c)
+    return few[:k]
 
 
 def _lower_bits(search: "Search", best: Candidate) -> None:
