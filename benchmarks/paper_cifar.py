@@ -67,12 +67,12 @@ def searches(args, checkpoint: Path, out: Path, strategies: tuple[str, ...], abl
 def table(result: dict, base: dict) -> str:
     lines = [f"baseline: test {base['test_accuracy']:.4f}, val {base['val_accuracy']:.4f}, "
              f"{base['params']:,} params; target val accuracy {result['target_accuracy']:.4f}",
-             f"{'search':34} {'file':>10} {'ratio':>7} {'val':>7} {'test':>7} {'channels, sparsity':>19} "
+             f"{'search':40} {'file':>10} {'ratio':>7} {'val':>7} {'test':>7} {'channels, sparsity':>19} "
              f"{'cands':>6} {'epochs':>7} {'wall s':>7}"]
     for label, rows in (("", result["strategies"]), ("ablation (frontier), ", result["ablation"])):
         for name, x in rows.items():
             k, c = x["knobs"], x["search"]
-            lines.append(f"{label + name:34} {x['file_bytes']:>10,} {x['compression_ratio']:>6.1f}x "
+            lines.append(f"{label + name:40} {x['file_bytes']:>10,} {x['compression_ratio']:>6.1f}x "
                          f"{x['val_accuracy']:>7.4f} {x['test_accuracy']:>7.4f} "
                          f"{k['channel_ratio']:>9.4g}, {k['sparsity']:<8.4g} {c['candidates']:>6} "
                          f"{c['epochs']:>7.1f} {c['wall_seconds']:>7.0f}")
