@@ -31,6 +31,7 @@ import torch
 
 from slimzip.api import compare_search, train
 from slimzip.errors import SlimzipError
+from slimzip.report import compare_sections, to_text
 from slimzip.searcher import SearchConfig
 
 RECIPES = {
@@ -65,18 +66,9 @@ def searches(args, checkpoint: Path, out: Path, strategies: tuple[str, ...], abl
 
 
 def table(result: dict, base: dict) -> str:
-    lines = [f"baseline: test {base['test_accuracy']:.4f}, val {base['val_accuracy']:.4f}, "
-             f"{base['params']:,} params; target val accuracy {result['target_accuracy']:.4f}",
-             f"{'search':40} {'file':>10} {'ratio':>7} {'val':>7} {'test':>7} {'channels, sparsity':>19} "
-             f"{'cands':>6} {'epochs':>7} {'wall s':>7}"]
-    for label, rows in (("", result["strategies"]), ("ablation (frontier), ", result["ablation"])):
-        for name, x in rows.items():
-            k, c = x["knobs"], x["search"]
-            lines.append(f"{label + name:40} {x['file_bytes']:>10,} {x['compression_ratio']:>6.1f}x "
-                         f"{x['val_accuracy']:>7.4f} {x['test_accuracy']:>7.4f} "
-                         f"{k['channel_ratio']:>9.4g}, {k['sparsity']:<8.4g} {c['candidates']:>6} "
-                         f"{c['epochs']:>7.1f} {c['wall_seconds']:>7.0f}")
-    return "\n".join(lines)
+    """The report's compare-search tables, under the baseline they start from."""
+    return (f"baseline: test {base['test_accuracy']:.4f}, val {base['val_accuracy']:.4f}, {base['params']:,} params\n"
+            + to_text(compare_sections(result)))
 
 
 def against_the_paper(result: dict, base: dict) -> list[str]:
@@ -150,7 +142,8 @@ def main() -> None:
     t0 = time.time()
     try:
         base = baseline(args, out / "baseline")
-        payload = {"meta": meta, "baseline": base}
+        # a resumed run keeps the phases an earlier call wrote until it writes them again
+        payload = {**(json.loads(results.read_text()) if results.is_file() else {}), "meta": meta, "baseline": base}
         write(results, payload)
         # everything but the grid first: a session that ends during the grid still has the rest
         first = searches(args, out / "baseline", out / "compare", ("heuristic", "frontier"), "frontier",

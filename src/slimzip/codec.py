@@ -274,12 +274,13 @@ def _constant(entry: dict) -> float:
 
 def quantize_uint8(values: np.ndarray) -> tuple[float, float, np.ndarray]:
     """(lo, step, q): values ~ lo + step x q with q in [0, 255] (float32 arithmetic, as decoded)."""
-    lo, hi = np.float32(values.min()) if values.size else np.float32(0), np.float32(values.max()) if values.size \
-        else np.float32(0)
+    if values.size == 0:
+        return 0.0, 0.0, np.zeros(values.shape, dtype=np.uint8)
+    lo, hi = np.float32(values.min()), np.float32(values.max())
     step = np.float32((hi - lo) / np.float32(255))
-    q = np.zeros(values.shape, dtype=np.uint8) if step == 0 else \
-        np.clip(np.rint((values - lo) / step), 0, 255).astype(np.uint8)
-    return float(lo), float(step), q
+    if step == 0:
+        return float(lo), 0.0, np.zeros(values.shape, dtype=np.uint8)
+    return float(lo), float(step), np.clip(np.rint((values - lo) / step), 0, 255).astype(np.uint8)
 
 
 def dequantize_uint8(lo: float, step: float, q: np.ndarray) -> np.ndarray:

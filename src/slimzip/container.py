@@ -106,7 +106,7 @@ def decode_container(blob: bytes) -> Container:
     body = blob[HEADER.size:payload_start]
     if zlib.crc32(body) != mcrc:
         raise ContainerError("manifest checksum mismatch")
-    manifest = _parse_manifest(_inflate(body, version) if flags & FLAG_DEFLATE else body)
+    manifest = _parse_manifest(inflate_manifest(body, version) if flags & FLAG_DEFLATE else body)
     payload = memoryview(blob)[payload_start:len(blob) - TRAILER.size]
     sections = _lengths(manifest, payload) if version >= LENGTHS_ONLY else _sections(manifest, payload)
     return Container(manifest, sections, len(blob), version)
@@ -121,10 +121,6 @@ def deflate_manifest(body: bytes, version: int = VERSION) -> bytes:
 
 
 def inflate_manifest(body: bytes, version: int = VERSION) -> bytes:
-    return _inflate(body, version)
-
-
-def _inflate(body: bytes, version: int) -> bytes:
     """Decompress the manifest (zlib; from version 4 raw DEFLATE with the preset ``DICTIONARY``),
     refusing to grow past MAX_MANIFEST (no zip bombs)."""
     d = zlib.decompressobj(-15, DICTIONARY) if version >= LENGTHS_ONLY else zlib.decompressobj()

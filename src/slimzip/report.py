@@ -151,8 +151,11 @@ def _search(run: Path) -> list[Section]:
 
 
 def _compare(run: Path) -> list[Section]:
-    c = read_summary(run / "compare.json", CompareSummary)
+    return compare_sections(read_summary(run / "compare.json", CompareSummary))
 
+
+def compare_sections(c: CompareSummary) -> list[Section]:
+    """A compare-search result as tables: the strategies, and the ablation if there is one."""
     def row(name: str, r: dict) -> list[Any]:
         sr = r["search"]
         return [name, f"{r['file_bytes']:,}", f"{r['compression_ratio']:.1f}x", _pct(r["val_accuracy"]),

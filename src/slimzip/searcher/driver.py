@@ -141,26 +141,20 @@ class Search:
         journal is the same with any number of workers). A budget is checked for all of them first."""
         if self.pool is None:
             return [self.evaluate(knobs, parent, **kw) for knobs, parent, kw in requests]
-        todo, done = [], {}
+        keyed = []
         for knobs, parent, kw in requests:
-            kw = {"rounds": 1, "centroid_epochs": 0, "bits": None, **kw}
-            key = _key(knobs, parent, kw["epochs"], kw["rounds"], kw["centroid_epochs"], kw["bits"])
-            if (found := self.journal.get(key)) is not None:
-                done[key] = found
-            elif key not in {t[0] for t in todo}:
-                todo.append((key, knobs, parent, kw))
+            kw = {"rounds": 1, "centroid_epochs": 0, **kw}
+            keyed.append((_key(knobs, parent, kw["epochs"], kw["rounds"], kw["centroid_epochs"], kw.get("bits")),
+                          knobs, parent, kw))
+        done = {key: found for key, *_ in keyed if (found := self.journal.get(key)) is not None}
+        todo = list({key: (key, knobs, parent, kw) for key, knobs, parent, kw in keyed if key not in done}.values())
         self._check_budget(sum(kw["epochs"] * max(kw["rounds"], 1) + kw["centroid_epochs"] for *_, kw in todo))
-        calls = [(knobs, parent, {"key": key, **{k: v for k, v in kw.items() if k != "bits" or v}})
-                 for key, knobs, parent, kw in todo]
-        for (key, knobs, parent, kw), outcome in zip(todo, self.pool.map(calls)):
+        outcomes = self.pool.map([(knobs, parent, {"key": key, **kw}) for key, knobs, parent, kw in todo])
+        for (key, knobs, parent, kw), outcome in zip(todo, outcomes):
             done[key] = self._record(key, knobs, parent, kw["epochs"], outcome)
-        out = []
-        for knobs, parent, kw in requests:
-            kw = {"rounds": 1, "centroid_epochs": 0, "bits": None, **kw}
-            key = _key(knobs, parent, kw["epochs"], kw["rounds"], kw["centroid_epochs"], kw["bits"])
+        for key, *_ in keyed:
             self.seen.setdefault(key, done[key])
-            out.append(done[key])
-        return out
+        return [done[key] for key, *_ in keyed]
 
     def spent(self) -> float:
         return sum(c.epochs for c in self.seen.values())

@@ -45,9 +45,8 @@ class RayPool:
             except Exception as e:  # a wrong address, a cluster that is not up
                 raise SlimzipError(f"cannot start or reach Ray ({'--ray-address ' + address if address else 'local'}"
                                    f": {str(e).splitlines()[0][:200]})") from None
-        cpus = int(ray.cluster_resources().get("CPU", workers)) if address else workers
-        self.threads = max(1, (os.cpu_count() or 1) // max(workers, 1)) if not address else 1
-        self.workers = workers if not address else max(cpus, 1)
+        # local: the machine's cores shared out; on a cluster every task asks for one CPU, so one thread
+        self.threads = 1 if address else max(1, (os.cpu_count() or 1) // workers)
         self.pipeline = ray.put(pipeline)
         self.task = ray.remote(num_cpus=1, max_retries=RETRIES)(_run_candidate)
 
