@@ -12,7 +12,11 @@ from slimzip.cli import main
 
 
 def run(capsys, *argv):
-    code = main(list(argv))
+    """The command's exit code, stdout and stderr (argparse's own errors exit through SystemExit)."""
+    try:
+        code = main(list(argv))
+    except SystemExit as e:
+        code = e.code
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -55,10 +59,7 @@ def test_models_json_lists_the_registry(capsys):
 ])
 def test_user_mistakes_exit_2_with_one_line(capsys, tmp_path, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
-    try:
-        code, out, err = run(capsys, *argv)
-    except SystemExit as e:  # argparse's own errors
-        code, (out, err) = e.code, capsys.readouterr()
+    code, out, err = run(capsys, *argv)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
     assert not (tmp_path / "X").exists()
@@ -240,10 +241,7 @@ def test_more_user_mistakes_are_one_line_and_modify_nothing(capsys, data_dir, tm
             pytest.skip("root writes through read-only permissions")
         (tmp_path / name).mkdir(mode=0o500)
     before = _snapshot_tree(tmp_path)
-    try:
-        code, out, err = run(capsys, *argv)
-    except SystemExit as e:
-        code, (out, err) = e.code, capsys.readouterr()
+    code, out, err = run(capsys, *argv)
     errors = [line for line in err.splitlines() if line.startswith("slimzip: error:")]
     assert code == 2 and len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
     assert _snapshot_tree(tmp_path) == before or kind == "none" and not (tmp_path / "R" / "model.json").exists()
@@ -308,10 +306,7 @@ def test_bad_input_matrix_one_line_exit_2_inputs_unchanged(capsys, lenet5bn_run,
     argv = [names.get(a, a) for a in argv]
     message = names.get(message, message)
     before, ckpt_before = _snapshot_tree(tmp_path), _snapshot_tree(lenet5bn_run)
-    try:
-        code, out, err = run(capsys, *argv)
-    except SystemExit as e:  # argparse's own errors
-        code, (out, err) = e.code, capsys.readouterr()
+    code, out, err = run(capsys, *argv)
     errors = [line for line in err.splitlines() if "error:" in line]
     assert code == 2 and len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
     assert _snapshot_tree(tmp_path) == before and _snapshot_tree(lenet5bn_run) == ckpt_before
