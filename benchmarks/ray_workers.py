@@ -1,4 +1,5 @@
-"""Grid search with 1 and 2 Ray workers, side by side in one run: same journal, wall-seconds ratio.
+"""A search (grid, or frontier) with 1 and 2 Ray workers, side by side in one run: same journal, wall-seconds
+ratio, cost in epochs.
 
 Rows (same checkpoint, same search settings, each in its own run directory):
   in-process, all threads   --workers 1 (no Ray), torch's default threads (what a user gets today)
@@ -7,8 +8,9 @@ Rows (same checkpoint, same search settings, each in its own run directory):
 The journals of the last two must be identical (knobs, status, accuracy, bytes, epochs); the first
 may differ in the last bits of accuracy (float summation order with more threads).
 
-Usage: SLIMZIP_DATA=../shared/data python benchmarks/ray_workers.py CHECKPOINT [--step 0.2] [--train-subset 10000]
-Writes benchmarks/results/ray_workers.json.
+Usage: SLIMZIP_DATA=../shared/data python benchmarks/ray_workers.py CHECKPOINT [--search grid|frontier]
+           [--step 0.2] [--train-subset 10000]
+Writes benchmarks/results/ray_workers.json (grid) or ray_workers_SEARCH.json.
 """
 
 from __future__ import annotations
@@ -42,20 +44,23 @@ def journal(run: Path) -> list[tuple]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint")
+    p.add_argument("--search", choices=("grid", "frontier"), default="grid")
     p.add_argument("--step", default="0.2")
     p.add_argument("--train-subset", default="10000")
     p.add_argument("--max-drop", default="0.5")
-    p.add_argument("--work", default="runs/ray_workers")
-    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "ray_workers.json"))
+    p.add_argument("--work", default=None, help="run directories (default: runs/ray_workers[_SEARCH])")
+    p.add_argument("--out", default=None)
     args = p.parse_args()
-    work = Path(args.work)
+    args.out = args.out or str(Path(__file__).parent / "results" /
+                               ("ray_workers.json" if args.search == "grid" else f"ray_workers_{args.search}.json"))
+    work = Path(args.work or ("runs/ray_workers" if args.search == "grid" else f"runs/ray_workers_{args.search}"))
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     results = {}
     for i, (name, (extra, env)) in enumerate(ROWS.items()):
         run = work / f"row{i}"
         cmd = [sys.executable, "-m", "slimzip", "compress", args.checkpoint, "--max-drop", args.max_drop, "--search",
-               "grid", "--step", args.step, "--train-subset", args.train_subset, "--out", str(run) + ".slz",
+               args.search, "--step", args.step, "--train-subset", args.train_subset, "--out", str(run) + ".slz",
                "--run-dir", str(run), "--json", "--quiet", *extra]
         t0 = time.perf_counter()
         done = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
@@ -75,7 +80,8 @@ def main() -> None:
     ratio1 = results[names[1]]["wall_seconds"] / results[names[2]]["wall_seconds"]
     print(f"journal identical (1 thread vs 2 workers): {same}; wall ratio all-threads / 2 workers {ratio:.2f}x, "
           f"1 thread / 2 workers {ratio1:.2f}x")
-    meta = {"cpu_count": os.cpu_count(), "machine": platform.machine(), "python": sys.version.split()[0]}
+    meta = {"cpu_count": os.cpu_count(), "machine": platform.machine(), "python": sys.version.split()[0],
+            "search": args.search}
     out = {"meta": meta, "rows": {k: {kk: vv for kk, vv in v.items() if kk != "journal"} for k, v in results.items()},
            "journal_identical_1thread_vs_2workers": same,
            "journal_identical_allthreads_vs_2workers": results[names[0]]["journal"] == results[names[2]]["journal"],

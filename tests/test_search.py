@@ -145,6 +145,30 @@ def test_the_winner_lowers_its_bits_while_it_meets_the_target(tmp_path):
         assert all(c.meets(laddered.target) for c in steps[:-1])
 
 
+class FragileLinear(Landscape):
+    """Codebook bits cost nothing on conv layers and a lot on linear ones below 4 bits."""
+
+    def __call__(self, knobs, parent, *, bits=(8, 5), **kw):
+        out = super().__call__(knobs, parent, bits=(8, 5), **kw)
+        if bits != (8, 5):
+            out = {**out, "file_bytes": int(out["file_bytes"] * sum(bits) / 13),
+                   "val_accuracy": out["val_accuracy"] - 0.01 * max(0, 4 - bits[1])}
+        return out
+
+
+def test_split_ladder_lowers_each_kind_alone_after_the_joint_ladder(tmp_path):
+    plain, _ = _search(tmp_path / "a", "heuristic", fake=FragileLinear())
+    target = plain.best.val_accuracy - 0.005
+    joint, _ = _search(tmp_path / "b", "heuristic", min_bits=2, target=target, fake=FragileLinear())
+    split, fake = _search(tmp_path / "c", "heuristic", min_bits=2, target=target, fake=FragileLinear(),
+                          bits_ladder="split")
+    assert joint.best.key.endswith(":b7/4")  # 6/3 costs the linear layers a point: the joint ladder stops
+    assert split.best.key.endswith(":b2/4") and split.best.file_bytes < joint.best.file_bytes
+    assert split.best.meets(target) and any(k.endswith(":b2/3") for k in fake.calls)  # linear alone: missed
+    with pytest.raises(SlimzipError, match="bits ladder"):
+        SearchConfig(bits_ladder="diagonal").validate()
+
+
 def test_journal_refuses_a_different_search(tmp_path):
     Journal(tmp_path / "j.sqlite", {"a": 1}).close()
     with pytest.raises(SlimzipError, match="other settings"):

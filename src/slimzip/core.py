@@ -159,9 +159,11 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
         log(f"searching ({cfg.strategy}) for the smallest file at val accuracy >= {target:.4f} "
             f"(baseline {baseline:.4f}); journal {run / 'journal.sqlite'}", verbose=verbose)
         try:
+            profile = pipeline.prepare()
+            setup = (profile.epochs, profile.wall_seconds) if profile else (0.0, 0.0)
             pool = _pool(pipeline, workers, ray_address)
             try:
-                result = run_search(cfg, target, baseline, journal, pipeline, verbose=verbose, pool=pool)
+                result = run_search(cfg, target, baseline, journal, pipeline, verbose=verbose, pool=pool, setup=setup)
             finally:
                 if pool is not None:
                     pool.close()
@@ -200,11 +202,13 @@ def compress(model: nn.Module, train: Any, val: Any, test: Any = None, *, channe
     t0 = time.perf_counter()
     with _run_directory(None) as run:
         pipeline = CandidatePipeline(model, None, _input_shape(loaders), loaders, train_cfg, cfg, run, verbose=verbose)
+        profile = pipeline.prepare()
         knobs = Knobs(channel_ratio, sparsity)
         row = pipeline(knobs, None, key="compress", epochs=epochs, rounds=prune_steps,
                        centroid_epochs=cfg.centroid_epochs)
         data = pipeline.file_path("compress").read_bytes()
-    cost = {"strategy": "fixed", "candidates": 1, "epochs": row["epochs"], "wall_seconds": time.perf_counter() - t0}
+    cost = {"strategy": "fixed", "candidates": 1, "epochs": row["epochs"] + (profile.epochs if profile else 0.0),
+            "wall_seconds": time.perf_counter() - t0}
     return _finish(model, data, out, loaders, baseline, None, dataclasses.asdict(knobs), cost, [],
                    row["val_accuracy"])
 

@@ -19,8 +19,9 @@ from .progress import log
 from .settings import CHANNEL_SCOPES
 from .sharing import SharedLayer, WeightSharer, tie_centroids_, untie_centroids_
 from .schedule import sparsity_steps
-from .structured import apply_plan, compose_plans, dead_channel_plan, default_channel_pruner
-from .trainer import TrainConfig, fit
+from .structured import (Sensitivity, apply_plan, compose_plans, dead_channel_plan, default_channel_pruner,
+                         layer_profile, sensitivity_pruner)
+from .trainer import TrainConfig, evaluate, fit, recalibrate_bn
 from .unstructured import MagnitudePruner, Masks, apply_masks_, mask_hook, masks_from_zeros
 
 
@@ -30,7 +31,8 @@ class CompressConfig:
     """The knobs of deep compression. Saved in the file's manifest."""
 
     channel_ratio: float = knob(0.0, "fixed knobs: fraction of channels removed first, then retrained")
-    channel_scope: str = knob("auto", "channel threshold: global, layer, or auto (global where the model has BN)")
+    channel_scope: str = knob("auto", "channel threshold: global, layer, auto (global where the model has BN), or "
+                                      "sensitivity (each layer its own ratio, from a layer profile on val)")
     sparsity: float = knob(0.9, "fixed knobs: fraction of conv/linear weights set to zero")
     scope: str = knob("layer", "weight-pruning threshold: layer (each at the sparsity) or global")
     prune_steps: int = knob(3, "prune-retrain rounds; sparsity rises geometrically over them", positive=True)
@@ -136,7 +138,11 @@ def deep_compress(model: nn.Module, train: DeviceLoader, val: DeviceLoader | Non
         return cfg.retrain_epochs
 
     def remove_channels(m: nn.Module) -> tuple[nn.Module, dict]:
-        pruner = default_channel_pruner(m, cfg.channel_ratio, cfg.channel_scope)
+        if cfg.channel_scope == "sensitivity":
+            pruner = sensitivity_pruner(default_channel_pruner(m, 0.0, "layer"), profile(m, train, val, input_shape),
+                                        cfg.channel_ratio)
+        else:
+            pruner = default_channel_pruner(m, cfg.channel_ratio, cfg.channel_scope)
         plan = pruner.fit(m, input_shape).plan_
         log(f"removed {cfg.channel_ratio:.0%} of channels ({pruner.importance}, {pruner.scope})", verbose=verbose)
         return apply_plan(m, plan, input_shape), plan
@@ -150,14 +156,32 @@ def deep_compress(model: nn.Module, train: DeviceLoader, val: DeviceLoader | Non
     return DeepCompressed(pruned.model, layers, pruned.plan, int(pruned.epochs) + cfg.centroid_epochs)
 
 
+CALIBRATION_IMAGES = 2048  # training images that re-estimate BN statistics for each profiled layer
+
+
+def profile(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None, input_shape: tuple[int, ...]
+            ) -> Sensitivity:
+    """``model``'s layer profile for ``--channel-scope sensitivity``: each group pruned alone, BN statistics
+    re-estimated, scored on ``val``."""
+    if val is None:
+        raise SlimzipError("--channel-scope sensitivity scores layers on validation images: the run has none")
+    calibration = train.slice(0, CALIBRATION_IMAGES)
+
+    def score(m: nn.Module) -> float:
+        recalibrate_bn(m, calibration, CALIBRATION_IMAGES)
+        return evaluate(m, val)[1]
+    return layer_profile(model, input_shape, score, default_channel_pruner(model, 0.0, "layer"))
+
+
 def share_weights(model: nn.Module, masks: dict, bits_conv: int, bits_fc: int, centroid_cfg: TrainConfig,
                   train: DeviceLoader, val: DeviceLoader | None, grad: str = "mean",
-                  verbose: bool = True) -> dict[str, SharedLayer]:
+                  verbose: bool = True, loss_terms: Sequence = ()) -> dict[str, SharedLayer]:
     """k-means weight sharing, then ``centroid_cfg.epochs`` of centroid fine-tuning (no weight decay)."""
     layers = WeightSharer(bits_conv=bits_conv, bits_fc=bits_fc).fit(model, masks).layers_
     if centroid_cfg.epochs:
         log("fine-tuning centroids", verbose=verbose)
         tie_centroids_(model, layers, grad=grad)
-        fit(model, train, val, dataclasses.replace(centroid_cfg, weight_decay=0.0), verbose=verbose)
+        fit(model, train, val, dataclasses.replace(centroid_cfg, weight_decay=0.0), loss_terms=loss_terms,
+            verbose=verbose)
         layers = untie_centroids_(model, layers)
     return layers

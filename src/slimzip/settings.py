@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-CHANNEL_SCOPES = ("auto", "global", "layer")  # channel removal: one global threshold, per layer, or by BatchNorm
+CHANNEL_SCOPES = ("auto", "global", "layer", "sensitivity")  # see structured.slimming and structured.sensitivity
 
 # Settings renamed after runs were saved with the old names, per section of a saved config: one word, one
 # meaning ("sparsity" is a fraction of zero weights; the L1 lambda on BN scales is "bn_l1").

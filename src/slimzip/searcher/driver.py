@@ -36,8 +36,8 @@ class SearchConfig:
     screen_gap: float = knob(0.05, "frontier: fine-tune a screened candidate only if it misses by less than this",
                              points=True)
     scope: str = knob("global", "weight-pruning threshold: global or layer")
-    channel_scope: str = knob("auto", "channel removal threshold: global, layer, or auto (global with BN, else "
-                                      "layer)")
+    channel_scope: str = knob("auto", "channel removal threshold: global, layer, auto (global with BN, else "
+                                      "layer), or sensitivity (each layer its own ratio, from a layer profile)")
     bits_conv: int = knob(8, "codebook bits for conv layers")
     bits_fc: int = knob(5, "codebook bits for linear layers")
     index_bits_conv: int = knob(8, "relative index bits, conv layers")
@@ -46,11 +46,15 @@ class SearchConfig:
     fold_bn: bool = knob(True, "store BatchNorm's four tensors as they are (default: folded into scale + shift: "
                                "exact in eval mode and smaller)", flag="--no-fold-bn")
     lr: float = knob(0.01, "fine-tuning learning rate (cosine within each step)")
+    distill: float = knob(0.0, "search: weight of knowledge distillation from the input model in every fine-tune "
+                               "(0: off; the frozen teacher's forward passes are not counted as epochs)")
     train_subset: int | None = knob(None, "search: fine-tune on the first N training images only", positive=True)
     max_epochs: float | None = knob(None, "search: budget in fine-tune epochs; the best file found within it wins")
     raw_dtype: str = knob("float16", "float16, float32 or uint8 (8-bit affine) for BN, biases and other small tensors")
     min_bits: int = knob(2, "search: then lower the winner's codebook bits one by one down to this while it meets "
                             "the target (0: keep --bits-conv / --bits-fc)")
+    bits_ladder: str = knob("joint", "search: joint (conv and linear bits one fewer together) or split (after the "
+                                     "joint ladder, conv alone, then linear alone)")
 
     def validate(self) -> "SearchConfig":
         if self.strategy not in STRATEGIES:
@@ -62,6 +66,8 @@ class SearchConfig:
         check_range("max sparsity", self.max_sparsity, 0.0, 1.0, high_open=True)
         check_range("refine", self.refine, 0, 10)
         check_range("min bits", self.min_bits, 0, 16)
+        if self.bits_ladder not in LADDERS:
+            raise unknown("bits ladder", self.bits_ladder, list(LADDERS))
         if self.raw_dtype not in ("float16", "float32", "uint8"):
             raise unknown("raw dtype", self.raw_dtype, ["float16", "float32", "uint8"])
         check_range("screen gap", self.screen_gap, 0.0, 1.0)
@@ -71,6 +77,7 @@ class SearchConfig:
         if self.channel_scope not in CHANNEL_SCOPES:
             raise unknown("channel scope", self.channel_scope, list(CHANNEL_SCOPES))
         check_range("calibration images", self.calibration_images, 0, 10_000_000)
+        check_range("distillation weight", self.distill, 0.0, 100.0)
         for name in ("finetune_epochs", "prune_steps", "centroid_epochs"):
             check_range(name.replace("_", " "), getattr(self, name), 0 if name != "prune_steps" else 1, 1000)
         if self.max_epochs is not None:
@@ -94,19 +101,21 @@ class SearchResult:
     target: float
     margin: float
     strategy: str
+    setup: tuple[float, float] = (0.0, 0.0)  # (epochs, wall seconds) made once before any candidate
 
     @property
     def epochs(self) -> float:
-        return round(sum(c.epochs for c in self.candidates), 6)
+        return round(self.setup[0] + sum(c.epochs for c in self.candidates), 6)
 
     @property
     def wall_seconds(self) -> float:
-        return sum(c.wall_seconds for c in self.candidates)
+        return self.setup[1] + sum(c.wall_seconds for c in self.candidates)
 
     def cost(self) -> dict:
         return {"strategy": self.strategy, "candidates": len(self.candidates), "epochs": self.epochs,
                 "wall_seconds": round(self.wall_seconds, 2),
-                "failed": sum(c.status != "ok" for c in self.candidates)}
+                "failed": sum(c.status != "ok" for c in self.candidates),
+                **({"setup_epochs": round(self.setup[0], 6)} if self.setup[0] else {})}
 
 class OutOfBudget(Exception):
     """Raised by ``Search.evaluate`` when a new candidate would not fit the search's epoch budget."""
@@ -116,8 +125,9 @@ class Search:
     """What a strategy sees: the config, the target, and ``evaluate``."""
 
     def __init__(self, cfg: SearchConfig, target: float, margin: float, journal: Journal, run: RunCandidate,
-                 verbose: bool = True, slack: float = 0.0, pool: Any = None):
+                 verbose: bool = True, slack: float = 0.0, pool: Any = None, setup_epochs: float = 0.0):
         self.cfg, self.target, self.margin, self.slack = cfg, target, margin, slack  # slack: baseline - target
+        self.setup_epochs = setup_epochs  # spent before the first candidate (a layer profile)
         self.journal, self.run, self.verbose, self.pool = journal, run, verbose, pool  # pool: parallel.RayPool
         self.seen: dict[str, Candidate] = {}
 
@@ -157,7 +167,7 @@ class Search:
         return [done[key] for key, *_ in keyed]
 
     def spent(self) -> float:
-        return sum(c.epochs for c in self.seen.values())
+        return self.setup_epochs + sum(c.epochs for c in self.seen.values())
 
     def _check_budget(self, epochs: float) -> None:
         """A candidate starts only if its training, and the winner's centroid fine-tune held in reserve,
@@ -224,8 +234,9 @@ def smallest(candidates: list[Candidate], threshold: float) -> Candidate | None:
     return min(ok, key=lambda c: (c.file_bytes, -(c.val_accuracy or 0.0), c.id)) if ok else None
 
 def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journal, run: RunCandidate,
-               verbose: bool = True, pool: Any = None) -> SearchResult:
+               verbose: bool = True, pool: Any = None, setup: tuple[float, float] = (0.0, 0.0)) -> SearchResult:
     """Run ``cfg.strategy``; then fine-tune the winner's centroids (the same for every strategy).
+    ``setup``: (epochs, wall seconds) spent before it on what every candidate shares, counted in its cost.
 
     A target above the baseline's validation accuracy cannot be met by removing anything: the search
     evaluates only the input model as coded (no training) and ends, reporting it as the best found.
@@ -234,7 +245,7 @@ def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journ
     check_range("target accuracy", target, 0.0, 1.0)
     slack = max(baseline - target, 0.0)
     margin = cfg.margin if cfg.margin is not None else slack / 2
-    search = Search(cfg, target, margin, journal, run, verbose, slack, pool)
+    search = Search(cfg, target, margin, journal, run, verbose, slack, pool, setup[0])
     if target > baseline:
         search.evaluate(Knobs(), None, epochs=0)
     else:
@@ -252,7 +263,7 @@ def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journ
             for candidate in _smallest_few(list(search.seen.values()), target, BITS_CANDIDATES):
                 _lower_bits(search, candidate)
     candidates = list(search.seen.values())
-    return SearchResult(smallest(candidates, target), candidates, target, margin, cfg.strategy)
+    return SearchResult(smallest(candidates, target), candidates, target, margin, cfg.strategy, setup)
 
 def bits_ladder(cfg: SearchConfig) -> list[tuple[int, int]]:
     """The codebook bits (conv, linear) the winner tries after the search, one bit fewer each step, down
@@ -266,6 +277,7 @@ def bits_ladder(cfg: SearchConfig) -> list[tuple[int, int]]:
     return steps
 
 
+LADDERS = ("joint", "split")
 BITS_CANDIDATES = 3  # the smallest files that meet the target each try fewer bits (the smallest has no slack left)
 
 
@@ -283,15 +295,31 @@ def _smallest_few(candidates: list[Candidate], threshold: float, k: int) -> list
 def _lower_bits(search: "Search", best: Candidate) -> None:
     """Bits as a knob: share a candidate's weights with smaller codebooks (k-means, centroid fine-tuning),
     one bit fewer per step, while its file meets the target (the first miss ends the ladder). The winner
-    sits at the target with no accuracy to spare, so the few smallest files each try (``run_search``)."""
-    for bits in bits_ladder(search.cfg):
-        try:
-            tried = search.evaluate(best.knobs, best, epochs=0, rounds=0, centroid_epochs=search.cfg.centroid_epochs,
-                                    bits=bits)
-        except OutOfBudget:
-            return
-        if not tried.meets(search.target):
-            return
+    sits at the target with no accuracy to spare, so the few smallest files each try (``run_search``).
+    ``--bits-ladder split``: from where the joint ladder ended, conv alone, then linear alone, the same way."""
+    cfg = search.cfg
+    last = (cfg.bits_conv, cfg.bits_fc)
+    lone = [] if cfg.bits_ladder == "joint" or not cfg.min_bits else [0, 1]
+    for bits in bits_ladder(cfg):
+        if not _meets_with(search, best, bits):
+            break
+        last = bits
+    for kind in lone:
+        while last[kind] > cfg.min_bits:
+            bits = (last[0] - (kind == 0), last[1] - (kind == 1))
+            if not _meets_with(search, best, bits):
+                break
+            last = bits
+
+
+def _meets_with(search: "Search", best: Candidate, bits: tuple[int, int]) -> bool:
+    """Whether ``best`` shared with ``bits`` meets the target (False once the budget is spent)."""
+    try:
+        tried = search.evaluate(best.knobs, best, epochs=0, rounds=0, centroid_epochs=search.cfg.centroid_epochs,
+                                bits=bits)
+    except OutOfBudget:
+        return False
+    return tried.meets(search.target)
 
 
 def artifact_name(key: str) -> str:

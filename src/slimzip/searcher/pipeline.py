@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -22,10 +23,13 @@ from ..deep_compression import (CompressConfig, prune_and_retrain, remove_dead_u
                                 share_weights)
 from ..container import decode_container
 from ..data import DeviceLoader, Loaders
+from ..errors import SlimzipError
+from ..progress import log
 from ..measure import measure
 from ..schedule import sparsity_steps
-from ..structured import apply_plan, build_model, default_channel_pruner, prunable_channels
-from ..trainer import TrainConfig, evaluate, fit, recalibrate_bn
+from ..structured import (Sensitivity, apply_plan, build_model, default_channel_pruner, layer_profile,
+                          prunable_channels, sensitivity_pruner)
+from ..trainer import TrainConfig, distillation, evaluate, fit, recalibrate_bn
 from ..unstructured import Masks, mask_hook, masks_from_zeros
 from .driver import SearchConfig, artifact_name
 from .journal import Candidate, Knobs
@@ -43,6 +47,31 @@ class CandidatePipeline:
         self.loaders, self.train_cfg, self.cfg, self.dir, self.verbose = loaders, train_cfg, cfg, run_dir, verbose
         self.device = next(base.parameters()).device
         self.channels = prunable_channels(base, input_shape)
+        self.sensitivity: Sensitivity | None = None  # set by ``prepare`` for --channel-scope sensitivity
+        # --distill: every fine-tune also matches the input model's softened outputs (a frozen copy)
+        self.terms = [distillation(copy.deepcopy(base), cfg.distill)] if cfg.distill else []
+
+    def prepare(self) -> Sensitivity | None:
+        """What every candidate shares, made once before the search (a resumed run reads it back): the
+        layer profile that ``--channel-scope sensitivity`` allocates channel ratios from."""
+        if self.cfg.channel_scope != "sensitivity":
+            return None
+        path = self.dir / "sensitivity.json"
+        if path.is_file():
+            self.sensitivity = Sensitivity.from_json(json.loads(path.read_text()))
+            return self.sensitivity
+        t0, images, calibration = time.perf_counter(), [0], self._images(self.cfg.calibration_images, "sensitivity")
+
+        def score(model: nn.Module) -> float:
+            images[0] += recalibrate_bn(model, calibration, self.cfg.calibration_images)
+            return evaluate(model, self.loaders.val)[1]
+        log("profiling each layer's sensitivity to channel removal", verbose=self.verbose)
+        found = layer_profile(self.base, self.shape, score, default_channel_pruner(self.base, 0.0, "layer"))
+        found.epochs = images[0] / self.loaders.train.num_samples
+        found.wall_seconds = time.perf_counter() - t0
+        atomic_write_json(path, dataclasses.asdict(found))
+        self.sensitivity = found
+        return found
 
     def compress_config(self, knobs: Knobs, bits: tuple[int, int] | None = None) -> CompressConfig:
         c = self.cfg
@@ -84,10 +113,11 @@ class CandidatePipeline:
         hooks = [mask_hook(masks)] if masks else []
         whole, part = int(epochs), epochs - int(epochs)
         if whole:
-            fit(model, self.loaders.train, None, self._tune_config(whole), after_step=hooks, verbose=self.verbose)
+            fit(model, self.loaders.train, None, self._tune_config(whole), after_step=hooks, loss_terms=self.terms,
+                verbose=self.verbose)
         if part > 1e-9:
             fit(model, self._images(round(part * self.loaders.train.num_samples), key), None, self._tune_config(1),
-                after_step=hooks, verbose=self.verbose)
+                after_step=hooks, loss_terms=self.terms, verbose=self.verbose)
         return epochs
 
     def _images(self, count: int, key: str) -> DeviceLoader:
@@ -111,10 +141,18 @@ class CandidatePipeline:
         have = prunable_channels(model, self.shape)
         if want <= 0 or have <= 1:
             return model, {}, removed
-        pruner = default_channel_pruner(model, min((want + 0.5) / have, 0.999), self.cfg.channel_scope)
+        if self.cfg.channel_scope == "sensitivity":
+            pruner = sensitivity_pruner(default_channel_pruner(model, 0.0, "layer"), self._profile(), ratio)
+        else:
+            pruner = default_channel_pruner(model, min((want + 0.5) / have, 0.999), self.cfg.channel_scope)
         pruner.fit(model, self.shape)
         gone = have - sum(len(k) for k in pruner.plan_.values())
         return pruner.transform(model, self.shape), pruner.plan_, removed + gone
+
+    def _profile(self) -> Sensitivity:
+        if self.sensitivity is None:
+            raise SlimzipError("--channel-scope sensitivity: the layer profile was not made (CandidatePipeline.prepare)")
+        return self.sensitivity
 
     def __call__(self, knobs: Knobs, parent: Candidate | None, *, key: str, epochs: float, rounds: int,
                  centroid_epochs: int, bits: tuple[int, int] | None = None) -> dict:
@@ -169,7 +207,8 @@ class CandidatePipeline:
             raise FloatingPointError("weights are not finite")
         cfg = self.compress_config(knobs, bits)
         layers = share_weights(model, masks_from_zeros(model), cfg.bits_conv, cfg.bits_fc,
-                               self._tune_config(centroid_epochs), self.loaders.train, None, verbose=self.verbose)
+                               self._tune_config(centroid_epochs), self.loaders.train, None, verbose=self.verbose,
+                               loss_terms=self.terms)
         model, spec = file_model(model.cpu(), self.spec, plan, self.shape)
         return encode_model(model, spec, layers, cfg, self.file_meta)
 

@@ -30,7 +30,8 @@ class ChannelPruner:
     (DropNet's ``min_layer``). A group always keeps at least ``min_channels``; kept widths are rounded
     up to a multiple of ``round_to``. ``base_widths`` (by fqn) counts the ratio against those widths
     instead of the current ones: a later step of a gradual prune, where earlier steps removed the rest,
-    ends at exactly the widths one step at the same ratio gives.
+    ends at exactly the widths one step at the same ratio gives. ``layer_ratios`` (by fqn): each group's
+    own ratio instead of ``channel_ratio`` (``structured.sensitivity``); the scope is then per layer.
     """
 
     importance: str = "bn_scale"
@@ -40,6 +41,7 @@ class ChannelPruner:
     round_to: int = 1
     seed: int = 0
     base_widths: dict[str, int] | None = None
+    layer_ratios: dict[str, float] | None = None
 
     def fit(self, model: nn.Module, input_shape: tuple[int, ...],
             activations: dict[str, torch.Tensor] | None = None) -> "ChannelPruner":
@@ -48,6 +50,8 @@ class ChannelPruner:
             raise unknown("importance", self.importance, list(IMPORTANCES))
         if self.scope not in ("global", "layer"):
             raise unknown("scope", self.scope, ["global", "layer"])
+        for ratio in (self.layer_ratios or {}).values():
+            check_range("channel ratio", ratio, 0.0, 1.0, high_open=True)
         if self.min_channels < 1 or self.round_to < 1:
             raise SlimzipError("min_channels and round_to must be at least 1 (a layer never loses its last channel)")
         groups, self.graph_ = channel_groups(model, input_shape)
@@ -77,11 +81,13 @@ class ChannelPruner:
 
     def _plan(self) -> ChannelPlan:
         base = {g: (self.base_widths or {}).get(g, len(s)) for g, s in self.scores_.items()}
-        keep_counts = {g: min(len(s), base[g] - int(self.channel_ratio * base[g])) for g, s in self.scores_.items()}
+        ratios = self.layer_ratios or {}
+        keep_counts = {g: min(len(s), base[g] - int(ratios.get(g, self.channel_ratio) * base[g]))
+                       for g, s in self.scores_.items()}
         # one global threshold over the groups scored by the chosen criterion; fallback scores do not
         # compare with them, so those groups lose the ratio each (layer scope)
         pooled = [g for g in self.scores_ if self.criteria_[g] == self.importance]
-        if self.scope == "global" and pooled:
+        if self.scope == "global" and pooled and not ratios:
             every = torch.cat([self.scores_[g] for g in pooled])
             removed_before = sum(base[g] for g in pooled) - len(every)
             k = min(len(every), int(self.channel_ratio * sum(base[g] for g in pooled)) - removed_before)
