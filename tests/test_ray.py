@@ -32,10 +32,11 @@ def _problem():
     return model, (x[:2000], y[:2000]), (x[2000:2500], y[2000:2500]), (x[2500:], y[2500:])
 
 
-def _search(run, **kw):
+def _search(run, extra=None, **kw):
     model, train, val, test = _problem()
     return slimzip.search(model, train, val, test, max_drop=2.0, strategy="grid",
-                          config=SearchConfig(strategy="grid", step=0.25, refine=1, calibration_images=256),
+                          config=SearchConfig(strategy="grid", step=0.25, refine=1, calibration_images=256,
+                                              **(extra or {})),
                           train_config=TrainConfig(epochs=1, batch_size=64, lr=0.02, precision="fp32",
                                                    channels_last=False), run_dir=run, verbose=False, **kw)
 
@@ -71,13 +72,15 @@ def test_without_ray_workers_2_is_one_line_naming_the_extra(capsys, monkeypatch,
         _search(tmp_path / "r", workers=2)
 
 
-def test_two_workers_write_the_same_journal_as_one(tmp_path):
+@pytest.mark.parametrize("extra", [None, {"channel_scope": "sensitivity", "distill": 1.0}], ids=["plain", "profile-kd"])
+def test_two_workers_write_the_same_journal_as_one(tmp_path, extra):
     """With the same threads per candidate (2 workers on 2 cores: 1 each), the same journal (knobs, status,
-    accuracy, bytes, epochs) and a winner file of the same size. (The file's bytes can differ in the
-    last bits of a few float16 centroids between a Ray worker and this process; not explained yet.)"""
+    accuracy, bytes, epochs) and a winner file of the same size; also where every worker needs the layer
+    profile and the teacher the driver made. (The file's bytes can differ in the last bits of a few
+    float16 centroids between a Ray worker and this process; not explained yet.)"""
     pytest.importorskip("ray")
-    one = _one_thread(lambda: _search(tmp_path / "one"))
-    two = _search(tmp_path / "two", workers=2)
+    one = _one_thread(lambda: _search(tmp_path / "one", extra))
+    two = _search(tmp_path / "two", extra, workers=2)
     assert _journal(tmp_path / "one") == _journal(tmp_path / "two")
     assert len(one.data) == len(two.data) and one.knobs == two.knobs
 

@@ -54,7 +54,7 @@ class CandidatePipeline:
     def prepare(self) -> Sensitivity | None:
         """What every candidate shares, made once before the search (a resumed run reads it back): the
         layer profile that ``--channel-scope sensitivity`` allocates channel ratios from."""
-        if self.cfg.channel_scope != "sensitivity":
+        if self.cfg.channel_scope != "sensitivity" or self.cfg.max_channel_ratio == 0:  # no channel will go
             return None
         path = self.dir / "sensitivity.json"
         if path.is_file():

@@ -1,0 +1,73 @@
+"""The search's levers on one model and target, one search each: channel scope (one ratio per layer, or per
+layer from a sensitivity profile), the split bits ladder and distillation from the input model, each
+added in turn and each alone, every file with 8-bit small tensors (``--raw-dtype uint8``).
+
+Every row is ``slimzip compress CHECKPOINT --max-drop D --search frontier --raw-dtype uint8 ...`` with its
+own run directory under ``--work`` (a finished row is read back, an unfinished one resumes from its
+journal). Test accuracy is measured once, on the model decoded from each file.
+
+Usage: SLIMZIP_DATA=../shared/data python benchmarks/search_levers.py runs/lenet-5-bn [--max-drop 0.3]
+Writes benchmarks/results/search_levers_NAME.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROWS = {  # name: the flags that differ
+    "layer": ["--channel-scope", "layer"],
+    "sens": ["--channel-scope", "sensitivity"],
+    "sens-split": ["--channel-scope", "sensitivity", "--bits-ladder", "split"],
+    "sens-split-kd": ["--channel-scope", "sensitivity", "--bits-ladder", "split", "--distill", "1"],
+    "layer-kd": ["--channel-scope", "layer", "--distill", "1"],
+    "sens-kd": ["--channel-scope", "sensitivity", "--distill", "1"],
+}
+
+
+def row(checkpoint: str, work: Path, name: str, max_drop: str) -> dict:
+    out = work / f"{name}.json"
+    cmd = [sys.executable, "-m", "slimzip", "compress", checkpoint, "--max-drop", max_drop, "--search", "frontier",
+           "--raw-dtype", "uint8", "--json", "--quiet", "--out", str(work / f"{name}.slz"),
+           "--run-dir", str(work / f"{name}.run"), *ROWS[name]]
+    if not out.is_file():
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"{name}: {done.stderr.strip()[-500:]}")
+        out.write_text(done.stdout)
+    summary = json.loads(out.read_text())
+    return {"flags": " ".join(ROWS[name]), "command": " ".join(["slimzip", *cmd[3:]]),
+            "file_bytes": summary["file_bytes"], "ratio": round(summary["compression_ratio"], 1),
+            "test_accuracy": summary["test_accuracy"], "val_accuracy": summary["val_accuracy"],
+            "knobs": summary["knobs"], "search": summary["search"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint")
+    p.add_argument("--max-drop", default="0.3")
+    p.add_argument("--rows", default=",".join(ROWS), help="comma-separated names of ROWS")
+    p.add_argument("--work", default="runs/lv")
+    args = p.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    rows = {}
+    print(f"{'row':14} {'file':>8} {'ratio':>7} {'test err':>8} {'candidates':>10} {'epochs':>7}  flags")
+    for name in args.rows.split(","):
+        r = rows[name] = row(args.checkpoint, work, name, args.max_drop)
+        print(f"{name:14} {r['file_bytes']:>8,} {r['ratio']:>6.1f}x {100 * (1 - r['test_accuracy']):>7.2f}% "
+              f"{r['search']['candidates']:>10} {r['search']['epochs']:>7.2f}  {r['flags']}", flush=True)
+    out = Path(__file__).parent / "results" / f"search_levers_{Path(args.checkpoint).name}.json"
+    meta = {"checkpoint": args.checkpoint, "max_drop": args.max_drop, "machine": platform.machine(),
+            "cpu_count": os.cpu_count(), "python": sys.version.split()[0]}
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
