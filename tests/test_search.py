@@ -169,6 +169,27 @@ def test_split_ladder_lowers_each_kind_alone_after_the_joint_ladder(tmp_path):
         SearchConfig(bits_ladder="diagonal").validate()
 
 
+class NoConv(Landscape):
+    """An MLP: conv codebook bits change nothing."""
+
+    def __call__(self, knobs, parent, *, bits=(8, 5), **kw):
+        out = super().__call__(knobs, parent, bits=(8, 5), **kw)
+        if bits != (8, 5):
+            out = {**out, "file_bytes": int(out["file_bytes"] * (8 + bits[1]) / 13),
+                   "val_accuracy": out["val_accuracy"] - 0.01 * max(0, 3 - bits[1])}
+        return out
+
+
+def test_split_ladder_stops_a_kind_that_changes_nothing(tmp_path):
+    plain, _ = _search(tmp_path / "a", "heuristic", fake=NoConv())
+    split, fake = _search(tmp_path / "b", "heuristic", min_bits=2, target=plain.best.val_accuracy - 0.005,
+                          fake=NoConv(), bits_ladder="split")
+    winner = f"p{split.best.parent}:"
+    steps = [k.split(":b")[1] for k in fake.calls if k.startswith(winner) and ":b" in k]
+    assert steps[:2] == ["7/4", "6/3"] and steps[2] == "5/2"  # the joint ladder, to its first miss
+    assert steps[3:] == ["5/3", "6/2"]  # conv alone: the file is as large, so it stops at once; then linear alone
+
+
 def test_journal_refuses_a_different_search(tmp_path):
     Journal(tmp_path / "j.sqlite", {"a": 1}).close()
     with pytest.raises(SlimzipError, match="other settings"):

@@ -296,30 +296,30 @@ def _lower_bits(search: "Search", best: Candidate) -> None:
     """Bits as a knob: share a candidate's weights with smaller codebooks (k-means, centroid fine-tuning),
     one bit fewer per step, while its file meets the target (the first miss ends the ladder). The winner
     sits at the target with no accuracy to spare, so the few smallest files each try (``run_search``).
-    ``--bits-ladder split``: from where the joint ladder ended, conv alone, then linear alone, the same way."""
+    ``--bits-ladder split``: from where the joint ladder ended, conv alone, then linear alone, the same way
+    (a kind whose step leaves the file as large, e.g. conv bits of an MLP, stops at once)."""
     cfg = search.cfg
-    last = (cfg.bits_conv, cfg.bits_fc)
-    lone = [] if cfg.bits_ladder == "joint" or not cfg.min_bits else [0, 1]
+    last, size = (cfg.bits_conv, cfg.bits_fc), best.file_bytes
     for bits in bits_ladder(cfg):
-        if not _meets_with(search, best, bits):
+        if (tried := _with_bits(search, best, bits)) is None:
             break
-        last = bits
-    for kind in lone:
+        last, size = bits, tried.file_bytes
+    for kind in [] if cfg.bits_ladder == "joint" or not cfg.min_bits else [0, 1]:
         while last[kind] > cfg.min_bits:
             bits = (last[0] - (kind == 0), last[1] - (kind == 1))
-            if not _meets_with(search, best, bits):
+            if (tried := _with_bits(search, best, bits)) is None or tried.file_bytes >= size:
                 break
-            last = bits
+            last, size = bits, tried.file_bytes
 
 
-def _meets_with(search: "Search", best: Candidate, bits: tuple[int, int]) -> bool:
-    """Whether ``best`` shared with ``bits`` meets the target (False once the budget is spent)."""
+def _with_bits(search: "Search", best: Candidate, bits: tuple[int, int]) -> Candidate | None:
+    """``best`` shared with ``bits``, if it meets the target (None: it misses, or the budget is spent)."""
     try:
         tried = search.evaluate(best.knobs, best, epochs=0, rounds=0, centroid_epochs=search.cfg.centroid_epochs,
                                 bits=bits)
     except OutOfBudget:
-        return False
-    return tried.meets(search.target)
+        return None
+    return tried if tried.meets(search.target) else None
 
 
 def artifact_name(key: str) -> str:
