@@ -296,12 +296,13 @@ def _lower_bits(search: "Search", best: Candidate) -> None:
     """Bits as a knob: share a candidate's weights with smaller codebooks (k-means, centroid fine-tuning),
     one bit fewer per step, while its file meets the target (the first miss ends the ladder). The winner
     sits at the target with no accuracy to spare, so the few smallest files each try (``run_search``).
-    ``--bits-ladder split``: from where the joint ladder ended, conv alone, then linear alone, the same way
-    (a kind whose step leaves the file as large, e.g. conv bits of an MLP, stops at once)."""
+    ``--bits-ladder split``: from where the joint ladder ended, conv alone, then linear alone, the same way.
+    A step that leaves the file as large ends its ladder too (conv bits of an MLP whose linear bits are
+    at the minimum)."""
     cfg = search.cfg
     last, size = (cfg.bits_conv, cfg.bits_fc), best.file_bytes
     for bits in bits_ladder(cfg):
-        if (tried := _with_bits(search, best, bits)) is None:
+        if (tried := _with_bits(search, best, bits)) is None or tried.file_bytes >= size:
             break
         last, size = bits, tried.file_bytes
     for kind in [] if cfg.bits_ladder == "joint" or not cfg.min_bits else [0, 1]:
