@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import slimzip
+from slimzip.errors import SlimzipError
 from slimzip.models import create_model
 from slimzip.searcher import SearchConfig
 from slimzip.structured import LEVELS, ChannelPruner, Sensitivity, allocate, layer_profile, sensitivity_pruner, widths
@@ -94,3 +95,6 @@ def test_search_with_sensitivity_profiles_once_counts_it_and_resumes(tmp_path):
     (tmp_path / "run" / "sensitivity.json").write_text(json.dumps({**saved, "epochs": 123.0}))
     again = slimzip.search(model, _data(256), _data(128, seed=1), **run)  # resumed: the profile read back
     assert again.data == result.data and again.search["setup_epochs"] == 123.0
+    (tmp_path / "run" / "sensitivity.json").write_text('{"base": 0.5}')
+    with pytest.raises(SlimzipError, match="not a layer profile"):
+        slimzip.search(model, _data(256), _data(128, seed=1), **run)

@@ -5,6 +5,7 @@ with fixed knobs and every search candidate run; ``codec.py`` turns the result i
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -159,18 +160,22 @@ def deep_compress(model: nn.Module, train: DeviceLoader, val: DeviceLoader | Non
 CALIBRATION_IMAGES = 2048  # training images that re-estimate BN statistics for each profiled layer
 
 
-def profile(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None, input_shape: tuple[int, ...]
-            ) -> Sensitivity:
+def profile(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None, input_shape: tuple[int, ...],
+            images: int = CALIBRATION_IMAGES, calibration: DeviceLoader | None = None) -> Sensitivity:
     """``model``'s layer profile for ``--channel-scope sensitivity``: each group pruned alone, BN statistics
-    re-estimated, scored on ``val``."""
+    re-estimated on ``images`` training images (``calibration``, default the first of ``train``), scored
+    on ``val``; its cost (calibration passes, in epochs of ``train``, and wall seconds) recorded in it."""
     if val is None:
         raise SlimzipError("--channel-scope sensitivity scores layers on validation images: the run has none")
-    calibration = train.slice(0, CALIBRATION_IMAGES)
+    t0, seen = time.perf_counter(), [0]
+    calibration = calibration if calibration is not None else train.slice(0, max(images, 1))
 
     def score(m: nn.Module) -> float:
-        recalibrate_bn(m, calibration, CALIBRATION_IMAGES)
+        seen[0] += recalibrate_bn(m, calibration, images)
         return evaluate(m, val)[1]
-    return layer_profile(model, input_shape, score, default_channel_pruner(model, 0.0, "layer"))
+    found = layer_profile(model, input_shape, score, default_channel_pruner(model, 0.0, "layer"))
+    found.epochs, found.wall_seconds = seen[0] / train.num_samples, time.perf_counter() - t0
+    return found
 
 
 def share_weights(model: nn.Module, masks: dict, bits_conv: int, bits_fc: int, centroid_cfg: TrainConfig,

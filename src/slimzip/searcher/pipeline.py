@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -19,7 +18,7 @@ from torch import nn
 
 from ..checkpoint import atomic_write_bytes, atomic_write_json, load_tensors, save_tensors
 from ..codec import decode_model, encode_model, file_model, self_describing
-from ..deep_compression import (CompressConfig, prune_and_retrain, remove_dead_units,
+from ..deep_compression import (CompressConfig, profile, prune_and_retrain, remove_dead_units,
                                 share_weights)
 from ..container import decode_container
 from ..data import DeviceLoader, Loaders
@@ -27,8 +26,8 @@ from ..errors import SlimzipError
 from ..progress import log
 from ..measure import measure
 from ..schedule import sparsity_steps
-from ..structured import (Sensitivity, apply_plan, build_model, default_channel_pruner, layer_profile,
-                          prunable_channels, sensitivity_pruner)
+from ..structured import (Sensitivity, apply_plan, build_model, default_channel_pruner, prunable_channels,
+                          sensitivity_pruner)
 from ..trainer import TrainConfig, distillation, evaluate, fit, recalibrate_bn
 from ..unstructured import Masks, mask_hook, masks_from_zeros
 from .driver import SearchConfig, artifact_name
@@ -58,20 +57,17 @@ class CandidatePipeline:
             return None
         path = self.dir / "sensitivity.json"
         if path.is_file():
-            self.sensitivity = Sensitivity.from_json(json.loads(path.read_text()))
+            try:
+                self.sensitivity = Sensitivity.from_json(json.loads(path.read_text()))
+            except (ValueError, KeyError, TypeError) as e:
+                raise SlimzipError(f"{path} is not a layer profile ({e}); delete it to profile again") from None
             return self.sensitivity
-        t0, images, calibration = time.perf_counter(), [0], self._images(self.cfg.calibration_images, "sensitivity")
-
-        def score(model: nn.Module) -> float:
-            images[0] += recalibrate_bn(model, calibration, self.cfg.calibration_images)
-            return evaluate(model, self.loaders.val)[1]
         log("profiling each layer's sensitivity to channel removal", verbose=self.verbose)
-        found = layer_profile(self.base, self.shape, score, default_channel_pruner(self.base, 0.0, "layer"))
-        found.epochs = images[0] / self.loaders.train.num_samples
-        found.wall_seconds = time.perf_counter() - t0
-        atomic_write_json(path, dataclasses.asdict(found))
-        self.sensitivity = found
-        return found
+        images = self.cfg.calibration_images
+        self.sensitivity = profile(self.base, self.loaders.train, self.loaders.val, self.shape, images,
+                                   self._images(images, "sensitivity"))
+        atomic_write_json(path, dataclasses.asdict(self.sensitivity))
+        return self.sensitivity
 
     def compress_config(self, knobs: Knobs, bits: tuple[int, int] | None = None) -> CompressConfig:
         c = self.cfg
