@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from ..settings import CHANNEL_SCOPES
 from ..errors import SlimzipError, check_range, unknown
@@ -265,19 +265,30 @@ def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journ
     candidates = list(search.seen.values())
     return SearchResult(smallest(candidates, target), candidates, target, margin, cfg.strategy, setup)
 
-def bits_ladder(cfg: SearchConfig) -> list[tuple[int, int]]:
-    """The codebook bits (conv, linear) the winner tries after the search, one bit fewer each step, down
-    to ``min_bits`` (none when it is 0)."""
-    if not cfg.min_bits:
-        return []
-    steps, (conv, fc) = [], (cfg.bits_conv, cfg.bits_fc)
-    while max(conv, fc) > cfg.min_bits:
-        conv, fc = max(conv - 1, cfg.min_bits), max(fc - 1, cfg.min_bits)
-        steps.append((conv, fc))
+Bits = tuple[int, int]  # codebook bits (conv, linear)
+
+
+def _fewer(conv: int, fc: int) -> Callable[[Bits, int], Bits | None]:
+    """A ladder step: ``conv`` / ``fc`` bits fewer, not below the floor (None: nothing left to lower)."""
+    def step(bits: Bits, floor: int) -> Bits | None:
+        lower = (max(bits[0] - conv, floor), max(bits[1] - fc, floor))
+        return lower if lower != bits else None
+    return step
+
+
+# the ladders a winner climbs down, one after the other: together, then (split) conv alone, linear alone
+LADDERS = {"joint": (_fewer(1, 1),), "split": (_fewer(1, 1), _fewer(1, 0), _fewer(0, 1))}
+
+
+def bits_ladder(cfg: SearchConfig) -> list[Bits]:
+    """The codebook bits (conv, linear) the joint ladder tries after the search, one bit fewer each step,
+    down to ``min_bits`` (none when it is 0)."""
+    steps, bits = [], (cfg.bits_conv, cfg.bits_fc)
+    while cfg.min_bits and (bits := LADDERS["joint"][0](bits, cfg.min_bits)) is not None:
+        steps.append(bits)
     return steps
 
 
-LADDERS = ("joint", "split")
 BITS_CANDIDATES = 3  # the smallest files that meet the target each try fewer bits (the smallest has no slack left)
 
 
@@ -301,19 +312,14 @@ def _lower_bits(search: "Search", best: Candidate) -> None:
     at the minimum)."""
     cfg = search.cfg
     last, size = (cfg.bits_conv, cfg.bits_fc), best.file_bytes
-    for bits in bits_ladder(cfg):
-        if (tried := _with_bits(search, best, bits)) is None or tried.file_bytes >= size:
-            break
-        last, size = bits, tried.file_bytes
-    for kind in [] if cfg.bits_ladder == "joint" or not cfg.min_bits else [0, 1]:
-        while last[kind] > cfg.min_bits:
-            bits = (last[0] - (kind == 0), last[1] - (kind == 1))
+    for step in LADDERS[cfg.bits_ladder] if cfg.min_bits else ():
+        while (bits := step(last, cfg.min_bits)) is not None:
             if (tried := _with_bits(search, best, bits)) is None or tried.file_bytes >= size:
                 break
             last, size = bits, tried.file_bytes
 
 
-def _with_bits(search: "Search", best: Candidate, bits: tuple[int, int]) -> Candidate | None:
+def _with_bits(search: "Search", best: Candidate, bits: Bits) -> Candidate | None:
     """``best`` shared with ``bits``, if it meets the target (None: it misses, or the budget is spent)."""
     try:
         tried = search.evaluate(best.knobs, best, epochs=0, rounds=0, centroid_epochs=search.cfg.centroid_epochs,

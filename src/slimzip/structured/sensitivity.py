@@ -18,7 +18,6 @@ from typing import Callable
 
 from torch import nn
 
-from .groups import _root_size
 from .plans import ChannelPruner
 
 LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # channel shares each group is scored at
@@ -44,15 +43,13 @@ def layer_profile(model: nn.Module, input_shape: tuple[int, ...], score: Callabl
     """Each group of ``model`` pruned alone at each of ``LEVELS`` and scored. ``score`` scores a pruned
     copy (it may recalibrate it); ``pruner`` (its importance, min_channels, round_to) picks the channels.
     ``model`` is not changed."""
-    fitted = copy.copy(pruner).fit(model, input_shape)
-    roots = list(fitted.plan_)
-    result = Sensitivity(score(copy.deepcopy(model)), {}, {r: _root_size(fitted.groups_[r]) for r in roots})
-    for root in roots:
-        result.profile[root] = []
-        for level in LEVELS:
-            alone = copy.copy(pruner)
-            alone.layer_ratios = {r: (level if r == root else 0.0) for r in roots}
-            result.profile[root].append(score(alone.fit_transform(copy.deepcopy(model), input_shape)))
+    scores = copy.copy(pruner).fit(model, input_shape).scores_  # one score per channel of every group
+    result = Sensitivity(score(copy.deepcopy(model)), {}, {root: len(s) for root, s in scores.items()})
+    for root in scores:
+        result.profile[root] = [
+            score(dataclasses.replace(pruner, layer_ratios={r: level if r == root else 0.0 for r in scores})
+                  .fit_transform(copy.deepcopy(model), input_shape))
+            for level in LEVELS]
     return result
 
 
