@@ -32,11 +32,11 @@ def _problem():
     return model, (x[:2000], y[:2000]), (x[2000:2500], y[2000:2500]), (x[2500:], y[2500:])
 
 
-def _search(run, extra=None, **kw):
+def _search(run, extra=None, strategy="grid", **kw):
     model, train, val, test = _problem()
-    return slimzip.search(model, train, val, test, max_drop=2.0, strategy="grid",
-                          config=SearchConfig(strategy="grid", step=0.25, refine=1, calibration_images=256,
-                                              **(extra or {})),
+    return slimzip.search(model, train, val, test, max_drop=2.0, strategy=strategy,
+                          config=SearchConfig(**{"strategy": strategy, "step": 0.25, "refine": 1,
+                                                 "calibration_images": 256, **(extra or {})}),
                           train_config=TrainConfig(epochs=1, batch_size=64, lr=0.02, precision="fp32",
                                                    channels_last=False), run_dir=run, verbose=False, **kw)
 
@@ -85,6 +85,19 @@ def test_two_workers_write_the_same_journal_as_one(tmp_path, extra):
     assert len(one.data) == len(two.data) and one.knobs == two.knobs
 
 
+def test_frontier_speculating_on_two_workers_writes_the_journal_of_one(tmp_path):
+    """Frontier with --speculate on: each move's alternative runs beside it, on the other worker. The journal
+    is the one the same search writes in-process on one thread; what ran ahead for nothing is counted."""
+    pytest.importorskip("ray")
+    spec = {"strategy": "frontier", "step": 0.25, "speculate": "on"}
+    one = _one_thread(lambda: _search(tmp_path / "one", spec, strategy="frontier"))
+    two = _search(tmp_path / "two", spec, strategy="frontier", workers=2)
+    assert _journal(tmp_path / "one") == _journal(tmp_path / "two")
+    assert two.knobs == one.knobs and len(two.data) == len(one.data)
+    assert two.search == {**one.search, "wall_seconds": two.search["wall_seconds"]}
+    assert two.search["speculative_epochs"] > 0 and two.search["speculative_candidates"] > 0
+
+
 @pytest.mark.slow
 def test_a_two_node_cluster_losing_a_node_mid_search_loses_nothing(tmp_path):
     ray = pytest.importorskip("ray")
@@ -118,3 +131,23 @@ def test_a_two_node_cluster_losing_a_node_mid_search_loses_nothing(tmp_path):
     assert removed[0] is not None, "the node was not removed during the search"
     assert rows == want[1] and len({r[1] for r in rows}) == len(rows)  # nothing lost, nothing twice
     assert len(got.data) == len(want[0].data) and got.knobs == want[0].knobs
+
+
+def test_compare_search_runs_its_strategies_at_once_with_the_journals_of_one_after_another(tmp_path, data_dir):
+    """compare-search --workers 2: each strategy's search (and frontier-budget, once the heuristic's cost is
+    known) on its own worker; every search's journal is the one it writes in this process on one thread."""
+    pytest.importorskip("ray")
+    from slimzip.api import compare_search
+    from slimzip.cli import main
+
+    ckpt = tmp_path / "ckpt"
+    assert main(["train", "--model", "lenet-300-100-bn", "--epochs", "1", "--subset", "2000", "--sparsity", "1e-4",
+                 "--out", str(ckpt), "--quiet"]) == 0
+    cfg = SearchConfig(step=0.4, refine=1, train_subset=1000, min_bits=0)
+    kw = dict(strategies=("heuristic", "frontier"), ablation=None, budget_ratio=0.5, max_drop=3.0, verbose=False)
+    one = _one_thread(lambda: compare_search(ckpt, tmp_path / "one", cfg, **kw))
+    two = compare_search(ckpt, tmp_path / "two", cfg, workers=2, **kw)
+    assert list(two["strategies"]) == ["heuristic", "frontier", "frontier-budget"]
+    for name in two["strategies"]:
+        assert _journal(tmp_path / "one" / name) == _journal(tmp_path / "two" / name)
+        assert two["strategies"][name]["file_bytes"] == one["strategies"][name]["file_bytes"]

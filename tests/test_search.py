@@ -336,3 +336,55 @@ def test_a_search_run_made_before_folded_batchnorm_does_not_resume_into_it():
     before = {"search": {k: v for k, v in now["search"].items() if k != "fold_bn"}}
     assert not same_settings(before, now, search_defaults())
     assert same_settings(before, {"search": {**now["search"], "fold_bn": False}}, search_defaults())
+
+
+def _path(result):
+    """What a search decided: the knobs, training and outcome of every candidate it asked for, in order."""
+    return [(c.knobs, c.key.split(":", 1)[1], c.status, c.val_accuracy, c.file_bytes) for c in result.candidates]
+
+
+def test_speculation_runs_alternatives_ahead_and_changes_no_decision(tmp_path):
+    """Frontier with speculation: each move's alternative (a gallop step's bisection, the staircase's
+    other knob) climbs its ladder beside it; on a landscape where an outcome depends on knobs and training
+    only (the real pipeline's image offsets follow journal ids, so there the path can differ), the
+    candidates asked for, their outcomes and the winner are the ones found without it, and what ran
+    ahead for nothing is counted in the cost."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    plain, plain_fake = _search(tmp_path / "a", "frontier", speculate="off")
+    spec, spec_fake = _search(tmp_path / "b", "frontier", speculate="on")
+    assert _path(spec) == _path(plain) and spec.best.knobs == plain.best.knobs
+    assert spec.best.file_bytes == plain.best.file_bytes
+    assert spec.speculative and not plain.speculative
+    assert len(spec_fake.calls) == len(plain_fake.calls) + len(spec.speculative)
+    wasted = sum(c.epochs for c in spec.speculative)
+    assert spec.epochs == pytest.approx(plain.epochs + wasted) and spec.cost()["speculative_epochs"] == \
+        pytest.approx(wasted)
+    asked = {c.key for c in spec.candidates}
+    assert not asked & {c.key for c in spec.speculative}
+    # some speculation paid off: a candidate the walk asked for had been run ahead (journal id before its turn)
+    ids = [c.id for c in spec.candidates]
+    assert ids != sorted(ids)
+
+
+def test_speculation_spends_no_budget_it_does_not_have(tmp_path):
+    (tmp_path / "a").mkdir()
+    whole, _ = _search(tmp_path / "a", "frontier", speculate="on")
+    budget = whole.epochs / 3
+    (tmp_path / "b").mkdir()
+    capped, _ = _search(tmp_path / "b", "frontier", speculate="on", max_epochs=budget)
+    assert capped.epochs <= budget + 1e-9 and capped.best is not None and capped.best.meets(0.985)
+
+
+def test_a_killed_speculating_search_resumes_exactly(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    whole, fake_whole = _search(tmp_path / "a", "frontier", speculate="on")
+    with pytest.raises(KeyboardInterrupt):
+        _search(tmp_path / "b", "frontier", fake=Landscape(stop_after=9), speculate="on")
+    again = Landscape()
+    resumed, _ = _search(tmp_path / "b", "frontier", fake=again, speculate="on")
+    assert len(again.calls) == len(fake_whole.calls) - 9 and not set(again.calls) & set(fake_whole.calls[:9])
+    assert [c.key for c in resumed.candidates] == [c.key for c in whole.candidates]
+    assert [c.key for c in resumed.speculative] == [c.key for c in whole.speculative]
+    assert resumed.best.key == whole.best.key and resumed.epochs == whole.epochs

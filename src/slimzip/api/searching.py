@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..checkpoint import atomic_write_json, load_checkpoint
 from ..errors import SlimzipError, check_range
+from ..progress import log
 from ..models.user import is_user_source
 from ..summaries import CompareSummary, SearchSummary
 from .common import _checkpoint_loaders, _checkpoint_recipe, _file_data, _slz_path, resolve_device
@@ -79,29 +80,67 @@ def compare_search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "
         if "heuristic" not in strategies:
             raise SlimzipError("--budget-ratio sets frontier's budget from the heuristic's cost: include heuristic")
 
-    def run(name: str, run_cfg: "SearchConfig") -> SearchSummary:
-        return search(checkpoint, out / f"{name}.slz", run_cfg, target_accuracy=target_accuracy, max_drop=max_drop,
-                      run_dir=out / name, device=device, data_dir=data_dir, verbose=verbose, workers=workers,
-                      ray_address=ray_address)
+    def job(name: str, run_cfg: "SearchConfig") -> tuple:
+        return search, dict(checkpoint=checkpoint, out=out / f"{name}.slz", cfg=run_cfg,
+                            target_accuracy=target_accuracy, max_drop=max_drop, run_dir=out / name, device=device,
+                            data_dir=data_dir, verbose=verbose and workers == 1 and not ray_address)
 
-    runs = {name: run(name, dataclasses.replace(cfg, strategy=name)) for name in strategies}
-    if budget_ratio is not None:
-        budget = round(budget_ratio * runs["heuristic"]["search"]["epochs"], 6)
-        budgeted = dataclasses.replace(cfg, strategy="frontier", max_epochs=budget)
-        runs["frontier-budget"] = run("frontier-budget", budgeted)
-    ablations = {}
+    ready = {name: job(name, dataclasses.replace(cfg, strategy=name)) for name in strategies}
     for label, overrides in (ABLATIONS.items() if ablation else ()):
-        if label == "combined" and ablation in runs:
-            ablations[label] = runs[ablation]
-        else:
-            ablations[label] = run(f"ablation-{ablation}-{label.split()[0]}",
-                                   dataclasses.replace(cfg, strategy=ablation, **overrides))
+        if not (label == "combined" and ablation in strategies):  # else the strategy's own run is the row
+            ready[_ablation_run(ablation, label)] = job(_ablation_run(ablation, label),
+                                                         dataclasses.replace(cfg, strategy=ablation, **overrides))
+
+    def then(name: str, result: SearchSummary) -> dict:
+        """frontier-budget starts when the heuristic's cost is known."""
+        if name != "heuristic" or budget_ratio is None:
+            return {}
+        budget = round(budget_ratio * result["search"]["epochs"], 6)
+        return {"frontier-budget": job("frontier-budget", dataclasses.replace(cfg, strategy="frontier",
+                                                                             max_epochs=budget))}
+
+    runs = _run_jobs(ready, then, workers, ray_address, verbose)
+    order = [*strategies, "frontier-budget"]
+    ablations = {label: runs[ablation if label == "combined" and ablation in strategies
+                             else _ablation_run(ablation, label)] for label in (ABLATIONS if ablation else ())}
+    runs = {name: runs[name] for name in order if name in runs}
     result: CompareSummary = {"checkpoint": str(checkpoint), "target_accuracy": next(iter(runs.values()))["target_accuracy"]
               if runs else None, "strategies": {k: _brief(v) for k, v in runs.items()},
               "ratios": _ratios(runs), "ablation": {k: _brief(v) for k, v in ablations.items()},
               "ablation_strategy": ablation, "budget_ratio": budget_ratio}
     atomic_write_json(out / "compare.json", result)
     return result
+
+
+def _ablation_run(strategy: str, label: str) -> str:
+    return f"ablation-{strategy}-{label.split()[0]}"
+
+
+def _run_jobs(ready: dict, then, workers: int, ray_address: str | None, verbose: bool) -> dict[str, SearchSummary]:
+    """Every search, one after another in this process; or with ``workers`` > 1 (or a cluster) each on a
+    Ray worker at once (in-process there: the same candidates as one after another, on that worker's
+    share of the threads)."""
+    check_range("workers", workers, 1, 4096)
+    if workers == 1 and not ray_address:
+        results, queue = {}, dict(ready)
+        while queue:
+            name, (fn, kwargs) = next(iter(queue.items()))
+            del queue[name]
+            results[name] = fn(**kwargs)
+            queue.update(then(name, results[name]))
+        return results
+    from ..searcher.parallel import RayPool
+
+    pool = RayPool(None, workers, ray_address)
+
+    def done(name: str, r: SearchSummary) -> None:
+        log(f"{name} finished: {r['file_bytes']:,} B, val {r['val_accuracy']:.4f}, {r['search']['epochs']:g} epochs",
+            verbose=verbose)
+    try:
+        log(f"running {len(ready)} searches on {pool.width} Ray workers ({pool.threads} threads each)", verbose=verbose)
+        return pool.jobs(ready, then, done)
+    finally:
+        pool.close()
 
 
 def _brief(r: dict) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -55,6 +56,8 @@ class SearchConfig:
                             "the target (0: keep --bits-conv / --bits-fc)")
     bits_ladder: str = knob("joint", "search: joint (conv and linear bits one fewer together) or split (after the "
                                      "joint ladder, conv alone, then linear alone)")
+    speculate: str = knob("off", "frontier: on = climb each move's alternative (the staircase's other knob, a gallop "
+                                 "step's bisection) at the same time, on another worker; its cost is counted")
 
     def validate(self) -> "SearchConfig":
         if self.strategy not in STRATEGIES:
@@ -66,6 +69,8 @@ class SearchConfig:
         check_range("max sparsity", self.max_sparsity, 0.0, 1.0, high_open=True)
         check_range("refine", self.refine, 0, 10)
         check_range("min bits", self.min_bits, 0, 16)
+        if self.speculate not in SPECULATE:
+            raise unknown("speculate", self.speculate, list(SPECULATE))
         if self.bits_ladder not in LADDERS:
             raise unknown("bits ladder", self.bits_ladder, list(LADDERS))
         if self.raw_dtype not in ("float16", "float32", "uint8"):
@@ -86,6 +91,9 @@ class SearchConfig:
             raise SlimzipError(f"train subset must be at least 1, got {self.train_subset}")
         return self
 
+SPECULATE = ("off", "on")
+
+
 class RunCandidate(Protocol):
     """The candidate pipeline: warm-start from ``parent`` (None: the input model), move to ``knobs``,
     fine-tune, code into a file, decode it and validate. Returns the measurements (val_accuracy,
@@ -102,19 +110,23 @@ class SearchResult:
     margin: float
     strategy: str
     setup: tuple[float, float] = (0.0, 0.0)  # (epochs, wall seconds) made once before any candidate
+    speculative: list[Candidate] = dataclasses.field(default_factory=list)  # run ahead, never asked for
 
     @property
     def epochs(self) -> float:
-        return round(self.setup[0] + sum(c.epochs for c in self.candidates), 6)
+        return round(self.setup[0] + sum(c.epochs for c in (*self.candidates, *self.speculative)), 6)
 
     @property
     def wall_seconds(self) -> float:
-        return self.setup[1] + sum(c.wall_seconds for c in self.candidates)
+        """The candidates' own seconds added up (with workers, more than the search took on the clock)."""
+        return self.setup[1] + sum(c.wall_seconds for c in (*self.candidates, *self.speculative))
 
     def cost(self) -> dict:
+        wasted = {"speculative_candidates": len(self.speculative),
+                  "speculative_epochs": round(sum(c.epochs for c in self.speculative), 6)} if self.speculative else {}
         return {"strategy": self.strategy, "candidates": len(self.candidates), "epochs": self.epochs,
                 "wall_seconds": round(self.wall_seconds, 2),
-                "failed": sum(c.status != "ok" for c in self.candidates),
+                "failed": sum(c.status != "ok" for c in self.candidates), **wasted,
                 **({"setup_epochs": round(self.setup[0], 6)} if self.setup[0] else {})}
 
 class OutOfBudget(Exception):
@@ -129,21 +141,32 @@ class Search:
         self.cfg, self.target, self.margin, self.slack = cfg, target, margin, slack  # slack: baseline - target
         self.setup_epochs = setup_epochs  # spent before the first candidate (a layer profile)
         self.journal, self.run, self.verbose, self.pool = journal, run, verbose, pool  # pool: parallel.RayPool
-        self.seen: dict[str, Candidate] = {}
+        self.seen: dict[str, Candidate] = {}  # what the strategy asked for: the winner is one of these
+        self.ahead: dict[str, Candidate] = {}  # run speculatively; counted, a candidate only once asked for
+        self.speculating = cfg.speculate == "on"
 
     def evaluate(self, knobs: Knobs, parent: Candidate | None, *, epochs: float, rounds: int = 1,
-                 centroid_epochs: int = 0, reserved: bool = False, bits: tuple[int, int] | None = None) -> Candidate:
+                 centroid_epochs: int = 0, reserved: bool = False, bits: tuple[int, int] | None = None,
+                 speculative: bool = False) -> Candidate:
         """The candidate at ``knobs`` warm-started from ``parent``: from the journal if it was finished
         before, else run now (a diverged run is recorded as failed, not raised). Raises ``OutOfBudget``
         instead of running one that would not fit ``max_epochs`` (``reserved``: the winner's polish).
-        ``bits``: the codebook bits (conv, linear) of this candidate's file, if not the config's."""
+        ``bits``: the codebook bits (conv, linear) of this candidate's file, if not the config's.
+        ``speculative``: run ahead of the strategy's need; it counts in the cost but is one of the search's
+        candidates (one the winner is chosen from) only when the strategy asks for it later."""
         key = _key(knobs, parent, epochs, rounds, centroid_epochs, bits)
         if (done := self.journal.get(key)) is None:
             if not reserved:
                 self._check_budget(epochs * max(rounds, 1) + centroid_epochs)
             done = self._run(key, knobs, parent, epochs, rounds, centroid_epochs, bits)
-        self.seen.setdefault(key, done)
+        self._keep(key, done, speculative)
         return done
+
+    def _keep(self, key: str, done: Candidate, speculative: bool) -> None:
+        if not speculative:
+            self.seen.setdefault(key, done)
+        elif key not in self.seen:
+            self.ahead.setdefault(key, done)
 
     def evaluate_many(self, requests: list[tuple[Knobs, Candidate | None, dict]]) -> list[Candidate]:
         """Independent candidates (none the parent of another), as ``evaluate(knobs, parent, **kwargs)``
@@ -151,11 +174,13 @@ class Search:
         journal is the same with any number of workers). A budget is checked for all of them first."""
         if self.pool is None:
             return [self.evaluate(knobs, parent, **kw) for knobs, parent, kw in requests]
+        speculative = {}
         keyed = []
         for knobs, parent, kw in requests:
             kw = {"rounds": 1, "centroid_epochs": 0, **kw}
-            keyed.append((_key(knobs, parent, kw["epochs"], kw["rounds"], kw["centroid_epochs"], kw.get("bits")),
-                          knobs, parent, kw))
+            key = _key(knobs, parent, kw["epochs"], kw["rounds"], kw["centroid_epochs"], kw.get("bits"))
+            speculative[key] = kw.pop("speculative", False) and speculative.get(key, True)
+            keyed.append((key, knobs, parent, kw))
         done = {key: found for key, *_ in keyed if (found := self.journal.get(key)) is not None}
         todo = list({key: (key, knobs, parent, kw) for key, knobs, parent, kw in keyed if key not in done}.values())
         self._check_budget(sum(kw["epochs"] * max(kw["rounds"], 1) + kw["centroid_epochs"] for *_, kw in todo))
@@ -163,19 +188,25 @@ class Search:
         for (key, knobs, parent, kw), outcome in zip(todo, outcomes):
             done[key] = self._record(key, knobs, parent, kw["epochs"], outcome)
         for key, *_ in keyed:
-            self.seen.setdefault(key, done[key])
+            self._keep(key, done[key], speculative[key])
         return [done[key] for key, *_ in keyed]
 
     def spent(self) -> float:
-        return self.setup_epochs + sum(c.epochs for c in self.seen.values())
+        return self.setup_epochs + sum(c.epochs for c in (*self.seen.values(), *self.speculative()))
+
+    def speculative(self) -> list[Candidate]:
+        """What ran ahead and was never asked for: the cost of speculation."""
+        return [c for key, c in self.ahead.items() if key not in self.seen]
+
+    def fits(self, epochs: float) -> bool:
+        """Whether ``epochs`` more, and the winner's centroid fine-tune held in reserve, fit the budget."""
+        return self.cfg.max_epochs is None or \
+            self.spent() + epochs + self.cfg.centroid_epochs <= self.cfg.max_epochs + 1e-9
 
     def _check_budget(self, epochs: float) -> None:
-        """A candidate starts only if its training, and the winner's centroid fine-tune held in reserve,
-        fit the budget (a screen's BN calibration, a few hundredths of an epoch, can overrun it)."""
-        if self.cfg.max_epochs is None:
-            return
-        need = epochs + self.cfg.centroid_epochs
-        if self.spent() + need > self.cfg.max_epochs + 1e-9:
+        """A candidate starts only if its training fits the budget (``fits``; a screen's BN calibration, a
+        few hundredths of an epoch, can overrun it)."""
+        if not self.fits(epochs):
             raise OutOfBudget
 
     def _run(self, key: str, knobs: Knobs, parent: Candidate | None, epochs: float, rounds: int,
@@ -263,7 +294,8 @@ def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journ
             for candidate in _smallest_few(list(search.seen.values()), target, BITS_CANDIDATES):
                 _lower_bits(search, candidate)
     candidates = list(search.seen.values())
-    return SearchResult(smallest(candidates, target), candidates, target, margin, cfg.strategy, setup)
+    return SearchResult(smallest(candidates, target), candidates, target, margin, cfg.strategy, setup,
+                        search.speculative())
 
 Bits = tuple[int, int]  # codebook bits (conv, linear)
 

@@ -29,11 +29,14 @@ def _ray():
     return ray
 
 
-class RayPool:
-    """Runs ``pipeline(knobs, parent, **kwargs)`` calls on Ray workers; ``map`` returns their results (or
-    the exception each raised) in call order."""
+Job = tuple[Callable[..., Any], dict]  # a whole job, e.g. one strategy's search: fn(**kwargs)
 
-    def __init__(self, pipeline: Callable[..., dict], workers: int = 2, address: str | None = None):
+
+class RayPool:
+    """Runs ``pipeline(knobs, parent, **kwargs)`` calls on Ray workers (``map`` returns their results, or
+    the exception each raised, in call order), or whole jobs (``jobs``)."""
+
+    def __init__(self, pipeline: Callable[..., dict] | None, workers: int = 2, address: str | None = None):
         ray = _ray()
         self.started = not ray.is_initialized()
         if self.started:
@@ -47,8 +50,10 @@ class RayPool:
                                    f": {str(e).splitlines()[0][:200]})") from None
         # local: the machine's cores shared out; on a cluster every task asks for one CPU, so one thread
         self.threads = 1 if address else max(1, (os.cpu_count() or 1) // workers)
-        self.pipeline = ray.put(pipeline)
+        self.width = int(ray.cluster_resources().get("CPU", 1)) if address else workers  # tasks at once
+        self.pipeline = ray.put(pipeline) if pipeline is not None else None
         self.task = ray.remote(num_cpus=1, max_retries=RETRIES)(_run_candidate)
+        self.job = ray.remote(num_cpus=1, max_retries=RETRIES)(_run_job)
 
     def map(self, calls: Sequence[tuple[Any, Any, dict]]) -> list[dict | BaseException]:
         ray = _ray()
@@ -63,6 +68,33 @@ class RayPool:
                 raise SlimzipError(f"a Ray worker died running a candidate ({type(e).__name__}); the journal keeps "
                                    "every finished one: run the same command again to resume") from None
         return out
+
+    def jobs(self, ready: dict[str, Job], then: Callable[[str, Any], dict[str, Job]],
+             done: Callable[[str, Any], None] = lambda name, result: None) -> dict[str, Any]:
+        """Run ``ready`` jobs on the workers, each as soon as one is free; ``then(name, result)`` returns
+        the jobs a finished one makes ready, ``done`` hears of each. A job whose worker dies is run again
+        once (a search resumes from its journal); the first job that raises raises here."""
+        ray = _ray()
+        pending = {self.job.remote(fn, kwargs, self.threads): name for name, (fn, kwargs) in ready.items()}
+        results = {}
+        try:
+            while pending:
+                (ref,), _ = ray.wait(list(pending), num_returns=1)
+                name = pending.pop(ref)
+                try:
+                    results[name] = ray.get(ref)
+                except ray.exceptions.RayTaskError as e:
+                    raise e.as_instanceof_cause() from None
+                except ray.exceptions.RayError as e:
+                    raise SlimzipError(f"a Ray worker died running {name} again ({type(e).__name__}); every search "
+                                       "keeps its journal: run the same command again to resume") from None
+                done(name, results[name])
+                for follow, (fn, kwargs) in then(name, results[name]).items():
+                    pending[self.job.remote(fn, kwargs, self.threads)] = follow
+        finally:
+            for ref in pending:  # on a cluster the jobs would outlive this call
+                ray.cancel(ref, force=True)
+        return results
 
     def close(self) -> None:
         if self.started:
@@ -79,3 +111,11 @@ def _run_candidate(pipeline: Callable[..., dict], knobs: Any, parent: Any, kwarg
     t0 = time.perf_counter()
     result = pipeline(knobs, parent, **kwargs)
     return {**result, "task_seconds": time.perf_counter() - t0}
+
+
+def _run_job(fn: Callable[..., Any], kwargs: dict, threads: int) -> Any:
+    """One whole job on a worker, with its share of the threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return fn(**kwargs)

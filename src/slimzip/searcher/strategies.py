@@ -20,11 +20,14 @@ class Search(Protocol):
     target: float
     margin: float
     slack: float
+    speculating: bool  # run a move's alternative ahead, on another worker
 
     def evaluate(self, knobs: Knobs, parent: Candidate | None, *, epochs: float, rounds: int = 1,
-                 centroid_epochs: int = 0, reserved: bool = False) -> Candidate: ...
+                 centroid_epochs: int = 0, reserved: bool = False, speculative: bool = False) -> Candidate: ...
 
     def evaluate_many(self, requests: list[tuple[Knobs, Candidate | None, dict]]) -> list[Candidate]: ...
+
+    def fits(self, epochs: float) -> bool: ...
 
 
 Strategy = Callable[[Search], None]
@@ -118,7 +121,9 @@ def _gallop(search: Search, point: Candidate | None, axis: str, threshold: float
         if x > failed_at - 2 * EPS:
             step /= 2
             continue
-        if (accepted := _try(search, _placed(point, axis, to_knob(x)), point, threshold)) is not None:
+        # the move after a failure (bisect: half the step from the same point), run ahead if speculating
+        fallback = _placed(point, axis, to_knob(x - step / 2)) if step / 2 >= finest - EPS else None
+        if (accepted := _try(search, _placed(point, axis, to_knob(x)), point, threshold, fallback)) is not None:
             point = accepted
             step = step * 2 if failed_at > to_walk(_limit(search, axis)) + EPS else step / 2
         else:
@@ -126,22 +131,36 @@ def _gallop(search: Search, point: Candidate | None, axis: str, threshold: float
     return point
 
 
-def _try(search: Search, knobs: Knobs, point: Candidate | None, threshold: float) -> Candidate | None:
+def _try(search: Search, knobs: Knobs, point: Candidate | None, threshold: float,
+         alternative: Knobs | None = None) -> Candidate | None:
     """Climb the budget ladder (successive halving in spirit): screen ``knobs`` from ``point`` with no
     training; a candidate that misses by less than the screen gap gets a short fine-tune (a fraction of
     an epoch, ``short_epochs``); one that still misses, by less than a quarter of the allowed drop
     (baseline - target: the same rule whatever the margin, so ablations climb alike), gets a full
     ``finetune_epochs``. Each rung continues from the last. Returns the candidate that meets
-    ``threshold``, or None."""
+    ``threshold``, or None.
+
+    ``alternative``: the move the walk tries next from ``point`` if this one fails. When the search
+    speculates (``--speculate on``), it climbs its own ladder beside this one, rung by rung, while this
+    one climbs (on another worker: the same wall time); the walk then finds its rungs journaled. Its
+    cost counts; what the walk never asks for is not a candidate. The walk's rules are unchanged, but
+    its path can differ from a search without speculation: candidates run ahead take journal ids
+    earlier, and a candidate's training images are chosen from its key (``CandidatePipeline._images``)."""
     cfg = search.cfg
     rungs = [(epochs, gap) for epochs, gap in ((cfg.short_epochs, cfg.screen_gap),
                                                 (cfg.finetune_epochs, max(search.slack / 4, 1e-3))) if epochs]
-    candidate = search.evaluate(knobs, point, epochs=0)
+    ladders = [(knobs, point, False)] + ([(alternative, point, True)] if alternative and search.speculating else [])
+    current = search.evaluate_many([(k, p, {"epochs": 0, "speculative": spec}) for k, p, spec in ladders])
     for epochs, gap in rungs:
-        if candidate.meets(threshold) or not candidate.meets(threshold - gap):
+        climbing = [i for i, c in enumerate(current) if not c.meets(threshold) and c.meets(threshold - gap)]
+        if 0 not in climbing:  # this move is decided: the alternative waits for the walk to ask
             break
-        candidate = search.evaluate(knobs, candidate, epochs=epochs)
-    return candidate if candidate.meets(threshold) else None
+        if not search.fits(2 * epochs):  # a budget pays for speculation only when it has room for both
+            climbing = [0]
+        for i, c in zip(climbing, search.evaluate_many([(ladders[i][0], current[i], {"epochs": epochs,
+                                                          "speculative": ladders[i][2]}) for i in climbing])):
+            current[i] = c
+    return current[0] if current[0].meets(threshold) else None
 
 
 def _staircase(search: Search, point: Candidate, walks: dict, threshold: float) -> Candidate:
@@ -156,9 +175,9 @@ def _staircase(search: Search, point: Candidate, walks: dict, threshold: float) 
             if x <= to_walk(_limit(search, axis)) + EPS:
                 steps.append(_placed(point, axis, to_knob(x)))
         screens = search.evaluate_many([(knobs, point, {"epochs": 0}) for knobs in steps])  # independent
-        moves = sorted(zip(steps, screens), key=lambda m: _loss_per_byte(point, m[1]))
-        for knobs, _screen in moves:
-            if (accepted := _try(search, knobs, point, threshold)) is not None:
+        moves = [knobs for knobs, _ in sorted(zip(steps, screens), key=lambda m: _loss_per_byte(point, m[1]))]
+        for i, knobs in enumerate(moves):  # the next move, if this one fails, runs ahead when speculating
+            if (accepted := _try(search, knobs, point, threshold, (moves[i + 1:] or [None])[0])) is not None:
                 point = accepted
                 break
         else:
