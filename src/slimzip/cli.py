@@ -351,8 +351,9 @@ def _compress_parser(sub) -> None:
 
 def _parallel_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=positive_int, default=1,
-                   help="search: run independent candidates (the grid's) on N local Ray workers (default 1: in "
-                        "this process, no Ray; needs pip install -e \".[ray]\")")
+                   help="search: run independent candidates (the grid's, frontier's screens and with --speculate "
+                        "on its moves' alternatives) on N local Ray workers; compare-search: its searches at once, "
+                        "one per worker (default 1: in this process, no Ray; needs pip install -e \".[ray]\")")
     p.add_argument("--ray-address", help="search: run candidates on an existing Ray cluster (e.g. 10.0.0.5:6379)")
 
 

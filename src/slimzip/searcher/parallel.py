@@ -57,7 +57,8 @@ class RayPool:
 
     def map(self, calls: Sequence[tuple[Any, Any, dict]]) -> list[dict | BaseException]:
         ray = _ray()
-        refs = [self.task.remote(self.pipeline, knobs, parent, kwargs, self.threads) for knobs, parent, kwargs in calls]
+        # the pipeline's reference inside a list: Ray does not fetch it, a worker does, once (``_pipeline``)
+        refs = [self.task.remote([self.pipeline], knobs, parent, kwargs, self.threads) for knobs, parent, kwargs in calls]
         out: list[dict | BaseException] = []
         for ref in refs:
             try:
@@ -101,7 +102,19 @@ class RayPool:
             _ray().shutdown()
 
 
-def _run_candidate(pipeline: Callable[..., dict], knobs: Any, parent: Any, kwargs: dict, threads: int) -> dict:
+_PIPELINE: dict[str, Callable[..., dict]] = {}  # on a worker: the search's pipeline, fetched by its first task
+
+
+def _pipeline(ref: Any) -> Callable[..., dict]:
+    """The pipeline behind ``ref``, fetched from the object store once per worker process (as the driver,
+    in-process, uses one pipeline for every candidate), not once per candidate."""
+    if ref.hex() not in _PIPELINE:
+        _PIPELINE.clear()  # a worker reused by the next search drops the last one's
+        _PIPELINE[ref.hex()] = _ray().get(ref)
+    return _PIPELINE[ref.hex()]
+
+
+def _run_candidate(pipeline: list, knobs: Any, parent: Any, kwargs: dict, threads: int) -> dict:
     """One candidate on a worker; its wall seconds are the task's own (the driver waits on several)."""
     import time
 
@@ -109,7 +122,7 @@ def _run_candidate(pipeline: Callable[..., dict], knobs: Any, parent: Any, kwarg
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    result = pipeline(knobs, parent, **kwargs)
+    result = _pipeline(pipeline[0])(knobs, parent, **kwargs)
     return {**result, "task_seconds": time.perf_counter() - t0}
 
 

@@ -122,7 +122,9 @@ class CandidatePipeline:
         n = self.loaders.train.num_samples
         count = min(max(count, 1), n)
         start = int(artifact_name(key), 16) % (n - count + 1)
-        return self.loaders.train.slice(start, start + count)
+        part = self.loaders.train.slice(start, start + count)
+        part.set_epoch(0)  # its shuffle, whatever epoch the shared loader was last set to by a fine-tune
+        return part
 
     def _calibrate(self, model: nn.Module, key: str) -> float:
         """BN statistics re-estimated after pruning without training; its forward passes are counted
