@@ -14,7 +14,7 @@ pad-4 crop + flip (fits a CPU session for ResNet-20); ``paper`` = network slimmi
 batch 64, lr 0.1 / 10 at 50% and 75%, weight decay 1e-4 (the GPU run).
 
 Usage: SLIMZIP_DATA=../shared/data python benchmarks/paper_cifar.py --model resnet20 [--device cpu|cuda]
-       [--recipe fast|paper] [--train-subset N] [--threads N]
+       [--recipe fast|paper] [--train-subset N] [--threads N] [--workers N] [--no-grid]
 Writes benchmarks/results/paper_cifar_MODEL.json (after every phase) and prints the table.
 """
 
@@ -62,7 +62,7 @@ def searches(args, checkpoint: Path, out: Path, strategies: tuple[str, ...], abl
              budget: float | None) -> dict:
     cfg = SearchConfig(train_subset=args.train_subset, step=args.step)
     return compare_search(checkpoint, out, cfg, strategies=strategies, ablation=ablation, budget_ratio=budget,
-                          max_drop=args.max_drop, device=args.device, data_dir=args.data_dir)
+                          max_drop=args.max_drop, device=args.device, data_dir=args.data_dir, workers=args.workers)
 
 
 def table(result: dict, base: dict) -> str:
@@ -115,6 +115,8 @@ def main() -> None:
     parser.add_argument("--budget-ratio", type=float, default=0.5)
     parser.add_argument("--no-grid", action="store_true", help="stop before the grid (the costliest strategy)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="run the searches at once on N local Ray workers (cores / N threads each; needs [ray])")
     parser.add_argument("--out", default=None, help="run directory (default: runs/paper_cifar/MODEL)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--results", default=None, help="JSON (default: benchmarks/results/paper_cifar_MODEL.json)")
@@ -129,7 +131,7 @@ def main() -> None:
     meta = {"command": " ".join(sys.argv), "model": args.model, "recipe": {"name": args.recipe,
             **RECIPES[args.recipe]}, "device": args.device, "threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-            "train_subset": args.train_subset, "step": args.step, "max_drop": args.max_drop,
+            "train_subset": args.train_subset, "step": args.step, "max_drop": args.max_drop, "workers": args.workers,
             "literature_baseline": LITERATURE.get(args.model), "records": RECORDS}
     if args.report_only:
         payload = json.loads(results.read_text())

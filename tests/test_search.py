@@ -328,6 +328,24 @@ def test_compare_search_runs_each_strategy_and_reports(capsys, tiny, tmp_path):
     assert [row[0] for row in rows if row[-1] == "winner"] == [r["strategies"]["frontier"]["knobs"]["candidate"]]
 
 
+def test_a_speculating_search_counts_and_reports_what_ran_ahead(capsys, tiny, tmp_path):
+    argv = ["compress", str(tiny), "--max-drop", "3", "--search", "frontier", "--step", "0.4", "--refine", "1",
+            "--train-subset", "1000", "--speculate", "on", "--out", str(tmp_path / "m.slz"), "--quiet", "--json"]
+    capsys.readouterr()
+    assert main(argv) == 0
+    r = json.loads(capsys.readouterr().out)
+    ahead = r["search"]["speculative_candidates"]
+    assert ahead > 0 and r["search"]["speculative_epochs"] >= 0
+    assert r["search"]["epochs"] == pytest.approx(sum(c["epochs"] for c in r["candidates"])
+                                                  + r["search"]["speculative_epochs"])
+    db = sqlite3.connect(tmp_path / "m.run" / "journal.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0] == len(r["candidates"]) + ahead
+    assert main(["report", str(tmp_path / "m.run"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["sections"][1]["rows"]
+    assert sum(row[-1] == "speculative" for row in rows) == ahead
+    assert [row[0] for row in rows if row[-1] == "winner"] == [r["knobs"]["candidate"]]
+
+
 def test_a_search_run_made_before_folded_batchnorm_does_not_resume_into_it():
     from slimzip.api import search_defaults
     from slimzip.settings import same_settings

@@ -125,9 +125,13 @@ def _search(run: Path) -> list[Section]:
     except sqlite3.Error as e:
         raise SlimzipError(f"{run / 'journal.sqlite'}: not a readable search journal ({e})") from None
     winner = (s or {}).get("knobs", {}).get("candidate")
+    asked = {c["id"] for c in s["candidates"]} if s and s.get("candidates") else None  # the rest ran ahead
+
+    def mark(c: dict) -> str:
+        return "winner" if c["id"] == winner else "speculative" if asked is not None and c["id"] not in asked else ""
     rows = [[c["id"], c["strategy"], f"{c['channel_ratio']:.4g}", f"{c['sparsity']:.4g}", c["status"],
              _pct(c["val_accuracy"]), "" if c["file_bytes"] is None else f"{c['file_bytes']:,}",
-             f"{c['epochs']:.2f}", "winner" if c["id"] == winner else ""] for c in cands]
+             f"{c['epochs']:.2f}", mark(c)] for c in cands]
     ok = [c for c in cands if c["status"] == "ok" and c["file_bytes"]]
     target = raw.get("target_accuracy") if isinstance(raw, dict) else None
     plot = Plot("file bytes", "val accuracy (%)",

@@ -6,7 +6,7 @@ import dataclasses
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ..checkpoint import atomic_write_json, load_checkpoint
 from ..errors import SlimzipError, check_range
@@ -116,7 +116,8 @@ def _ablation_run(strategy: str, label: str) -> str:
     return f"ablation-{strategy}-{label.split()[0]}"
 
 
-def _run_jobs(ready: dict, then, workers: int, ray_address: str | None, verbose: bool) -> dict[str, SearchSummary]:
+def _run_jobs(ready: dict[str, tuple], then: Callable[[str, SearchSummary], dict[str, tuple]], workers: int,
+              ray_address: str | None, verbose: bool) -> dict[str, SearchSummary]:
     """Every search, one after another in this process; or with ``workers`` > 1 (or a cluster) each on a
     Ray worker at once (in-process there: the same candidates as one after another, on that worker's
     share of the threads)."""

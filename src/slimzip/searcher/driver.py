@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from ..settings import CHANNEL_SCOPES
@@ -15,6 +14,9 @@ from ..options import knob
 from ..progress import log
 from .journal import Candidate, Journal, Knobs
 from .strategies import STRATEGIES
+
+SPECULATE = ("off", "on")
+
 
 @dataclass(frozen=True)
 class SearchConfig:
@@ -91,9 +93,6 @@ class SearchConfig:
             raise SlimzipError(f"train subset must be at least 1, got {self.train_subset}")
         return self
 
-SPECULATE = ("off", "on")
-
-
 class RunCandidate(Protocol):
     """The candidate pipeline: warm-start from ``parent`` (None: the input model), move to ``knobs``,
     fine-tune, code into a file, decode it and validate. Returns the measurements (val_accuracy,
@@ -110,7 +109,7 @@ class SearchResult:
     margin: float
     strategy: str
     setup: tuple[float, float] = (0.0, 0.0)  # (epochs, wall seconds) made once before any candidate
-    speculative: list[Candidate] = dataclasses.field(default_factory=list)  # run ahead, never asked for
+    speculative: list[Candidate] = field(default_factory=list)  # run ahead, never asked for
 
     @property
     def epochs(self) -> float:
@@ -179,6 +178,7 @@ class Search:
         for knobs, parent, kw in requests:
             kw = {"rounds": 1, "centroid_epochs": 0, **kw}
             key = _key(knobs, parent, kw["epochs"], kw["rounds"], kw["centroid_epochs"], kw.get("bits"))
+            # a key some request asks for outright is not speculative
             speculative[key] = kw.pop("speculative", False) and speculative.get(key, True)
             keyed.append((key, knobs, parent, kw))
         done = {key: found for key, *_ in keyed if (found := self.journal.get(key)) is not None}
