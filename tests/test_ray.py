@@ -72,6 +72,15 @@ def test_without_ray_workers_2_is_one_line_naming_the_extra(capsys, monkeypatch,
         _search(tmp_path / "r", workers=2)
 
 
+def test_workers_on_cuda_need_a_gpu_each(monkeypatch):
+    pytest.importorskip("ray")
+    from slimzip.searcher.parallel import RayPool
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(SlimzipError, match="--workers 2 with --device cuda needs 2 GPUs"):
+        RayPool(None, 2, None, gpus=True)
+
+
 @pytest.mark.parametrize("extra", [None, {"channel_scope": "sensitivity", "distill": 1.0}], ids=["plain", "profile-kd"])
 def test_two_workers_write_the_same_journal_as_one(tmp_path, extra):
     """With the same threads per candidate (2 workers on 2 cores: 1 each), the same journal (knobs, status,

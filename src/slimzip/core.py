@@ -161,7 +161,7 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
         try:
             profile = pipeline.prepare()
             setup = (profile.epochs, profile.wall_seconds) if profile else (0.0, 0.0)
-            pool = _pool(pipeline, workers, ray_address)
+            pool = _pool(pipeline, workers, ray_address, dev)
             try:
                 result = run_search(cfg, target, baseline, journal, pipeline, verbose=verbose, pool=pool, setup=setup)
             finally:
@@ -213,14 +213,15 @@ def compress(model: nn.Module, train: Any, val: Any, test: Any = None, *, channe
                    row["val_accuracy"])
 
 
-def _pool(pipeline: CandidatePipeline, workers: int, ray_address: str | None):
-    """Ray workers for the search's independent candidates (``searcher.parallel``), or None: in-process."""
+def _pool(pipeline: CandidatePipeline, workers: int, ray_address: str | None, device: torch.device):
+    """Ray workers for the search's independent candidates (``searcher.parallel``), or None: in-process.
+    On ``cuda`` every worker takes one GPU."""
     check_range("workers", workers, 1, 4096)
     if workers == 1 and not ray_address:
         return None
     from .searcher.parallel import RayPool
 
-    return RayPool(pipeline, workers, ray_address)
+    return RayPool(pipeline, workers, ray_address, gpus=device.type == "cuda")
 
 
 @contextlib.contextmanager

@@ -99,7 +99,7 @@ def compare_search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "
         return {"frontier-budget": job("frontier-budget", dataclasses.replace(cfg, strategy="frontier",
                                                                              max_epochs=budget))}
 
-    runs = _run_jobs(ready, then, workers, ray_address, verbose)
+    runs = _run_jobs(ready, then, workers, ray_address, verbose, gpus=resolve_device(device).type == "cuda")
     order = [*strategies, "frontier-budget"]
     ablations = {label: runs[ablation if label == "combined" and ablation in strategies
                              else _ablation_run(ablation, label)] for label in (ABLATIONS if ablation else ())}
@@ -117,10 +117,10 @@ def _ablation_run(strategy: str, label: str) -> str:
 
 
 def _run_jobs(ready: dict[str, tuple], then: Callable[[str, SearchSummary], dict[str, tuple]], workers: int,
-              ray_address: str | None, verbose: bool) -> dict[str, SearchSummary]:
+              ray_address: str | None, verbose: bool, gpus: bool = False) -> dict[str, SearchSummary]:
     """Every search, one after another in this process; or with ``workers`` > 1 (or a cluster) each on a
     Ray worker at once (in-process there: the same candidates as one after another, on that worker's
-    share of the threads)."""
+    share of the threads, or one GPU each with ``gpus``)."""
     check_range("workers", workers, 1, 4096)
     if workers == 1 and not ray_address:
         results, queue = {}, dict(ready)
@@ -132,7 +132,7 @@ def _run_jobs(ready: dict[str, tuple], then: Callable[[str, SearchSummary], dict
         return results
     from ..searcher.parallel import RayPool
 
-    pool = RayPool(None, workers, ray_address)
+    pool = RayPool(None, workers, ray_address, gpus=gpus)
 
     def done(name: str, r: SearchSummary) -> None:
         log(f"{name} finished: {r['file_bytes']:,} B, val {r['val_accuracy']:.4f}, {r['search']['epochs']:g} epochs",

@@ -36,15 +36,24 @@ class RayPool:
     """Runs ``pipeline(knobs, parent, **kwargs)`` calls on Ray workers (``map`` returns their results, or
     the exception each raised, in call order), or whole jobs (``jobs``)."""
 
-    def __init__(self, pipeline: Callable[..., dict] | None, workers: int = 2, address: str | None = None):
+    def __init__(self, pipeline: Callable[..., dict] | None, workers: int = 2, address: str | None = None,
+                 gpus: bool = False):
+        """``gpus``: every task takes one GPU (``--device cuda``); Ray gives each its own, seen as cuda:0."""
         ray = _ray()
+        if gpus and not address:
+            import torch
+
+            if torch.cuda.device_count() < workers:
+                raise SlimzipError(f"--workers {workers} with --device cuda needs {workers} GPUs (one each); "
+                                   f"this machine has {torch.cuda.device_count()}")
         self.started = not ray.is_initialized()
         if self.started:
             try:
                 if address:
                     ray.init(address=address, log_to_driver=False)
                 else:
-                    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+                    ray.init(num_cpus=workers, num_gpus=workers if gpus else 0, include_dashboard=False,
+                             log_to_driver=False)
             except Exception as e:  # a wrong address, a cluster that is not up
                 raise SlimzipError(f"cannot start or reach Ray ({'--ray-address ' + address if address else 'local'}"
                                    f": {str(e).splitlines()[0][:200]})") from None
@@ -52,8 +61,9 @@ class RayPool:
         self.threads = 1 if address else max(1, (os.cpu_count() or 1) // workers)
         self.width = int(ray.cluster_resources().get("CPU", 1)) if address else workers  # tasks at once
         self.pipeline = ray.put(pipeline) if pipeline is not None else None
-        self.task = ray.remote(num_cpus=1, max_retries=RETRIES)(_run_candidate)
-        self.job = ray.remote(num_cpus=1, max_retries=RETRIES)(_run_job)
+        share = {"num_cpus": 1, "num_gpus": 1 if gpus else 0, "max_retries": RETRIES}
+        self.task = ray.remote(**share)(_run_candidate)
+        self.job = ray.remote(**share)(_run_job)
 
     def map(self, calls: Sequence[tuple[Any, Any, dict]]) -> list[dict | BaseException]:
         ray = _ray()
