@@ -138,7 +138,8 @@ def _run_jobs(ready: dict[str, tuple], then: Callable[[str, SearchSummary], dict
         log(f"{name} finished: {r['file_bytes']:,} B, val {r['val_accuracy']:.4f}, {r['search']['epochs']:g} epochs",
             verbose=verbose)
     try:
-        log(f"running {len(ready)} searches on {pool.width} Ray workers ({pool.threads} threads each)", verbose=verbose)
+        log(f"running {len(ready)} searches on {pool.width} Ray workers ({pool.threads} thread"
+            f"{'s' if pool.threads > 1 else ''} each)", verbose=verbose)
         return pool.jobs(ready, then, done)
     finally:
         pool.close()
