@@ -142,7 +142,6 @@ class Search:
         self.journal, self.run, self.verbose, self.pool = journal, run, verbose, pool  # pool: parallel.RayPool
         self.seen: dict[str, Candidate] = {}  # what the strategy asked for: the winner is one of these
         self.ahead: dict[str, Candidate] = {}  # run speculatively; counted, a candidate only once asked for
-        self.speculating = cfg.speculate == "on"
 
     def evaluate(self, knobs: Knobs, parent: Candidate | None, *, epochs: float, rounds: int = 1,
                  centroid_epochs: int = 0, reserved: bool = False, bits: tuple[int, int] | None = None,

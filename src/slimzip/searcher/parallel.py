@@ -66,19 +66,9 @@ class RayPool:
         self.job = ray.remote(**share)(_run_job)
 
     def map(self, calls: Sequence[tuple[Any, Any, dict]]) -> list[dict | BaseException]:
-        ray = _ray()
         # the pipeline's reference inside a list: Ray does not fetch it, a worker does, once (``_pipeline``)
         refs = [self.task.remote([self.pipeline], knobs, parent, kwargs, self.threads) for knobs, parent, kwargs in calls]
-        out: list[dict | BaseException] = []
-        for ref in refs:
-            try:
-                out.append(ray.get(ref))
-            except ray.exceptions.RayTaskError as e:  # the candidate's own exception, e.g. a divergence
-                out.append(e.as_instanceof_cause())
-            except ray.exceptions.RayError as e:  # its worker or node died again after the retry
-                raise SlimzipError(f"a Ray worker died running a candidate ({type(e).__name__}); the journal keeps "
-                                   "every finished one: run the same command again to resume") from None
-        return out
+        return [_outcome(ref, "a candidate", "the journal keeps every finished one") for ref in refs]
 
     def jobs(self, ready: dict[str, Job], then: Callable[[str, Any], dict[str, Job]],
              done: Callable[[str, Any], None] = lambda name, result: None) -> dict[str, Any]:
@@ -92,13 +82,9 @@ class RayPool:
             while pending:
                 (ref,), _ = ray.wait(list(pending), num_returns=1)
                 name = pending.pop(ref)
-                try:
-                    results[name] = ray.get(ref)
-                except ray.exceptions.RayTaskError as e:
-                    raise e.as_instanceof_cause() from None
-                except ray.exceptions.RayError as e:
-                    raise SlimzipError(f"a Ray worker died running {name} again ({type(e).__name__}); every search "
-                                       "keeps its journal: run the same command again to resume") from None
+                results[name] = _outcome(ref, name, "every search keeps its journal")
+                if isinstance(results[name], BaseException):
+                    raise results[name]
                 done(name, results[name])
                 for follow, (fn, kwargs) in then(name, results[name]).items():
                     pending[self.job.remote(fn, kwargs, self.threads)] = follow
@@ -110,6 +96,19 @@ class RayPool:
     def close(self) -> None:
         if self.started:
             _ray().shutdown()
+
+
+def _outcome(ref: Any, what: str, kept: str) -> Any:
+    """A task's result, or the exception its own code raised (e.g. a divergence); a worker or node that
+    died again after the retry is one line saying what survives."""
+    ray = _ray()
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        return e.as_instanceof_cause()
+    except ray.exceptions.RayError as e:
+        raise SlimzipError(f"a Ray worker died running {what} ({type(e).__name__}); {kept}: run the same command "
+                           "again to resume") from None
 
 
 _PIPELINE: dict[str, Callable[..., dict]] = {}  # on a worker: the search's pipeline, fetched by its first task

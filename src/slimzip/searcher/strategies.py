@@ -20,7 +20,6 @@ class Search(Protocol):
     target: float
     margin: float
     slack: float
-    speculating: bool  # run a move's alternative ahead, on another worker
 
     def evaluate(self, knobs: Knobs, parent: Candidate | None, *, epochs: float, rounds: int = 1,
                  centroid_epochs: int = 0, reserved: bool = False, speculative: bool = False) -> Candidate: ...
@@ -149,16 +148,17 @@ def _try(search: Search, knobs: Knobs, point: Candidate | None, threshold: float
     cfg = search.cfg
     rungs = [(epochs, gap) for epochs, gap in ((cfg.short_epochs, cfg.screen_gap),
                                                 (cfg.finetune_epochs, max(search.slack / 4, 1e-3))) if epochs]
-    ladders = [(knobs, point, False)] + ([(alternative, point, True)] if alternative and search.speculating else [])
-    current = search.evaluate_many([(k, p, {"epochs": 0, "speculative": spec}) for k, p, spec in ladders])
+    moves = [knobs] + ([alternative] if alternative and cfg.speculate == "on" else [])  # [1]: speculative
+    current = search.evaluate_many([(k, point, {"epochs": 0, "speculative": i > 0}) for i, k in enumerate(moves)])
     for epochs, gap in rungs:
         climbing = [i for i, c in enumerate(current) if not c.meets(threshold) and c.meets(threshold - gap)]
         if 0 not in climbing:  # this move is decided: the alternative waits for the walk to ask
             break
         if not search.fits(2 * epochs):  # a budget pays for speculation only when it has room for both
             climbing = [0]
-        for i, c in zip(climbing, search.evaluate_many([(ladders[i][0], current[i], {"epochs": epochs,
-                                                          "speculative": ladders[i][2]}) for i in climbing])):
+        rung = search.evaluate_many([(moves[i], current[i], {"epochs": epochs, "speculative": i > 0})
+                                     for i in climbing])
+        for i, c in zip(climbing, rung):
             current[i] = c
     return current[0] if current[0].meets(threshold) else None
 
