@@ -130,12 +130,14 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
            run_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu", augment: bool = False,
            verbose: bool = True, spec: dict | None = None, identity: dict | None = None,
            file_meta: dict | None = None, defaults: dict | None = None, workers: int = 1,
-           ray_address: str | None = None) -> Compressed:
+           ray_address: str | None = None, full_train: Any = None) -> Compressed:
     """The smallest .slz file whose decoded model meets a validation-accuracy target (``target_accuracy``
     as a fraction, or ``max_drop`` points below ``model``'s own), searching channel ratio x weight sparsity
     with ``strategy`` ('heuristic', 'grid', 'frontier'). ``run_dir`` holds the journal: the same call
     resumes a killed search (default: a temporary directory, not resumable). ``spec`` (a registry spec),
-    ``identity``, ``file_meta`` and ``defaults`` are for the path-based API."""
+    ``identity``, ``file_meta``, ``defaults`` and ``full_train`` (the whole training split beside loaders
+    already cut to ``train_subset``) are for the path-based API. With ``config.recover_epochs`` the best
+    candidates are retrained on the whole training split (recovery) and the search goes on from them."""
     cfg = (config or SearchConfig(strategy=strategy)).validate()
     train_cfg = train_config or DEFAULT_TRAIN
     dev = torch.device(device)
@@ -144,6 +146,7 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
     else:
         loaders = as_loaders(train, val, test, batch_size=train_cfg.batch_size, device=dev, augment=augment,
                              seed=train_cfg.seed)
+        full_train = loaders.train
         if cfg.train_subset is not None:
             loaders = dataclasses.replace(loaders, train=loaders.train.slice(0, cfg.train_subset))
     model = model.to(dev)
@@ -155,7 +158,7 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
         RunDir(run, config_json, defaults).claim()
         journal = Journal(run / "journal.sqlite", config_json, defaults)
         pipeline = CandidatePipeline(model, spec, _input_shape(loaders), loaders, train_cfg, cfg, run,
-                                     verbose=verbose, file_meta=file_meta)
+                                     verbose=verbose, file_meta=file_meta, full_train=full_train)
         log(f"searching ({cfg.strategy}) for the smallest file at val accuracy >= {target:.4f} "
             f"(baseline {baseline:.4f}); journal {run / 'journal.sqlite'}", verbose=verbose)
         try:
@@ -163,7 +166,8 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
             setup = (profile.epochs, profile.wall_seconds) if profile else (0.0, 0.0)
             pool = _pool(pipeline, workers, ray_address, dev)
             try:
-                result = run_search(cfg, target, baseline, journal, pipeline, verbose=verbose, pool=pool, setup=setup)
+                result = run_search(cfg, target, baseline, journal, pipeline, verbose=verbose, pool=pool, setup=setup,
+                                    proxy_share=pipeline.proxy_share)
             finally:
                 if pool is not None:
                     pool.close()

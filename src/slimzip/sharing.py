@@ -108,6 +108,43 @@ class WeightSharer:
         return self
 
 
+PENALTY_BITS = 4  # the codebook the compression-aware pull works towards: where the bits ladder usually ends
+
+
+def sharing_penalty(weight: float, bits: int = PENALTY_BITS, refresh: int = 100):
+    """Compression-aware training (in the spirit of soft weight-sharing and DeepCABAC's compressibility
+    training): ``weight`` x, summed over the conv and linear layers, the mean squared distance of every
+    kept (non-zero) weight to its nearest value among the layer's 2**bits k-means centroids and zero,
+    over the layer's weight variance (so the term is scale-free). The centroids are refitted every
+    ``refresh`` steps. A loss term for ``trainer.fit``: (model, x, out, y) -> scalar."""
+    state: dict = {"step": 0, "grids": {}}
+
+    def term(model: nn.Module, _x: torch.Tensor, _out: torch.Tensor, _y: torch.Tensor) -> torch.Tensor:
+        weights = prunable_weights(model)
+        if state["step"] % refresh == 0 or set(state["grids"]) != set(weights):
+            state["grids"] = {name: _grid(w, bits) for name, w in weights.items()}
+        state["step"] += 1
+        total = torch.zeros((), device=next(model.parameters()).device)
+        for name, w in weights.items():
+            grid, var = state["grids"][name]
+            kept = w[w.detach() != 0]
+            if kept.numel():
+                near = grid[torch.bucketize(kept.detach(), (grid[1:] + grid[:-1]) / 2)]
+                total = total + ((kept - near) ** 2).mean() / var
+        return weight * total
+    return term
+
+
+def _grid(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, float]:
+    """A layer's shared values (its k-means centroids and zero, sorted) and its kept weights' variance."""
+    kept = w.detach()[w.detach() != 0].float().cpu()
+    if kept.numel() < 2:
+        return torch.zeros(1, device=w.device), 1.0
+    centroids, _ = kmeans_1d(kept, bits, "density", iters=10)
+    grid = torch.cat([centroids, torch.zeros(1)]).unique().sort().values
+    return grid.to(w.device, w.dtype), max(float(kept.var()), 1e-12)
+
+
 @torch.no_grad()
 def write_shared_(model: nn.Module, layers: dict[str, SharedLayer]) -> nn.Module:
     params = dict(model.named_parameters())

@@ -43,18 +43,30 @@ def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchCo
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, dev)
     train_cfg = _checkpoint_recipe(meta)
-    loaders = _checkpoint_loaders(meta, train_cfg.batch_size, dev, data_dir, train_cfg.seed, cfg.train_subset)
+    loaders, full_train = _search_loaders(meta, train_cfg, cfg, dev, data_dir)
     t0 = time.perf_counter()
     result = core.search(model, loaders, None, config=cfg, train_config=train_cfg, out=out, run_dir=run, device=dev,
                          verbose=verbose, spec=None if is_user_source(meta["model"]["name"]) else meta["model"],
                          identity={"checkpoint": str(Path(checkpoint).resolve())},
                          file_meta={"dataset": meta["dataset"], **_file_data(meta)}, defaults=search_defaults(),
-                         target_accuracy=target_accuracy, max_drop=max_drop, workers=workers, ray_address=ray_address)
+                         target_accuracy=target_accuracy, max_drop=max_drop, workers=workers, ray_address=ray_address,
+                         full_train=full_train)
     summary: SearchSummary = {**result.summary(), "file": str(out),
                "baseline_test_accuracy": meta.get("metrics", {}).get("test_accuracy"), "candidates": result.candidates,
                "run_dir": str(run), "wall_seconds_this_call": time.perf_counter() - t0}
     atomic_write_json(run / "summary.json", summary)  # the search's RunDir was claimed by core.search
     return summary
+
+
+def _search_loaders(meta: dict, train_cfg, cfg: "SearchConfig", device, data_dir: str | None):
+    """The proxy's loaders (training images cut to ``train_subset``) and, for recovery, the whole training
+    split the checkpoint was trained on (None: recovery is off, or the proxy already has all of it)."""
+    if not cfg.recover_epochs or cfg.train_subset is None:
+        return _checkpoint_loaders(meta, train_cfg.batch_size, device, data_dir, train_cfg.seed, cfg.train_subset), None
+    loaders = _checkpoint_loaders(meta, train_cfg.batch_size, device, data_dir, train_cfg.seed)
+    if cfg.train_subset >= loaders.train.num_samples:
+        return loaders, None
+    return dataclasses.replace(loaders, train=loaders.train.slice(0, cfg.train_subset)), loaders.train
 
 
 ABLATIONS = {"structured only": {"max_sparsity": 0.0, "margin": 0.0},

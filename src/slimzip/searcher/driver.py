@@ -60,6 +60,15 @@ class SearchConfig:
                                      "joint ladder, conv alone, then linear alone)")
     speculate: str = knob("off", "frontier: on = climb each move's alternative (the staircase's other knob, a gallop "
                                  "step's bisection) at the same time, on another worker; its cost is counted")
+    recover_epochs: int = knob(0, "recovery: full-training-split epochs that retrain the proxy search's best "
+                                      "candidate (distilled from the input model) before the search goes on from it "
+                                      "(0: off, the proxy's candidate ships)")
+    recover_rounds: int = knob(2, "recovery: prune-recover rounds after the first recovery (each walks on from the "
+                                  "recovered model, then recovers its best); a last recovery ends them")
+    recover_lr: float = knob(0.02, "recovery: peak learning rate (cosine over the recovery)")
+    recover_distill: float = knob(1.0, "recovery: weight of distillation from the input model (0: labels only)")
+    compress_penalty: float = knob(0.0, "recovery: weight of the pull of every kept weight towards its nearest "
+                                        "shared value (compression-aware training; 0: off)")
 
     def validate(self) -> "SearchConfig":
         if self.strategy not in STRATEGIES:
@@ -89,6 +98,12 @@ class SearchConfig:
             check_range(name.replace("_", " "), getattr(self, name), 0 if name != "prune_steps" else 1, 1000)
         if self.max_epochs is not None:
             check_range("max epochs", self.max_epochs, 0.0, 1e6)
+        check_range("recover epochs", self.recover_epochs, 0, 1000)
+        check_range("recover rounds", self.recover_rounds, 0, 100)
+        if not (self.recover_lr > 0 and self.recover_lr < 10):
+            raise SlimzipError(f"recovery learning rate must be in (0, 10), got {self.recover_lr}")
+        check_range("recovery distillation weight", self.recover_distill, 0.0, 100.0)
+        check_range("compression penalty", self.compress_penalty, 0.0, 1e6)
         if self.train_subset is not None and self.train_subset < 1:
             raise SlimzipError(f"train subset must be at least 1, got {self.train_subset}")
         return self
@@ -99,7 +114,7 @@ class RunCandidate(Protocol):
     file_bytes, params, macs, epochs, channels_removed); raises FloatingPointError if training diverges."""
 
     def __call__(self, knobs: Knobs, parent: Candidate | None, *, key: str, epochs: float, rounds: int,
-                 centroid_epochs: int, bits: tuple[int, int] | None = None) -> dict: ...
+                 centroid_epochs: int, bits: tuple[int, int] | None = None, recover: bool = False) -> dict: ...
 
 @dataclass
 class SearchResult:
@@ -110,10 +125,18 @@ class SearchResult:
     strategy: str
     setup: tuple[float, float] = (0.0, 0.0)  # (epochs, wall seconds) made once before any candidate
     speculative: list[Candidate] = field(default_factory=list)  # run ahead, never asked for
+    proxy_share: float = 1.0  # the proxy's training images / the whole training split's
 
     @property
     def epochs(self) -> float:
-        return round(self.setup[0] + sum(c.epochs for c in (*self.candidates, *self.speculative)), 6)
+        """Proxy epochs (passes over the proxy's training images; recovery not included)."""
+        return round(self.setup[0] + sum(c.epochs for c in (*self.candidates, *self.speculative)
+                                         if not is_recovery(c)), 6)
+
+    @property
+    def recovery_epochs(self) -> float:
+        """Recovery epochs (passes over the whole training split)."""
+        return round(sum(c.epochs for c in self.candidates if is_recovery(c)), 6)
 
     @property
     def wall_seconds(self) -> float:
@@ -123,7 +146,10 @@ class SearchResult:
     def cost(self) -> dict:
         wasted = {"speculative_candidates": len(self.speculative),
                   "speculative_epochs": round(sum(c.epochs for c in self.speculative), 6)} if self.speculative else {}
+        recovery = {"recovery_epochs": self.recovery_epochs,
+                    "recoveries": sum(is_recovery(c) for c in self.candidates)} if self.recovery_epochs else {}
         return {"strategy": self.strategy, "candidates": len(self.candidates), "epochs": self.epochs,
+                "full_data_epochs": round(self.epochs * self.proxy_share + self.recovery_epochs, 6), **recovery,
                 "wall_seconds": round(self.wall_seconds, 2),
                 "failed": sum(c.status != "ok" for c in self.candidates), **wasted,
                 **({"setup_epochs": round(self.setup[0], 6)} if self.setup[0] else {})}
@@ -145,18 +171,20 @@ class Search:
 
     def evaluate(self, knobs: Knobs, parent: Candidate | None, *, epochs: float, rounds: int = 1,
                  centroid_epochs: int = 0, reserved: bool = False, bits: tuple[int, int] | None = None,
-                 speculative: bool = False) -> Candidate:
+                 speculative: bool = False, recover: bool = False) -> Candidate:
         """The candidate at ``knobs`` warm-started from ``parent``: from the journal if it was finished
         before, else run now (a diverged run is recorded as failed, not raised). Raises ``OutOfBudget``
         instead of running one that would not fit ``max_epochs`` (``reserved``: the winner's polish).
         ``bits``: the codebook bits (conv, linear) of this candidate's file, if not the config's.
         ``speculative``: run ahead of the strategy's need; it counts in the cost but is one of the search's
-        candidates (one the winner is chosen from) only when the strategy asks for it later."""
-        key = _key(knobs, parent, epochs, rounds, centroid_epochs, bits)
+        candidates (one the winner is chosen from) only when the strategy asks for it later.
+        ``recover``: ``parent`` retrained at its own knobs for ``epochs`` passes over the whole training
+        split (``recover_epochs``); outside the proxy's budget, counted as recovery epochs."""
+        key = _key(knobs, parent, epochs, rounds, centroid_epochs, bits, recover)
         if (done := self.journal.get(key)) is None:
-            if not reserved:
+            if not (reserved or recover):
                 self._check_budget(epochs * max(rounds, 1) + centroid_epochs)
-            done = self._run(key, knobs, parent, epochs, rounds, centroid_epochs, bits)
+            done = self._run(key, knobs, parent, epochs, rounds, centroid_epochs, bits, recover)
         self._keep(key, done, speculative)
         return done
 
@@ -191,7 +219,9 @@ class Search:
         return [done[key] for key, *_ in keyed]
 
     def spent(self) -> float:
-        return self.setup_epochs + sum(c.epochs for c in (*self.seen.values(), *self.speculative()))
+        """Proxy epochs spent so far (what ``max_epochs`` bounds)."""
+        return self.setup_epochs + sum(c.epochs for c in (*self.seen.values(), *self.speculative())
+                                       if not is_recovery(c))
 
     def speculative(self) -> list[Candidate]:
         """What ran ahead and was never asked for: the cost of speculation."""
@@ -209,10 +239,10 @@ class Search:
             raise OutOfBudget
 
     def _run(self, key: str, knobs: Knobs, parent: Candidate | None, epochs: float, rounds: int,
-             centroid_epochs: int, bits: tuple[int, int] | None = None) -> Candidate:
+             centroid_epochs: int, bits: tuple[int, int] | None = None, recover: bool = False) -> Candidate:
         t0 = time.perf_counter()
         kwargs = {"key": key, "epochs": epochs, "rounds": rounds, "centroid_epochs": centroid_epochs,
-                  **({"bits": bits} if bits else {})}
+                  **({"bits": bits} if bits else {}), **({"recover": True} if recover else {})}
         if self.pool is not None:  # on a worker too, so that every candidate runs with the same threads
             return self._record(key, knobs, parent, epochs, self.pool.map([(knobs, parent, kwargs)])[0])
         try:
@@ -244,14 +274,20 @@ class Search:
         return candidate
 
 def _key(knobs: Knobs, parent: Candidate | None, epochs: float, rounds: int, centroid_epochs: int,
-         bits: tuple[int, int] | None) -> str:
-    """A candidate's identity in the journal: its knobs, its parent and its training."""
+         bits: tuple[int, int] | None, recover: bool = False) -> str:
+    """A candidate's identity in the journal: its knobs, its parent and its training (``:r``: a recovery,
+    whose epochs are passes over the whole training split)."""
     return (f"p{parent.id if parent else 0}:c{knobs.channel_ratio:g}:s{knobs.sparsity:g}:e{epochs:g}:n{rounds}"
-            f":q{centroid_epochs}" + (f":b{bits[0]}/{bits[1]}" if bits else ""))
+            f":q{centroid_epochs}" + (f":b{bits[0]}/{bits[1]}" if bits else "") + (":r" if recover else ""))
+
+
+def is_recovery(c: Candidate) -> bool:
+    return c.key.endswith(":r")
 
 
 def _describe(c: Candidate, target: float) -> str:
-    head = f"candidate {c.id}: channels {c.knobs.channel_ratio:.3f} sparsity {c.knobs.sparsity:.4f}"
+    head = (f"candidate {c.id}{' (recovered)' if is_recovery(c) else ''}: channels {c.knobs.channel_ratio:.3f} "
+            f"sparsity {c.knobs.sparsity:.4f}")
     if c.status != "ok":
         return f"{head} FAILED ({c.error}), {c.epochs:g} epochs"
     verdict = "meets" if c.meets(target) else "misses"
@@ -264,9 +300,13 @@ def smallest(candidates: list[Candidate], threshold: float) -> Candidate | None:
     return min(ok, key=lambda c: (c.file_bytes, -(c.val_accuracy or 0.0), c.id)) if ok else None
 
 def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journal, run: RunCandidate,
-               verbose: bool = True, pool: Any = None, setup: tuple[float, float] = (0.0, 0.0)) -> SearchResult:
-    """Run ``cfg.strategy``; then fine-tune the winner's centroids (the same for every strategy).
-    ``setup``: (epochs, wall seconds) spent before it on what every candidate shares, counted in its cost.
+               verbose: bool = True, pool: Any = None, setup: tuple[float, float] = (0.0, 0.0),
+               proxy_share: float = 1.0) -> SearchResult:
+    """Run ``cfg.strategy`` (the proxy search); with ``recover_epochs``, recover its best and go on from
+    there (``_recover``); then fine-tune the winner's centroids and lower its bits (the same for every
+    strategy). ``setup``: (epochs, wall seconds) spent before it on what every candidate shares, counted
+    in its cost. ``proxy_share``: the proxy's training images over the whole split's (cost in full-data
+    epochs).
 
     A target above the baseline's validation accuracy cannot be met by removing anything: the search
     evaluates only the input model as coded (no training) and ends, reporting it as the best found.
@@ -280,9 +320,11 @@ def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journ
         search.evaluate(Knobs(), None, epochs=0)
     else:
         try:
-            STRATEGIES[cfg.strategy](search)
+            STRATEGIES[cfg.strategy](search, None)
         except OutOfBudget:
             log(f"search budget of {cfg.max_epochs:g} epochs reached after {search.spent():.2f}", verbose=verbose)
+        if cfg.recover_epochs:
+            _recover(search, smallest(list(search.seen.values()), target))
         best = smallest(list(search.seen.values()), target)
         if best is None:  # nothing removed is a candidate too
             search.evaluate(Knobs(), None, epochs=0)
@@ -294,7 +336,35 @@ def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journ
                 _lower_bits(search, candidate)
     candidates = list(search.seen.values())
     return SearchResult(smallest(candidates, target), candidates, target, margin, cfg.strategy, setup,
-                        search.speculative())
+                        search.speculative(), proxy_share)
+
+
+def _recover(search: "Search", point: Candidate | None) -> None:
+    """Progressive prune / recover / prune: retrain ``point`` (the proxy's best) on the whole training
+    split for ``recover_epochs`` (distilled from the input model), then walk on from the recovered model
+    with the strategy's own walks (``FOLLOW``: the grid's are the heuristic's), each step short-fine-tuned
+    from its recovered parent and kept only if its decoded file meets the target; recover the walk's end
+    and repeat, ``recover_rounds`` times or until a walk moves no knob. The last point is recovered too."""
+    cfg = search.cfg
+    walk = STRATEGIES[FOLLOW.get(cfg.strategy, cfg.strategy)]
+    for round_ in range(cfg.recover_rounds + 1):
+        if point is None or is_recovery(point):
+            return
+        log(f"recovery {round_ + 1}: {cfg.recover_epochs:g} epochs on the whole training split from candidate "
+            f"{point.id} (channels {point.knobs.channel_ratio:g}, sparsity {point.knobs.sparsity:g})",
+            verbose=search.verbose)
+        recovered = search.evaluate(point.knobs, point, epochs=cfg.recover_epochs, recover=True)
+        if not recovered.meets(search.target) or round_ == cfg.recover_rounds:
+            return
+        try:
+            point = walk(search, recovered)
+        except OutOfBudget:
+            log(f"search budget of {cfg.max_epochs:g} epochs reached after {search.spent():.2f}",
+                verbose=search.verbose)
+            point = smallest([c for c in search.seen.values() if c.id > recovered.id], search.target)
+
+
+FOLLOW = {"grid": "heuristic"}  # the walks a strategy goes on with from a recovered model
 
 Bits = tuple[int, int]  # codebook bits (conv, linear)
 

@@ -20,6 +20,7 @@ from ..checkpoint import atomic_write_bytes, atomic_write_json, load_tensors, sa
 from ..codec import decode_model, encode_model, file_model, self_describing
 from ..deep_compression import (CompressConfig, profile, prune_and_retrain, remove_dead_units,
                                 share_weights)
+from ..sharing import sharing_penalty
 from ..container import decode_container
 from ..data import DeviceLoader, Loaders
 from ..errors import SlimzipError
@@ -36,14 +37,17 @@ from .journal import Candidate, Knobs
 
 class CandidatePipeline:
     """``RunCandidate`` for any model (see ``driver.RunCandidate``). ``spec``: the registry spec of ``base``
-    (files then name it), or None for a user's model (files then store its graph, ``graph.describe``)."""
+    (files then name it), or None for a user's model (files then store its graph, ``graph.describe``).
+    ``loaders.train``: the proxy's training images (``train_subset``); ``full_train``: the whole training
+    split that recovery trains on (default: ``loaders.train``)."""
 
     def __init__(self, base: nn.Module, spec: dict | None, input_shape: tuple[int, ...], loaders: Loaders,
                  train_cfg: TrainConfig, cfg: SearchConfig, run_dir: Path, verbose: bool = True,
-                 file_meta: dict | None = None):
+                 file_meta: dict | None = None, full_train: DeviceLoader | None = None):
         self.base, self.spec, self.shape = base, spec, input_shape
         self.file_meta = dict(file_meta or {})  # what every candidate file's manifest records besides the model
         self.loaders, self.train_cfg, self.cfg, self.dir, self.verbose = loaders, train_cfg, cfg, run_dir, verbose
+        self.full_train = full_train if full_train is not None else loaders.train
         self.device = next(base.parameters()).device
         self.channels = prunable_channels(base, input_shape)
         self.sensitivity: Sensitivity | None = None  # set by ``prepare`` for --channel-scope sensitivity
@@ -116,6 +120,23 @@ class CandidatePipeline:
                 after_step=hooks, loss_terms=self.terms, verbose=self.verbose)
         return epochs
 
+    @property
+    def proxy_share(self) -> float:
+        """The proxy's training images over the whole split's (its epochs in full-data epochs)."""
+        return self.loaders.train.num_samples / max(self.full_train.num_samples, 1)
+
+    def _recover(self, model: nn.Module, masks: Masks | None, epochs: int) -> float:
+        """Recovery: ``epochs`` passes over the whole training split at ``recover_lr`` (cosine), distilled
+        from the input model, the pruned weights held at zero, optionally pulled towards shared values
+        (``compress_penalty``). Returns the epochs."""
+        c = self.cfg
+        terms = [*([distillation(copy.deepcopy(self.base), c.recover_distill)] if c.recover_distill else []),
+                 *([sharing_penalty(c.compress_penalty)] if c.compress_penalty else [])]
+        cfg = dataclasses.replace(self._tune_config(epochs), lr=c.recover_lr)
+        fit(model, self.full_train, None, cfg, after_step=[mask_hook(masks)] if masks else [], loss_terms=terms,
+            verbose=self.verbose)
+        return float(epochs)
+
     def _images(self, count: int, key: str) -> DeviceLoader:
         """``count`` consecutive training images at an offset set by the candidate: short fine-tunes along
         a lineage see different images, and a resumed run the same ones."""
@@ -153,7 +174,7 @@ class CandidatePipeline:
         return self.sensitivity
 
     def __call__(self, knobs: Knobs, parent: Candidate | None, *, key: str, epochs: float, rounds: int,
-                 centroid_epochs: int, bits: tuple[int, int] | None = None) -> dict:
+                 centroid_epochs: int, bits: tuple[int, int] | None = None, recover: bool = False) -> dict:
         model, plan = self._load(parent)
         start = parent.knobs if parent else Knobs()
         removed = [parent.channels_removed if parent else 0]
@@ -173,7 +194,9 @@ class CandidatePipeline:
                 remove_channels=remove_channels if knobs.channel_ratio > start.channel_ratio else None,
                 sparsities=sparsity_steps(start.sparsity, knobs.sparsity, max(rounds, 1))
                 if knobs.sparsity > start.sparsity else [], scope=self.cfg.scope, tune=tune, verbose=self.verbose)
-            if knobs == start:  # the same point, trained further (a screened candidate's fine-tune)
+            if recover:  # the same point, retrained on the whole training split
+                spent[0] += self._recover(pruned.model, pruned.masks, int(epochs))
+            elif knobs == start:  # the same point, trained further (a screened candidate's fine-tune)
                 tune(pruned.model, pruned.masks)
             if spent[0] == 0 and knobs != start:  # pruned, not trained: the BN statistics are stale
                 spent[0] += self._calibrate(pruned.model, key)

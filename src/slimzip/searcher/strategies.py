@@ -1,6 +1,7 @@
 """Search strategies: each proposes candidates to ``search.evaluate`` and reads back what they measured.
 
-A strategy only walks the (channel ratio, weight sparsity) plane; the driver keeps the journal, counts
+A strategy only walks the (channel ratio, weight sparsity) plane, from the input model (``start`` None)
+or from a recovered candidate, and returns where its walk ended; the driver keeps the journal, counts
 the cost and picks the smallest file that meets the target. Strategies are plain functions in a
 registry, so a new one is a function and a line.
 """
@@ -29,7 +30,7 @@ class Search(Protocol):
     def fits(self, epochs: float) -> bool: ...
 
 
-Strategy = Callable[[Search], None]
+Strategy = Callable[[Search, "Candidate | None"], "Candidate | None"]
 AXES = ("channel_ratio", "sparsity")
 EPS = 1e-9
 
@@ -67,18 +68,19 @@ def _linear_walk(search: Search, point: Candidate | None, axis: str, step: float
         point = candidate
 
 
-def heuristic(search: Search) -> None:
+def heuristic(search: Search, start: Candidate | None = None) -> Candidate | None:
     """The combined heuristic (Tian et al. 2022): step 1 raises the channel ratio by ``step`` while
     accuracy stays at target + margin; step 2 raises weight sparsity on that model while it stays at
     the target; then ``refine`` rounds halve step and margin and repeat both walks from the best point.
     The paper does not say how step and margin shrink; halving both is slimzip's choice."""
     cfg, target = search.cfg, search.target
     step, margin = cfg.step, search.margin
-    point = None
+    point = start
     for _round in range(cfg.refine + 1):
         point = _linear_walk(search, point, "channel_ratio", step, target + margin)
         point = _linear_walk(search, point, "sparsity", step, target)
         step, margin = step / 2, margin / 2
+    return point
 
 
 def _axis(step: float, limit: float) -> list[float]:
@@ -86,17 +88,20 @@ def _axis(step: float, limit: float) -> list[float]:
     return [round(i * step, 6) for i in range(n + 1)]
 
 
-def grid(search: Search) -> None:
+def grid(search: Search, start: Candidate | None = None) -> Candidate | None:
     """Brute force: every (channel ratio, sparsity) pair on the step grid, each from the input model
     with the same budget (``finetune_epochs`` after channel removal, then ``prune_steps`` rounds of
     weight pruning with ``finetune_epochs`` each). The channel stage of a ratio is computed once and
-    shared by that ratio's row, which changes no result, only the cost."""
+    shared by that ratio's row, which changes no result, only the cost. From the input model only
+    (``start`` is not a grid's: the driver goes on from a recovered model with the heuristic's walks);
+    returns None (a grid has no walk's end)."""
     cfg = search.cfg
     rows = search.evaluate_many([(Knobs(ratio, 0.0), None, {"epochs": cfg.finetune_epochs if ratio else 0})
                                  for ratio in _axis(cfg.step, cfg.max_channel_ratio)])  # independent: in parallel
     search.evaluate_many([(Knobs(row.knobs.channel_ratio, sparsity), row,
                            {"epochs": cfg.finetune_epochs, "rounds": cfg.prune_steps})
                           for row in rows if row.status == "ok" for sparsity in _axis(cfg.step, cfg.max_sparsity)[1:]])
+    return None
 
 
 # A walk coordinate for a knob, and back: channels walk linearly; sparsity walks in *halvings* of the
@@ -191,7 +196,7 @@ def _loss_per_byte(point: Candidate, screen: Candidate) -> float:
     return (point.val_accuracy - screen.val_accuracy) / saved
 
 
-def frontier(search: Search) -> None:
+def frontier(search: Search, start: Candidate | None = None) -> Candidate | None:
     """slimzip's strategy: the heuristic's two walks (channels at target + margin, then sparsity at the
     target), but galloping (steps double until the first failure, then bisect: the boundary is found
     in logarithmically many candidates, to a finer resolution; sparsity in halvings of the kept
@@ -202,12 +207,11 @@ def frontier(search: Search) -> None:
     cfg, target = search.cfg, search.target
     walks = {"channel_ratio": (LINEAR, cfg.step, cfg.step / 2 ** cfg.refine),
              "sparsity": (HALVINGS, 1.0, 1.0 / 2 ** cfg.refine)}
-    point = None
+    point = start
     for axis, (scale, step, finest) in walks.items():
         point = _gallop(search, point, axis, target + (search.margin if axis == "channel_ratio" else 0.0), scale,
                         step, finest)
-    if point is not None:
-        _staircase(search, point, walks, target)
+    return _staircase(search, point, walks, target) if point is not None else None
 
 
 STRATEGIES: dict[str, Strategy] = {"heuristic": heuristic, "grid": grid, "frontier": frontier}
