@@ -6,8 +6,12 @@ Phases (each one resumes where a kill left it; the same command, started again, 
                 penalty on BN scales (lambda 1e-5 for ResNet/DenseNet, 1e-4 for VGG, as the paper);
   2. search     ``compare-search`` at a target of baseline val accuracy minus ``--max-drop`` points:
                 heuristic, frontier, frontier at ``--budget-ratio`` x the heuristic's epochs, the
-                ablation (structured only / unstructured only / combined, with frontier), then grid
-                last (the costliest; everything else is written before it starts).
+                ablation (structured only / unstructured only / combined, with frontier); proxy only
+                (every candidate fine-tuned on ``--train-subset`` images, the proxy's best ships);
+  3. recovery   the same searches with recovery (``--recover-epochs`` full-data epochs of distilled
+                retraining of the proxy's best, the walks going on from the recovered model for
+                ``--recover-rounds`` rounds, a last recovery); ``--recover-epochs 0`` skips it;
+  4. grid       last (the costliest; everything else is written before it starts; ``--no-grid``).
 
 Recipes: ``fast`` = 30 epochs, batch 128, SGD lr 0.1 momentum 0.9, cosine, weight decay 5e-4,
 pad-4 crop + flip (fits a CPU session for ResNet-20); ``long`` = the same at 80 epochs with Nesterov momentum
@@ -15,13 +19,14 @@ and one warm-up epoch (ResNet-20 at >= 91% test in about an hour on 2 cores); ``
 batch 64, lr 0.1 / 10 at 50% and 75%, weight decay 1e-4 (the GPU run).
 
 Usage: SLIMZIP_DATA=../shared/data python benchmarks/paper_cifar.py --model resnet20 [--device cpu|cuda]
-       [--recipe fast|paper] [--train-subset N] [--threads N] [--workers N] [--no-grid]
+       [--recipe fast|long|paper] [--train-subset N] [--recover-epochs N] [--threads N] [--workers N] [--no-grid]
 Writes benchmarks/results/paper_cifar_MODEL.json (after every phase) and prints the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -62,8 +67,11 @@ def baseline(args, run: Path) -> dict:
 
 
 def searches(args, checkpoint: Path, out: Path, strategies: tuple[str, ...], ablation: str | None,
-             budget: float | None) -> dict:
+             budget: float | None, recover: bool = False) -> dict:
     cfg = SearchConfig(train_subset=args.train_subset, step=args.step)
+    if recover:
+        cfg = dataclasses.replace(cfg, recover_epochs=args.recover_epochs, recover_rounds=args.recover_rounds,
+                                  compress_penalty=args.compress_penalty)
     return compare_search(checkpoint, out, cfg, strategies=strategies, ablation=ablation, budget_ratio=budget,
                           max_drop=args.max_drop, device=args.device, data_dir=args.data_dir, workers=args.workers)
 
@@ -99,6 +107,22 @@ def against_the_paper(result: dict, base: dict) -> list[str]:
     return rows
 
 
+def with_and_without(proxy: dict, recovered: dict) -> list[str]:
+    """Each search's file with recovery against the same search's proxy-only file."""
+    rows = []
+    for section in ("strategies", "ablation"):
+        for name, r in recovered.get(section, {}).items():
+            if (p := proxy.get(section, {}).get(name)) is not None:
+                rows.append(f"{name}: recovery {r['file_bytes']:,} B ({r['compression_ratio']:.1f}x) against proxy only "
+                            f"{p['file_bytes']:,} B ({p['compression_ratio']:.1f}x): {p['file_bytes'] / r['file_bytes']:.2f}x "
+                            f"smaller; cost {r['search'].get('full_data_epochs', 0):.1f} against "
+                            f"{p['search'].get('full_data_epochs', 0):.1f} full-data epochs")
+    return rows
+
+
+PHASES = {"compare": "proxy only (the proxy's best ships)", "compare_recovered": "with recovery"}
+
+
 def write(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
@@ -116,6 +140,12 @@ def main() -> None:
                         help="search fine-tunes on the first N training images (default: 10,000 on cpu, all on cuda)")
     parser.add_argument("--step", type=float, default=0.1, help="the search's step (grid: its spacing)")
     parser.add_argument("--budget-ratio", type=float, default=0.5)
+    parser.add_argument("--recover-epochs", type=int, default=4,
+                        help="full-data epochs per recovery in the recovery phase (0: no recovery phase)")
+    parser.add_argument("--recover-rounds", type=int, default=2, help="prune-recover rounds after the first recovery")
+    parser.add_argument("--compress-penalty", type=float, default=0.0,
+                        help="recovery's pull towards shared values (compression-aware training; 0: off)")
+    parser.add_argument("--skip-proxy", action="store_true", help="no proxy-only phase (recovery phase only)")
     parser.add_argument("--baseline-only", action="store_true", help="train (or resume) the baseline, then stop")
     parser.add_argument("--no-grid", action="store_true", help="stop before the grid (the costliest strategy)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -136,13 +166,18 @@ def main() -> None:
             **RECIPES[args.recipe]}, "device": args.device, "threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
             "train_subset": args.train_subset, "step": args.step, "max_drop": args.max_drop, "workers": args.workers,
+            "recover_epochs": args.recover_epochs, "recover_rounds": args.recover_rounds,
+            "compress_penalty": args.compress_penalty,
             "literature_baseline": LITERATURE.get(args.model), "records": RECORDS}
     if args.report_only:
         payload = json.loads(results.read_text())
-        if "compare" in payload:
-            print(table(payload["compare"], payload["baseline"]))
-            print("\n".join(against_the_paper(payload["compare"], payload["baseline"])))
-        else:
+        for key in [k for k in payload if k.startswith("compare")]:
+            print(f"== {PHASES.get(key, key)} ==")
+            print(table(payload[key], payload["baseline"]))
+            print("\n".join(against_the_paper(payload[key], payload["baseline"])))
+        if {"compare", "compare_recovered"} <= set(payload):
+            print("\n".join(with_and_without(payload["compare"], payload["compare_recovered"])))
+        if not any(k.startswith("compare") for k in payload):
             print(f"baseline only: {payload['baseline']}")
         return
     t0 = time.time()
@@ -155,12 +190,24 @@ def main() -> None:
             print(f"baseline: test {base['test_accuracy']:.4f}, val {base['val_accuracy']:.4f}; wrote {results}")
             return
         # everything but the grid first: a session that ends during the grid still has the rest
-        first = searches(args, out / "baseline", out / "compare", ("heuristic", "frontier"), "frontier",
-                         args.budget_ratio)
-        payload["compare"] = first
-        write(results, payload)
-        print(table(first, base))
-        print("\n".join(against_the_paper(first, base)))
+        phases = [("compare", out / "compare", False)] if not args.skip_proxy else []
+        if args.recover_epochs:
+            tag = f"-penalty{args.compress_penalty:g}" if args.compress_penalty else ""
+            phases.append((f"compare_recovered{tag}", out / f"compare-recover{args.recover_epochs}x{args.recover_rounds}{tag}",
+                           True))
+        for key, where, recover in phases:
+            first = searches(args, out / "baseline", where, ("heuristic", "frontier"), "frontier", args.budget_ratio,
+                             recover)
+            payload = {**(json.loads(results.read_text()) if results.is_file() else {}), "meta": meta,
+                       "baseline": base, key: {**first, "recover": recover and {
+                           "epochs": args.recover_epochs, "rounds": args.recover_rounds,
+                           "compress_penalty": args.compress_penalty}}}
+            write(results, payload)
+            print(f"== {PHASES.get(key, key)} ==")
+            print(table(first, base))
+            print("\n".join(against_the_paper(first, base)))
+        if {"compare", "compare_recovered"} <= set(payload):
+            print("\n".join(with_and_without(payload["compare"], payload["compare_recovered"])))
         if not args.no_grid:
             full = searches(args, out / "baseline", out / "compare", ("heuristic", "grid", "frontier"), "frontier",
                             args.budget_ratio)

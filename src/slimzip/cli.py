@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 from . import __version__
 from .api import CompressConfig, SearchConfig, TrainConfig
+from .entry import INTERRUPTED
 from .errors import SlimzipError
 from .options import add_options, given, number, positive_int
 from .progress import log
@@ -432,8 +433,8 @@ def _environment_error(e: OSError) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         args.func(args)
     except SlimzipError as e:
         print(f"slimzip: error: {e}", file=sys.stderr)
@@ -451,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         log("slimzip: interrupted; run the same command again to resume")
-        return 130
+        return INTERRUPTED
     return 0
 
 

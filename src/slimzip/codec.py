@@ -197,12 +197,31 @@ def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], c
 
 # --- decoding ------------------------------------------------------------------------------------
 
+NO_ARCHITECTURE = ("this file does not store its model's architecture (the model could not be traced to a graph "
+                   "when it was written): load it in Python with slimzip.load(path, model=YourModel()), as trained")
+
+
+def check_model_spec(manifest: dict, container_version: int, with_model: bool = False) -> dict:
+    """The manifest's ``model`` entry, if it is one a reader can act on: a registry name or a graph (or,
+    with the user's own class given, a plan alone; only in a version-3 file, whose tensor rows carry their
+    names and shapes). Refuses the rest in one line."""
+    spec = manifest.get("model")
+    if manifest.get("format") != FORMAT:
+        raise ContainerError("manifest does not describe a slimzip model")
+    if not isinstance(spec, dict):
+        raise ContainerError(f"manifest model: {'missing' if spec is None else 'not an object'}")
+    if not ("name" in spec or "graph" in spec):
+        if container_version >= SINCE["compact"]:
+            raise ContainerError("manifest model: a version-4 file names a registry model or stores a graph")
+        if not with_model:
+            raise ContainerError(NO_ARCHITECTURE)
+    return spec
+
+
 def _model_from_manifest(manifest: dict, model: nn.Module | None = None, container_version: int = 3) -> nn.Module:
     """The architecture a manifest describes: a registry model, the graph it stores, or ``model`` (the
     user's own class) narrowed to the stored plan."""
-    spec = manifest.get("model")
-    if manifest.get("format") != FORMAT or not isinstance(spec, dict):
-        raise ContainerError("manifest does not describe a slimzip model")
+    spec = check_model_spec(manifest, container_version, model is not None)
     if container_version >= SINCE["compact"] and "plan" in spec:
         spec = {**spec, "plan": masks_to_plan(spec["plan"])}
     if model is not None:

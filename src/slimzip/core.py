@@ -28,11 +28,11 @@ import torch
 from torch import nn
 
 from .checkpoint import atomic_write_bytes, atomic_write_json
-from .codec import decode_model, self_describing
+from .codec import NO_ARCHITECTURE, decode_model, self_describing
 from .container import decode_container, read_container
 from .data import Loaders
 from .data.adapt import as_loader, as_loaders
-from .errors import SlimzipError, check_range
+from .errors import SlimzipError, check_finite, check_range
 from .measure import dense_fp32_bytes, measure
 from .progress import log
 from .runs import RunDir
@@ -150,12 +150,12 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
         if cfg.train_subset is not None:
             loaders = dataclasses.replace(loaders, train=loaders.train.slice(0, cfg.train_subset))
     model = model.to(dev)
+    check_finite(model, "the model")
     baseline = evaluate(model, loaders.val)[1]
     target = _target(baseline, target_accuracy, max_drop)
     config_json = json.loads(json.dumps({**(identity or digest(model, loaders)), "baseline_val_accuracy": baseline,
                                          "target_accuracy": target, "search": dataclasses.asdict(cfg)}))
-    with _run_directory(run_dir) as run:
-        RunDir(run, config_json, defaults).claim()
+    with _run_directory(run_dir) as run, RunDir(run, config_json, defaults).claim():
         journal = Journal(run / "journal.sqlite", config_json, defaults)
         pipeline = CandidatePipeline(model, spec, _input_shape(loaders), loaders, train_cfg, cfg, run,
                                      verbose=verbose, file_meta=file_meta, full_train=full_train)
@@ -202,6 +202,7 @@ def compress(model: nn.Module, train: Any, val: Any, test: Any = None, *, channe
     loaders = as_loaders(train, val, test, batch_size=train_cfg.batch_size, device=dev, augment=augment,
                          seed=train_cfg.seed)
     model = model.to(dev)
+    check_finite(model, "the model")
     baseline = evaluate(model, loaders.val)[1]
     t0 = time.perf_counter()
     with _run_directory(None) as run:
@@ -270,8 +271,7 @@ def load(source: str | os.PathLike | bytes, model: nn.Module | None = None) -> n
     user's own class, as trained): a copy narrowed to the file's channel plan, with the decoded weights."""
     container = decode_container(bytes(source)) if isinstance(source, (bytes, bytearray)) else read_container(source)
     if model is None and not self_describing(container.manifest):
-        raise SlimzipError("this file does not hold its model's architecture (the model could not be traced when it "
-                           "was written); load it with slimzip.load(path, model=YourModel())")
+        raise SlimzipError(NO_ARCHITECTURE)
     return decode_model(container, model).eval()
 
 

@@ -6,6 +6,8 @@ traceback.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SlimzipError(Exception):
     """A user mistake: unknown name, bad number, missing or corrupt file, infeasible request."""
@@ -23,3 +25,14 @@ def check_range(name: str, value: float, low: float, high: float, *, high_open: 
 def unknown(kind: str, name: str, known: list[str]) -> SlimzipError:
     """The error for a name that is not in a registry, listing the names that are."""
     return SlimzipError(f"unknown {kind} {name!r}; choose from: {', '.join(sorted(known))}")
+
+
+def check_finite(model: Any, what: str) -> None:
+    """Refuse a model holding a NaN or an infinity in any parameter or buffer (a diverged training): bad
+    input for compression, whose file would decode to a model that cannot score."""
+    import torch
+
+    for name, t in (*model.named_parameters(), *model.named_buffers()):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise SlimzipError(f"{what}: {name} holds non-finite values (NaN or infinity): the model diverged; "
+                               "retrain it (a lower --lr) before compressing")

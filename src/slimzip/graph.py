@@ -406,9 +406,34 @@ def build(description: object) -> fx.GraphModule:
         raise GraphError("the model graph needs exactly one input and one output, the output last")
     try:
         graph.lint()
-        return fx.GraphModule(root, graph, class_name="SlzGraph")
+        module = fx.GraphModule(root, graph, class_name="SlzGraph")
     except Exception as e:
         raise GraphError(f"the model graph is inconsistent ({type(e).__name__}: {e})") from None
+    _check_runs(module, description["input_shape"])
+    return module
+
+
+MAX_INPUT = 1 << 24  # elements of one stored input image
+
+
+def _check_runs(module: fx.GraphModule, input_shape: object) -> None:
+    """Prove a rebuilt graph runnable before anyone loads it: a forward pass of a batch of two on meta
+    tensors (shapes only, no memory, no arithmetic) from the stored input shape. A layer called with an
+    argument it does not take, a stride of 0, a kernel larger than its input, a node fed an integer where
+    a tensor goes: each is refused here in one line, not later in ``eval`` with a traceback."""
+    if not isinstance(input_shape, list) or not 1 <= len(input_shape) <= 4 or \
+            not all(type(d) is int and d >= 1 for d in input_shape) or math.prod(input_shape) > MAX_INPUT:
+        raise GraphError("the model graph's input_shape is not 1 to 4 positive sizes within 2^24 elements")
+    state = {name: torch.empty_like(t, device="meta") for name, t in (*module.named_parameters(),
+                                                                      *module.named_buffers())}
+    try:
+        with torch.no_grad():
+            out = torch.func.functional_call(module.eval(), state, (torch.empty(2, *input_shape, device="meta"),))
+    except Exception as e:  # whatever a hostile graph makes PyTorch raise is the file's fault
+        raise GraphError(f"the model graph does not run on its input shape {tuple(input_shape)} "
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from None
+    if not isinstance(out, torch.Tensor) or out.dim() < 2 or out.shape[0] != 2:
+        raise GraphError("the model graph's output is not a (batch, classes) tensor")
 
 
 def _add_node(graph: fx.Graph, entry: object, nodes: list[fx.Node], root: dict, i: int) -> fx.Node:

@@ -162,12 +162,14 @@ def compare_sections(c: CompareSummary) -> list[Section]:
     """A compare-search result as tables: the strategies, and the ablation if there is one."""
     def row(name: str, r: dict) -> list[Any]:
         sr = r["search"]
+        full = sr.get("full_data_epochs")
         return [name, f"{r['file_bytes']:,}", f"{r['compression_ratio']:.1f}x", _pct(r["val_accuracy"]),
                 _pct(r["test_accuracy"]), r["knobs"]["channel_ratio"], r["knobs"]["sparsity"], sr["candidates"],
-                f"{sr['epochs']:.2f}", f"{sr['wall_seconds']:.0f}"]
+                f"{sr['epochs']:.2f}", f"{sr.get('recovery_epochs', 0):g}", "" if full is None else f"{full:.2f}",
+                f"{sr['wall_seconds']:.0f}"]
 
-    columns = ["", "file bytes", "ratio", "val acc", "test acc", "channel ratio", "sparsity", "candidates", "epochs",
-               "seconds"]
+    columns = ["", "file bytes", "ratio", "val acc", "test acc", "channel ratio", "sparsity", "candidates",
+               "proxy epochs", "recovery epochs", "full-data epochs", "seconds"]
     strategies = c["strategies"]
     plot = Plot("search cost (training epochs)", "file bytes",
                 [Series(n, [r["search"]["epochs"]], [r["file_bytes"]], "points") for n, r in strategies.items()],

@@ -5,11 +5,12 @@ refused; ``summary.json`` (one of ``summaries``' types) marks it finished."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from .atomic import remove_temporaries
+from .atomic import TEMPORARY, remove_temporaries
 from .checkpoint import atomic_write_json, read_meta
 from .errors import SlimzipError
 from .settings import same_settings
@@ -59,13 +60,66 @@ class RunDir:
                 saved = None
             if not self._matches(saved):
                 raise SlimzipError(f"{run} holds a different run (config.json differs); use a new --out directory")
-        elif run.exists() and any(run.iterdir()):
+        elif run.exists() and not _never_started(run):
             raise SlimzipError(f"{run} exists and is not a slimzip run directory; use a new --out directory")
+        lock(run)
         remove_temporaries(run)
         atomic_write_json(path, self.config)
         return self
+
+    def __enter__(self) -> "RunDir":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Let another process use this run directory (``claim`` took it)."""
+        unlock(self.path)
 
     def finish(self, summary: Mapping[str, Any]) -> Any:
         """Write ``summary.json`` (the run's result, and the mark that it finished); returns the summary."""
         atomic_write_json(self.path / "summary.json", dict(summary))
         return summary
+
+
+def _never_started(run: Path) -> bool:
+    """An empty directory, or one holding only what a run killed before its first file was in place left
+    (atomic writes' temporaries, the lock file): a run that never started."""
+    return all(p.is_file() and (TEMPORARY.match(p.name) or p.name == LOCK) for p in run.iterdir())
+
+
+LOCK = ".lock"
+_held: dict[Path, Any] = {}  # run directory -> its open lock file, while this process uses it
+
+
+def lock(run: Path) -> None:
+    """Take ``run`` for this process (an advisory lock on ``run/.lock``, released when the process ends or
+    by ``unlock``); a directory another process holds is refused in one line naming that process."""
+    run = run.resolve() if run.exists() else run.absolute()
+    if run in _held:
+        return
+    run.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: no lock
+        return
+    f = open(run / LOCK, "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        owner = f.read().strip() or "another process"
+        f.close()
+        raise SlimzipError(f"{run} is in use by {owner}; wait for it to finish, or use another --out") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"process {os.getpid()}\n")
+    f.flush()
+    _held[run] = f
+
+
+def unlock(run: Path) -> None:
+    run = run.resolve() if run.exists() else run.absolute()
+    if (f := _held.pop(run, None)) is not None:
+        f.close()

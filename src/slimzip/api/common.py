@@ -70,7 +70,9 @@ def check_fits(spec: dict, dataset: str) -> None:
 
 def _data_options(meta: dict) -> dict:
     """A checkpoint's data options (its config's ``data``) or a .slz manifest's ``data``."""
-    data = meta.get("data") if isinstance(meta.get("data"), dict) else meta.get("config", {}).get("data", {})
+    config = meta.get("config")  # informative in a .slz file: anything but an object is ignored
+    data = meta.get("data") if isinstance(meta.get("data"), dict) else \
+        config.get("data", {}) if isinstance(config, dict) else {}
     return data if isinstance(data, dict) else {}
 
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import atomic_write_bytes, load_checkpoint
-from ..codec import decode_model, encode_model, file_model, model_table, self_describing, spec_input_shape
+from ..errors import check_finite
+from ..codec import (check_model_spec, decode_model, encode_model, file_model, model_table, self_describing,
+                     spec_input_shape)
 from ..container import read_container
 from ..data import create_loaders, get_dataset_spec
 from ..deep_compression import CompressConfig, deep_compress
@@ -83,6 +85,7 @@ def compress(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: Compres
     out = _slz_path(out)
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, dev)
+    check_finite(model, str(checkpoint))
     dataset = meta.get("dataset")
     spec = get_dataset_spec(dataset)
     train_cfg = _checkpoint_recipe(meta)
@@ -100,7 +103,9 @@ def compress(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: Compres
     file_meta = {"dataset": dataset, **_file_data(meta)}
     atomic_write_bytes(out, encode_model(model.cpu(), model_spec, layers, cfg, file_meta))
     container = read_container(out)
-    written = decode_model(container).to(dev)  # what a user will load: accuracy is measured on it
+    # what a user will load (a file without its architecture: with the user's class, as trained), measured
+    user_class = None if self_describing(container.manifest) else load_checkpoint(checkpoint, dev)[0]
+    written = decode_model(container, user_class).to(dev)
     val_acc = evaluate(written, loaders.val)[1]
     test_acc = evaluate(written, loaders.test)[1]
     cost = measure(written, spec.image_shape)
@@ -120,6 +125,7 @@ def inspect_file(path: str | os.PathLike) -> dict:
     """Per-tensor and per-component bytes of a .slz file (the components add up to the file size). The
     model is decoded first: a file that does not decode is refused, not shown."""
     container = read_container(path)
+    check_model_spec(container.manifest, container.version, with_model=True)  # a plan alone: shown by name (v3)
     model = decode_model(container) if self_describing(container.manifest) else None
     report = inspect_container(container, model_table(container, model) if model is not None else None)
     spec = container.manifest["model"]

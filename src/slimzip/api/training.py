@@ -70,6 +70,13 @@ def train(model_name: str, dataset: str | None, out: str | os.PathLike, *, overr
     log(f"training {model_name} on {dataset} ({loaders.train.num_samples} train / {loaders.val.num_samples} val), "
         f"{cfg.epochs} epochs, {'bf16' if use_bf16(cfg.precision, dev) else 'fp32'} on {dev}", verbose=verbose)
     t0 = time.perf_counter()
+    with run_dir:  # released when the run ends, finished or not
+        return _train_run(model, loaders, cfg, run_dir, config, spec, model_name, dataset, verbose, t0)
+
+
+def _train_run(model, loaders, cfg: TrainConfig, run_dir: RunDir, config: dict, spec, model_name: str, dataset: str,
+               verbose: bool, t0: float) -> TrainSummary:
+    run = run_dir.path
     state = fit(model, loaders.train, loaders.val, cfg, run_dir=run, verbose=verbose)
     seconds = sum(r["seconds"] for r in state.history)  # counts only epochs trained, across resumes
     val_loss, val_acc = evaluate(model, loaders.val)

@@ -1,0 +1,18 @@
+"""The console entry point (``slimzip`` and ``python -m slimzip``): loads the command line's modules and
+runs it, so that a Ctrl-C while they load (seconds on a busy machine: torch, Torch-Pruning) ends the
+same way as one later, in one line and exit code 130, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+
+
+def run() -> int:
+    try:
+        from .cli import main
+    except KeyboardInterrupt:
+        print("slimzip: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    return main()
