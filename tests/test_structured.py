@@ -207,3 +207,47 @@ def test_dead_channels_are_removed_without_changing_outputs(name):
     with torch.no_grad():
         assert torch.allclose(narrowed(x), model(x), atol=1e-5)
     assert measure(narrowed, shape).params < measure(model, shape).params
+
+
+class _TiedBlock(torch.nn.Module):
+    """A residual block as built (BatchNorm scales all 1: tied), the last BN zero-initialised as timm does."""
+
+    def __init__(self, c: int, zero_last: bool):
+        super().__init__()
+        self.a, self.bn = torch.nn.Conv2d(c, c, 3, padding=1, bias=False), torch.nn.BatchNorm2d(c)
+        self.b, self.bn2 = torch.nn.Conv2d(c, 2 * c, 3, padding=1, bias=False), torch.nn.BatchNorm2d(2 * c)
+        self.c, self.bn3 = torch.nn.Conv2d(2 * c, c, 1, bias=False), torch.nn.BatchNorm2d(c)
+        if zero_last:
+            torch.nn.init.zeros_(self.bn3.weight)
+
+    def forward(self, x):
+        y = torch.relu(self.bn2(self.b(torch.relu(self.bn(self.a(x))))))
+        return torch.relu(x + self.bn3(self.c(y)))
+
+
+class _TiedNet(torch.nn.Module):
+    def __init__(self, zero_last: bool):
+        super().__init__()
+        self.stem, self.bn = torch.nn.Conv2d(3, 16, 3, padding=1, bias=False), torch.nn.BatchNorm2d(16)
+        self.blocks = torch.nn.Sequential(_TiedBlock(16, zero_last), _TiedBlock(16, zero_last))
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.fc(self.blocks(torch.relu(self.bn(self.stem(x)))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("zero_last", [False, True])
+@pytest.mark.parametrize("ratio", [0.1, 0.3, 0.6])
+def test_tied_scales_lose_the_ratio_asked_and_say_so(ratio, zero_last):
+    from slimzip.structured import default_channel_pruner
+
+    torch.manual_seed(0)
+    model = _TiedNet(zero_last)
+    pruner = default_channel_pruner(model, ratio, "auto")
+    with pytest.warns(UserWarning, match="scores the same"):
+        pruner.fit(model, (3, 8, 8))
+    total = sum(len(s) for s in pruner.scores_.values())
+    removed = total - sum(len(k) for k in pruner.plan_.values())
+    assert abs(removed - ratio * total) <= len(pruner.plan_)  # within one channel per group
+    narrowed = pruner.transform(model, (3, 8, 8))
+    assert narrowed(torch.randn(2, 3, 8, 8)).shape == (2, 10)

@@ -7,7 +7,7 @@ rebuilds the narrowed model anywhere.
 
 from __future__ import annotations
 
-import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -60,6 +60,13 @@ class ChannelPruner:
         self.criteria_ = {k: self._criterion(g) for k, g in groups.items()}
         self.scores_ = {k: IMPORTANCES[self.criteria_[k]](g, (activations or {}).get(k), gen).float()
                         for k, g in groups.items()}
+        self.tiebreak_ = {k: _filter_norms(g, len(self.scores_[k])) for k, g in groups.items()}
+        self.tied_ = [k for k, s in self.scores_.items() if len(s) > 1 and bool((s == s[0]).all())]
+        if self.tied_ and self.channel_ratio + max((self.layer_ratios or {}).values(), default=0.0) > 0:
+            warnings.warn(f"every channel scores the same under {self.importance} in {len(self.tied_)} channel "
+                          f"group(s) (tied scales carry no information, e.g. a BatchNorm as initialised): "
+                          f"{', '.join(self.tied_[:5])}{', ...' if len(self.tied_) > 5 else ''}; "
+                          "their channels are ranked by filter L1 norm instead", stacklevel=2)
         self.plan_ = self._plan()
         return self
 
@@ -90,15 +97,37 @@ class ChannelPruner:
         if self.scope == "global" and pooled and not ratios:
             every = torch.cat([self.scores_[g] for g in pooled])
             removed_before = sum(base[g] for g in pooled) - len(every)
-            k = min(len(every), int(self.channel_ratio * sum(base[g] for g in pooled)) - removed_before)
-            threshold = every.sort().values[k - 1].item() if k > 0 else -math.inf
-            keep_counts.update({g: int((self.scores_[g] > threshold).sum()) for g in pooled})
+            k = max(0, min(len(every), int(self.channel_ratio * sum(base[g] for g in pooled)) - removed_before))
+            # exactly the k lowest go: ties (equal scores) are broken by filter norm, then by position
+            owner = torch.cat([torch.full((len(self.scores_[g]),), i) for i, g in enumerate(pooled)])
+            lowest = owner[_ranked(every, torch.cat([self.tiebreak_[g] for g in pooled]))[:k]]
+            removed = torch.bincount(lowest, minlength=len(pooled))
+            keep_counts.update({g: len(self.scores_[g]) - int(removed[i]) for i, g in enumerate(pooled)})
         plan = {}
         for g, scores in self.scores_.items():
             n = max(keep_counts[g], self.min_channels)
             n = min(len(scores), -(-n // self.round_to) * self.round_to)
-            plan[g] = sorted(scores.argsort(descending=True, stable=True)[:n].tolist())
+            plan[g] = sorted(_ranked(scores, self.tiebreak_[g]).flip(0)[:n].tolist())
         return plan
+
+
+def _ranked(scores: torch.Tensor, tiebreak: torch.Tensor) -> torch.Tensor:
+    """Indices from the least to the most important channel: by score, equal scores by ``tiebreak``, equal
+    both by position (the later channel counts as less important, so the first ones are kept)."""
+    position = torch.arange(len(scores), 0, -1, dtype=torch.float64)
+    order = position.argsort(stable=True)
+    order = order[tiebreak[order].argsort(stable=True)]
+    return order[scores[order].argsort(stable=True)]
+
+
+def _filter_norms(group: Group, size: int) -> torch.Tensor:
+    """The secondary score that breaks ties: each channel's filter L1 norm (zeros where the group has no
+    conv or linear layer to read it from)."""
+    try:
+        norms = IMPORTANCES["l1"](group, None, torch.Generator()).float()
+    except (RuntimeError, IndexError):  # no prunable layer in the group
+        return torch.zeros(size)
+    return norms if norms.shape == (size,) else torch.zeros(size)
 
 
 def apply_plan(model: nn.Module, plan: ChannelPlan, input_shape: tuple[int, ...]) -> nn.Module:
