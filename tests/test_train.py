@@ -187,3 +187,17 @@ def test_recalibrate_bn_replaces_stale_statistics_with_the_data_s():
     assert torch.allclose(bn.running_var, (h[:32].var(0) + h[32:].var(0)) / 2, atol=1e-4)
     assert not model.training and bn.momentum == 0.1
     assert recalibrate_bn(torch.nn.Linear(2, 2), batches, 64) == 0
+
+
+def test_a_1x1_stride_2_convolution_trains_without_channels_last_on_a_cpu():
+    """PyTorch 2.13's CPU backward of a 1x1 stride-2 conv in channels_last crashes the process; slimzip
+    trains such a model in NCHW (the training below would abort or hang otherwise)."""
+    from slimzip.trainer import TrainConfig, fit, use_channels_last
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 48, 1, 2, bias=False), torch.nn.BatchNorm2d(48), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(48, 10))
+    assert not use_channels_last(net, True, torch.device("cpu"))
+    assert use_channels_last(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2)), True, torch.device("cpu"))
+    x, y = torch.rand(64, 3, 32, 32), torch.randint(0, 10, (64,))
+    state = fit(net, (x, y), None, TrainConfig(epochs=1, batch_size=64, precision="fp32"), verbose=False)
+    assert state.epoch == 1

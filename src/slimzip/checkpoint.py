@@ -20,6 +20,7 @@ from torch import nn
 
 from .atomic import atomic_write_bytes, atomic_write_json, commit, temporary_beside  # noqa: F401 - re-exported
 from .errors import SlimzipError
+from .state import load_state
 
 FORMAT = "slimzip-checkpoint"
 VERSION = 1
@@ -85,7 +86,7 @@ def load_checkpoint(directory: str | os.PathLike, device: str | torch.device = "
     model = build_model(spec)
     state = load_tensors(Path(directory) / WEIGHTS)
     try:
-        model.load_state_dict(state, strict=True)
+        load_state(model, state, strict=True)
     except RuntimeError as e:
         first = str(e).splitlines()[0] if str(e) else "mismatch"
         raise SlimzipError(f"{directory}: weights do not fit model {spec['name']} ({first})") from None

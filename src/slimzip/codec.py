@@ -24,6 +24,7 @@ from .errors import SlimzipError
 from .graph import GraphError, build as build_graph, traced
 from .sharing import FLOAT16_MAX, SharedLayer
 from .structured import apply_plan, build_model, compose_plans, dependency_graph, registry_input_shape, validate_plan
+from .state import load_state
 
 FORMAT = "slimzip-model"
 RAW_DTYPES = {"float32": (np.float32, torch.float32), "float16": (np.float16, torch.float16)}
@@ -405,7 +406,7 @@ def decode_model(container: Container, model: nn.Module | None = None) -> nn.Mod
     for entry in entries:
         state[entry["name"]] = _decode_tensor(container, entry, state[entry["name"]])
     try:
-        model.load_state_dict({n: state[n] for n in names}, strict=False)
+        load_state(model, {n: state[n] for n in names}, strict=False)
     except (RuntimeError, ValueError) as e:
         raise ContainerError(f"the decoded tensors do not load into the model ({str(e).splitlines()[0][:200]})") \
             from None

@@ -104,7 +104,11 @@ def prune_and_retrain(model: nn.Module, plan: dict, masks: "Masks | None", *, re
 def remove_dead_units(pruned: Pruned, input_shape: tuple[int, ...], verbose: bool = True) -> Pruned:
     """Units no weight reads any more, removed physically (as the combined heuristic's paper does); this
     changes no output."""
-    dead = dead_channel_plan(pruned.model, input_shape)
+    try:
+        dead = dead_channel_plan(pruned.model, input_shape)
+    except SlimzipError as e:  # channel groups that cannot be traced: the zeros stay, coded as zeros
+        log(f"dead units kept ({e})", verbose=verbose)
+        return pruned
     if not dead:
         return pruned
     log(f"removing dead units in {len(dead)} layers", verbose=verbose)

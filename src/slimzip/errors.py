@@ -13,6 +13,11 @@ class SlimzipError(Exception):
     """A user mistake: unknown name, bad number, missing or corrupt file, infeasible request."""
 
 
+class NarrowingError(SlimzipError):
+    """Removing channels left a model that no longer runs (a layer or attribute tied to the channels
+    that slimzip cannot narrow). A search records the candidate as failed and goes on."""
+
+
 def check_range(name: str, value: float, low: float, high: float, *, high_open: bool = False) -> float:
     """Return ``value`` if ``low <= value <= high`` (``< high`` if ``high_open``), else raise."""
     ok = low <= value < high if high_open else low <= value <= high

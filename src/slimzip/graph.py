@@ -117,7 +117,23 @@ def _functions() -> dict[str, Callable]:
     table["builtins.len"] = builtins.len
     table["builtins.int"] = builtins.int
     table["math.sqrt"] = math.sqrt
+    table["torch._assert"] = torch._assert  # timm's shape checks: an assertion, nothing to run
+    table["slimzip.stochastic_depth"] = stochastic_depth
     return table
+
+
+def stochastic_depth(input: torch.Tensor, p: float, mode: str, training: bool = True) -> torch.Tensor:
+    """torchvision's ``ops.stochastic_depth`` (the identity in eval mode), so that a file of a model using
+    it holds its graph without torchvision: drops whole samples (``row``) or the batch with probability p."""
+    if not training or p == 0.0:
+        return input
+    size = [input.shape[0]] + [1] * (input.ndim - 1) if mode == "row" else [1] * input.ndim
+    noise = input.new_empty(size).bernoulli_(1.0 - p)
+    return input * noise.div_(1.0 - p) if p < 1.0 else input * noise
+
+
+# functions of other libraries a graph may call, by qualified name, and the allowed function each is
+ALIASES = {"torchvision.ops.stochastic_depth.stochastic_depth": "slimzip.stochastic_depth"}
 
 
 FUNCTIONS = _functions()
@@ -128,7 +144,7 @@ METHODS = frozenset("""add sub mul div neg pow sqrt abs exp view reshape flatten
     clamp narrow flip matmul float type_as repeat unbind sigmoid_ mul_ add_ relu_ chunk numel""".split())
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int64": torch.int64,
           "bool": torch.bool}
-_NAME = re.compile(r"^(?:[A-Za-z][A-Za-z0-9_]*|_[A-Za-z0-9][A-Za-z0-9_]*|[0-9]+)$")
+_NAME = re.compile(r"^(?:[A-Za-z][A-Za-z0-9_-]*|_[A-Za-z0-9][A-Za-z0-9_-]*|[0-9]+)$")  # PyTorch allows '-' too
 
 
 # --- describing a model ----------------------------------------------------------------------------
@@ -176,7 +192,8 @@ def _encode(value: Any) -> Any:
 
 def _target_name(node: fx.Node) -> str:
     if node.op == "call_function":
-        name = FUNCTION_NAMES.get(node.target)
+        qualified = f"{getattr(node.target, '__module__', '')}.{getattr(node.target, '__name__', '')}"
+        name = FUNCTION_NAMES.get(node.target, ALIASES.get(qualified))
         if name is None:
             raise GraphError(f"the model calls {getattr(node.target, '__name__', node.target)!s}, which a .slz "
                              "graph does not allow")

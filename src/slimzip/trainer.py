@@ -54,7 +54,8 @@ class TrainConfig:
     label_smoothing: float = knob(0.0, "cross-entropy label smoothing, in [0, 1)")
     bn_l1: float = knob(0.0, "lambda of the L1 penalty on BN scales (network slimming; 0: off)", alias="--sparsity")
     precision: str = knob("auto", "auto, bf16 or fp32 (auto: bf16 only where the hardware has it)")
-    channels_last: bool = knob(True, "NHWC memory layout (faster convs on CPU and GPU; no effect on MLPs)")
+    channels_last: bool = knob(True, "NHWC memory layout (faster convs on CPU and GPU; no effect on MLPs; not on a "
+                                     "CPU for a model with a 1x1 stride-2 conv, whose NHWC backward crashes PyTorch)")
     compile: bool = knob(False, "torch.compile the model: faster epochs after a one-off compile (minutes on a CPU)")
     seed: int = knob(0, "weight init and data order")
     patience: int = knob(0, "early stopping after N epochs without a lower validation loss (0: off)")
@@ -156,6 +157,16 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def use_channels_last(model: nn.Module, wanted: bool, device: torch.device) -> bool:
+    """Whether to train in NHWC. Not on a CPU for a model with a 1x1 convolution of stride > 1: PyTorch
+    2.13's CPU backward of that convolution in channels_last aborts the process (double free) or never
+    returns, depending on the CPU; such a model trains in NCHW."""
+    if not wanted:
+        return False
+    risky = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1)]
+    return not (risky and device.type == "cpu")
+
+
 def autocast(enabled: bool, device: torch.device) -> contextlib.AbstractContextManager:
     return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
@@ -229,7 +240,8 @@ def fit(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None, cfg: Tr
     device = next(model.parameters()).device
     train = as_loader(train, train=True, batch_size=cfg.batch_size, device=device, seed=cfg.seed, what="train")
     val = as_loader(val, train=False, device=device, what="val") if val is not None else None
-    if cfg.channels_last:
+    nhwc = use_channels_last(model, cfg.channels_last, device)
+    if nhwc:
         model.to(memory_format=torch.channels_last)
     bf16 = use_bf16(cfg.precision, device)
     net = torch.compile(model) if cfg.compile else model  # shares parameters with model
@@ -253,7 +265,7 @@ def fit(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None, cfg: Tr
         for i, (x, y) in enumerate(bar):
             for group in opt.param_groups:
                 group["lr"] = lr_at(epoch * steps + i, steps, cfg)
-            if cfg.channels_last and x.dim() == 4:
+            if nhwc and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(bf16, device):
                 out = net(x)

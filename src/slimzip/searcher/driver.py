@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from ..settings import CHANNEL_SCOPES
-from ..errors import SlimzipError, check_range, unknown
+from ..errors import NarrowingError, SlimzipError, check_range, unknown
 from ..options import knob
 from ..progress import log
 from .journal import Candidate, Journal, Knobs
 from .strategies import STRATEGIES
 
 SPECULATE = ("off", "on")
+CANDIDATE_FAILURES = (FloatingPointError, NarrowingError)  # a failed candidate, journaled; the search goes on
 
 
 @dataclass(frozen=True)
@@ -247,7 +248,7 @@ class Search:
             return self._record(key, knobs, parent, epochs, self.pool.map([(knobs, parent, kwargs)])[0])
         try:
             outcome: dict | BaseException = self.run(knobs, parent, **kwargs)
-        except FloatingPointError as e:
+        except CANDIDATE_FAILURES as e:
             outcome = e
         return self._record(key, knobs, parent, epochs, outcome, time.perf_counter() - t0)
 
@@ -263,7 +264,7 @@ class Search:
             ok = m["val_accuracy"] == m["val_accuracy"]  # NaN accuracy: the weights went non-finite
             candidate = Candidate(**common, status="ok" if ok else "failed", wall_seconds=wall,
                                   error=None if ok else "validation accuracy is NaN", **m)
-        elif isinstance(outcome, FloatingPointError):
+        elif isinstance(outcome, CANDIDATE_FAILURES):
             candidate = Candidate(**common, epochs=getattr(outcome, "epochs", epochs), status="failed",
                                   wall_seconds=seconds or 0.0, error=str(outcome),
                                   channels_removed=parent.channels_removed if parent else 0)

@@ -31,8 +31,9 @@ from ..structured import (Sensitivity, apply_plan, build_model, default_channel_
                           sensitivity_pruner)
 from ..trainer import TrainConfig, distillation, evaluate, fit, recalibrate_bn
 from ..unstructured import Masks, mask_hook, masks_from_zeros
-from .driver import SearchConfig, artifact_name
+from .driver import CANDIDATE_FAILURES, SearchConfig, artifact_name
 from .journal import Candidate, Knobs
+from ..state import load_state
 
 
 class CandidatePipeline:
@@ -49,7 +50,7 @@ class CandidatePipeline:
         self.loaders, self.train_cfg, self.cfg, self.dir, self.verbose = loaders, train_cfg, cfg, run_dir, verbose
         self.full_train = full_train if full_train is not None else loaders.train
         self.device = next(base.parameters()).device
-        self.channels = prunable_channels(base, input_shape)
+        self._channels: int | None = None  # counted when a candidate first removes channels (``channels``)
         self.sensitivity: Sensitivity | None = None  # set by ``prepare`` for --channel-scope sensitivity
         # --distill: every fine-tune also matches the input model's softened outputs (a frozen copy)
         self.terms = [distillation(copy.deepcopy(base), cfg.distill)] if cfg.distill else []
@@ -100,7 +101,7 @@ class CandidatePipeline:
         else:  # a trunk saved before user models: the registry spec with the plan composed in
             model = build_model(saved)
             plan = _relative(self.spec, saved)
-        model.load_state_dict(load_tensors(path))
+        load_state(model, load_tensors(path))
         return model.to(self.device), plan
 
     def _tune_config(self, epochs: int) -> TrainConfig:
@@ -119,6 +120,14 @@ class CandidatePipeline:
             fit(model, self._images(round(part * self.loaders.train.num_samples), key), None, self._tune_config(1),
                 after_step=hooks, loss_terms=self.terms, verbose=self.verbose)
         return epochs
+
+    @property
+    def channels(self) -> int:
+        """The input model's prunable channels, traced only once a candidate removes channels: a model whose
+        channel groups cannot be traced still compresses without removing any."""
+        if self._channels is None:
+            self._channels = prunable_channels(self.base, self.shape)
+        return self._channels
 
     @property
     def proxy_share(self) -> float:
@@ -204,7 +213,7 @@ class CandidatePipeline:
             self._save_trunk(key, pruned.model, pruned.plan)
             data = self._code(pruned.model, pruned.plan, knobs, centroid_epochs, bits)
             spent[0] += centroid_epochs
-        except FloatingPointError as e:
+        except CANDIDATE_FAILURES as e:
             e.epochs = spent[0]  # type: ignore[attr-defined]
             raise
         spent, removed = spent[0], removed[0]

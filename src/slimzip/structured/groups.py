@@ -142,9 +142,27 @@ def _unprunable(group: Group) -> str | None:
     """Why a group cannot lose channels exactly, or None."""
     if any(isinstance(item.dep.target.module, CHANNEL_STATS) for item in group):
         return "normalised across channels, e.g. by a LayerNorm: fewer channels change its statistics"
+    if own := [type(m).__name__ for item in group if (m := item.dep.target.module) is not None and _extra_tensors(m)]:
+        return (f"a layer holds per-channel tensors of its own besides weight and bias ({own[0]}, e.g. a weight-"
+                "standardised conv's gain) that slimzip cannot narrow")
     if not _consistent(group):
-        return "their channels pass through a reshape slimzip cannot follow, e.g. a channel shuffle"
+        ops = sorted({OPS[t] for item in group if (t := type(item.dep.target.module).__name__) in OPS})
+        through = " and ".join(ops) if ops else "an operation"
+        return f"their channels pass through {through} whose channel mapping slimzip cannot follow exactly"
     return None
+
+
+# Torch-Pruning's nodes for parameter-free operations, as a person names them
+OPS = {"_ReshapeOp": "a reshape (e.g. a channel shuffle)", "_ConcatOp": "a concatenation", "_SplitOp": "a split",
+       "_ExpandOp": "an expand", "_UnbindOp": "an unbind", "_SliceOp": "a slice"}
+
+
+def _extra_tensors(module: object) -> bool:
+    """A subclass of a conv or linear layer with parameters or buffers of its own (not ``weight`` / ``bias``)."""
+    if not isinstance(module, PRUNABLE) or type(module) in PRUNABLE:
+        return False
+    names = {n for n, _ in module.named_parameters(recurse=False)} | {n for n, _ in module.named_buffers(recurse=False)}
+    return bool(names - {"weight", "bias"})
 
 
 def _channel_dim(module: object, handler: str) -> int | None:

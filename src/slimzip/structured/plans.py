@@ -14,7 +14,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from ..errors import SlimzipError, check_range, unknown
+from ..errors import NarrowingError, SlimzipError, check_range, unknown
 from .criteria import CRITERIA, IMPORTANCES, has_norm
 from .groups import (CHANNELS_LAST, NORMS, PRUNABLE, Group, _eval_forward, _has_own_pruner, _out_items, _root_size,
                      channel_groups, dependency_graph)
@@ -146,7 +146,24 @@ def apply_plan(model: nn.Module, plan: ChannelPlan, input_shape: tuple[int, ...]
         if removed:
             handler = tp.prune_conv_out_channels if isinstance(module, nn.Conv2d) else tp.prune_linear_out_channels
             graph.get_pruning_group(module, handler, idxs=removed).prune()
+    _check_runs(model, input_shape)
     return model
+
+
+def _check_runs(model: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """A narrowed model must still run: a layer whose channel count is also kept elsewhere (a split size
+    stored in an attribute, a parameter of its own) would fail later with PyTorch's error; it fails here
+    with one line instead."""
+    was = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
+    except Exception as e:  # whatever the user's forward raises on a shape it no longer matches
+        raise NarrowingError(f"removing channels broke the model: its forward now fails ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:160] if str(e) else ''}); a layer or attribute tied to "
+                             "those channels cannot be narrowed") from None
+    finally:
+        model.train(was)
 
 
 def zero_channels_hooks(model: nn.Module, plan: ChannelPlan, input_shape: tuple[int, ...],
