@@ -40,6 +40,7 @@ def _load_factory(source: str) -> Callable[..., Any]:
     where, _, name = source.rpartition(":")
     if where == "timm":
         try:
+            import_torchvision()  # timm imports it
             import timm  # noqa: PLC0415 - optional, and heavy
         except Exception as e:  # timm imports torchvision, which may not import beside a CPU torch build
             raise SlimzipError(f"--model {source}: timm is not importable here ({type(e).__name__}: {e})") from None
@@ -87,3 +88,34 @@ def create_user_model(source: str, num_classes: int | None = None, **kwargs: Any
     if not isinstance(model, nn.Module):
         raise SlimzipError(f"--model {source}: the factory returned {type(model).__name__}, not a torch nn.Module")
     return model
+
+
+_TORCHVISION_OPS = {"nms": "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+                    "qnms": "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"}
+_libraries: list = []  # the schemas defined below live as long as the process
+
+
+def import_torchvision():
+    """``import torchvision``, also where its wheel was built for another torch than this CPU build (its
+    compiled detection ops do not load): torchvision then still registers fake kernels for ``nms`` and
+    ``qnms``, and fails on their missing schemas; those are defined here (classification models never call
+    them) and the import is tried again. Returns the module, or raises what the import raised."""
+    import sys
+
+    import torch
+
+    try:
+        import torchvision  # noqa: PLC0415
+        return torchvision
+    except RuntimeError as e:
+        if "torchvision::" not in str(e):
+            raise
+    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+        del sys.modules[name]
+    lib = torch.library.Library("torchvision", "FRAGMENT")
+    for op, schema in _TORCHVISION_OPS.items():
+        if not hasattr(torch.ops.torchvision, op):
+            lib.define(schema)
+    _libraries.append(lib)
+    import torchvision  # noqa: PLC0415
+    return torchvision
