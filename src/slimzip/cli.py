@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 from . import __version__
 from .api import CompressConfig, SearchConfig, TrainConfig
+from .searcher.strategies import STRATEGIES
 from .entry import INTERRUPTED
 from .errors import SlimzipError
 from .options import add_options, given, number, positive_int
@@ -95,7 +96,7 @@ def cmd_compress(args: argparse.Namespace) -> None:
         if fixed := [f"--{k.replace('_', '-')}" for k in FIXED_ONLY if getattr(args, k) is not None]:
             raise SlimzipError(f"{', '.join(fixed)}: chosen by the search; "
                                "drop them or drop --target-accuracy/--max-drop")
-        result = search(args.checkpoint, args.out, _search_config(args, args.search or "heuristic"),
+        result = search(args.checkpoint, args.out, _search_config(args, args.search or SearchConfig.strategy),
                         target_accuracy=args.target_accuracy, max_drop=args.max_drop, run_dir=args.run_dir,
                         device=args.device, data_dir=args.data_dir, verbose=not args.quiet, workers=args.workers,
                         ray_address=args.ray_address)
@@ -342,7 +343,8 @@ def _compress_parser(sub) -> None:
     p.add_argument("checkpoint", help="a checkpoint directory (from `slimzip train`)")
     p.add_argument("--out", required=True, help="the .slz file to write")
     _target_options(p)
-    p.add_argument("--search", help="heuristic (default), grid or frontier")
+    p.add_argument("--search", choices=sorted(STRATEGIES),
+                   help=f"the search strategy (default {SearchConfig.strategy}); needs --target-accuracy or --max-drop")
     p.add_argument("--run-dir", help="the search's run directory (default: OUT with .run for .slz)")
     add_options(p, [("search", SearchConfig), ("fixed knobs", CompressConfig)])
     _parallel_options(p)

@@ -37,6 +37,7 @@ from .measure import dense_fp32_bytes, measure
 from .progress import log
 from .runs import RunDir
 from .searcher import Journal, Knobs, SearchConfig, run_search
+from .searcher.driver import candidate_bits
 from .settings import RENAMED
 from .searcher.pipeline import CandidatePipeline
 from .trainer import TrainConfig, evaluate, fit
@@ -68,6 +69,15 @@ class Compressed:
     @property
     def file_bytes(self) -> int:
         return len(self.data)
+
+    def __repr__(self) -> str:
+        test = "n/a" if self.test_accuracy is None else f"{100 * self.test_accuracy:.2f}%"
+        knobs = ", ".join(f"{k} {v:g}" for k, v in self.knobs.items() if isinstance(v, (int, float)) and k != "candidate")
+        cost = self.search or {}
+        return (f"Compressed({self.file_bytes:,} B, {self.compression_ratio:.1f}x smaller than dense fp32; "
+                f"val {100 * self.val_accuracy:.2f}%, test {test} (percent); {knobs}; "
+                f"{cost.get('strategy', '?')}: {cost.get('candidates', 0)} candidates, {cost.get('epochs', 0):g} "
+                f"epochs{'' if self.path is None else f'; {self.path}'})")
 
     @property
     def compression_ratio(self) -> float:
@@ -125,21 +135,27 @@ def _target(baseline: float, target_accuracy: float | None, max_drop: float | No
 
 
 def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_accuracy: float | None = None,
-           max_drop: float | None = None, strategy: str = "frontier", config: SearchConfig | None = None,
+           max_drop: float | None = None, strategy: str | None = None, config: SearchConfig | None = None,
            train_config: TrainConfig | None = None, out: str | os.PathLike | None = None,
            run_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu", augment: bool = False,
            verbose: bool = True, spec: dict | None = None, identity: dict | None = None,
            file_meta: dict | None = None, defaults: dict | None = None, workers: int = 1,
-           ray_address: str | None = None, full_train: Any = None) -> Compressed:
+           ray_address: str | None = None, full_train: Any = None, max_epochs: float | None = None,
+           seed: int | None = None) -> Compressed:
     """The smallest .slz file whose decoded model meets a validation-accuracy target (``target_accuracy``
     as a fraction, or ``max_drop`` points below ``model``'s own), searching channel ratio x weight sparsity
-    with ``strategy`` ('heuristic', 'grid', 'frontier'). ``run_dir`` holds the journal: the same call
+    with ``strategy`` ('heuristic', 'grid', 'frontier'; default ``SearchConfig``'s); ``max_epochs``: the
+    proxy search's budget; ``seed``: data order and initialisation. An argument that contradicts ``config``
+    is an error, never silently dropped. ``run_dir`` holds the journal and the summary: the same call
     resumes a killed search (default: a temporary directory, not resumable). ``spec`` (a registry spec),
     ``identity``, ``file_meta``, ``defaults`` and ``full_train`` (the whole training split beside loaders
     already cut to ``train_subset``) are for the path-based API. With ``config.recover_epochs`` the best
     candidates are retrained on the whole training split (recovery) and the search goes on from them."""
-    cfg = (config or SearchConfig(strategy=strategy)).validate()
+    cfg = _merged(config or SearchConfig(), strategy=strategy, max_epochs=max_epochs).validate()
     train_cfg = train_config or DEFAULT_TRAIN
+    if seed is not None:
+        train_cfg = dataclasses.replace(train_cfg, seed=seed)
+        torch.manual_seed(seed)
     dev = torch.device(device)
     if isinstance(train, Loaders):  # the path-based API's loaders (subset already applied)
         loaders = train
@@ -180,9 +196,25 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
             raise SlimzipError(_infeasible(result, target, baseline, run))
         best = result.best
         data = pipeline.file_path(best.key).read_bytes()
-    knobs = {**dataclasses.asdict(best.knobs), "candidate": best.id}
-    return _finish(model, data, out, loaders, baseline, target, knobs, result.cost(), candidates, best.val_accuracy,
-                   result.margin)
+        bits = candidate_bits(best, cfg)
+        knobs = {**dataclasses.asdict(best.knobs), "bits_conv": bits[0], "bits_fc": bits[1], "candidate": best.id}
+        done = _finish(model, data, out, loaders, baseline, target, knobs, result.cost(), candidates,
+                       best.val_accuracy, result.margin)
+        if run_dir is not None:  # as the command line's: `slimzip report` reads it
+            atomic_write_json(run / "summary.json", {**done.summary(), "candidates": candidates, "run_dir": str(run)})
+    return done
+
+
+def _merged(cfg: SearchConfig, **arguments: Any) -> SearchConfig:
+    """``cfg`` with the plain arguments given (not None); one that contradicts a value set in ``cfg`` (not
+    its default) is an error."""
+    defaults = SearchConfig()
+    given = {k: v for k, v in arguments.items() if v is not None}
+    for name, value in given.items():
+        mine = getattr(cfg, name)
+        if mine != value and mine != getattr(defaults, name):
+            raise SlimzipError(f"{name}={value!r} contradicts config.{name}={mine!r}: give it once")
+    return dataclasses.replace(cfg, **given)
 
 
 def compress(model: nn.Module, train: Any, val: Any, test: Any = None, *, channel_ratio: float = 0.0,

@@ -4,6 +4,7 @@ what the search cost, and picks the smallest file that meets the target."""
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
@@ -24,7 +25,7 @@ class SearchConfig:
     """Everything a search needs besides the target. Saved in the journal: a run directory holds one
     search, and running it again with other settings is refused."""
 
-    strategy: str = "heuristic"
+    strategy: str = "frontier"  # the one default strategy (the CLI's --search, slimzip.search)
     step: float = knob(0.1, "search: step width of channel ratio and sparsity (frontier: its first step)")
     margin: float | None = knob(None, "search: accuracy held back while removing channels (none: half the allowed "
                                       "drop)", points=True)
@@ -85,8 +86,7 @@ class SearchConfig:
             raise unknown("speculate", self.speculate, list(SPECULATE))
         if self.bits_ladder not in LADDERS:
             raise unknown("bits ladder", self.bits_ladder, list(LADDERS))
-        if self.raw_dtype not in ("float16", "float32", "uint8"):
-            raise unknown("raw dtype", self.raw_dtype, ["float16", "float32", "uint8"])
+        self.coding().validate()  # the coding knobs, checked as fixed-knob compression checks them
         check_range("screen gap", self.screen_gap, 0.0, 1.0)
         check_range("short epochs", self.short_epochs, 0.0, 1.0)
         if self.scope not in ("global", "layer"):
@@ -108,6 +108,23 @@ class SearchConfig:
         if self.train_subset is not None and self.train_subset < 1:
             raise SlimzipError(f"train subset must be at least 1, got {self.train_subset}")
         return self
+
+    def coding(self, bits: "tuple[int, int] | None" = None):
+        """The file's coding knobs as deep compression's config (``bits``: codebook bits, if not the config's)."""
+        from ..deep_compression import CompressConfig
+
+        conv, fc = bits or (self.bits_conv, self.bits_fc)
+        return CompressConfig(scope=self.scope, bits_conv=conv, bits_fc=fc, index_bits_conv=self.index_bits_conv,
+                              index_bits_fc=self.index_bits_fc, coder=self.coder, fold_bn=self.fold_bn, lr=self.lr,
+                              raw_dtype=self.raw_dtype, centroid_epochs=0)
+
+
+def candidate_bits(c: Candidate, cfg: SearchConfig) -> tuple[int, int]:
+    """The codebook bits (conv, linear) of a candidate's file: a bits-ladder step's own, else the config's."""
+    if (m := re.search(r":b(\d+)/(\d+)", c.key)) is not None:
+        return int(m.group(1)), int(m.group(2))
+    return cfg.bits_conv, cfg.bits_fc
+
 
 class RunCandidate(Protocol):
     """The candidate pipeline: warm-start from ``parent`` (None: the input model), move to ``knobs``,

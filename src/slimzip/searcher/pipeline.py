@@ -75,13 +75,7 @@ class CandidatePipeline:
         return self.sensitivity
 
     def compress_config(self, knobs: Knobs, bits: tuple[int, int] | None = None) -> CompressConfig:
-        c = self.cfg
-        conv, fc = bits or (c.bits_conv, c.bits_fc)
-        return CompressConfig(channel_ratio=knobs.channel_ratio, sparsity=knobs.sparsity, scope=c.scope,
-                              bits_conv=conv, bits_fc=fc, index_bits_conv=c.index_bits_conv,
-                              index_bits_fc=c.index_bits_fc, coder=c.coder, fold_bn=c.fold_bn, lr=c.lr,
-                              raw_dtype=c.raw_dtype,
-                              centroid_epochs=0)
+        return dataclasses.replace(self.cfg.coding(bits), channel_ratio=knobs.channel_ratio, sparsity=knobs.sparsity)
 
     def file_path(self, key: str) -> Path:
         return self.dir / "files" / f"{artifact_name(key)}.slz"

@@ -1,0 +1,62 @@
+"""The seams a new user trips on: coding knobs checked before any work, arguments that contradict a config,
+one default strategy, what the returned object says of itself, and a Python search's summary."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+import slimzip
+from slimzip.cli import main
+from slimzip.errors import SlimzipError
+from slimzip.searcher import SearchConfig
+
+from test_zoo_patterns import SHAPE, _data
+
+
+class Small(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8)
+        self.fc = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+
+FAST = dict(step=0.5, refine=0, short_epochs=0.0, min_bits=0, centroid_epochs=0, calibration_images=64)
+
+
+@pytest.mark.parametrize("extra, message", [(["--coder", "zip"], "unknown coder"),
+                                            (["--index-bits-fc", "0"], "index bits fc"),
+                                            (["--bits-conv", "17"], "bits conv")])
+def test_coding_knobs_of_a_search_are_one_line_before_any_work(capsys, tmp_path, extra, message):
+    capsys.readouterr()
+    t0 = time.perf_counter()
+    code = main(["compress", str(tmp_path / "nothing-yet"), "--max-drop", "5", "--out", str(tmp_path / "m.slz"), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert time.perf_counter() - t0 < 10 and not (tmp_path / "m.slz").exists()
+
+
+def test_an_argument_that_contradicts_the_config_is_an_error_not_dropped():
+    with pytest.raises(SlimzipError, match="strategy='frontier' contradicts config.strategy='heuristic'"):
+        slimzip.search(Small(), _data(32, 0), _data(16, 1), max_drop=50.0, strategy="frontier",
+                       config=SearchConfig(strategy="heuristic"), verbose=False)
+    assert SearchConfig().strategy == "frontier"  # the one default: slimzip.search's and compress --search's
+
+
+def test_a_python_search_records_its_bits_summary_and_speaks_briefly(tmp_path):
+    torch.manual_seed(0)
+    result = slimzip.search(Small(), _data(128, 0), _data(64, 1), max_drop=50.0, strategy="heuristic", max_epochs=2,
+                            seed=3, config=SearchConfig(**FAST), run_dir=tmp_path / "run", verbose=False)
+    assert result.search["strategy"] == "heuristic" and result.search["epochs"] <= 2 + 1e-9
+    assert {"bits_conv", "bits_fc"} <= set(result.knobs)
+    text = repr(result)
+    assert len(text) < 400 and f"{result.file_bytes:,} B" in text and "percent" in text
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["file_bytes"] == result.file_bytes and summary["knobs"] == result.knobs
+    assert main(["report", str(tmp_path / "run")]) == 0
