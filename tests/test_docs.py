@@ -1,0 +1,37 @@
+"""The docs speak of the product: every relative link and every referenced repository file exists, and
+no page narrates how the work was organised."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+NARRATION = re.compile(r"\b(sessions?|lent)\b|\bissues? #?\d", re.IGNORECASE)
+ALLOWED = ("onnxruntime session", "inferencesession")  # the library's own word
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_links_resolve(page):
+    text = page.read_text()
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+        if "://" in target or target.startswith("mailto:"):
+            continue
+        assert (page.parent / target).exists(), f"{page.name}: broken link {target}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_no_page_narrates_its_own_making(page):
+    for number, line in enumerate(page.read_text().splitlines(), 1):
+        found = NARRATION.search(line)
+        if found and not any(word in line.lower() for word in ALLOWED):
+            pytest.fail(f"{page.name}:{number}: {found.group(0)!r} in {line.strip()[:120]!r}")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_every_page_a_doc_names_exists(page):
+    for name in re.findall(r"(?<![\w/.-])((?:\.\./)?[\w/.-]*\.md)\b", page.read_text()):
+        assert any((base / name).exists() for base in (page.parent, ROOT, ROOT / "docs")), f"{page.name} names {name}, not in the repository"
