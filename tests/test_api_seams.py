@@ -60,3 +60,20 @@ def test_a_python_search_records_its_bits_summary_and_speaks_briefly(tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["file_bytes"] == result.file_bytes and summary["knobs"] == result.knobs
     assert main(["report", str(tmp_path / "run")]) == 0
+
+
+def test_the_reader_stands_alone():
+    import subprocess
+    import sys
+
+    code = ("import sys; from slimzip import load; m = load('tests/corpus/valid/v4-graph-huffman.slz'); "
+            "print(sorted(n for n in sys.modules if n.startswith('slimzip')), 'torch_pruning' in sys.modules, "
+            "'sqlite3' in sys.modules)")
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    modules, pruning, sqlite = out.rsplit(" ", 2)[0], *out.split()[-2:]
+    assert pruning == "False" and sqlite == "False"
+    for heavy in ("trainer", "searcher", "core", "structured", "deep_compression", "data"):
+        assert f"slimzip.{heavy}'" not in modules and f"slimzip.{heavy}." not in modules, modules

@@ -276,7 +276,7 @@ CORPUS_FILE = Path(__file__).resolve().parent / "corpus" / "valid" / "graph-rans
     (["prune-channels", "CKPT", "--ratio", "0.5", "--out", "CKPT"], "never modified"),
     (["prune-channels", "CKPT", "--ratio", "0.5", "--teacher", "CKPT", "--out", "R"], "--distill"),
     (["prune-channels", "nothere", "--ratio", "0.5", "--out", "R"], "nothere"),
-    (["compress", "CKPT", "--out", "R.slz", "--max-drop", "1", "--search", "anneal"], "unknown search strategy"),
+    (["compress", "CKPT", "--out", "R.slz", "--max-drop", "1", "--search", "anneal"], "invalid choice: 'anneal'"),
     (["compress", "CKPT", "--out", "R.slz", "--target-accuracy", "1.5", "--search", "grid"], "target accuracy"),
     (["compress", "CKPT", "--out", "R.slz", "--max-drop", "1", "--target-accuracy", "0.9", "--search", "grid"],
      "exactly one"),

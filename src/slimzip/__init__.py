@@ -9,7 +9,11 @@ __all__ = ["Compressed", "compress", "load", "search", "train", "__version__"]
 
 
 def __getattr__(name: str):
-    if name in ("Compressed", "compress", "load", "search", "train"):
+    if name == "load":  # the reader alone: no training or search modules
+        from .reader import load
+
+        return load
+    if name in ("Compressed", "compress", "search", "train"):
         from . import core
 
         return getattr(core, name)

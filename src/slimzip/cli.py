@@ -15,7 +15,8 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
-from .api import CompressConfig, SearchConfig, TrainConfig
+from .config import CompressConfig, TrainConfig
+from .searcher.driver import SearchConfig
 from .searcher.strategies import STRATEGIES
 from .entry import INTERRUPTED
 from .errors import SlimzipError
@@ -329,7 +330,7 @@ def _dropnet_parser(sub) -> None:
                    help="theta0: torch (PyTorch's default init) or glorot (Keras's, which DropNet's code used)")
     p.add_argument("--oracle-images", type=positive_int, default=5000,
                    help="oracle metric: training images the loss is measured on (default 5000)")
-    from .api.pruning import DROPNET_RECIPE
+    from .config import DROPNET_RECIPE
 
     add_options(p, [("DropNet's", DROPNET_RECIPE)], DROPNET_TRAINING)
     p.add_argument("--subset", type=positive_int, help="train on the first N training images only")

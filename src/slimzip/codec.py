@@ -23,7 +23,6 @@ from .container import VERSION, Container, ContainerError, encode_container
 from .errors import SlimzipError
 from .graph import GraphError, build as build_graph, traced
 from .sharing import FLOAT16_MAX, SharedLayer
-from .structured import apply_plan, build_model, compose_plans, dependency_graph, registry_input_shape, validate_plan
 from .state import load_state
 
 FORMAT = "slimzip-model"
@@ -64,6 +63,8 @@ def _bias_feeding(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, s
     """BatchNorm fqn -> the conv / linear layer whose biased output only that BatchNorm reads (its bias
     can move into the BatchNorm's shift). Empty when the model cannot be traced."""
     try:
+        from .structured import dependency_graph  # torch-pruning, loaded where a model is written
+
         graph = dependency_graph(model, torch.zeros(1, *input_shape))
     except SlimzipError:
         return {}
@@ -110,6 +111,8 @@ def spec_input_shape(spec: dict) -> tuple[int, ...]:
         return tuple(spec["graph"]["input_shape"])
     if "input_shape" in spec:  # a user's model that could not be traced: the file holds no graph
         return tuple(spec["input_shape"])
+    from .structured import registry_input_shape
+
     return registry_input_shape(spec["name"])
 
 
@@ -118,6 +121,8 @@ def file_model(model: nn.Module, spec: dict | None, plan: dict, shape: tuple[int
     for a user's model its graph (and the model rebuilt from it, whose tensors the graph names), or, when
     it cannot be traced, the plan and input shape only (the file then loads into the user's class)."""
     if spec is not None:
+        from .structured import compose_plans
+
         full = compose_plans(spec.get("plan"), plan)
         return model, ({**spec, "plan": full} if full else {k: v for k, v in spec.items() if k != "plan"})
     try:
@@ -245,6 +250,8 @@ def _model_from_manifest(manifest: dict, model: nn.Module | None = None, contain
     if not isinstance(classes, int) or isinstance(classes, bool) or not 2 <= classes <= MAX_CLASSES:
         raise ContainerError("manifest asks for an impossible number of classes")
     try:
+        from .structured import build_model  # a registry model's plan narrows it (torch-pruning)
+
         return build_model(spec)
     except SlimzipError as e:
         raise ContainerError(f"manifest model: {e}") from None
@@ -257,6 +264,8 @@ def _narrowed(model: nn.Module, spec: dict) -> nn.Module:
     if plan:
         try:
             shape = spec_input_shape(spec)
+            from .structured import apply_plan, validate_plan
+
             apply_plan(model, validate_plan(plan), tuple(shape))
         except (SlimzipError, KeyError, TypeError) as e:
             raise ContainerError(f"the file's channel plan does not fit the given model: {e}") from None

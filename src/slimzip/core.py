@@ -28,13 +28,14 @@ import torch
 from torch import nn
 
 from .checkpoint import atomic_write_bytes, atomic_write_json
-from .codec import NO_ARCHITECTURE, decode_model, self_describing
-from .container import decode_container, read_container
+from .codec import decode_model, self_describing
+from .container import decode_container
 from .data import Loaders
 from .data.adapt import as_loader, as_loaders
 from .errors import SlimzipError, check_finite, check_range
 from .measure import dense_fp32_bytes, measure
 from .progress import log
+from .reader import load
 from .runs import RunDir
 from .searcher import Journal, Knobs, SearchConfig, run_search
 from .searcher.driver import candidate_bits
@@ -157,14 +158,7 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
         train_cfg = dataclasses.replace(train_cfg, seed=seed)
         torch.manual_seed(seed)
     dev = torch.device(device)
-    if isinstance(train, Loaders):  # the path-based API's loaders (subset already applied)
-        loaders = train
-    else:
-        loaders = as_loaders(train, val, test, batch_size=train_cfg.batch_size, device=dev, augment=augment,
-                             seed=train_cfg.seed)
-        full_train = loaders.train
-        if cfg.train_subset is not None:
-            loaders = dataclasses.replace(loaders, train=loaders.train.slice(0, cfg.train_subset))
+    loaders, full_train = _proxy_loaders(train, val, test, cfg, train_cfg, dev, augment, full_train)
     model = model.to(dev)
     check_finite(model, "the model")
     baseline = evaluate(model, loaders.val)[1]
@@ -194,15 +188,26 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
             atomic_write_json(run / "summary.json", {"file": None, "search": result.cost(), "candidates": candidates,
                                                      "target_accuracy": target, "baseline_val_accuracy": baseline})
             raise SlimzipError(_infeasible(result, target, baseline, run))
-        best = result.best
-        data = pipeline.file_path(best.key).read_bytes()
-        bits = candidate_bits(best, cfg)
+        best, bits = result.best, candidate_bits(result.best, cfg)
         knobs = {**dataclasses.asdict(best.knobs), "bits_conv": bits[0], "bits_fc": bits[1], "candidate": best.id}
-        done = _finish(model, data, out, loaders, baseline, target, knobs, result.cost(), candidates,
-                       best.val_accuracy, result.margin)
+        done = _finish(model, pipeline.file_path(best.key).read_bytes(), out, loaders, baseline, target, knobs,
+                       result.cost(), candidates, best.val_accuracy, result.margin)
         if run_dir is not None:  # as the command line's: `slimzip report` reads it
             atomic_write_json(run / "summary.json", {**done.summary(), "candidates": candidates, "run_dir": str(run)})
     return done
+
+
+def _proxy_loaders(train: Any, val: Any, test: Any, cfg: SearchConfig, train_cfg: TrainConfig, dev: torch.device,
+                   augment: bool, full_train: Any) -> tuple[Loaders, Any]:
+    """The loaders the proxy search fine-tunes on (training images cut to ``train_subset``) and the whole
+    training split recovery trains on. The path-based API's loaders come cut already, with their split."""
+    if isinstance(train, Loaders):
+        return train, full_train
+    loaders = as_loaders(train, val, test, batch_size=train_cfg.batch_size, device=dev, augment=augment,
+                         seed=train_cfg.seed)
+    if cfg.train_subset is None:
+        return loaders, loaders.train
+    return dataclasses.replace(loaders, train=loaders.train.slice(0, cfg.train_subset)), loaders.train
 
 
 def _merged(cfg: SearchConfig, **arguments: Any) -> SearchConfig:
@@ -295,16 +300,6 @@ def _finish(model: nn.Module, data: bytes, out: str | os.PathLike | None, loader
     return Compressed(decoded, data, Path(out) if out is not None else None, val_accuracy, test_acc, baseline,
                       target, dense_fp32_bytes(model), cost_.params, cost_.macs, sparsity_of(decoded), knobs, cost,
                       candidates, margin)
-
-
-def load(source: str | os.PathLike | bytes, model: nn.Module | None = None) -> nn.Module:
-    """The model a .slz file holds, in eval mode. Without ``model``: rebuilt from the file alone (a registry
-    model, or the graph the file stores), never executing code from it. With ``model`` (an instance of the
-    user's own class, as trained): a copy narrowed to the file's channel plan, with the decoded weights."""
-    container = decode_container(bytes(source)) if isinstance(source, (bytes, bytearray)) else read_container(source)
-    if model is None and not self_describing(container.manifest):
-        raise SlimzipError(NO_ARCHITECTURE)
-    return decode_model(container, model).eval()
 
 
 __all__: Sequence[str] = ("Compressed", "as_loader", "as_loaders", "compress", "load", "search", "train")

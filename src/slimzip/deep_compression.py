@@ -11,60 +11,16 @@ from typing import Callable, Sequence
 
 from torch import nn
 
-from .codec import RAW_DTYPES
-from .coding import CODECS
+from .config import CompressConfig  # declared torch-free (a fast --help); here for its users
 from .data import DeviceLoader
-from .errors import SlimzipError, check_range, unknown
-from .options import knob
+from .errors import SlimzipError
 from .progress import log
-from .settings import CHANNEL_SCOPES
 from .sharing import SharedLayer, WeightSharer, tie_centroids_, untie_centroids_
 from .schedule import sparsity_steps
 from .structured import (Sensitivity, apply_plan, compose_plans, dead_channel_plan, default_channel_pruner,
                          layer_profile, sensitivity_pruner)
 from .trainer import TrainConfig, evaluate, fit, recalibrate_bn
 from .unstructured import MagnitudePruner, Masks, apply_masks_, mask_hook, masks_from_zeros
-
-
-
-@dataclass(frozen=True)
-class CompressConfig:
-    """The knobs of deep compression. Saved in the file's manifest."""
-
-    channel_ratio: float = knob(0.0, "fixed knobs: fraction of channels removed first, then retrained")
-    channel_scope: str = knob("auto", "channel threshold: global, layer, auto (global where the model has BN), or "
-                                      "sensitivity (each layer its own ratio, from a layer profile on val)")
-    sparsity: float = knob(0.9, "fixed knobs: fraction of conv/linear weights set to zero")
-    scope: str = knob("layer", "weight-pruning threshold: layer (each at the sparsity) or global")
-    prune_steps: int = knob(3, "prune-retrain rounds; sparsity rises geometrically over them", positive=True)
-    retrain_epochs: int = knob(2, "fixed knobs: retraining epochs (masks held) after each pruning round")
-    bits_conv: int = knob(8, "codebook index bits, conv layers")
-    bits_fc: int = knob(5, "codebook index bits, linear layers")
-    centroid_epochs: int = knob(1, "centroid fine-tuning epochs after weight sharing")
-    centroid_grad: str = "mean"  # 'mean' or 'sum' of the cluster's weight gradients (see sharing.py)
-    index_bits_conv: int = knob(8, "relative-index bits, conv layers (fillers past 2^bits - 1)")
-    index_bits_fc: int = knob(5, "relative-index bits, linear layers")
-    coder: str = knob("auto", "rans, huffman, fixed, or auto: the smallest of them for each stream")
-    raw_dtype: str = knob("float16", "float16, float32 or uint8 (8-bit affine, .slz version 4) for BN, biases and "
-                                     "other small tensors")
-    fold_bn: bool = knob(True, "store BatchNorm as scale + shift (a preceding bias folded in): exact in eval mode",
-                         flag="--no-fold-bn")
-    lr: float = knob(0.01, "retraining / fine-tuning learning rate (cosine within each round)")
-
-    def validate(self) -> "CompressConfig":
-        check_range("sparsity", self.sparsity, 0.0, 1.0, high_open=True)
-        check_range("channel ratio", self.channel_ratio, 0.0, 1.0, high_open=True)
-        if self.channel_scope not in CHANNEL_SCOPES:
-            raise unknown("channel scope", self.channel_scope, list(CHANNEL_SCOPES))
-        for name in ("bits_conv", "bits_fc", "index_bits_conv", "index_bits_fc"):
-            check_range(name.replace("_", " "), getattr(self, name), 1, 16)
-        if self.coder not in (*CODECS, "auto"):
-            raise unknown("coder", self.coder, [*CODECS, "auto"])
-        if self.raw_dtype not in (*RAW_DTYPES, "uint8"):
-            raise unknown("raw dtype", self.raw_dtype, [*RAW_DTYPES, "uint8"])
-        if self.prune_steps < 1 or self.retrain_epochs < 0 or self.centroid_epochs < 0:
-            raise SlimzipError("prune steps must be >= 1 and epochs >= 0")
-        return self
 
 
 Tune = Callable[[nn.Module, "Masks | None"], float]  # fine-tune holding the masks; returns the epochs spent

@@ -23,92 +23,14 @@ from torch import nn
 
 from .atomic import remove_temporaries
 from .checkpoint import atomic_write_bytes, atomic_write_json, load_tensors, save_tensors
+from .config import SCHEDULES, TrainConfig  # declared torch-free (a fast --help); here for its users
 from .data import DeviceLoader
 from .data.adapt import as_loader
-from .errors import SlimzipError, check_range, unknown
-from .options import knob
+from .errors import SlimzipError
 from .progress import Bar, log
-from .settings import RENAMED
 
 LossTerm = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (model, x, out, y) -> scalar
 AfterStep = Callable[[nn.Module], None]  # model -> None, called after every optimizer step
-
-
-MAX_BATCH = 1 << 20  # images per step; more is a typo, not a batch
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train. Saved as JSON beside every result."""
-
-    epochs: int = knob(10, "passes over the training split", positive=True)
-    batch_size: int = knob(128, "images per step", positive=True)
-    lr: float = knob(0.1, "peak learning rate")
-    momentum: float = knob(0.9, "SGD momentum")
-    nesterov: bool = knob(False, "Nesterov momentum")
-    weight_decay: float = knob(5e-4, "L2 coefficient on every parameter")
-    schedule: str = knob("cosine", "learning-rate schedule: constant, step, cosine or onecycle")
-    milestones: tuple[float, ...] = knob((0.5, 0.75), "step schedule: fractions of training where lr /= 10, "
-                                                      "comma-separated")
-    warmup_epochs: float = knob(0.0, "linear warm-up from 0, in epochs")
-    label_smoothing: float = knob(0.0, "cross-entropy label smoothing, in [0, 1)")
-    bn_l1: float = knob(0.0, "lambda of the L1 penalty on BN scales (network slimming; 0: off)", alias="--sparsity")
-    precision: str = knob("auto", "auto, bf16 or fp32 (auto: bf16 only where the hardware has it)")
-    channels_last: bool = knob(True, "NHWC memory layout (faster convs on CPU and GPU; no effect on MLPs; not on a "
-                                     "CPU for a model with a 1x1 stride-2 conv, whose NHWC backward crashes PyTorch)")
-    compile: bool = knob(False, "torch.compile the model: faster epochs after a one-off compile (minutes on a CPU)")
-    seed: int = knob(0, "weight init and data order")
-    patience: int = knob(0, "early stopping after N epochs without a lower validation loss (0: off)")
-    restore_best: bool = knob(True, "early stopping keeps the last epoch's weights, as Keras does (default: the "
-                                    "best epoch's)", flag="--keep-last")
-    shuffle: bool = knob(True, "train on the split in its stored order every epoch (default: reshuffled each "
-                               "epoch)", flag="--no-shuffle")
-
-    def validate(self) -> "TrainConfig":
-        if self.epochs < 1:
-            raise SlimzipError(f"epochs must be at least 1, got {self.epochs}")
-        check_range("batch size", self.batch_size, 1, MAX_BATCH)
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise SlimzipError(f"learning rate must be a positive number, got {self.lr}")
-        check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
-        check_range("weight decay", self.weight_decay, 0.0, 1.0)
-        check_range("label smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
-        check_range("BN L1 lambda (--bn-l1)", self.bn_l1, 0.0, 1.0)
-        check_range("warm-up epochs", self.warmup_epochs, 0.0, float(self.epochs))
-        if self.patience < 0:
-            raise SlimzipError(f"patience must be 0 (off) or positive, got {self.patience}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise unknown("precision", self.precision, ["auto", "bf16", "fp32"])
-        if not self.milestones or any(not 0 < m < 1 for m in self.milestones) or \
-                list(self.milestones) != sorted(self.milestones):
-            raise SlimzipError(f"milestones must be increasing fractions of training in (0, 1), got {self.milestones}")
-        if self.schedule not in SCHEDULES:
-            raise unknown("schedule", self.schedule, list(SCHEDULES))
-        return self
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        d = {RENAMED["train"].get(k, k): v for k, v in d.items()}  # configs saved before a rename
-        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known}
-        return cls(**d)
-
-
-# --- schedules: progress in [0, 1] -> multiplier of the peak learning rate -----------------------
-
-def _step(t: float, cfg: TrainConfig) -> float:
-    return 0.1 ** sum(t >= m for m in cfg.milestones)
-
-
-SCHEDULES: dict[str, Callable[[float, TrainConfig], float]] = {
-    "constant": lambda t, cfg: 1.0,
-    "step": _step,
-    "cosine": lambda t, cfg: 0.5 * (1 + math.cos(math.pi * t)),
-    "onecycle": lambda t, cfg: t / 0.3 if t < 0.3 else (1 - t) / 0.7,  # triangle, peak at 30%
-}
 
 
 def lr_at(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
@@ -240,8 +162,7 @@ def fit(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None, cfg: Tr
     device = next(model.parameters()).device
     train = as_loader(train, train=True, batch_size=cfg.batch_size, device=device, seed=cfg.seed, what="train")
     val = as_loader(val, train=False, device=device, what="val") if val is not None else None
-    nhwc = use_channels_last(model, cfg.channels_last, device)
-    if nhwc:
+    if nhwc := use_channels_last(model, cfg.channels_last, device):
         model.to(memory_format=torch.channels_last)
     bf16 = use_bf16(cfg.precision, device)
     net = torch.compile(model) if cfg.compile else model  # shares parameters with model

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_checkpoint, load_tensors, save_checkpoint
+from ..config import DROPNET_RECIPE
 from ..data import create_loaders, get_dataset_spec
 from ..errors import SlimzipError, check_range
 from ..measure import measure
@@ -25,8 +26,6 @@ from ..summaries import DropNetSummary, PruneSummary
 from .common import _checkpoint_loaders, _checkpoint_recipe, check_fits, resolve_device
 
 # DropNet's training (its Keras code: plain SGD at 0.1, batch 32, early stopping with patience 5)
-DROPNET_RECIPE = TrainConfig(epochs=100, batch_size=32, lr=0.1, momentum=0.0, weight_decay=0.0, schedule="constant",
-                             patience=5)
 
 
 

@@ -18,7 +18,7 @@ from ..measure import measure
 from ..models import MODELS, create_model, get_model_entry
 from ..models.user import is_user_source, normalise_source
 from ..progress import log
-from ..trainer import evaluate, fit, use_bf16
+from ..trainer import TrainConfig, evaluate, fit, use_bf16
 from ..runs import RunDir
 from ..summaries import TrainSummary
 from .common import (DEFAULT_RECIPE, RECIPES, _load_any, _normalization, _stats, check_fits, check_runs,

@@ -1,0 +1,139 @@
+"""The knobs of training and of fixed-knob compression, declared once, importable without torch (the
+command line builds its options from them, and ``--help`` should not wait for torch to load)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from .coding import CODECS
+from .errors import SlimzipError, check_range, unknown
+from .options import knob
+from .settings import CHANNEL_SCOPES, RENAMED
+
+RAW_DTYPE_NAMES = ("float16", "float32", "uint8")  # how small tensors are stored (codec.RAW_DTYPES + 8-bit affine)
+
+MAX_BATCH = 1 << 20  # images per step; more is a typo, not a batch
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Saved as JSON beside every result."""
+
+    epochs: int = knob(10, "passes over the training split", positive=True)
+    batch_size: int = knob(128, "images per step", positive=True)
+    lr: float = knob(0.1, "peak learning rate")
+    momentum: float = knob(0.9, "SGD momentum")
+    nesterov: bool = knob(False, "Nesterov momentum")
+    weight_decay: float = knob(5e-4, "L2 coefficient on every parameter")
+    schedule: str = knob("cosine", "learning-rate schedule: constant, step, cosine or onecycle")
+    milestones: tuple[float, ...] = knob((0.5, 0.75), "step schedule: fractions of training where lr /= 10, "
+                                                      "comma-separated")
+    warmup_epochs: float = knob(0.0, "linear warm-up from 0, in epochs")
+    label_smoothing: float = knob(0.0, "cross-entropy label smoothing, in [0, 1)")
+    bn_l1: float = knob(0.0, "lambda of the L1 penalty on BN scales (network slimming; 0: off)", alias="--sparsity")
+    precision: str = knob("auto", "auto, bf16 or fp32 (auto: bf16 only where the hardware has it)")
+    channels_last: bool = knob(True, "NHWC memory layout (faster convs on CPU and GPU; no effect on MLPs; not on a "
+                                     "CPU for a model with a 1x1 stride-2 conv, whose NHWC backward crashes PyTorch)")
+    compile: bool = knob(False, "torch.compile the model: faster epochs after a one-off compile (minutes on a CPU)")
+    seed: int = knob(0, "weight init and data order")
+    patience: int = knob(0, "early stopping after N epochs without a lower validation loss (0: off)")
+    restore_best: bool = knob(True, "early stopping keeps the last epoch's weights, as Keras does (default: the "
+                                    "best epoch's)", flag="--keep-last")
+    shuffle: bool = knob(True, "train on the split in its stored order every epoch (default: reshuffled each "
+                               "epoch)", flag="--no-shuffle")
+
+    def validate(self) -> "TrainConfig":
+        if self.epochs < 1:
+            raise SlimzipError(f"epochs must be at least 1, got {self.epochs}")
+        check_range("batch size", self.batch_size, 1, MAX_BATCH)
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise SlimzipError(f"learning rate must be a positive number, got {self.lr}")
+        check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        check_range("weight decay", self.weight_decay, 0.0, 1.0)
+        check_range("label smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
+        check_range("BN L1 lambda (--bn-l1)", self.bn_l1, 0.0, 1.0)
+        check_range("warm-up epochs", self.warmup_epochs, 0.0, float(self.epochs))
+        if self.patience < 0:
+            raise SlimzipError(f"patience must be 0 (off) or positive, got {self.patience}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise unknown("precision", self.precision, ["auto", "bf16", "fp32"])
+        if not self.milestones or any(not 0 < m < 1 for m in self.milestones) or \
+                list(self.milestones) != sorted(self.milestones):
+            raise SlimzipError(f"milestones must be increasing fractions of training in (0, 1), got {self.milestones}")
+        if self.schedule not in SCHEDULES:
+            raise unknown("schedule", self.schedule, list(SCHEDULES))
+        return self
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {RENAMED["train"].get(k, k): v for k, v in d.items()}  # configs saved before a rename
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known}
+        return cls(**d)
+
+
+# --- schedules: progress in [0, 1] -> multiplier of the peak learning rate -----------------------
+
+def _step(t: float, cfg: TrainConfig) -> float:
+    return 0.1 ** sum(t >= m for m in cfg.milestones)
+
+
+SCHEDULES: dict[str, Callable[[float, TrainConfig], float]] = {
+    "constant": lambda t, cfg: 1.0,
+    "step": _step,
+    "cosine": lambda t, cfg: 0.5 * (1 + math.cos(math.pi * t)),
+    "onecycle": lambda t, cfg: t / 0.3 if t < 0.3 else (1 - t) / 0.7,  # triangle, peak at 30%
+}
+
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """The knobs of deep compression. Saved in the file's manifest."""
+
+    channel_ratio: float = knob(0.0, "fixed knobs: fraction of channels removed first, then retrained")
+    channel_scope: str = knob("auto", "channel threshold: global, layer, auto (global where the model has BN), or "
+                                      "sensitivity (each layer its own ratio, from a layer profile on val)")
+    sparsity: float = knob(0.9, "fixed knobs: fraction of conv/linear weights set to zero")
+    scope: str = knob("layer", "weight-pruning threshold: layer (each at the sparsity) or global")
+    prune_steps: int = knob(3, "prune-retrain rounds; sparsity rises geometrically over them", positive=True)
+    retrain_epochs: int = knob(2, "fixed knobs: retraining epochs (masks held) after each pruning round")
+    bits_conv: int = knob(8, "codebook index bits, conv layers")
+    bits_fc: int = knob(5, "codebook index bits, linear layers")
+    centroid_epochs: int = knob(1, "centroid fine-tuning epochs after weight sharing")
+    centroid_grad: str = "mean"  # 'mean' or 'sum' of the cluster's weight gradients (see sharing.py)
+    index_bits_conv: int = knob(8, "relative-index bits, conv layers (fillers past 2^bits - 1)")
+    index_bits_fc: int = knob(5, "relative-index bits, linear layers")
+    coder: str = knob("auto", "rans, huffman, fixed, or auto: the smallest of them for each stream")
+    raw_dtype: str = knob("float16", "float16, float32 or uint8 (8-bit affine, .slz version 4) for BN, biases and "
+                                     "other small tensors")
+    fold_bn: bool = knob(True, "store BatchNorm as scale + shift (a preceding bias folded in): exact in eval mode",
+                         flag="--no-fold-bn")
+    lr: float = knob(0.01, "retraining / fine-tuning learning rate (cosine within each round)")
+
+    def validate(self) -> "CompressConfig":
+        check_range("sparsity", self.sparsity, 0.0, 1.0, high_open=True)
+        check_range("channel ratio", self.channel_ratio, 0.0, 1.0, high_open=True)
+        if self.channel_scope not in CHANNEL_SCOPES:
+            raise unknown("channel scope", self.channel_scope, list(CHANNEL_SCOPES))
+        for name in ("bits_conv", "bits_fc", "index_bits_conv", "index_bits_fc"):
+            check_range(name.replace("_", " "), getattr(self, name), 1, 16)
+        if self.coder not in (*CODECS, "auto"):
+            raise unknown("coder", self.coder, [*CODECS, "auto"])
+        if self.raw_dtype not in RAW_DTYPE_NAMES:
+            raise unknown("raw dtype", self.raw_dtype, list(RAW_DTYPE_NAMES))
+        if self.prune_steps < 1 or self.retrain_epochs < 0 or self.centroid_epochs < 0:
+            raise SlimzipError("prune steps must be >= 1 and epochs >= 0")
+        return self
+
+
+
+
+DROPNET_RECIPE = TrainConfig(epochs=100, batch_size=32, lr=0.1, momentum=0.0, weight_decay=0.0, schedule="constant",
+                             patience=5)  # DropNet's: plain SGD, early stopping
