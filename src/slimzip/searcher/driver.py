@@ -288,8 +288,18 @@ class Search:
         else:
             raise outcome
         self.journal.add(candidate)
-        log(_describe(candidate, self.target), verbose=self.verbose)
+        log(f"{_describe(candidate, self.target)}  [{self._standing(candidate)}]", verbose=self.verbose)
         return candidate
+
+    def _standing(self, latest: Candidate) -> str:
+        """Where the search stands: candidates run, proxy epochs against the budget, the best file so far."""
+        done = {**self.seen, latest.key: latest}
+        best = smallest(list(done.values()), self.target)
+        budget = f" of {self.cfg.max_epochs:g}" if self.cfg.max_epochs is not None else ""
+        extra = 0.0 if latest.key in self.seen or is_recovery(latest) else latest.epochs
+        return (f"{len(done)} candidates, {self.spent() + extra:.2f}{budget} proxy epochs, best "
+                f"{f'{best.file_bytes:,} B' if best else 'none yet'}")
+
 
 def _key(knobs: Knobs, parent: Candidate | None, epochs: float, rounds: int, centroid_epochs: int,
          bits: tuple[int, int] | None, recover: bool = False) -> str:
