@@ -145,7 +145,8 @@ def main() -> None:
     parser.add_argument("--train-subset", type=int, default=None,
                         help="search fine-tunes on the first N training images (default: 10,000 on cpu, all on cuda)")
     parser.add_argument("--step", type=float, default=0.1, help="the search's step (grid: its spacing)")
-    parser.add_argument("--budget-ratio", type=float, default=0.5)
+    parser.add_argument("--budget-ratio", type=float, default=0.5,
+                        help="frontier-budget's epochs as a multiple of the heuristic's (0: no frontier-budget)")
     parser.add_argument("--recover-epochs", type=int, default=4,
                         help="full-data epochs per recovery in the recovery phase (0: no recovery phase)")
     parser.add_argument("--recover-rounds", type=int, default=2, help="prune-recover rounds after the first recovery")
@@ -204,8 +205,8 @@ def main() -> None:
             phases.append((f"compare_recovered{tag}", out / f"compare-recover{args.recover_epochs}x{args.recover_rounds}{tag}",
                            True))
         for key, where, recover in phases:
-            first = searches(args, out / "baseline", where, ("heuristic", "frontier"), "frontier", args.budget_ratio,
-                             recover)
+            first = searches(args, out / "baseline", where, ("frontier", "heuristic"), "frontier",
+                             args.budget_ratio or None, recover)
             payload = {**(json.loads(results.read_text()) if results.is_file() else {}), "meta": meta,
                        "baseline": base, key: {**first, "recover": recover and {
                            "epochs": args.recover_epochs, "rounds": args.recover_rounds,

@@ -1,6 +1,7 @@
 """The search's levers on one model and target, one search each: channel scope (one ratio per layer, or per
 layer from a sensitivity profile), the split bits ladder and distillation from the input model, each
-added in turn and each alone, every file with 8-bit small tensors (``--raw-dtype uint8``).
+added in turn and each alone; recovery after a proxy search on a subset, with and without the
+compression-aware pull; every file with 8-bit small tensors (``--raw-dtype uint8``).
 
 Every row is ``slimzip compress CHECKPOINT --max-drop D --search frontier --raw-dtype uint8 ...`` with its
 own run directory under ``--work`` (a finished row is read back, an unfinished one resumes from its
@@ -27,6 +28,11 @@ ROWS = {  # name: the flags that differ
     "sens-split-kd": ["--channel-scope", "sensitivity", "--bits-ladder", "split", "--distill", "1"],
     "layer-kd": ["--channel-scope", "layer", "--distill", "1"],
     "sens-kd": ["--channel-scope", "sensitivity", "--distill", "1"],
+    # the proxy on a sixth of the data, then recovery on all of it, then with the compression-aware pull
+    "kd-sub": ["--channel-scope", "layer", "--distill", "1", "--train-subset", "10000"],
+    "kd-sub-rec": ["--channel-scope", "layer", "--distill", "1", "--train-subset", "10000", "--recover-epochs", "2"],
+    "kd-sub-rec-pen": ["--channel-scope", "layer", "--distill", "1", "--train-subset", "10000", "--recover-epochs", "2",
+                       "--compress-penalty", "1"],
 }
 
 
