@@ -77,3 +77,11 @@ def test_the_reader_stands_alone():
     assert pruning == "False" and sqlite == "False"
     for heavy in ("trainer", "searcher", "core", "structured", "deep_compression", "data"):
         assert f"slimzip.{heavy}'" not in modules and f"slimzip.{heavy}." not in modules, modules
+
+
+@pytest.mark.parametrize("name", ["v4-lenet-5-bn-plan-auto.slz", "lenet-5-bn-plan-auto.slz"])
+def test_inspect_measures_the_streams_entropies(capsys, name):
+    capsys.readouterr()
+    assert main(["inspect", f"tests/corpus/valid/{name}", "--json"]) == 0
+    shared = [t for t in json.loads(capsys.readouterr().out)["tensors"] if t["encoding"] == "shared"]
+    assert shared and all(0 < t["code_entropy"] <= t["bits"] + 1e-9 and t["index_entropy"] > 0 for t in shared)

@@ -434,6 +434,22 @@ def tensor_table(container: Container, state: dict[str, torch.Tensor]) -> list[d
     return entries
 
 
+def with_entropies(container: Container, table: list[dict]) -> list[dict]:
+    """``table`` with each shared tensor's empirical entropies measured from its decoded streams (bits per
+    code; index bits per kept weight), the floor any coder of i.i.d. symbols reaches: version 4's compact
+    rows do not store them, version 3's informational fields are replaced by the measurement."""
+    out = []
+    for e in table:
+        if e.get("encoding") == "shared":
+            layer = decode_shared(container, e, e["shape"])
+            positions = np.flatnonzero(layer.mask.flatten().numpy())
+            gaps = gaps_encode(positions, int(e["index_bits"]))
+            e = {**e, "code_entropy": entropy_bits(layer.codes.numpy()),
+                 "index_entropy": entropy_bits(gaps), "gap_symbols": len(gaps)}
+        out.append(e)
+    return out
+
+
 def model_table(container: Container, model: nn.Module) -> list[dict]:
     """The keyed tensor table of a file whose model is decoded (what ``inspect`` shows)."""
     return tensor_table(container, {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")})

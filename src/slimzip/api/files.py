@@ -12,7 +12,7 @@ import torch
 from ..checkpoint import atomic_write_bytes, load_checkpoint
 from ..errors import check_finite
 from ..codec import (check_model_spec, decode_model, encode_model, file_model, model_table, self_describing,
-                     spec_input_shape)
+                     spec_input_shape, with_entropies)
 from ..container import read_container
 from ..data import create_loaders, get_dataset_spec
 from ..deep_compression import CompressConfig, deep_compress
@@ -127,7 +127,8 @@ def inspect_file(path: str | os.PathLike) -> dict:
     container = read_container(path)
     check_model_spec(container.manifest, container.version, with_model=True)  # a plan alone: shown by name (v3)
     model = decode_model(container) if self_describing(container.manifest) else None
-    report = inspect_container(container, model_table(container, model) if model is not None else None)
+    table = model_table(container, model) if model is not None else container.manifest.get("tensors", [])
+    report = inspect_container(container, with_entropies(container, table))
     spec = container.manifest["model"]
     return {"file": str(path), "model": spec, "architecture": architecture_name(spec, model),
             "dataset": container.manifest.get("dataset"), **report}
