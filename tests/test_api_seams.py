@@ -82,6 +82,8 @@ def test_the_reader_stands_alone():
 @pytest.mark.parametrize("name", ["v4-lenet-5-bn-plan-auto.slz", "lenet-5-bn-plan-auto.slz"])
 def test_inspect_measures_the_streams_entropies(capsys, name):
     capsys.readouterr()
-    assert main(["inspect", f"tests/corpus/valid/{name}", "--json"]) == 0
+    from pathlib import Path
+
+    assert main(["inspect", str(Path(__file__).parent / "corpus" / "valid" / name), "--json"]) == 0
     shared = [t for t in json.loads(capsys.readouterr().out)["tensors"] if t["encoding"] == "shared"]
     assert shared and all(0 < t["code_entropy"] <= t["bits"] + 1e-9 and t["index_entropy"] > 0 for t in shared)
