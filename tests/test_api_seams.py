@@ -87,3 +87,12 @@ def test_inspect_measures_the_streams_entropies(capsys, name):
     assert main(["inspect", str(Path(__file__).parent / "corpus" / "valid" / name), "--json"]) == 0
     shared = [t for t in json.loads(capsys.readouterr().out)["tensors"] if t["encoding"] == "shared"]
     assert shared and all(0 < t["code_entropy"] <= t["bits"] + 1e-9 and t["index_entropy"] > 0 for t in shared)
+
+
+@pytest.mark.parametrize("x, y, message", [
+    (torch.rand(8, 16, 16, 3), torch.zeros(8, dtype=torch.long), "permute(0, 3, 1, 2)"),
+    (torch.rand(8, 3, 16, 16), torch.zeros(8), "labels.long()"),
+    (torch.rand(8, 3, 16, 16), -torch.ones(8, dtype=torch.long), "found -1")])
+def test_inputs_are_checked_at_the_boundary_with_the_fix_named(x, y, message):
+    with pytest.raises(SlimzipError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        slimzip.train(Small(), (x, y), epochs=1, verbose=False)

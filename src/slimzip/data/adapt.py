@@ -38,8 +38,14 @@ def _materialise(data: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
                            f"not {type(data).__name__}")
     if x.dim() < 2 or y.dim() != 1 or len(x) != len(y) or len(y) == 0:
         raise SlimzipError(f"{what}: want images (N, ...) and labels (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
-    if y.is_floating_point() or y.min() < 0:
-        raise SlimzipError(f"{what}: labels must be non-negative class indices")
+    if y.is_floating_point() or y.dtype == torch.bool:
+        raise SlimzipError(f"{what}: labels are {str(y.dtype).replace('torch.', '')}; class indices are integers: "
+                           "pass labels.long()")
+    if y.min() < 0:
+        raise SlimzipError(f"{what}: labels must be non-negative class indices (found {int(y.min())})")
+    if x.dim() == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        raise SlimzipError(f"{what}: images look channels-last {tuple(x.shape)} (N, H, W, C); slimzip takes "
+                           "(N, C, H, W): pass images.permute(0, 3, 1, 2)")
     if not (x.dtype == torch.uint8 or x.is_floating_point()):
         raise SlimzipError(f"{what}: images must be uint8 or floating point, got {x.dtype}")
     return x, y.long()
