@@ -41,7 +41,7 @@ def _layer_macs(module: nn.Module, out: torch.Tensor) -> tuple[int, int]:
     w = module.weight
     per_output = w[0].numel()  # (in/groups) x kh x kw for conv, in_features for linear
     positions = out[0].numel() // w.shape[0]  # spatial positions (1 for a linear layer)
-    nonzero = int(torch.count_nonzero(w).item()) * positions
+    nonzero = (w.numel() if w.is_meta else int(torch.count_nonzero(w).item())) * positions  # meta: shapes only
     return out[0].numel() * per_output, nonzero
 
 

@@ -29,7 +29,8 @@ def list_models() -> list[dict]:
     """Every registered model with its params and MACs (for one image)."""
     rows = []
     for name, entry in MODELS.items():
-        cost = measure(create_model(name), get_dataset_spec(entry.dataset).image_shape)
+        with torch.device("meta"):  # shapes only: no weights initialised, no arithmetic
+            cost = measure(create_model(name), get_dataset_spec(entry.dataset).image_shape)
         rows.append({"name": name, "dataset": entry.dataset, "params": cost.params, "macs": cost.macs,
                      "flops": cost.flops, "paper": entry.paper})
     return rows
