@@ -177,11 +177,15 @@ def main() -> None:
         row["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
         print(_line(row), flush=True)
-    summary = _summary(rows)
-    print(json.dumps(summary, indent=2))
+        _write(Path(args.out), rows, families)  # after every family: a stopped run keeps what it measured
+    print(json.dumps(_summary(rows), indent=2))
+
+
+def _write(out: Path, rows: list[dict], families: list[str]) -> None:
     payload = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": 1,
-                           "python": platform.python_version()}, "shape": SHAPE, "summary": summary, "rows": rows}
-    Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
+                           "python": platform.python_version()}, "shape": SHAPE, "asked": len(families),
+               "summary": _summary(rows), "rows": rows}
+    out.write_text(json.dumps(payload, indent=2) + "\n")
 
 
 def _line(r: dict) -> str:
