@@ -88,3 +88,17 @@ def test_corrupt_streams_raise_format_error_or_decode_bounded(name):
         except FormatError:
             continue
         assert len(out) == len(x) and out.min() >= 0 and out.max() < 32
+
+
+def test_a_rans_stream_must_decode_to_the_counts_its_table_states():
+    import struct
+
+    import numpy as np
+
+    from slimzip.coding import CODECS, FormatError
+
+    table = struct.pack("<I", 2) + struct.pack("<HI", 0, 3) + struct.pack("<HI", 1, 5)
+    with pytest.raises(FormatError, match="count table|corrupt"):
+        CODECS["rans"].decode(table, 8, 4)  # two symbols, no words
+    good = CODECS["rans"].encode(np.array([0, 1, 1, 0, 1, 1, 1, 0]), 4)
+    assert CODECS["rans"].decode(good, 8, 4).tolist() == [0, 1, 1, 0, 1, 1, 1, 0]

@@ -298,7 +298,10 @@ class RansCodec:
             raise FormatError(f"rans payload is corrupt ({e})") from None
         if not coder.is_empty():
             raise FormatError("rans payload is corrupt (words left over)")
-        return used[dense.astype(np.int64)]
+        dense = dense.astype(np.int64)
+        if not np.array_equal(np.bincount(dense, minlength=len(counts)), counts):  # the table is the stream's
+            raise FormatError("rans payload contradicts its count table (the symbols it decodes to are not counted so)")
+        return used[dense]
 
     @staticmethod
     def _model(counts: np.ndarray):
