@@ -141,3 +141,10 @@ def test_ctrl_c_while_the_cli_loads_is_one_line_and_exit_130(delay):
         pytest.skip("the command finished before the signal")
     assert proc.returncode in (130, -signal.SIGINT), err
     assert "Traceback" not in err and len(err.strip().splitlines()) <= 1, err
+
+
+def test_a_constant_is_accepted_iff_it_rounds_to_a_finite_float32():
+    from slimzip.codec import _finite
+
+    assert _finite(3.4028235e38) and _finite(-3.4028235e38) and _finite(0) and _finite(-1.5)
+    assert not _finite(3.4028236e38) and not _finite(1e308) and not _finite(float("nan"))

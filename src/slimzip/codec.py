@@ -28,7 +28,7 @@ from .state import load_state
 FORMAT = "slimzip-model"
 RAW_DTYPES = {"float32": (np.float32, torch.float32), "float16": (np.float16, torch.float16)}
 MAX_CLASSES = 100_000  # a manifest asking for more is hostile, not a model
-FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_OVERFLOW = 3.4028235677973366e38  # the largest float32 plus half an ulp: from here a value rounds to infinity
 
 
 class EncodeSettings(Protocol):
@@ -289,7 +289,7 @@ def _int_field(entry: dict, key: str, low: int, high: int) -> int:
 def _finite(value: int | float) -> bool:
     """A JSON number that is a finite float32 (an integer of 400 digits, or 1e308, is not)."""
     try:
-        return math.isfinite(float(value)) and abs(float(value)) <= FLOAT32_MAX
+        return math.isfinite(float(value)) and abs(float(value)) < FLOAT32_OVERFLOW  # rounds to a finite float32
     except OverflowError:
         return False
 
