@@ -18,6 +18,7 @@ docs/FORMAT.md.
 from __future__ import annotations
 
 import builtins
+import inspect
 import math
 import operator
 import re
@@ -85,6 +86,12 @@ def _layers() -> dict[str, LayerType]:
 
 
 LAYERS = _layers()
+
+
+def optional_args(cls: type[nn.Module]) -> set[str]:
+    """Constructor arguments a reader accepts beside a layer's fields though slimzip never writes them:
+    ``inplace`` (no effect on what a layer computes)."""
+    return {"inplace"} if "inplace" in inspect.signature(cls.__init__).parameters else set()
 LAYER_NAMES = {t.cls: name for name, t in LAYERS.items()}
 WORDS = {"zeros", "reflect", "replicate", "circular", "same", "valid", "none", "tanh", "nearest", "bilinear",
          "bicubic", "linear"}  # the string arguments a layer may take
@@ -364,8 +371,9 @@ def _layer_spec(name: str, entry: object) -> tuple[type[nn.Module], dict]:
         kind = entry.get("type") if isinstance(entry, dict) else None
         raise GraphError(f"layer {name}: type {str(kind)[:40]!r} is not one a .slz graph allows")
     spec = LAYERS[entry["type"]]
-    if set(entry["args"]) != set(spec.fields):
-        raise GraphError(f"layer {name}: arguments {sorted(entry['args'])} do not match {entry['type']}")
+    if not set(entry["args"]) <= set(spec.fields) | optional_args(spec.cls):  # an omitted one: PyTorch's default
+        raise GraphError(f"layer {name}: arguments {sorted(entry['args'])} are not among {entry['type']}'s "
+                         f"{sorted(set(spec.fields) | optional_args(spec.cls))}")
     for v in entry["args"].values():
         _check_value(v)
     return spec.cls, {k: _decode(v, []) for k, v in entry["args"].items()}
