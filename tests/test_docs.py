@@ -35,3 +35,13 @@ def test_no_page_narrates_its_own_making(page):
 def test_every_page_a_doc_names_exists(page):
     for name in re.findall(r"(?<![\w/.-])((?:\.\./)?[\w/.-]*\.md)\b", page.read_text()):
         assert any((base / name).exists() for base in (page.parent, ROOT, ROOT / "docs")), f"{page.name} names {name}, not in the repository"
+
+
+def test_the_format_spec_lists_every_allowed_function_method_and_layer_argument():
+    from slimzip.graph import FUNCTIONS, LAYERS, METHODS
+
+    spec = (ROOT / "docs" / "FORMAT.md").read_text()
+    for name in (*FUNCTIONS, *METHODS):
+        assert f"`{name}`" in spec, name
+    for name, layer in LAYERS.items():
+        assert f"{name}: {', '.join(layer.fields) or '(none)'}" in " ".join(spec.split()), name
