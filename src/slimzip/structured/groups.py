@@ -103,11 +103,33 @@ def _custom_pruners(model: nn.Module) -> dict[type, object]:
     return {type(m): type(m).channel_pruner for m in model.modules() if _has_own_pruner(m)}
 
 
+@contextlib.contextmanager
+def _tolerant_reshapes() -> Iterator[None]:
+    """Torch-Pruning divides by a reshape's inferred input channels, which are 0 for a reshape it cannot
+    follow back to a layer (a channel shuffle over a split of the block's input): that one reshape gets no
+    index mapping instead of failing the whole graph; the groups through it are then inconsistent and
+    left whole (``_consistent``)."""
+    from torch_pruning.dependency import index_mapping
+
+    original = index_mapping.update_reshape_index_mapping
+
+    def tolerant(graph, node):
+        try:
+            original(graph, node)
+        except ZeroDivisionError:
+            pass
+    index_mapping.update_reshape_index_mapping = tolerant
+    try:
+        yield
+    finally:
+        index_mapping.update_reshape_index_mapping = original
+
+
 def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
     """Torch-Pruning's dependency graph of ``model`` (traced through autograd, so grad is enabled). The
     model comes back in the train / eval mode it had (tracing leaves it in eval mode)."""
     def build() -> tp.DependencyGraph:
-        with torch.enable_grad():
+        with torch.enable_grad(), _tolerant_reshapes():
             return tp.DependencyGraph().build_dependency(model, example_inputs=example,
                                                          customized_pruners=_custom_pruners(model))
     with _mode_kept(model):
@@ -121,10 +143,9 @@ def channel_groups(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict
     order = _traced(lambda: _forward_order(model, example))
     graph = dependency_graph(model, example)
     names = {m: n for n, m in model.named_modules()}
-    groups = _traced(lambda: list(graph.get_all_groups(ignored_layers=order[-1:],
-                                                        root_module_types=list(PRUNABLE))))
-    out: dict[str, Group] = {}
     skipped: dict[str, list[str]] = {}
+    groups = _traced(lambda: _all_groups(graph, order[-1:], skipped, names))
+    out: dict[str, Group] = {}
     for group in groups:
         root = names[group[0].dep.target.module]
         if any(_is_grouped(item.dep.target.module) for item in group):
@@ -134,8 +155,39 @@ def channel_groups(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict
         else:
             skipped.setdefault(why, []).append(root)
     for why, roots in skipped.items():
-        warnings.warn(f"channel groups left unpruned ({why}): {', '.join(roots)}", stacklevel=2)
+        more = f" and {len(roots) - 8} more" if len(roots) > 8 else ""
+        warnings.warn(f"channel groups left unpruned ({why}): {', '.join(roots[:8])}{more}", stacklevel=2)
     return out, graph
+
+
+def _all_groups(graph: tp.DependencyGraph, ignored: list, skipped: dict[str, list[str]],
+                names: dict) -> list[Group]:
+    """Torch-Pruning's ``get_all_groups`` (every conv / linear output as a root, each module in one group),
+    but a root whose group cannot be formed (Torch-Pruning raises on some index mappings, e.g. a channel
+    shuffle's) is left whole and named in ``skipped`` instead of failing the whole model."""
+    visited, groups = set(), []
+    ignored = list(ignored) + list(graph.IGNORED_LAYERS_IN_TRACING)
+    for m in list(graph.module2node.keys()):
+        if m in ignored or not isinstance(m, PRUNABLE) or m in visited:
+            continue
+        pruner = graph.get_pruner_of_module(m)
+        if pruner is None or pruner.get_out_channels(m) is None:
+            continue
+        try:
+            group = graph.get_pruning_group(m, pruner.prune_out_channels, list(range(pruner.get_out_channels(m))))
+        except Exception as e:  # Torch-Pruning's own failure on this group only
+            why = f"Torch-Pruning cannot follow their channels ({type(e).__name__})"
+            skipped.setdefault(why, []).append(names.get(m, type(m).__name__))
+            visited.add(m)
+            continue
+        prunable = True
+        for dep, _ in group:
+            if graph.is_out_channel_pruning_fn(dep.handler):
+                visited.add(dep.target.module)
+                prunable &= dep.target.module not in ignored
+        if prunable:
+            groups.append(group)
+    return groups
 
 
 def _unprunable(group: Group) -> str | None:

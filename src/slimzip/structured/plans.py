@@ -136,10 +136,18 @@ def apply_plan(model: nn.Module, plan: ChannelPlan, input_shape: tuple[int, ...]
     roots = {name: modules.get(name) for name in plan}
     if bad := [n for n, m in roots.items() if not isinstance(m, PRUNABLE)]:
         raise SlimzipError(f"the channel plan names layers this model does not have: {sorted(bad)[:3]}")
+    if not plan:
+        return model
+    sizes = {root: _out_size(m) for root, m in roots.items()}
     graph = dependency_graph(model, torch.zeros(1, *input_shape))
     for root, kept in plan.items():
         module = roots[root]
-        size = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
+        size = _out_size(module)
+        if size != sizes[root]:  # narrowed already, as a member of an earlier root's group
+            if len(kept) != size:
+                raise NarrowingError(f"channel plan for {root}: its group was narrowed to {size} channels by another "
+                                     f"root of the plan, which keeps {len(kept)}")
+            continue
         if not kept or len(set(kept)) != len(kept) or min(kept) < 0 or max(kept) >= size:
             raise SlimzipError(f"channel plan for {root}: kept indices must be distinct, in [0, {size}), not empty")
         removed = sorted(set(range(size)) - set(kept))
@@ -148,6 +156,10 @@ def apply_plan(model: nn.Module, plan: ChannelPlan, input_shape: tuple[int, ...]
             graph.get_pruning_group(module, handler, idxs=removed).prune()
     _check_runs(model, input_shape)
     return model
+
+
+def _out_size(module: nn.Module) -> int:
+    return module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
 
 
 def _check_runs(model: nn.Module, input_shape: tuple[int, ...]) -> None:
