@@ -154,6 +154,9 @@ def main() -> None:
                         help="recovery's pull towards shared values (compression-aware training; 0: off)")
     parser.add_argument("--levers", action="store_true",
                         help="every search with the MNIST levers: --distill 1 --bits-ladder split --raw-dtype uint8")
+    parser.add_argument("--strategies", default="frontier,heuristic",
+                        help="the strategies of the search phases (the ablation always uses frontier; "
+                             "frontier-budget needs heuristic)")
     parser.add_argument("--skip-proxy", action="store_true", help="no proxy-only phase (recovery phase only)")
     parser.add_argument("--baseline-only", action="store_true", help="train (or resume) the baseline, then stop")
     parser.add_argument("--no-grid", action="store_true", help="stop before the grid (the costliest strategy)")
@@ -205,7 +208,7 @@ def main() -> None:
             phases.append((f"compare_recovered{tag}", out / f"compare-recover{args.recover_epochs}x{args.recover_rounds}{tag}",
                            True))
         for key, where, recover in phases:
-            first = searches(args, out / "baseline", where, ("frontier", "heuristic"), "frontier",
+            first = searches(args, out / "baseline", where, tuple(args.strategies.split(",")), "frontier",
                              args.budget_ratio or None, recover)
             payload = {**(json.loads(results.read_text()) if results.is_file() else {}), "meta": meta,
                        "baseline": base, key: {**first, "recover": recover and {
