@@ -154,6 +154,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default=None, help="comma-separated (default: all)")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per family")
+    parser.add_argument("--resume", action="store_true", help="keep the rows of --out and run the other families")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # the child process
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "model_zoo.json"))
     args = parser.parse_args()
@@ -162,8 +163,10 @@ def main() -> None:
             print("ROW " + json.dumps(one(args.one, Path(tmp))))
         return
     families = args.families.split(",") if args.families else list(FAMILIES)
-    rows = []
-    for family in families:
+    out = Path(args.out)
+    rows = json.loads(out.read_text())["rows"] if args.resume and out.is_file() else []
+    done = {r["family"] for r in rows}
+    for family in [f for f in families if f not in done]:
         t0 = time.perf_counter()
         try:
             run = subprocess.run([sys.executable, __file__, "--one", family], capture_output=True, text=True,
