@@ -59,6 +59,7 @@ def main() -> None:
     p.add_argument("--max-drop", default="0.3")
     p.add_argument("--rows", default=",".join(ROWS), help="comma-separated names of ROWS")
     p.add_argument("--work", default="runs/lv")
+    p.add_argument("--results", default=None, help="JSON to write (default: results/search_levers_CHECKPOINT.json)")
     args = p.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -71,6 +72,8 @@ def main() -> None:
     out = Path(__file__).parent / "results" / f"search_levers_{Path(args.checkpoint).name}.json"
     meta = {"checkpoint": args.checkpoint, "max_drop": args.max_drop, "machine": platform.machine(),
             "cpu_count": os.cpu_count(), "python": sys.version.split()[0]}
+    if args.results:
+        out = Path(args.results)
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"wrote {out}")
 
