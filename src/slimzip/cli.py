@@ -18,8 +18,7 @@ from . import __version__
 from .config import CompressConfig, TrainConfig
 from .searcher.driver import SearchConfig
 from .searcher.strategies import STRATEGIES
-from .entry import INTERRUPTED
-from .errors import SlimzipError
+from .errors import INTERRUPTED, SlimzipError
 from .options import add_options, given, number, positive_int
 from .progress import log
 

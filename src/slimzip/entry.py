@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+from .errors import INTERRUPTED
 
 
 def run() -> int:

@@ -13,6 +13,9 @@ class SlimzipError(Exception):
     """A user mistake: unknown name, bad number, missing or corrupt file, infeasible request."""
 
 
+INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C (128 + SIGINT, as a shell reports it)
+
+
 class NarrowingError(SlimzipError):
     """Removing channels left a model that no longer runs (a layer or attribute tied to the channels
     that slimzip cannot narrow). A search records the candidate as failed and goes on."""
