@@ -96,3 +96,29 @@ def test_inspect_measures_the_streams_entropies(capsys, name):
 def test_inputs_are_checked_at_the_boundary_with_the_fix_named(x, y, message):
     with pytest.raises(SlimzipError, match=message.replace("(", r"\(").replace(")", r"\)")):
         slimzip.train(Small(), (x, y), epochs=1, verbose=False)
+
+
+def test_the_command_line_and_the_library_compress_through_one_pipeline(capsys, tmp_path):
+    """Fixed knobs: ``slimzip compress`` and ``slimzip.compress`` on the same checkpoint, knobs and seed
+    write the same bytes (the command is the function on the checkpoint's model and data)."""
+    from slimzip.api.common import _checkpoint_loaders, _checkpoint_recipe, _file_data
+    from slimzip.checkpoint import load_checkpoint
+    from slimzip.config import CompressConfig
+
+    run = tmp_path / "run"
+    assert main(["train", "--model", "lenet-300-100", "--epochs", "1", "--subset", "1500", "--out", str(run),
+                 "--quiet"]) == 0
+    knobs = ["--sparsity", "0.8", "--retrain-epochs", "0.5", "--prune-steps", "2", "--bits-fc", "4",
+             "--centroid-epochs", "0", "--seed", "3"]
+    assert main(["compress", str(run), "--out", str(tmp_path / "cli.slz"), "--quiet", *knobs]) == 0
+    capsys.readouterr()
+    model, meta = load_checkpoint(run, torch.device("cpu"))
+    recipe = _checkpoint_recipe(meta)
+    loaders = _checkpoint_loaders(meta, recipe.batch_size, torch.device("cpu"), None, 3)
+    result = slimzip.compress(model, loaders, None, config=CompressConfig(sparsity=0.8, prune_steps=2, bits_fc=4,
+                              centroid_epochs=0), epochs=0.5, train_config=recipe, seed=3, verbose=False,
+                              spec=meta["model"], file_meta={"dataset": meta["dataset"], **_file_data(meta)})
+    assert result.data == (tmp_path / "cli.slz").read_bytes()
+    assert result.knobs["sparsity"] == 0.8 and result.knobs["retrain_epochs"] == 0.5
+    with pytest.raises(SlimzipError, match="contradicts config.sparsity"):
+        slimzip.compress(model, loaders, None, config=CompressConfig(sparsity=0.5), sparsity=0.7)

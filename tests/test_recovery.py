@@ -52,7 +52,9 @@ def test_recovery_goes_on_from_the_recovered_model_to_a_smaller_file(tmp_path, s
     recovered, fake = _run(tmp_path / "rec", strategy, Recovering(), step=0.2, recover_epochs=3, recover_rounds=2)
     assert recovered.best.meets(recovered.target) and recovered.best.file_bytes < plain.best.file_bytes
     recoveries = [c for c in recovered.candidates if is_recovery(c)]
-    assert 2 <= len(recoveries) <= 3 and len(fake.recovered) == len(recoveries)  # the rounds, and one last
+    full = [c for c in recoveries if c.epochs == 3]  # the rounds' recoveries (the others: a walk's step rungs)
+    assert 2 <= len(full) <= 3 and len(fake.recovered) == len(recoveries)  # the rounds, and one last
+    assert all(c.epochs == 1 for c in recoveries if c not in full)
     # every step after the first recovery descends from a recovered model
     by_id = {c.id: c for c in recovered.candidates}
     first = recoveries[0].id
@@ -64,11 +66,27 @@ def test_recovery_goes_on_from_the_recovered_model_to_a_smaller_file(tmp_path, s
             assert is_recovery(lineage)
     # cost: proxy epochs and recovery epochs apart, both also in full-data epochs
     cost = recovered.cost()
-    assert cost["recovery_epochs"] == 3 * len(recoveries) and cost["recoveries"] == len(recoveries)
+    assert cost["recovery_epochs"] == sum(c.epochs for c in recoveries) and cost["recoveries"] == len(recoveries)
     proxy = sum(c.epochs for c in recovered.candidates if not is_recovery(c))
     assert cost["epochs"] == pytest.approx(proxy)
     assert cost["full_data_epochs"] == pytest.approx(0.25 * proxy + cost["recovery_epochs"])
     assert "recovery_epochs" not in plain.cost()
+
+
+@pytest.mark.parametrize("strategy", ["heuristic", "frontier"])
+def test_a_close_step_after_recovery_climbs_a_recovery_rung(tmp_path, strategy):
+    """Walking on from a recovered model, a step that its proxy fine-tunes leave just short of the target
+    is retrained on the whole split (a rung) and kept when that makes it meet the target; without rungs
+    the same walk stops earlier."""
+    kw = dict(step=0.2, recover_epochs=3, recover_rounds=1)
+    plain, _ = _run(tmp_path / "plain", strategy, Recovering(gain=0.004), recover_step_epochs=0, **kw)
+    rungs, fake = _run(tmp_path / "rungs", strategy, Recovering(gain=0.004), recover_step_epochs=2, **kw)
+    steps = [c for c in rungs.candidates if is_recovery(c) and c.epochs == 2]
+    assert steps and all(c.knobs == {x.id: x for x in rungs.candidates}[c.parent].knobs for c in steps)
+    assert not any(is_recovery(c) and c.epochs == 2 for c in plain.candidates)
+    assert rungs.best.file_bytes <= plain.best.file_bytes and rungs.best.meets(rungs.target)
+    first = min(c.id for c in rungs.candidates if is_recovery(c))
+    assert all(c.id > first for c in steps)  # never before the first recovery: the proxy search has none
 
 
 def test_recovery_is_off_by_default_and_a_walk_that_moves_nothing_ends_it(tmp_path):
@@ -76,7 +94,7 @@ def test_recovery_is_off_by_default_and_a_walk_that_moves_nothing_ends_it(tmp_pa
     assert fake.recovered == [] and not any(is_recovery(c) for c in result.candidates)
     # no gain from recovery: the walk from the recovered model moves no knob, so one recovery is all
     result, fake = _run(tmp_path / "flat", "frontier", Recovering(gain=0.0), recover_epochs=2, recover_rounds=5)
-    assert len(fake.recovered) == 1
+    assert len([key for key in fake.recovered if ":e2:" in key]) == 1  # besides step rungs that gained nothing
 
 
 def test_a_killed_recovering_search_resumes_exactly(tmp_path):
@@ -110,6 +128,7 @@ class _Replaying:
 
 @pytest.mark.parametrize("kw, message", [({"recover_epochs": -1}, "recover epochs"),
                                          ({"recover_rounds": 101}, "recover rounds"),
+                                         ({"recover_step_epochs": -1}, "recover step epochs"),
                                          ({"recover_lr": 0.0}, "recovery learning rate"),
                                          ({"compress_penalty": -1.0}, "compression penalty")])
 def test_bad_recovery_settings_are_named(kw, message):

@@ -99,7 +99,7 @@ def cmd_compress(args: argparse.Namespace) -> None:
         result = search(args.checkpoint, args.out, _search_config(args, args.search or SearchConfig.strategy),
                         target_accuracy=args.target_accuracy, max_drop=args.max_drop, run_dir=args.run_dir,
                         device=args.device, data_dir=args.data_dir, verbose=not args.quiet, workers=args.workers,
-                        ray_address=args.ray_address)
+                        ray_address=args.ray_address, seed=args.seed)
         _emit(result, args.json, _search_line)
         return
     from .api import compress
@@ -108,7 +108,7 @@ def cmd_compress(args: argparse.Namespace) -> None:
         raise SlimzipError("--search needs a target: --target-accuracy A or --max-drop P")
     cfg = CompressConfig(**given(args, CompressConfig))
     result = compress(args.checkpoint, args.out, cfg, device=args.device, data_dir=args.data_dir,
-                      verbose=not args.quiet)
+                      verbose=not args.quiet, seed=args.seed)
     _emit(result, args.json, lambda r: (f"{r['file']}: {r['file_bytes']:,} bytes ({r['compression_ratio']:.1f}x "
                                         f"smaller than {r['dense_fp32_bytes']:,} dense fp32), test accuracy "
                                         f"{r['test_accuracy']:.4f}, val {r['val_accuracy']:.4f} "
@@ -346,6 +346,7 @@ def _compress_parser(sub) -> None:
     p.add_argument("--search", choices=sorted(STRATEGIES),
                    help=f"the search strategy (default {SearchConfig.strategy}); needs --target-accuracy or --max-drop")
     p.add_argument("--run-dir", help="the search's run directory (default: OUT with .run for .slz)")
+    p.add_argument("--seed", type=int, help="data order and initialisation (default: the checkpoint's own)")
     add_options(p, [("search", SearchConfig), ("fixed knobs", CompressConfig)])
     _parallel_options(p)
     _common(p)

@@ -103,7 +103,8 @@ class CompressConfig:
     sparsity: float = knob(0.9, "fixed knobs: fraction of conv/linear weights set to zero")
     scope: str = knob("layer", "weight-pruning threshold: layer (each at the sparsity) or global")
     prune_steps: int = knob(3, "prune-retrain rounds; sparsity rises geometrically over them", positive=True)
-    retrain_epochs: int = knob(2, "fixed knobs: retraining epochs (masks held) after each pruning round")
+    retrain_epochs: float = knob(2.0, "fixed knobs: retraining epochs (masks held) after each pruning round (a "
+                                      "fraction: one pass over that share of the training images)")
     bits_conv: int = knob(8, "codebook index bits, conv layers")
     bits_fc: int = knob(5, "codebook index bits, linear layers")
     centroid_epochs: int = knob(1, "centroid fine-tuning epochs after weight sharing")
@@ -128,8 +129,9 @@ class CompressConfig:
             raise unknown("coder", self.coder, [*CODECS, "auto"])
         if self.raw_dtype not in RAW_DTYPE_NAMES:
             raise unknown("raw dtype", self.raw_dtype, list(RAW_DTYPE_NAMES))
-        if self.prune_steps < 1 or self.retrain_epochs < 0 or self.centroid_epochs < 0:
-            raise SlimzipError("prune steps must be >= 1 and epochs >= 0")
+        check_range("prune steps", self.prune_steps, 1, 1000)
+        check_range("retrain epochs", self.retrain_epochs, 0.0, 1000.0)
+        check_range("centroid epochs", self.centroid_epochs, 0, 1000)
         return self
 
 

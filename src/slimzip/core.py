@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .checkpoint import atomic_write_bytes, atomic_write_json
+from .config import CompressConfig
 from .codec import decode_model, self_describing
 from .container import decode_container
 from .data import Loaders
@@ -153,10 +154,7 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
     already cut to ``train_subset``) are for the path-based API. With ``config.recover_epochs`` the best
     candidates are retrained on the whole training split (recovery) and the search goes on from them."""
     cfg = _merged(config or SearchConfig(), strategy=strategy, max_epochs=max_epochs).validate()
-    train_cfg = train_config or DEFAULT_TRAIN
-    if seed is not None:
-        train_cfg = dataclasses.replace(train_cfg, seed=seed)
-        torch.manual_seed(seed)
+    train_cfg = _seeded(train_config or DEFAULT_TRAIN, seed)
     dev = torch.device(device)
     loaders, full_train = _proxy_loaders(train, val, test, cfg, train_cfg, dev, augment, full_train)
     model = model.to(dev)
@@ -210,10 +208,10 @@ def _proxy_loaders(train: Any, val: Any, test: Any, cfg: SearchConfig, train_cfg
     return dataclasses.replace(loaders, train=loaders.train.slice(0, cfg.train_subset)), loaders.train
 
 
-def _merged(cfg: SearchConfig, **arguments: Any) -> SearchConfig:
-    """``cfg`` with the plain arguments given (not None); one that contradicts a value set in ``cfg`` (not
-    its default) is an error."""
-    defaults = SearchConfig()
+def _merged(cfg: Any, **arguments: Any) -> Any:
+    """``cfg`` (a config dataclass) with the plain arguments given (not None); one that contradicts a value
+    set in ``cfg`` (not its default) is an error."""
+    defaults = type(cfg)()
     given = {k: v for k, v in arguments.items() if v is not None}
     for name, value in given.items():
         mine = getattr(cfg, name)
@@ -222,37 +220,47 @@ def _merged(cfg: SearchConfig, **arguments: Any) -> SearchConfig:
     return dataclasses.replace(cfg, **given)
 
 
-def compress(model: nn.Module, train: Any, val: Any, test: Any = None, *, channel_ratio: float = 0.0,
-             sparsity: float = 0.9, epochs: float = 1.0, prune_steps: int = 3, config: SearchConfig | None = None,
-             train_config: TrainConfig | None = None, out: str | os.PathLike | None = None,
-             device: str | torch.device = "cpu", augment: bool = False, verbose: bool = True) -> Compressed:
-    """Compress ``model`` at fixed knobs through the search's own candidate pipeline: remove
+def compress(model: nn.Module, train: Any, val: Any, test: Any = None, *, config: CompressConfig | None = None,
+             channel_ratio: float | None = None, sparsity: float | None = None, epochs: float | None = None,
+             prune_steps: int | None = None, train_config: TrainConfig | None = None,
+             out: str | os.PathLike | None = None, device: str | torch.device = "cpu", augment: bool = False,
+             verbose: bool = True, seed: int | None = None, spec: dict | None = None,
+             file_meta: dict | None = None) -> Compressed:
+    """Compress ``model`` at fixed knobs (``config``, a ``CompressConfig``; the plain arguments override
+    it, a contradiction is an error) through the search's own candidate pipeline: remove
     ``channel_ratio`` of its channels, prune ``sparsity`` of the weights in ``prune_steps`` rounds, each
-    followed by ``epochs`` of fine-tuning, share weights, fine-tune centroids, code the file."""
-    cfg = (config or SearchConfig()).validate()
-    check_range("channel ratio", channel_ratio, 0.0, 1.0, high_open=True)
-    check_range("sparsity", sparsity, 0.0, 1.0, high_open=True)
-    check_range("prune steps", prune_steps, 1, 1000)
-    check_range("epochs", epochs, 0.0, 1000.0)
-    train_cfg = train_config or DEFAULT_TRAIN
+    followed by ``epochs`` (``retrain_epochs``) of fine-tuning, share weights, fine-tune centroids, code
+    the file. ``slimzip compress`` with fixed knobs is this function. ``spec`` and ``file_meta`` are for
+    the path-based API (a registry model's files name it instead of storing its graph)."""
+    cfg = _merged(config or CompressConfig(), channel_ratio=channel_ratio, sparsity=sparsity,
+                  retrain_epochs=epochs, prune_steps=prune_steps).validate()
+    train_cfg = _seeded(train_config or DEFAULT_TRAIN, seed)
     dev = torch.device(device)
-    loaders = as_loaders(train, val, test, batch_size=train_cfg.batch_size, device=dev, augment=augment,
-                         seed=train_cfg.seed)
+    loaders = train if isinstance(train, Loaders) else as_loaders(train, val, test, batch_size=train_cfg.batch_size,
+                                                                    device=dev, augment=augment, seed=train_cfg.seed)
     model = model.to(dev)
     check_finite(model, "the model")
     baseline = evaluate(model, loaders.val)[1]
     t0 = time.perf_counter()
     with _run_directory(None) as run:
-        pipeline = CandidatePipeline(model, None, _input_shape(loaders), loaders, train_cfg, cfg, run, verbose=verbose)
+        pipeline = CandidatePipeline(model, spec, _input_shape(loaders), loaders, train_cfg, SearchConfig.fixed(cfg),
+                                     run, verbose=verbose, file_meta=file_meta)
         profile = pipeline.prepare()
-        knobs = Knobs(channel_ratio, sparsity)
-        row = pipeline(knobs, None, key="compress", epochs=epochs, rounds=prune_steps,
+        knobs = Knobs(cfg.channel_ratio, cfg.sparsity)
+        row = pipeline(knobs, None, key="compress", epochs=cfg.retrain_epochs, rounds=cfg.prune_steps,
                        centroid_epochs=cfg.centroid_epochs)
         data = pipeline.file_path("compress").read_bytes()
     cost = {"strategy": "fixed", "candidates": 1, "epochs": row["epochs"] + (profile.epochs if profile else 0.0),
             "wall_seconds": time.perf_counter() - t0}
-    return _finish(model, data, out, loaders, baseline, None, dataclasses.asdict(knobs), cost, [],
-                   row["val_accuracy"])
+    return _finish(model, data, out, loaders, baseline, None, dataclasses.asdict(cfg), cost, [], row["val_accuracy"])
+
+
+def _seeded(train_cfg: TrainConfig, seed: int | None) -> TrainConfig:
+    """``train_cfg`` with ``seed`` (data order and initialisation), if one is given."""
+    if seed is None:
+        return train_cfg
+    torch.manual_seed(seed)
+    return dataclasses.replace(train_cfg, seed=seed)
 
 
 def _pool(pipeline: CandidatePipeline, workers: int, ray_address: str | None, device: torch.device):

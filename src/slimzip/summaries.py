@@ -76,28 +76,6 @@ class DropNetSummary(TypedDict):
     cycles: list[dict[str, Any]]
 
 
-class CompressSummary(TypedDict):
-    """``slimzip compress`` with fixed knobs (the path-based deep-compression pipeline)."""
-
-    file: str
-    file_bytes: int
-    dense_fp32_bytes: int
-    compression_ratio: float
-    baseline_val_accuracy: float
-    val_accuracy: float
-    test_accuracy: float  # measured once, on the model decoded from the written file
-    params: int
-    macs: int
-    nonzero_macs: int
-    dense_macs: int
-    sparsity: float
-    knobs: dict[str, Any]  # the CompressConfig
-    dead_units_removed: int
-    epochs: float
-    wall_seconds: float
-    components: dict[str, Any]  # bytes per part of the file (``inspect``)
-
-
 class SearchCost(TypedDict):
     strategy: str
     candidates: int
@@ -122,6 +100,18 @@ class FileSummary(TypedDict):
     knobs: dict[str, Any]  # channel_ratio, sparsity (a search's: and the winning candidate's id)
     search: SearchCost
     margin: Optional[float]
+
+
+class CompressSummary(FileSummary):
+    """``slimzip compress`` with fixed knobs: ``slimzip.compress``'s summary of the file, and what the
+    command prints besides (``knobs``: the ``CompressConfig``)."""
+
+    nonzero_macs: int
+    dense_macs: int
+    dead_units_removed: int
+    epochs: float
+    wall_seconds: float
+    components: dict[str, Any]  # bytes per part of the file (``inspect``)
 
 
 class SearchSummary(FileSummary):

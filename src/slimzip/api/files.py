@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from pathlib import Path
 
 import torch
 
 from ..checkpoint import atomic_write_bytes, load_checkpoint
 from ..errors import check_finite
-from ..codec import (check_model_spec, decode_model, encode_model, file_model, model_table, self_describing,
-                     spec_input_shape, with_entropies)
+from ..codec import (check_model_spec, decode_model, model_table, self_describing, spec_input_shape,
+                     with_entropies)
 from ..container import read_container
 from ..data import create_loaders, get_dataset_spec
-from ..deep_compression import CompressConfig, deep_compress
+from ..config import CompressConfig
 from ..errors import SlimzipError, check_range
 from ..inspection import inspect_container
-from ..measure import dense_fp32_bytes, measure
-from ..trainer import evaluate
-from ..structured import compose_plans, widths
+from ..measure import measure
+from ..structured import widths
 from ..summaries import CompressSummary
-from ..unstructured import sparsity_of
 from ..models.user import is_user_source
 from .common import (_checkpoint_loaders, _checkpoint_recipe, _file_data, _load_any, _normalization, _slz_path, _stats,
                      resolve_device)
@@ -78,47 +75,35 @@ def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> 
 
 
 def compress(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: CompressConfig, *, device: str = "cpu",
-             data_dir: str | None = None, verbose: bool = True) -> CompressSummary:
-    """Deep-compress a trained checkpoint into a .slz file with fixed knobs; accuracy is measured on the
-    model decoded from the written file."""
+             data_dir: str | None = None, verbose: bool = True, seed: int | None = None) -> CompressSummary:
+    """Compress a trained checkpoint into a .slz file with fixed knobs: ``slimzip.compress`` on the
+    checkpoint's model and data (the checkpoint's recipe for batches and seed); accuracy is measured on
+    the model decoded from the written file."""
+    from .. import core
+
     cfg.validate()
     out = _slz_path(out)
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, dev)
     check_finite(model, str(checkpoint))
-    dataset = meta.get("dataset")
-    spec = get_dataset_spec(dataset)
     train_cfg = _checkpoint_recipe(meta)
+    if seed is not None:
+        train_cfg = dataclasses.replace(train_cfg, seed=seed)
     loaders = _checkpoint_loaders(meta, train_cfg.batch_size, dev, data_dir, train_cfg.seed)
-    base_val = evaluate(model, loaders.val)[1]
-    dense = measure(model, spec.image_shape)
-    dense_bytes = dense_fp32_bytes(model)
-    t0 = time.perf_counter()
+    dense = measure(model, get_dataset_spec(meta.get("dataset")).image_shape)
     units_before = sum(widths(model).values())
-    result = deep_compress(model, loaders.train, loaders.val, cfg, train_cfg, spec.image_shape, verbose=verbose)
-    model, layers, epochs = result.model, result.layers, result.epochs
-    registry = None if is_user_source(meta["model"]["name"]) else meta["model"]
-    model, model_spec = file_model(model.cpu(), registry, compose_plans(meta["model"].get("plan"), result.plan)
-                                   if registry is None else result.plan, spec.image_shape)
-    file_meta = {"dataset": dataset, **_file_data(meta)}
-    atomic_write_bytes(out, encode_model(model.cpu(), model_spec, layers, cfg, file_meta))
+    result = core.compress(model, loaders, None, config=cfg, train_config=train_cfg, out=out, device=dev,
+                           verbose=verbose, seed=seed, file_meta={"dataset": meta.get("dataset"), **_file_data(meta)},
+                           spec=None if is_user_source(meta["model"]["name"]) else meta["model"])
     container = read_container(out)
-    # what a user will load (a file without its architecture: with the user's class, as trained), measured
-    user_class = None if self_describing(container.manifest) else load_checkpoint(checkpoint, dev)[0]
-    written = decode_model(container, user_class).to(dev)
-    val_acc = evaluate(written, loaders.val)[1]
-    test_acc = evaluate(written, loaders.test)[1]
-    cost = measure(written, spec.image_shape)
-    file_bytes = out.stat().st_size
-    result: CompressSummary = {"file": str(out), "file_bytes": file_bytes, "dense_fp32_bytes": dense_bytes,
-              "compression_ratio": dense_bytes / file_bytes, "baseline_val_accuracy": base_val,
-              "val_accuracy": val_acc, "test_accuracy": test_acc,
-              "params": cost.params, "macs": cost.macs, "nonzero_macs": cost.nonzero_macs,
-              "dense_macs": dense.macs, "sparsity": sparsity_of(written), "knobs": dataclasses.asdict(cfg),
-              "dead_units_removed": units_before - sum(widths(written).values()),
-              "epochs": epochs, "wall_seconds": time.perf_counter() - t0,
-              "components": inspect_container(container, model_table(container, written))["components"]}
-    return result
+    cost = measure(result.model, get_dataset_spec(meta.get("dataset")).image_shape)
+    summary: CompressSummary = {**result.summary(), "file": str(out), "nonzero_macs": cost.nonzero_macs,
+                                "dense_macs": dense.macs, "epochs": result.search["epochs"],
+                                "wall_seconds": result.search["wall_seconds"],
+                                "dead_units_removed": units_before - sum(widths(result.model).values()),
+                                "components": inspect_container(container, model_table(container, result.model))[
+                                    "components"]}
+    return summary
 
 
 def inspect_file(path: str | os.PathLike) -> dict:

@@ -30,7 +30,8 @@ def search_defaults() -> dict:
 def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchConfig", *,
            target_accuracy: float | None = None, max_drop: float | None = None,
            run_dir: str | os.PathLike | None = None, device: str = "cpu", data_dir: str | None = None,
-           verbose: bool = True, workers: int = 1, ray_address: str | None = None) -> SearchSummary:
+           verbose: bool = True, workers: int = 1, ray_address: str | None = None,
+           seed: int | None = None) -> SearchSummary:
     """Find the smallest .slz file whose decoded model meets a validation-accuracy target, by searching
     channel ratio x weight sparsity with ``cfg.strategy``; write it to ``out``. The run directory
     (default: ``out`` with ``.run`` for ``.slz``) holds the journal; the same command resumes a killed run.
@@ -43,11 +44,14 @@ def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchCo
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, dev)
     train_cfg = _checkpoint_recipe(meta)
+    if seed is not None:  # the loaders' order too
+        train_cfg = dataclasses.replace(train_cfg, seed=seed)
     loaders, full_train = _search_loaders(meta, train_cfg, cfg, dev, data_dir)
     t0 = time.perf_counter()
     result = core.search(model, loaders, None, config=cfg, train_config=train_cfg, out=out, run_dir=run, device=dev,
                          verbose=verbose, spec=None if is_user_source(meta["model"]["name"]) else meta["model"],
-                         identity={"checkpoint": str(Path(checkpoint).resolve())},
+                         identity={"checkpoint": str(Path(checkpoint).resolve()),
+                                   **({"seed": seed} if seed is not None else {})}, seed=seed,
                          file_meta={"dataset": meta["dataset"], **_file_data(meta)}, defaults=search_defaults(),
                          target_accuracy=target_accuracy, max_drop=max_drop, workers=workers, ray_address=ray_address,
                          full_train=full_train)

@@ -3,11 +3,12 @@ what the search cost, and picks the smallest file that meets the target."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ..settings import CHANNEL_SCOPES
 from ..errors import NarrowingError, SlimzipError, check_range, unknown
@@ -15,6 +16,9 @@ from ..options import knob
 from ..progress import log
 from .journal import Candidate, Journal, Knobs
 from .strategies import STRATEGIES
+
+if TYPE_CHECKING:
+    from ..config import CompressConfig
 
 SPECULATE = ("off", "on")
 CANDIDATE_FAILURES = (FloatingPointError, NarrowingError)  # a failed candidate, journaled; the search goes on
@@ -67,6 +71,9 @@ class SearchConfig:
                                       "(0: off, the proxy's candidate ships)")
     recover_rounds: int = knob(2, "recovery: prune-recover rounds after the first recovery (each walks on from the "
                                   "recovered model, then recovers its best); a last recovery ends them")
+    recover_step_epochs: int = knob(1, "recovery: whole-training-split epochs for a walk's step from a recovered "
+                                       "model that its proxy fine-tunes leave short of the target by less than "
+                                       "half the allowed drop (0: proxy fine-tunes only)")
     recover_lr: float = knob(0.02, "recovery: peak learning rate (cosine over the recovery)")
     recover_distill: float = knob(1.0, "recovery: weight of distillation from the input model (0: labels only)")
     compress_penalty: float = knob(0.0, "recovery: weight of the pull of every kept weight towards its nearest "
@@ -101,6 +108,7 @@ class SearchConfig:
             check_range("max epochs", self.max_epochs, 0.0, 1e6)
         check_range("recover epochs", self.recover_epochs, 0, 1000)
         check_range("recover rounds", self.recover_rounds, 0, 100)
+        check_range("recover step epochs", self.recover_step_epochs, 0, 1000)
         if not (self.recover_lr > 0 and self.recover_lr < 10):
             raise SlimzipError(f"recovery learning rate must be in (0, 10), got {self.recover_lr}")
         check_range("recovery distillation weight", self.recover_distill, 0.0, 100.0)
@@ -108,6 +116,13 @@ class SearchConfig:
         if self.train_subset is not None and self.train_subset < 1:
             raise SlimzipError(f"train subset must be at least 1, got {self.train_subset}")
         return self
+
+    @classmethod
+    def fixed(cls, cfg: "CompressConfig") -> "SearchConfig":
+        """The candidate pipeline's settings for one fixed-knob file (``slimzip.compress``): ``cfg``'s
+        pruning, coding and fine-tuning knobs, no distillation, every training image."""
+        shared = {f.name for f in dataclasses.fields(cls)} & {f.name for f in dataclasses.fields(cfg)}
+        return cls(**{name: getattr(cfg, name) for name in shared}).validate()
 
     def coding(self, bits: "tuple[int, int] | None" = None):
         """The file's coding knobs as deep compression's config (``bits``: codebook bits, if not the config's)."""
@@ -186,6 +201,7 @@ class Search:
         self.journal, self.run, self.verbose, self.pool = journal, run, verbose, pool  # pool: parallel.RayPool
         self.seen: dict[str, Candidate] = {}  # what the strategy asked for: the winner is one of these
         self.ahead: dict[str, Candidate] = {}  # run speculatively; counted, a candidate only once asked for
+        self.recovering = False  # set once the search walks on from a recovered model (``_recover``)
 
     def evaluate(self, knobs: Knobs, parent: Candidate | None, *, epochs: float, rounds: int = 1,
                  centroid_epochs: int = 0, reserved: bool = False, bits: tuple[int, int] | None = None,
@@ -222,13 +238,15 @@ class Search:
         keyed = []
         for knobs, parent, kw in requests:
             kw = {"rounds": 1, "centroid_epochs": 0, **kw}
-            key = _key(knobs, parent, kw["epochs"], kw["rounds"], kw["centroid_epochs"], kw.get("bits"))
+            key = _key(knobs, parent, kw["epochs"], kw["rounds"], kw["centroid_epochs"], kw.get("bits"),
+                       kw.get("recover", False))
             # a key some request asks for outright is not speculative
             speculative[key] = kw.pop("speculative", False) and speculative.get(key, True)
             keyed.append((key, knobs, parent, kw))
         done = {key: found for key, *_ in keyed if (found := self.journal.get(key)) is not None}
         todo = list({key: (key, knobs, parent, kw) for key, knobs, parent, kw in keyed if key not in done}.values())
-        self._check_budget(sum(kw["epochs"] * max(kw["rounds"], 1) + kw["centroid_epochs"] for *_, kw in todo))
+        self._check_budget(sum(kw["epochs"] * max(kw["rounds"], 1) + kw["centroid_epochs"]
+                               for *_, kw in todo if not kw.get("recover")))
         outcomes = self.pool.map([(knobs, parent, {"key": key, **kw}) for key, knobs, parent, kw in todo])
         for (key, knobs, parent, kw), outcome in zip(todo, outcomes):
             done[key] = self._record(key, knobs, parent, kw["epochs"], outcome)
@@ -370,13 +388,16 @@ def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journ
 def _recover(search: "Search", point: Candidate | None) -> None:
     """Progressive prune / recover / prune: retrain ``point`` (the proxy's best) on the whole training
     split for ``recover_epochs`` (distilled from the input model), then walk on from the recovered model
-    with the strategy's own walks (``FOLLOW``: the grid's are the heuristic's), each step short-fine-tuned
-    from its recovered parent and kept only if its decoded file meets the target; recover the walk's end
-    and repeat, ``recover_rounds`` times or until a walk moves no knob. The last point is recovered too."""
+    with the strategy's own walks (``FOLLOW``: the grid's are the heuristic's), each step fine-tuned from
+    its recovered parent (proxy rungs, then ``recover_step_epochs`` on the whole split for a step that
+    comes close: ``strategies._try``) and kept only if its decoded file meets the target; recover the
+    walk's end and repeat, ``recover_rounds`` times or until a walk moves no knob. The last point is
+    recovered too."""
     cfg = search.cfg
     walk = STRATEGIES[FOLLOW.get(cfg.strategy, cfg.strategy)]
+    recovered: Candidate | None = None
     for round_ in range(cfg.recover_rounds + 1):
-        if point is None or is_recovery(point):
+        if point is None or (recovered is not None and point.id == recovered.id):
             return
         log(f"recovery {round_ + 1}: {cfg.recover_epochs:g} epochs on the whole training split from candidate "
             f"{point.id} (channels {point.knobs.channel_ratio:g}, sparsity {point.knobs.sparsity:g})",
@@ -384,6 +405,7 @@ def _recover(search: "Search", point: Candidate | None) -> None:
         recovered = search.evaluate(point.knobs, point, epochs=cfg.recover_epochs, recover=True)
         if not recovered.meets(search.target) or round_ == cfg.recover_rounds:
             return
+        search.recovering = True
         try:
             point = walk(search, recovered)
         except OutOfBudget:

@@ -23,11 +23,14 @@ class Search(Protocol):
     slack: float
 
     def evaluate(self, knobs: Knobs, parent: Candidate | None, *, epochs: float, rounds: int = 1,
-                 centroid_epochs: int = 0, reserved: bool = False, speculative: bool = False) -> Candidate: ...
+                 centroid_epochs: int = 0, reserved: bool = False, speculative: bool = False,
+                 recover: bool = False) -> Candidate: ...
 
     def evaluate_many(self, requests: list[tuple[Knobs, Candidate | None, dict]]) -> list[Candidate]: ...
 
     def fits(self, epochs: float) -> bool: ...
+
+    recovering: bool  # walking on from a recovered model: a close step climbs a recovery rung too
 
 
 Strategy = Callable[[Search, "Candidate | None"], "Candidate | None"]
@@ -62,10 +65,19 @@ def _linear_walk(search: Search, point: Candidate | None, axis: str, step: float
         knobs = _raised(point, axis, step)
         if getattr(knobs, axis) > _limit(search, axis) + EPS:
             return point
-        candidate = search.evaluate(knobs, point, epochs=search.cfg.finetune_epochs)
+        candidate = _recovery_rung(search, search.evaluate(knobs, point, epochs=search.cfg.finetune_epochs), threshold)
         if not candidate.meets(threshold):
             return point
         point = candidate
+
+
+def _recovery_rung(search: Search, candidate: Candidate, threshold: float) -> Candidate:
+    """Walking on from a recovered model, a step its proxy fine-tune leaves short of ``threshold`` by less
+    than half the allowed drop is retrained ``recover_step_epochs`` on the whole training split."""
+    epochs = search.cfg.recover_step_epochs if getattr(search, "recovering", False) else 0
+    if not epochs or candidate.meets(threshold) or not candidate.meets(threshold - max(search.slack / 2, 1e-3)):
+        return candidate
+    return search.evaluate(candidate.knobs, candidate, epochs=epochs, recover=True)
 
 
 def heuristic(search: Search, start: Candidate | None = None) -> Candidate | None:
@@ -141,8 +153,9 @@ def _try(search: Search, knobs: Knobs, point: Candidate | None, threshold: float
     training; a candidate that misses by less than the screen gap gets a short fine-tune (a fraction of
     an epoch, ``short_epochs``); one that still misses, by less than a quarter of the allowed drop
     (baseline - target: the same rule whatever the margin, so ablations climb alike), gets a full
-    ``finetune_epochs``. Each rung continues from the last. Returns the candidate that meets
-    ``threshold``, or None.
+    ``finetune_epochs``; walking on from a recovered model, one that still misses by less than half the
+    allowed drop is retrained ``recover_step_epochs`` on the whole training split (``_recovery_rung``'s
+    rule). Each rung continues from the last. Returns the candidate that meets ``threshold``, or None.
 
     ``alternative``: the move the walk tries next from ``point`` if this one fails. When the search
     speculates (``--speculate on``), it climbs its own ladder beside this one, rung by rung, while this
@@ -151,17 +164,19 @@ def _try(search: Search, knobs: Knobs, point: Candidate | None, threshold: float
     its path can differ from a search without speculation: candidates run ahead take journal ids
     earlier, and a candidate's training images are chosen from its key (``CandidatePipeline._images``)."""
     cfg = search.cfg
-    rungs = [(epochs, gap) for epochs, gap in ((cfg.short_epochs, cfg.screen_gap),
-                                                (cfg.finetune_epochs, max(search.slack / 4, 1e-3))) if epochs]
+    rungs = [(epochs, gap, {}) for epochs, gap in ((cfg.short_epochs, cfg.screen_gap),
+                                                    (cfg.finetune_epochs, max(search.slack / 4, 1e-3))) if epochs]
+    if getattr(search, "recovering", False) and cfg.recover_step_epochs:  # walking on from a recovered model
+        rungs.append((cfg.recover_step_epochs, max(search.slack / 2, 1e-3), {"recover": True}))
     moves = [knobs] + ([alternative] if alternative and cfg.speculate == "on" else [])  # [1]: speculative
     current = search.evaluate_many([(k, point, {"epochs": 0, "speculative": i > 0}) for i, k in enumerate(moves)])
-    for epochs, gap in rungs:
+    for epochs, gap, extra in rungs:
         climbing = [i for i, c in enumerate(current) if not c.meets(threshold) and c.meets(threshold - gap)]
         if 0 not in climbing:  # this move is decided: the alternative waits for the walk to ask
             break
-        if not search.fits(2 * epochs):  # a budget pays for speculation only when it has room for both
+        if not extra and not search.fits(2 * epochs):  # speculation needs room in a budget for both
             climbing = [0]
-        rung = search.evaluate_many([(moves[i], current[i], {"epochs": epochs, "speculative": i > 0})
+        rung = search.evaluate_many([(moves[i], current[i], {"epochs": epochs, "speculative": i > 0, **extra})
                                      for i in climbing])
         for i, c in zip(climbing, rung):
             current[i] = c
