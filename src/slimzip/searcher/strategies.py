@@ -65,19 +65,18 @@ def _linear_walk(search: Search, point: Candidate | None, axis: str, step: float
         knobs = _raised(point, axis, step)
         if getattr(knobs, axis) > _limit(search, axis) + EPS:
             return point
-        candidate = _recovery_rung(search, search.evaluate(knobs, point, epochs=search.cfg.finetune_epochs), threshold)
-        if not candidate.meets(threshold):
+        if _recovering(search):  # from a recovered model: the recovery ladder (``_try``)
+            candidate = _try(search, knobs, point, threshold)
+        else:
+            candidate = search.evaluate(knobs, point, epochs=search.cfg.finetune_epochs)
+        if candidate is None or not candidate.meets(threshold):
             return point
         point = candidate
 
 
-def _recovery_rung(search: Search, candidate: Candidate, threshold: float) -> Candidate:
-    """Walking on from a recovered model, a step its proxy fine-tune leaves short of ``threshold`` by less
-    than half the allowed drop is retrained ``recover_step_epochs`` on the whole training split."""
-    epochs = search.cfg.recover_step_epochs if getattr(search, "recovering", False) else 0
-    if not epochs or candidate.meets(threshold) or not candidate.meets(threshold - max(search.slack / 2, 1e-3)):
-        return candidate
-    return search.evaluate(candidate.knobs, candidate, epochs=epochs, recover=True)
+def _recovering(search: Search) -> bool:
+    """Whether the search walks on from a recovered model with recovery rungs (``recover_step_epochs``)."""
+    return bool(getattr(search, "recovering", False) and search.cfg.recover_step_epochs)
 
 
 def heuristic(search: Search, start: Candidate | None = None) -> Candidate | None:
@@ -153,9 +152,10 @@ def _try(search: Search, knobs: Knobs, point: Candidate | None, threshold: float
     training; a candidate that misses by less than the screen gap gets a short fine-tune (a fraction of
     an epoch, ``short_epochs``); one that still misses, by less than a quarter of the allowed drop
     (baseline - target: the same rule whatever the margin, so ablations climb alike), gets a full
-    ``finetune_epochs``; walking on from a recovered model, one that still misses by less than half the
-    allowed drop is retrained ``recover_step_epochs`` on the whole training split (``_recovery_rung``'s
-    rule). Each rung continues from the last. Returns the candidate that meets ``threshold``, or None.
+    ``finetune_epochs``. Walking on from a recovered model the ladder has one rung instead: a screen that
+    misses by less than the allowed drop is retrained ``recover_step_epochs`` on the whole training split
+    (a fine-tune on the proxy's few images undoes what recovery gained). Each rung continues from the
+    last. Returns the candidate that meets ``threshold``, or None.
 
     ``alternative``: the move the walk tries next from ``point`` if this one fails. When the search
     speculates (``--speculate on``), it climbs its own ladder beside this one, rung by rung, while this
@@ -166,8 +166,8 @@ def _try(search: Search, knobs: Knobs, point: Candidate | None, threshold: float
     cfg = search.cfg
     rungs = [(epochs, gap, {}) for epochs, gap in ((cfg.short_epochs, cfg.screen_gap),
                                                     (cfg.finetune_epochs, max(search.slack / 4, 1e-3))) if epochs]
-    if getattr(search, "recovering", False) and cfg.recover_step_epochs:  # walking on from a recovered model
-        rungs.append((cfg.recover_step_epochs, max(search.slack / 2, 1e-3), {"recover": True}))
+    if _recovering(search):  # a proxy fine-tune undoes a recovered model's gain: the whole split, or nothing
+        rungs = [(cfg.recover_step_epochs, max(search.slack, 1e-3), {"recover": True})]
     moves = [knobs] + ([alternative] if alternative and cfg.speculate == "on" else [])  # [1]: speculative
     current = search.evaluate_many([(k, point, {"epochs": 0, "speculative": i > 0}) for i, k in enumerate(moves)])
     for epochs, gap, extra in rungs:
