@@ -185,6 +185,17 @@ def test_compress_with_channel_ratio_combines_both_kinds(capsys, lenet5bn_run, t
     assert code == 0 and r["params"] < 0.6 * 432220 and r["macs"] < r["dense_macs"]
     code, out, _ = run(capsys, "eval", str(slz), "--json")
     assert code == 0 and json.loads(out)["accuracy"] == r["test_accuracy"]
+    # inspect: one row per layer in graph order, widths before -> after, the bytes of every layer
+    code, out, _ = run(capsys, "inspect", str(slz), "--json")
+    info = json.loads(out)
+    layers = {x["layer"]: x for x in info["layers"]}
+    assert code == 0 and [x["layer"] for x in info["layers"]][:2] == ["features.0", "features.1"]
+    assert any(x["width_before"] > x["width"] for x in info["layers"] if x["kind"] == "Conv2d")
+    assert layers["features.0"]["kept"] < layers["features.0"]["weights"]
+    parts = info["components"]
+    assert sum(x["bytes"] for x in info["layers"]) == sum(parts.values()) - parts["header"] - parts["manifest"]
+    code, out, _ = run(capsys, "inspect", str(slz))
+    assert code == 0 and " -> " in out and "layer" in out.splitlines()[1]
 
 
 def test_a_file_remembers_the_normalisation_its_model_was_trained_with(capsys, data_dir, tmp_path):

@@ -409,3 +409,28 @@ def test_a_killed_speculating_search_resumes_exactly(tmp_path):
     assert [c.key for c in resumed.candidates] == [c.key for c in whole.candidates]
     assert [c.key for c in resumed.speculative] == [c.key for c in whole.speculative]
     assert resumed.best.key == whole.best.key and resumed.epochs == whole.epochs
+
+
+@pytest.mark.parametrize("strategy, kw", [("grid", {"step": 0.25}), ("heuristic", {"step": 0.2}),
+                                          ("frontier", {"step": 0.2}), ("frontier", {"step": 0.1, "refine": 3})])
+def test_the_dry_run_bounds_hold_what_the_search_spends(tmp_path, strategy, kw):
+    """``compress --dry-run``'s bounds: the grid's candidates and proxy epochs exactly, the walks' at most."""
+    from slimzip.searcher.estimate import search_bounds
+
+    cfg = SearchConfig(strategy=strategy, min_bits=0, centroid_epochs=0, **kw)
+    result, _ = _search(tmp_path, strategy, centroid_epochs=0, **kw)
+    bound = search_bounds(cfg)
+    proxy = [c for c in result.candidates]
+    assert len(proxy) <= bound["candidates"] and result.cost()["epochs"] <= bound["proxy_epochs"] + 1e-6
+    if strategy == "grid":
+        assert bound["exact"] and len(proxy) == bound["candidates"]
+        assert result.cost()["epochs"] == pytest.approx(bound["proxy_epochs"])
+
+
+def test_each_candidate_line_names_its_stage(tmp_path, capsys):
+    """The progress lines say what each candidate is: screen, fine-tune, centroids, bits, recovery."""
+    from slimzip.searcher.driver import stage
+
+    result, _ = _search(tmp_path, "frontier", step=0.2, min_bits=3, centroid_epochs=1)
+    stages = {stage(c) for c in result.candidates}
+    assert {"screen", "fine-tune", "centroids"} <= stages and any(s.startswith("bits ") for s in stages)

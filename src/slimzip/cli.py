@@ -89,6 +89,26 @@ def _search_line(r: dict) -> str:
             f"{s['candidates']} candidates, {s['epochs']:g} epochs, {s['wall_seconds']:.0f}s")
 
 
+def _estimate_lines(r: dict) -> str:
+    def minutes(epochs: float, seconds: float) -> str:
+        return f"{epochs:g} epochs = {epochs * seconds / 60:.1f} min"
+
+    bound = "exactly" if r["exact"] else "at most"
+    rec = r["recovery_epochs"]
+    lines = [f"dry run: {r['model']} on {r['dataset']}, {r['strategy']}, target val accuracy {r['target_accuracy']:.4f} "
+             f"(baseline {r['baseline_val_accuracy']:.4f}); nothing trained or written",
+             f"training speed here: {r['images_per_second']:.0f} images/s ({r['threads']} threads): a proxy epoch "
+             f"({r['proxy_images']:,} images) {r['proxy_epoch_seconds']:.0f} s, a full-data epoch "
+             f"({r['full_images']:,}) {r['full_epoch_seconds']:.0f} s",
+             f"proxy search: {bound} {r['candidates']} candidates, {bound} "
+             f"{minutes(r['proxy_epochs'], r['proxy_epoch_seconds'])} (the strategy's rules; --max-epochs caps it)",
+             f"winner's polish (centroids, bits ladder): at most {minutes(r['polish_epochs'], r['proxy_epoch_seconds'])}"]
+    if rec["at_most"]:
+        lines.append(f"recovery: at least {minutes(rec['at_least'], r['full_epoch_seconds'])}, at most "
+                     f"{minutes(rec['at_most'], r['full_epoch_seconds'])} on the whole training split")
+    return "\n".join(lines)
+
+
 def cmd_compress(args: argparse.Namespace) -> None:
     if args.target_accuracy is not None or args.max_drop is not None:
         from .api import search
@@ -96,6 +116,13 @@ def cmd_compress(args: argparse.Namespace) -> None:
         if fixed := [f"--{k.replace('_', '-')}" for k in FIXED_ONLY if getattr(args, k) is not None]:
             raise SlimzipError(f"{', '.join(fixed)}: chosen by the search; "
                                "drop them or drop --target-accuracy/--max-drop")
+        if args.dry_run:
+            from .api.searching import estimate
+
+            _emit(estimate(args.checkpoint, _search_config(args, args.search or SearchConfig.strategy),
+                           target_accuracy=args.target_accuracy, max_drop=args.max_drop, device=args.device,
+                           data_dir=args.data_dir), args.json, _estimate_lines)
+            return
         result = search(args.checkpoint, args.out, _search_config(args, args.search or SearchConfig.strategy),
                         target_accuracy=args.target_accuracy, max_drop=args.max_drop, run_dir=args.run_dir,
                         device=args.device, data_dir=args.data_dir, verbose=not args.quiet, workers=args.workers,
@@ -104,8 +131,9 @@ def cmd_compress(args: argparse.Namespace) -> None:
         return
     from .api import compress
 
-    if args.search is not None:
-        raise SlimzipError("--search needs a target: --target-accuracy A or --max-drop P")
+    if args.search is not None or args.dry_run:
+        raise SlimzipError(f"{'--search' if args.search is not None else '--dry-run'} needs a target: "
+                           "--target-accuracy A or --max-drop P")
     cfg = CompressConfig(**given(args, CompressConfig))
     result = compress(args.checkpoint, args.out, cfg, device=args.device, data_dir=args.data_dir,
                       verbose=not args.quiet, seed=args.seed)
@@ -149,6 +177,20 @@ def cmd_compare_search(args: argparse.Namespace) -> None:
 def cmd_inspect(args: argparse.Namespace) -> None:
     from .api import inspect_file
 
+    def layers(r: dict) -> str:
+        lines = [f"{r['file']}: {r['architecture']} ({r['dataset'] or 'no dataset recorded'}), {r['file_bytes']:,} bytes",
+                 f"{'layer':28} {'kind':14} {'width':>13} {'weights':>9} {'kept':>9} {'bits':>4} {'bytes':>9}"]
+        for x in r["layers"]:
+            width = "" if x["width"] is None else str(x["width"])
+            if x["width_before"] is not None and x["width_before"] != x["width"]:
+                width = f"{x['width_before']} -> {width}"
+            lines.append(f"{x['layer']:28} {x['kind']:14} {width:>13} {x['weights']:>9,} {x['kept']:>9,} "
+                         f"{'' if x['bits'] is None else x['bits']:>4} {x['bytes']:>9,}")
+        lines.append("components: " + ", ".join(f"{k} {v:,}" for k, v in r["components"].items()) +
+                     f" = {sum(r['components'].values()):,} bytes (per tensor, with coded bits and entropies: "
+                     "--tensors)")
+        return "\n".join(lines)
+
     def table(r: dict) -> str:
         dataset = r["dataset"] or "no dataset recorded"
         lines = [f"{r['file']}: {r['architecture']} ({dataset}), {r['file_bytes']:,} bytes",
@@ -167,7 +209,8 @@ def cmd_inspect(args: argparse.Namespace) -> None:
                      f" = {sum(r['components'].values()):,} bytes")
         return "\n".join(lines)
 
-    _emit(inspect_file(args.file), args.json, table)
+    result = inspect_file(args.file)
+    _emit(result, args.json, table if args.tensors or not result["layers"] else layers)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -347,6 +390,8 @@ def _compress_parser(sub) -> None:
                    help=f"the search strategy (default {SearchConfig.strategy}); needs --target-accuracy or --max-drop")
     p.add_argument("--run-dir", help="the search's run directory (default: OUT with .run for .slz)")
     p.add_argument("--seed", type=int, help="data order and initialisation (default: the checkpoint's own)")
+    p.add_argument("--dry-run", action="store_true", help="search: check every setting and the data, measure the "
+                   "training speed and print what the search will cost (bounds on epochs and time); run nothing")
     add_options(p, [("search", SearchConfig), ("fixed knobs", CompressConfig)])
     _parallel_options(p)
     _common(p)
@@ -378,8 +423,11 @@ def _compare_parser(sub) -> None:
 
 
 def _file_parsers(sub) -> None:
-    p = sub.add_parser("inspect", help="per-tensor and per-component bytes of a .slz file")
+    p = sub.add_parser("inspect", help="per-layer (graph order: width before -> after, kept weights, bits, bytes) "
+                                       "and per-component bytes of a .slz file")
     p.add_argument("file")
+    p.add_argument("--tensors", action="store_true", help="one row per tensor, with coded bits per kept weight and "
+                                                          "the streams' entropies")
     _common(p, data=False)
     p.set_defaults(func=cmd_inspect)
 

@@ -116,7 +116,54 @@ def inspect_file(path: str | os.PathLike) -> dict:
     report = inspect_container(container, with_entropies(container, table))
     spec = container.manifest["model"]
     return {"file": str(path), "model": spec, "architecture": architecture_name(spec, model),
-            "dataset": container.manifest.get("dataset"), **report}
+            "dataset": container.manifest.get("dataset"), **report,
+            "layers": layer_rows(model, _full_width(spec), report["tensors"]) if model is not None else []}
+
+
+def _full_width(spec: dict) -> torch.nn.Module | None:
+    """The registry model a file's plan narrowed, at full width (None: a graph stores the narrowed model
+    only)."""
+    if "name" not in spec:
+        return None
+    from ..models import create_model
+
+    return create_model(spec["name"], **spec.get("kwargs", {}))
+
+
+def _width(module: torch.nn.Module) -> int | None:
+    for attr in ("out_channels", "out_features", "num_features"):
+        if isinstance(getattr(module, attr, None), int):
+            return getattr(module, attr)
+    return None
+
+
+def _in_graph_order(model: torch.nn.Module) -> list[str]:
+    """The model's layer names as its forward calls them (an fx graph's node order), else as registered."""
+    names = [n for n, _ in model.named_modules()]
+    graph = getattr(model, "graph", None)
+    called = [str(node.target) for node in graph.nodes if node.op == "call_module"] if graph is not None else []
+    return list(dict.fromkeys([*called, *names]))
+
+
+def layer_rows(model: torch.nn.Module, full: torch.nn.Module | None, tensors: list[dict]) -> list[dict]:
+    """One row per layer that holds tensors, in graph order: its kind, output width (before -> after the
+    channel plan where the full-width model is known), weights, kept weights, codebook bits and bytes."""
+    modules, before = dict(model.named_modules()), dict(full.named_modules()) if full is not None else {}
+    by_layer: dict[str, list[dict]] = {}
+    for t in tensors:
+        by_layer.setdefault(t["name"].rpartition(".")[0], []).append(t)
+    rows = []
+    for name in _in_graph_order(model):
+        if name not in by_layer or name not in modules:
+            continue
+        ts, module = by_layer.pop(name), modules[name]
+        shared = [t for t in ts if t["encoding"] == "shared"]
+        rows.append({"layer": name, "kind": type(module).__name__, "width": _width(module),
+                     "width_before": _width(before[name]) if name in before else None,
+                     "weights": sum(t["weights"] for t in ts),
+                     "kept": sum(round(t["weights"] * t["kept"]) for t in ts),
+                     "bits": max((t["bits"] for t in shared), default=None), "bytes": sum(t["bytes"] for t in ts)})
+    return rows
 
 
 def architecture_name(spec: dict, model: torch.nn.Module | None) -> str:

@@ -62,6 +62,43 @@ def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchCo
     return summary
 
 
+def estimate(checkpoint: str | os.PathLike, cfg: "SearchConfig", *, target_accuracy: float | None = None,
+             max_drop: float | None = None, device: str = "cpu", data_dir: str | None = None) -> dict:
+    """What ``search`` with these settings will cost, without running it (``compress --dry-run``): every
+    knob and the data checked, the target resolved, the training speed measured on a few batches, and
+    the strategy's bounds on epochs (``searcher.estimate``) turned into time on this machine."""
+    import copy
+
+    import torch
+
+    from .. import core
+    from ..searcher.estimate import search_bounds
+    from ..trainer import evaluate, fit
+
+    cfg.validate()
+    dev = resolve_device(device)
+    model, meta = load_checkpoint(checkpoint, dev)
+    train_cfg = _checkpoint_recipe(meta)
+    loaders, full_train = _search_loaders(meta, train_cfg, cfg, dev, data_dir)
+    baseline = evaluate(model, loaders.val)[1]
+    target = core._target(baseline, target_accuracy, max_drop)
+    batch = train_cfg.batch_size
+    images = min(loaders.train.num_samples, 6 * batch)
+    tune = dataclasses.replace(train_cfg, epochs=1, schedule="constant", patience=0, warmup_epochs=0)
+    fit(copy.deepcopy(model), loaders.train.slice(0, min(batch, images)), None, tune, verbose=False)  # warm-up
+    t0 = time.perf_counter()
+    fit(copy.deepcopy(model), loaders.train.slice(0, images), None, tune, verbose=False)
+    per_image = (time.perf_counter() - t0) / images
+    proxy_images = loaders.train.num_samples
+    full_images = (full_train or loaders.train).num_samples
+    bounds = search_bounds(cfg)
+    proxy_s = per_image * proxy_images
+    return {"checkpoint": str(checkpoint), "model": meta["model"]["name"], "dataset": meta.get("dataset"),
+            "baseline_val_accuracy": baseline, "target_accuracy": target, "threads": torch.get_num_threads(),
+            "images_per_second": 1 / per_image, "proxy_images": proxy_images, "full_images": full_images,
+            "proxy_epoch_seconds": proxy_s, "full_epoch_seconds": per_image * full_images, **bounds}
+
+
 def _search_loaders(meta: dict, train_cfg, cfg: "SearchConfig", device, data_dir: str | None):
     """The proxy's loaders (training images cut to ``train_subset``) and, for recovery, the whole training
     split the checkpoint was trained on (None: recovery is off, or the proxy already has all of it)."""

@@ -202,6 +202,7 @@ class Search:
         self.seen: dict[str, Candidate] = {}  # what the strategy asked for: the winner is one of these
         self.ahead: dict[str, Candidate] = {}  # run speculatively; counted, a candidate only once asked for
         self.recovering = False  # set once the search walks on from a recovered model (``_recover``)
+        self.started, self.ran = time.perf_counter(), 0.0  # proxy epochs run in this process: its pace (``_eta``)
 
     def evaluate(self, knobs: Knobs, parent: Candidate | None, *, epochs: float, rounds: int = 1,
                  centroid_epochs: int = 0, reserved: bool = False, bits: tuple[int, int] | None = None,
@@ -306,6 +307,7 @@ class Search:
         else:
             raise outcome
         self.journal.add(candidate)
+        self.ran += 0.0 if is_recovery(candidate) else candidate.epochs
         log(f"{_describe(candidate, self.target)}  [{self._standing(candidate)}]", verbose=self.verbose)
         return candidate
 
@@ -315,8 +317,17 @@ class Search:
         best = smallest(list(done.values()), self.target)
         budget = f" of {self.cfg.max_epochs:g}" if self.cfg.max_epochs is not None else ""
         extra = 0.0 if latest.key in self.seen or is_recovery(latest) else latest.epochs
-        return (f"{len(done)} candidates, {self.spent() + extra:.2f}{budget} proxy epochs, best "
-                f"{f'{best.file_bytes:,} B' if best else 'none yet'}")
+        spent = self.spent() + extra
+        return (f"{len(done)} candidates, {spent:.2f}{budget} proxy epochs, best "
+                f"{f'{best.file_bytes:,} B' if best else 'none yet'}{self._eta(spent)}")
+
+    def _eta(self, spent: float) -> str:
+        """With a budget: its time left at this run's pace so far (proxy epochs per second in this
+        process; resumed candidates cost nothing, so the pace counts only what ran here)."""
+        if self.cfg.max_epochs is None or self.ran <= 1e-9:
+            return ""
+        left = max(self.cfg.max_epochs - spent, 0.0) * (time.perf_counter() - self.started) / self.ran
+        return f", budget spent in {left / 60:.0f} min at most" if left >= 60 else ", budget nearly spent"
 
 
 def _key(knobs: Knobs, parent: Candidate | None, epochs: float, rounds: int, centroid_epochs: int,
@@ -331,9 +342,20 @@ def is_recovery(c: Candidate) -> bool:
     return c.key.endswith(":r")
 
 
+def stage(c: Candidate) -> str:
+    """What a candidate is, from its key: a screen (no training), a fine-tune, a recovery, the winner's
+    centroid polish or a bits-ladder step (with its conv / linear codebook bits)."""
+    if is_recovery(c):
+        return "recovery"
+    if bits := re.search(r":b(\d+)/(\d+)$", c.key):
+        return f"bits {bits[1]}/{bits[2]}"
+    if re.search(r":e0:n0:q[1-9]", c.key):
+        return "centroids"
+    return "screen" if ":e0:" in c.key else "fine-tune"
+
+
 def _describe(c: Candidate, target: float) -> str:
-    head = (f"candidate {c.id}{' (recovered)' if is_recovery(c) else ''}: channels {c.knobs.channel_ratio:.3f} "
-            f"sparsity {c.knobs.sparsity:.4f}")
+    head = f"candidate {c.id} ({stage(c)}): channels {c.knobs.channel_ratio:.3f} sparsity {c.knobs.sparsity:.4f}"
     if c.status != "ok":
         return f"{head} FAILED ({c.error}), {c.epochs:g} epochs"
     verdict = "meets" if c.meets(target) else "misses"
