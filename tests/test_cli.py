@@ -321,3 +321,21 @@ def test_bad_input_matrix_one_line_exit_2_inputs_unchanged(capsys, lenet5bn_run,
     errors = [line for line in err.splitlines() if "error:" in line]
     assert code == 2 and len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
     assert _snapshot_tree(tmp_path) == before and _snapshot_tree(lenet5bn_run) == ckpt_before
+
+
+def test_help_groups_options_and_states_the_defaults_a_run_uses(capsys):
+    """``compress --help`` groups its options by concern; ``train --help`` gives each recipe's defaults
+    (image folders train with the other-data recipe, not TrainConfig's bare defaults)."""
+    from slimzip.config import DEFAULT_RECIPE, RECIPES
+
+    with pytest.raises(SystemExit):
+        main(["compress", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for group in ("fixed knobs (no target):", "the file's coding:", "search: recovery", "search: the walk:"):
+        assert group in text
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert (f"--epochs EPOCHS passes over the training split (default {RECIPES['mnist'].epochs} (mnist), "
+            f"{RECIPES['cifar10'].epochs} (cifar10/100), {DEFAULT_RECIPE.epochs} (other data))") in text
+    assert f"{DEFAULT_RECIPE.lr:g} (other data)" in text

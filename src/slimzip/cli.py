@@ -15,7 +15,7 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
-from .config import CompressConfig, TrainConfig
+from .config import DEFAULT_RECIPE, RECIPES, CompressConfig, TrainConfig
 from .searcher.driver import SearchConfig
 from .searcher.strategies import STRATEGIES
 from .errors import INTERRUPTED, SlimzipError
@@ -313,7 +313,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--dataset", help="mnist, cifar10, cifar100 (default: the model's own), or imagefolder:DIR "
                    "(one sub-folder per class; DIR/train + DIR/val [+ DIR/test], or split 80/10/10)")
     p.add_argument("--out", required=True, help="run directory: checkpoint, config, metrics")
-    add_options(p, [("the dataset's recipe, else", TrainConfig)])
+    add_options(p, [("mnist", RECIPES["mnist"]), ("cifar10/100", RECIPES["cifar10"]), ("other data", DEFAULT_RECIPE)])
     p.add_argument("--bn-init", type=number, help="initial BN scale (network slimming uses 0.5)")
     p.add_argument("--subset", type=positive_int, help="train on the first N training images only")
     augment = p.add_mutually_exclusive_group()
@@ -392,10 +392,25 @@ def _compress_parser(sub) -> None:
     p.add_argument("--seed", type=int, help="data order and initialisation (default: the checkpoint's own)")
     p.add_argument("--dry-run", action="store_true", help="search: check every setting and the data, measure the "
                    "training speed and print what the search will cost (bounds on epochs and time); run nothing")
-    add_options(p, [("search", SearchConfig), ("fixed knobs", CompressConfig)])
-    _parallel_options(p)
+    sources = [("search", SearchConfig), ("fixed knobs", CompressConfig)]
+    for concern, names in COMPRESS_GROUPS.items():
+        add_options(p.add_argument_group(concern), sources, names)
+    add_options(p.add_argument_group("search: the walk"), sources,
+                [f.name for f in dataclasses.fields(SearchConfig)
+                 if f.name not in {n for names in COMPRESS_GROUPS.values() for n in names}])
+    _parallel_options(p.add_argument_group("parallel search"))
     _common(p)
     p.set_defaults(func=cmd_compress)
+
+
+COMPRESS_GROUPS = {  # compress's options by concern (the search's others: "search: the walk")
+    "fixed knobs (no target)": ["channel_ratio", "sparsity", "retrain_epochs"],
+    "pruning": ["scope", "channel_scope", "prune_steps", "lr", "centroid_epochs"],
+    "the file's coding": ["bits_conv", "bits_fc", "index_bits_conv", "index_bits_fc", "coder", "raw_dtype", "fold_bn",
+                          "min_bits", "bits_ladder"],
+    "search: recovery (on the whole training split)": ["recover_epochs", "recover_rounds", "recover_step_epochs",
+                                                       "recover_lr", "recover_distill", "compress_penalty"],
+}
 
 
 def _parallel_options(p: argparse.ArgumentParser) -> None:

@@ -13,20 +13,7 @@ from ..container import read_container
 from ..data import create_loaders, get_dataset_spec
 from ..errors import SlimzipError
 from ..models import MODELS, get_model_entry
-from ..trainer import TrainConfig
-
-
-# Default training recipes per dataset; every field can be overridden from the command line.
-RECIPES: dict[str, TrainConfig] = {
-    # LeNets / MLPs on MNIST: short cosine runs are enough (no augmentation for digits).
-    "mnist": TrainConfig(epochs=15, batch_size=128, lr=0.05, weight_decay=5e-4, schedule="cosine"),
-    # Network slimming's CIFAR recipe: SGD, batch 64, 160 epochs, lr 0.1 / 10 at 50% and 75%, wd 1e-4.
-    "cifar10": TrainConfig(epochs=160, batch_size=64, lr=0.1, weight_decay=1e-4, schedule="step"),
-    "cifar100": TrainConfig(epochs=160, batch_size=64, lr=0.1, weight_decay=1e-4, schedule="step"),
-}
-
-
-DEFAULT_RECIPE = TrainConfig(epochs=30, batch_size=128, lr=0.05, weight_decay=5e-4, schedule="cosine")  # other data
+from ..config import DEFAULT_RECIPE, RECIPES, TrainConfig
 
 
 def check_runs(model: torch.nn.Module, loader, model_name: str, dataset: str) -> None:
