@@ -291,8 +291,8 @@ class RansCodec:
             raise FormatError("rans payload is not whole 32-bit words")
         import constriction
 
-        coder = constriction.stream.stack.AnsCoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
-        try:
+        try:  # constriction refuses some corrupt inputs when the coder is made, others when decoding
+            coder = constriction.stream.stack.AnsCoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
             dense = coder.decode(self._model(counts), count)
         except Exception as e:  # constriction raises its own error types on corrupt input
             raise FormatError(f"rans payload is corrupt ({e})") from None

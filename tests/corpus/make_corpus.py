@@ -21,10 +21,12 @@ import zlib
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
 from slimzip.codec import decode_model, encode_model, model_table
+from slimzip.coding import RansCodec
 from slimzip.container import (HEADER, MAGIC, TRAILER, decode_container, deflate_manifest, encode_container,
                                inflate_manifest)
 from slimzip.deep_compression import CompressConfig
@@ -92,6 +94,9 @@ def valid_files() -> dict[str, bytes]:
         files[f"lenet-300-100-empty-layer-{coder}.slz"] = encode_model(
             model, {"name": "lenet-300-100", "kwargs": {}}, layers, CompressConfig(coder=coder, raw_dtype="float32"),
             version=3)
+    # informative and unknown top-level fields are ignored, in version 4 too
+    files["v4-lenet-5-bn-with-config.slz"] = _manifest_edit(
+        lambda m: m.update(config={"sparsity": 0.8}, metrics=[0.99], unknown="ignored"))(files["v4-lenet-5-bn-plan-auto.slz"])
     return files
 
 
@@ -163,6 +168,62 @@ def _longer_mask(m: dict) -> None:
     """The first plan bitmask with a zero byte after its last kept channel (the same channels, longer)."""
     root = next(iter(m["model"]["plan"]))
     m["model"]["plan"][root] = base64.b64encode(base64.b64decode(m["model"]["plan"][root]) + b"\0").decode()
+
+
+def _graph(m: dict) -> dict:
+    return m["model"]["graph"]
+
+
+def _layer(m: dict, name: str) -> dict:
+    return _graph(m)["layers"][name]
+
+
+def _tensor(m: dict, name: str) -> dict:
+    return next(t for t in m["tensors"] if t["name"] == name)
+
+
+def _nested(depth: int) -> dict:
+    value: dict = {"d": {}}
+    for _ in range(depth):
+        value = {"d": {"a": value}}
+    return value
+
+
+def _v4_quantized(data: Callable[[int], bytes]) -> Callable[[bytes], bytes]:
+    """The first raw (float16) row of a version-4 file as a quantized row whose section is ``data(numel)``."""
+    def make(blob: bytes) -> bytes:
+        manifest, sections, version = _parts(blob)
+        taken = 0
+        for i, row in enumerate(manifest["tensors"]):
+            if row[0] == "r":
+                manifest["tensors"][i], sections[taken] = ["q"], data(len(sections[taken]) // 2)
+                break
+            taken += {"r": 1, "q": 1, "s": 3, "c": 0}[row[0]]
+        return encode_container(manifest, sections, version=version)
+    return make
+
+
+def _huffman_offsets(edit: Callable[[bytes, int], bytes]) -> Callable[[bytes], bytes]:
+    """``edit(stream, where its block offsets start)`` of a Huffman stream."""
+    return lambda d: edit(d, 4 + 3 * struct.unpack_from("<I", d)[0])
+
+
+def _rans_contradicting(d: bytes) -> bytes:
+    """The same symbols coded with a count table that moves one count from the most frequent symbol to the
+    next: a well-formed stream whose decoded symbols its own table does not count."""
+    import constriction
+
+    n = struct.unpack_from("<I", d)[0]
+    entries = [struct.unpack_from("<HI", d, 4 + 6 * i) for i in range(n)]
+    used, counts = np.array([s for s, _ in entries]), np.array([c for _, c in entries])
+    dense = np.searchsorted(used, RansCodec().decode(d, int(counts.sum()), int(used.max()) + 1)).astype(np.int32)
+    lied = counts.copy()
+    lied[np.argmax(counts)] -= 1
+    lied[(np.argmax(counts) + 1) % n] += 1
+    coder = constriction.stream.stack.AnsCoder()
+    coder.encode_reverse(dense, RansCodec._model(lied))
+    table = struct.pack("<I", n) + b"".join(struct.pack("<HI", int(s), int(c)) for s, c in zip(used, lied))
+    return table + coder.get_compressed().astype("<u4").tobytes()
 
 
 def _shared_row(m: dict) -> list:
@@ -261,6 +322,108 @@ INVALID: dict[str, tuple[str, Callable[[bytes], bytes], str]] = {
         lambda m: m["model"].update(plan={k: [0, 1] for k in m["model"]["plan"]})), "bitmask string"),
     "rans-partial-word": ("graph-rans.slz", _section_edit("codes", lambda d: d + b"\0", coder="rans"),
                           "whole 32-bit words"),
+    # the rest of the reader's refusals (tests/test_corpus.py walks them): container and manifest
+    "manifest-not-deflate": ("graph-rans.slz", _manifest_bytes(lambda body, pack: b"\xff" + pack(body)),
+                             "does not inflate"),
+    "manifest-deflate-incomplete": ("graph-rans.slz", _manifest_bytes(lambda body, pack: pack(body)[:-6]),
+                                    "is incomplete"),
+    "no-section-table": ("graph-rans.slz", _manifest_bytes(
+        lambda body, pack: pack(body.replace(b'"sections":', b'"sectionz":', 1))), "no section table"),
+    "section-malformed": ("graph-rans.slz", _manifest_bytes(
+        lambda body, pack: pack(body.replace(b'"crc32":', b'"crc33":', 1))), "malformed entry"),
+    "v4-section-negative": ("v4-graph-huffman.slz", _manifest_bytes(
+        lambda body, pack: pack(body.replace(b'"sections":[', b'"sections":[-1,', 1))), "non-negative integer"),
+    "no-tensor-table": ("graph-rans.slz", _manifest_edit(lambda m: m.pop("tensors")), "no tensor table"),
+    # the model
+    "model-extra-key": ("lenet-5-bn-plan-auto.slz", _manifest_edit(lambda m: m["model"].update(extra=1)),
+                        "arguments are not supported"),
+    "graph-model-extra-key": ("graph-rans.slz", _manifest_edit(lambda m: m["model"].update(name="x")),
+                              "arguments are not supported"),
+    "v4-plan-alone": ("v4-lenet-5-bn-plan-auto.slz", _manifest_edit(lambda m: m["model"].pop("name")),
+                      "names a registry model or stores a graph"),
+    "plan-root-classifier": ("lenet-5-bn-plan-auto.slz", _manifest_edit(
+        lambda m: m["model"].update(plan={"classifier": [0, 1, 2]})), "not a plan root"),
+    "plan-empty-keep": ("lenet-5-bn-plan-auto.slz", _manifest_edit(
+        lambda m: m["model"]["plan"].update({"features.0": []})), "channel plan is malformed"),
+    "v4-plan-malformed": ("v4-lenet-5-bn-plan-auto.slz", _manifest_edit(lambda m: m["model"].update(plan=[1])),
+                          "channel plan is malformed"),
+    "v4-plan-not-base64": ("v4-lenet-5-bn-plan-auto.slz", _manifest_edit(
+        lambda m: m["model"]["plan"].update({"features.0": "!!!!"})), "not base64"),
+    "graph-malformed": ("graph-rans.slz", _manifest_edit(lambda m: _graph(m).pop("nodes")), "graph is malformed"),
+    "graph-layers-list": ("graph-rans.slz", _manifest_edit(lambda m: _graph(m).update(layers=[])),
+                          "graph is malformed"),
+    "graph-attribute-path": ("graph-rans.slz", _manifest_edit(lambda m: _graph(m)["attributes"].update(
+        {"forward": {"kind": "parameter", "shape": [1], "dtype": "float32"}})), "bad attribute path"),
+    "graph-attribute-shape": ("graph-rans.slz", _manifest_edit(lambda m: _graph(m)["attributes"].update(
+        {"g": {"kind": "parameter", "shape": [-1], "dtype": "float32"}})), "bad shape"),
+    "graph-attribute-kind": ("graph-rans.slz", _manifest_edit(lambda m: _graph(m)["attributes"].update(
+        {"g": {"kind": "code", "shape": [1], "dtype": "float32"}})), "bad kind or dtype"),
+    "graph-elements": ("graph-rans.slz", _manifest_edit(lambda m: _graph(m)["attributes"].update(
+        {"g": {"kind": "buffer", "shape": [1 << 20, 1 << 10], "dtype": "float32"}})), "tensor elements"),
+    "graph-argument-nested": ("graph-rans.slz", _manifest_edit(
+        lambda m: _graph(m)["nodes"][1].update(kwargs={"a": _nested(25)})), "nested too deeply"),
+    "graph-argument-malformed": ("graph-rans.slz", _manifest_edit(
+        lambda m: _graph(m)["nodes"][1].update(args=[{"zz": 1}])), "malformed graph argument"),
+    "graph-getattr": ("graph-rans.slz", _manifest_edit(lambda m: _graph(m)["nodes"].insert(1, {
+        "op": "call_function", "target": "builtins.getattr", "args": [{"n": 0}, "training"], "kwargs": {}})),
+        "is not allowed in a model graph"),
+    "graph-layer-word": ("graph-rans.slz", _manifest_edit(lambda m: _layer(m, "0")["args"].update(padding_mode="evil")),
+                         "is not allowed"),
+    "graph-layer-argument": ("graph-rans.slz", _manifest_edit(lambda m: _layer(m, "0")["args"].update(weights=1)),
+                             "are not among"),
+    "graph-layer-rejects": ("graph-rans.slz", _manifest_edit(lambda m: _layer(m, "0")["args"].update(groups=3)),
+                            "rejects its arguments"),
+    "graph-layer-infinite": ("graph-rans.slz", _manifest_bytes(
+        lambda body, pack: pack(body.replace(b'"eps":1e-05', b'"eps":1e999', 1))), "not finite"),
+    "graph-two-outputs": ("graph-rans.slz", _manifest_edit(
+        lambda m: _graph(m)["nodes"].append(copy.deepcopy(_graph(m)["nodes"][-1]))), "exactly one input and one output"),
+    "graph-input-shape": ("graph-rans.slz", _manifest_edit(lambda m: _graph(m).update(input_shape=[0, 8, 8])),
+                          "input_shape is not"),
+    "graph-stride-0": ("graph-rans.slz", _manifest_edit(
+        lambda m: _layer(m, "0")["args"].update(stride={"t": [0, 0]})), "does not run on its input shape"),
+    "graph-output-not-tensor": ("graph-rans.slz", _manifest_edit(lambda m: _graph(m)["nodes"][-1].update(args=[1])),
+                                "is not a (batch, classes) tensor"),
+    # the tensor table and the streams
+    "raw-wrong-length": ("graph-rans.slz", _manifest_edit(lambda m: _tensor(m, "1.weight").update(dtype="float32")),
+                         "bytes for"),
+    "quantized-in-v3": ("graph-rans.slz", _manifest_edit(lambda m: _tensor(m, "1.weight").update(encoding="quantized")),
+                        "from format version 4"),
+    "v4-quantized-length": ("v4-graph-huffman.slz", _v4_quantized(lambda n: bytes(8 + n + 1)), "bytes for"),
+    "v4-quantized-nan": ("v4-graph-huffman.slz", _v4_quantized(lambda n: struct.pack("<ff", float("nan"), 1.0) +
+                                                                bytes(n)), "must be finite"),
+    "codebook-nan": ("graph-rans.slz", _section_edit("codebook", lambda d: b"\x00\x00\xc0\x7f" + d[4:]), "not finite"),
+    "index-past-end": ("graph-fixed.slz", _section_edit("index", lambda d: bytes([200]) + d[1:]), "past the end"),
+    "index-count": ("graph-fixed.slz", _section_edit("index", lambda d: d[:-1] + bytes([255])), "index holds"),
+    "rans-truncated-header": ("graph-rans.slz", _section_edit("codes", lambda d: d[:3], coder="rans"),
+                              "truncated in its header"),
+    "rans-table-too-large": ("graph-rans.slz", _section_edit(
+        "codes", lambda d: struct.pack("<I", 10 ** 6) + d[4:], coder="rans"), "larger than the alphabet"),
+    "rans-words-left-over": ("graph-rans.slz", _section_edit("codes", lambda d: d + b"\1\0\0\0", coder="rans"),
+                             "words left over"),
+    "rans-contradicts-its-counts": ("graph-rans.slz", _section_edit("codes", _rans_contradicting, coder="rans"),
+                                    "contradicts its count table"),
+    "rans-zero-last-word": ("graph-rans.slz", _section_edit("codes", lambda d: d[:-4] + bytes(4), coder="rans"),
+                            "rans payload is corrupt"),
+    "huffman-truncated-header": ("graph-huffman.slz", _section_edit("codes", lambda d: d[:3]),
+                                 "truncated in its header"),
+    "huffman-table-too-large": ("graph-huffman.slz", _section_edit("codes", lambda d: struct.pack("<I", 10 ** 6) + d[4:]),
+                                "larger than the alphabet"),
+    "huffman-table-empty": ("graph-huffman.slz", _section_edit("codes", lambda d: bytes(4) + d[4:]),
+                            "table is empty"),
+    "huffman-impossible-symbol": ("graph-huffman.slz", _section_edit("codes", lambda d: d[:4] + b"\xff\xff" + d[6:]),
+                                  "impossible symbol"),
+    "huffman-one-symbol-length": ("graph-huffman.slz", _section_edit(
+        "codes", lambda d: struct.pack("<IHB", 1, 0, 2) + d[7:]), "one-symbol huffman table"),
+    "huffman-incomplete-code": ("graph-huffman.slz", _section_edit("codes", lambda d: d[:6] + bytes([d[6] + 1]) + d[7:]),
+                                "complete prefix code"),
+    "huffman-corrupt": ("graph-huffman.slz", _section_edit("codes", lambda d: d[:-3]), "payload is corrupt"),
+    "huffman-offsets-truncated": ("lenet-300-100-empty-layer-huffman.slz", _section_edit(
+        "codes", _huffman_offsets(lambda d, p: d[:p + 2])), "truncated in its block offsets"),
+    "huffman-offsets-past": ("lenet-300-100-empty-layer-huffman.slz", _section_edit(
+        "codes", _huffman_offsets(lambda d, p: d[:p] + b"\xff\xff\xff\x7f" + d[p + 4:])), "out of order or past"),
+    "huffman-offsets-mismatch": ("lenet-300-100-empty-layer-huffman.slz", _section_edit(
+        "codes", _huffman_offsets(lambda d, p: d[:p] + struct.pack("<I", struct.unpack_from("<I", d, p)[0] - 1) +
+                                  d[p + 4:])), "do not match where the blocks end"),
 }
 
 

@@ -17,7 +17,7 @@ from torch import nn
 from ..errors import NarrowingError, SlimzipError, check_range, unknown
 from .criteria import CRITERIA, IMPORTANCES, has_norm
 from .groups import (CHANNELS_LAST, NORMS, PRUNABLE, Group, _eval_forward, _has_own_pruner, _out_items, _root_size,
-                     channel_groups, dependency_graph)
+                     channel_groups)
 
 ChannelPlan = dict[str, list[int]]
 
@@ -139,7 +139,14 @@ def apply_plan(model: nn.Module, plan: ChannelPlan, input_shape: tuple[int, ...]
     if not plan:
         return model
     sizes = {root: _out_size(m) for root, m in roots.items()}
-    graph = dependency_graph(model, torch.zeros(1, *input_shape))
+    with warnings.catch_warnings():  # the groups left unpruned are the search's news, not a reader's
+        warnings.simplefilter("ignore")
+        groups, graph = channel_groups(model, input_shape)
+    names = {m: n for n, m in model.named_modules()}
+    allowed = {names[m] for group in groups.values() for m, _ in _out_items(group) if isinstance(m, PRUNABLE)}
+    if bad := sorted(set(plan) - allowed):
+        raise SlimzipError(f"the channel plan narrows {bad[:3]}: not a plan root (a conv / linear layer whose output "
+                           "channels form a removable group; never the model's output layer)")
     for root, kept in plan.items():
         module = roots[root]
         size = _out_size(module)
