@@ -1,7 +1,9 @@
 """Structure-aware fuzzing of the .slz reader: mutate a valid file's manifest (a field replaced by a hostile
 value, removed, or duplicated into another tensor entry), re-encode it with correct checksums so the
-mutation reaches the deep decoder, then read it as `inspect` and `eval` do. Every exception other than
-slimzip's own error type is a crash; a read over 5 s is a hang.
+mutation reaches the deep decoder; a share of the inputs instead get graph-aware mutations: a layer argument,
+a node's arguments or target, the input shape), then read it as each command does: `inspect`, `slimzip.load`,
+`eval` (the decoded model on a batch) and, for the first inputs that load and run, `export` (ONNX checked
+by onnxruntime). Every exception other than slimzip's own error type is a crash; a read over 5 s is a hang.
 
     python benchmarks/fuzz_slz.py --inputs 100000 --seed 0
 
@@ -24,10 +26,8 @@ from pathlib import Path
 
 import torch
 
-from slimzip.codec import decode_model, model_table
 from slimzip.container import decode_container, encode_container
 from slimzip.errors import SlimzipError
-from slimzip.inspection import inspect_container
 
 HOSTILE = [None, True, -1, 0, 1, 17, 2**31, 2**63, -2**63, 1e308, -1e308, 10**400, 0.5, "", "x", "float64", "rans",
            "huffman", "fixed", "shared", "raw", "constant", [], [0], [-1], [2**31, 2**31], [1, 0], {}, {"a": 1},
@@ -102,50 +102,152 @@ def mutate(blob: bytes, rng: random.Random) -> bytes:
     return encode_container(manifest, sections, version=container.version)
 
 
-def read_like_the_cli(blob: bytes) -> None:
-    """What inspect and eval do with a file: decode the container, the model, and account for its bytes."""
+GRAPH_VALUES = [0, -1, 1, 2, 3, 64, 2**24, 2**24 + 1, 0.5, None, True, "same", {"t": [0, 0]}, {"t": [99, 99]},
+                {"t": [1]}, [], {"n": 0}, {"n": 99}]
+
+
+def mutate_graph(blob: bytes, rng: random.Random) -> bytes | None:
+    """A mutation that knows the graph: a layer argument, a node's argument or target, or a node moved,
+    each to a value a careless writer or an attacker might put there (None: the file has no graph)."""
     container = decode_container(blob)
-    inspect_container(container, model_table(container, decode_model(container)))
+    manifest = copy.deepcopy({k: v for k, v in container.manifest.items() if k != "sections"})
+    graph = manifest.get("model", {}).get("graph") if isinstance(manifest.get("model"), dict) else None
+    if not isinstance(graph, dict):
+        return None
+    nodes, layers = graph["nodes"], graph["layers"]
+    roll = rng.random()
+    if roll < 0.45 and layers:
+        layer = layers[rng.choice(sorted(layers))]
+        args = layer["args"]
+        key = rng.choice(sorted(args) + ["kernel_size", "stride", "padding", "groups", "inplace", "bogus"])
+        args[key] = copy.deepcopy(rng.choice(GRAPH_VALUES))
+    elif roll < 0.7 and len(nodes) > 2:
+        node = nodes[rng.randrange(1, len(nodes))]
+        node["args"] = [copy.deepcopy(rng.choice(GRAPH_VALUES)) if rng.random() < 0.5 else a for a in node["args"]] \
+            or [copy.deepcopy(rng.choice(GRAPH_VALUES))]
+    elif roll < 0.85 and len(nodes) > 2:
+        node = nodes[rng.randrange(1, len(nodes) - 1)]
+        node["target"] = rng.choice(["torch.flatten", "operator.add", "torch.cat", "operator.getitem", "view",
+                                     "builtins.getattr", "torch.nn.functional.conv2d", sorted(layers or ["x"])[0]])
+        node["op"] = {"view": "call_method"}.get(node["target"], "call_module" if node["target"] in layers
+                                                 else "call_function")
+    else:
+        graph["input_shape"] = copy.deepcopy(rng.choice([[1, 8, 8], [1, 2, 2], [4, 8, 8], [1, 8], [0], [1, 1 << 13,
+                                                                                               1 << 13]]))
+    return encode_container(manifest, list(container.sections), version=container.version)
+
+
+def _input_shape(model: torch.nn.Module, manifest: dict) -> tuple[int, ...]:
+    spec = manifest.get("model", {})
+    if "graph" in spec:
+        return tuple(spec["graph"]["input_shape"])
+    from slimzip.structured.plans import registry_input_shape
+
+    return registry_input_shape(spec["name"])
+
+
+ENTRY_POINTS = ("inspect", "load", "eval", "export")
+
+
+def read_like_the_cli(path: Path, export: bool) -> dict[str, str]:
+    """What each command does with a file: ``inspect``, ``slimzip.load``, ``eval`` (the decoded model on a
+    batch of its input shape) and, with ``export``, the ONNX export checked by onnxruntime. Returns each
+    entry point's outcome: ok, refused (slimzip's own error) or the crash."""
+    from slimzip.api.files import inspect_file
+    from slimzip.export import check_onnx, to_onnx
+    from slimzip.reader import load
+
+    outcome: dict[str, str] = {}
+
+    def run(name: str, fn):
+        try:
+            value = fn()
+        except SlimzipError:
+            outcome[name] = "refused"
+            return None
+        except Exception as e:  # a crash: not slimzip's own error type
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            outcome[name] = f"{type(e).__name__} at {Path(where.filename).name}:{where.lineno}"
+            return None
+        outcome[name] = "ok"
+        return value
+
+    run("inspect", lambda: inspect_file(path))
+    model = run("load", lambda: load(path))
+    if model is None:
+        return outcome
+    shape = _input_shape(model, decode_container(path.read_bytes()).manifest)
+    batch = torch.randn(2, *shape)
+    with torch.no_grad():
+        run("eval", lambda: model.eval()(batch))
+    if export and outcome["eval"] == "ok":
+        start = time.perf_counter()
+        run("export", lambda: check_onnx(model, to_onnx(model, shape), batch))
+        outcome["export_seconds"] = time.perf_counter() - start  # type: ignore[assignment]
+    return outcome
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--inputs", type=int, default=20000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--graph-share", type=float, default=0.3, help="share of inputs mutated by the graph-aware mutator")
+    p.add_argument("--exports", type=int, default=300, help="export (ONNX + onnxruntime) at most this many of the "
+                                                            "inputs that load and run")
     p.add_argument("--crashes", default="benchmarks/results/fuzz_crashes")
     p.add_argument("--out", default="benchmarks/results/fuzz_slz.json")
     args = p.parse_args()
+    import tempfile
+
     rng, seeds = random.Random(args.seed), seed_files()
-    crashes, hangs, slowest, kept = Counter(), 0, 0.0, {}
+    stats = {e: Counter() for e in ENTRY_POINTS}
+    crashes, kept, hangs, slowest, exported = Counter(), {}, 0, 0.0, 0
     t0 = time.perf_counter()
-    for i in range(args.inputs):
-        blob = mutate(rng.choice(seeds), rng)
-        start = time.perf_counter()
-        try:
-            read_like_the_cli(blob)
-        except SlimzipError:
-            pass
-        except Exception as e:  # a crash: not slimzip's own error type
-            where = traceback.extract_tb(e.__traceback__)[-1]
-            key = f"{type(e).__name__} at {Path(where.filename).name}:{where.lineno}"
-            crashes[key] += 1
-            kept.setdefault(key, blob)
-        took = time.perf_counter() - start
-        slowest, hangs = max(slowest, took), hangs + (took > 5.0)
-    seconds = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "input.slz"
+        for i in range(args.inputs):
+            seed = rng.choice(seeds)
+            blob = (mutate_graph(seed, rng) if rng.random() < args.graph_share else None) or mutate(seed, rng)
+            path.write_bytes(blob)
+            start = time.perf_counter()
+            outcome = read_like_the_cli(path, exported < args.exports)
+            exported += "export" in outcome
+            took = time.perf_counter() - start - outcome.pop("export_seconds", 0.0)  # a reader's time
+            slowest, hangs = max(slowest, took), hangs + (took > 5.0)
+            for entry, verdict in outcome.items():
+                stats[entry]["inputs"] += 1
+                stats[entry][verdict if verdict in ("ok", "refused") else "crashes"] += 1
+                if verdict not in ("ok", "refused"):
+                    crashes[f"{entry}: {verdict}"] += 1
+                    kept.setdefault(f"{entry}: {verdict}", blob)
+            if (i + 1) % 10000 == 0 or i + 1 == args.inputs:  # resumable reading: the JSON so far
+                print(f"{i + 1:,} inputs, {sum(crashes.values())} crashes, {time.perf_counter() - t0:.0f} s", flush=True)
+                _write(args, i + 1, time.perf_counter() - t0, crashes, kept, hangs, slowest, stats)
+    _report(json.loads(Path(args.out).read_text()), stats, crashes)
+
+
+def _write(args, inputs: int, seconds: float, crashes: Counter, kept: dict, hangs: int, slowest: float,
+           stats: dict) -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result = {"inputs": args.inputs, "seconds": seconds, "inputs_per_second": args.inputs / seconds,
+    result = {"inputs": inputs, "seconds": seconds, "inputs_per_second": inputs / seconds,
               "crashes": sum(crashes.values()), "crash_kinds": dict(crashes), "hangs_over_5s": hangs,
-              "slowest_seconds": slowest, "peak_memory_mb": peak_mb, "seed": args.seed}
+              "slowest_seconds": slowest, "peak_memory_mb": peak_mb, "seed": args.seed,
+              "graph_share": args.graph_share, "per_entry_point": {e: dict(c) for e, c in stats.items()}}
     crash_dir = Path(args.crashes)
     for n, (key, blob) in enumerate(sorted(kept.items())):
         crash_dir.mkdir(parents=True, exist_ok=True)
         (crash_dir / f"crash{n:03d}.slz").write_bytes(blob)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'inputs':>10} {'inputs/s':>9} {'crashes':>8} {'hangs':>6} {'slowest s':>10} {'peak MB':>8}")
-    print(f"{args.inputs:>10,} {result['inputs_per_second']:>9.0f} {result['crashes']:>8} {hangs:>6} "
-          f"{slowest:>10.3f} {peak_mb:>8.0f}")
+
+
+def _report(result: dict, stats: dict, crashes: Counter) -> None:
+    print(f"{'entry':>8} {'inputs':>8} {'ok':>8} {'refused':>8} {'crashes':>8}")
+    for e, c in stats.items():
+        print(f"{e:>8} {c['inputs']:>8,} {c['ok']:>8,} {c['refused']:>8,} {c['crashes']:>8}")
+    print(f"{result['inputs']:,} inputs, {result['inputs_per_second']:.0f}/s, {result['hangs_over_5s']} hangs over "
+          f"5 s (slowest {result['slowest_seconds']:.3f} s, export excluded), peak memory "
+          f"{result['peak_memory_mb']:.0f} MB")
     for key, n in crashes.most_common():
         print(f"  {n:>6} x {key}")
 

@@ -376,7 +376,18 @@ def _layer_spec(name: str, entry: object) -> tuple[type[nn.Module], dict]:
                          f"{sorted(set(spec.fields) | optional_args(spec.cls))}")
     for v in entry["args"].values():
         _check_value(v)
-    return spec.cls, {k: _decode(v, []) for k, v in entry["args"].items()}
+    args = {k: _decode(v, []) for k, v in entry["args"].items()}
+    for key, low in (SPATIAL_MINIMUM if issubclass(spec.cls, SPATIAL) else {}).items():
+        # what PyTorch's meta kernels accept and its CPU kernels refuse
+        values = args.get(key)
+        values = values if isinstance(values, (list, tuple)) else [values]
+        if any(isinstance(v, (int, float)) and not isinstance(v, bool) and v < low for v in values):
+            raise GraphError(f"layer {name}: {key} below {low}")
+    return spec.cls, args
+
+
+SPATIAL_MINIMUM = {"kernel_size": 1, "stride": 1, "dilation": 1, "padding": 0, "output_padding": 0}
+SPATIAL = (nn.modules.conv._ConvNd, nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd)
 
 
 def _make_layer(name: str, cls: type[nn.Module], args: dict, device: str = "cpu") -> nn.Module:

@@ -380,7 +380,11 @@ INVALID: dict[str, tuple[str, Callable[[bytes], bytes], str]] = {
     "graph-input-shape": ("graph-rans.slz", _manifest_edit(lambda m: _graph(m).update(input_shape=[0, 8, 8])),
                           "input_shape is not"),
     "graph-stride-0": ("graph-rans.slz", _manifest_edit(
-        lambda m: _layer(m, "0")["args"].update(stride={"t": [0, 0]})), "does not run on its input shape"),
+        lambda m: _layer(m, "0")["args"].update(stride={"t": [0, 0]})), "stride below 1"),
+    "graph-kernel-larger-than-input": ("graph-rans.slz", _manifest_edit(
+        lambda m: _layer(m, "0")["args"].update(kernel_size={"t": [9, 9]})), "does not run on its input shape"),
+    "graph-negative-padding": ("graph-rans.slz", _manifest_edit(lambda m: _layer(m, "0")["args"].update(padding=-1)),
+                               "padding below 0"),
     "graph-output-not-tensor": ("graph-rans.slz", _manifest_edit(lambda m: _graph(m)["nodes"][-1].update(args=[1])),
                                 "is not a (batch, classes) tensor"),
     # the tensor table and the streams
