@@ -296,11 +296,12 @@ def _infeasible(result, target: float, baseline: float, run: Path) -> str:
 def _finish(model: nn.Module, data: bytes, out: str | os.PathLike | None, loaders: Loaders, baseline: float,
             target: float | None, knobs: dict, cost: dict, candidates: list[dict], val_accuracy: float,
             margin: float | None = None) -> Compressed:
-    """Write the file (if ``out``), decode it, and measure the decoded model once on the test split."""
-    if out is not None:
-        atomic_write_bytes(Path(out), data)
+    """Decode the file, write it (if ``out``: only a file slimzip's own reader accepts is written), and
+    measure the decoded model once on the test split."""
     container = decode_container(data)  # decoded once: the file is the compressed model
     decoded = decode_model(container, None if self_describing(container.manifest) else model).eval()
+    if out is not None:
+        atomic_write_bytes(Path(out), data)
     decoded = decoded.to(loaders.val.x.device)
     test_acc = evaluate(decoded, loaders.test)[1] if loaders.test is not None else None
     shape = _input_shape(loaders)

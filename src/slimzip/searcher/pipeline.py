@@ -211,9 +211,9 @@ class CandidatePipeline:
             e.epochs = spent[0]  # type: ignore[attr-defined]
             raise
         spent, removed = spent[0], removed[0]
-        atomic_write_bytes(self.file_path(key), data)
-        container = decode_container(data)
+        container = decode_container(data)  # a candidate's file is kept only once slimzip's reader accepts it
         decoded = decode_model(container, None if self_describing(container.manifest) else self.base).to(self.device)
+        atomic_write_bytes(self.file_path(key), data)
         cost = measure(decoded, self.shape)
         return {"val_accuracy": evaluate(decoded, self.loaders.val)[1], "file_bytes": len(data),
                 "params": cost.params, "macs": cost.macs, "epochs": spent, "channels_removed": removed}
