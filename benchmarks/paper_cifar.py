@@ -77,7 +77,7 @@ def searches(args, checkpoint: Path, out: Path, strategies: tuple[str, ...], abl
     cfg = SearchConfig(train_subset=args.train_subset, step=args.step, **(LEVERS if args.levers else {}))
     if recover:
         cfg = dataclasses.replace(cfg, recover_epochs=args.recover_epochs, recover_rounds=args.recover_rounds,
-                                  compress_penalty=args.compress_penalty)
+                                  recover_step_epochs=args.recover_step_epochs, compress_penalty=args.compress_penalty)
     return compare_search(checkpoint, out, cfg, strategies=strategies, ablation=ablation, budget_ratio=budget,
                           max_drop=args.max_drop, device=args.device, data_dir=args.data_dir, workers=args.workers)
 
@@ -150,6 +150,8 @@ def main() -> None:
     parser.add_argument("--recover-epochs", type=int, default=4,
                         help="full-data epochs per recovery in the recovery phase (0: no recovery phase)")
     parser.add_argument("--recover-rounds", type=int, default=2, help="prune-recover rounds after the first recovery")
+    parser.add_argument("--recover-step-epochs", type=int, default=2,
+                        help="full-data epochs for a walk's step from a recovered model (0: proxy fine-tunes)")
     parser.add_argument("--compress-penalty", type=float, default=0.0,
                         help="recovery's pull towards shared values (compression-aware training; 0: off)")
     parser.add_argument("--levers", action="store_true",
@@ -179,7 +181,8 @@ def main() -> None:
             "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
             "train_subset": args.train_subset, "step": args.step, "max_drop": args.max_drop, "workers": args.workers,
             "recover_epochs": args.recover_epochs, "recover_rounds": args.recover_rounds,
-            "compress_penalty": args.compress_penalty, "levers": LEVERS if args.levers else None,
+            "recover_step_epochs": args.recover_step_epochs, "compress_penalty": args.compress_penalty,
+            "levers": LEVERS if args.levers else None,
             "literature_baseline": LITERATURE.get(args.model), "records": RECORDS}
     if args.report_only:
         payload = json.loads(results.read_text())
