@@ -17,9 +17,8 @@ docs/FORMAT.md.
 
 from __future__ import annotations
 
-import copy
-
 import builtins
+import copy
 import inspect
 import math
 import operator
