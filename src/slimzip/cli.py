@@ -20,7 +20,7 @@ from .searcher.driver import SearchConfig
 from .searcher.strategies import STRATEGIES
 from .errors import INTERRUPTED, SlimzipError
 from .options import add_options, given, number, positive_int
-from .progress import log
+from .progress import log, pct
 
 
 class Parser(argparse.ArgumentParser):
@@ -59,8 +59,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     result = train(args.model, args.dataset, args.out, overrides=overrides, device=args.device,
                    data_dir=args.data_dir, subset=args.subset, bn_init=args.bn_init, augment=args.augment,
                    normalize=args.normalize, verbose=not args.quiet)
-    _emit(result, args.json, lambda r: (f"{r['model']} on {r['dataset']}: test accuracy {r['test_accuracy']:.4f}, "
-                                        f"val accuracy {r['val_accuracy']:.4f}, {r['epochs_run']} epochs in "
+    _emit(result, args.json, lambda r: (f"{r['model']} on {r['dataset']}: test accuracy {pct(r['test_accuracy'])}, "
+                                        f"val accuracy {pct(r['val_accuracy'])}, {r['epochs_run']} epochs in "
                                         f"{r['train_seconds']:.0f}s -> {r['out']}"))
 
 
@@ -69,7 +69,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     result = evaluate_path(args.path, dataset=args.dataset, split=args.split, device=args.device,
                            data_dir=args.data_dir)
-    _emit(result, args.json, lambda r: f"{r['path']}: {r['split']} accuracy {r['accuracy']:.4f} "
+    _emit(result, args.json, lambda r: f"{r['path']}: {r['split']} accuracy {pct(r['accuracy'])} "
                                        f"(loss {r['loss']:.4f}, {r['images']} images)")
 
 
@@ -84,7 +84,7 @@ def _search_config(args: argparse.Namespace, strategy: str) -> SearchConfig:
 def _search_line(r: dict) -> str:
     s = r["search"]
     return (f"{r['file']}: {r['file_bytes']:,} bytes ({r['compression_ratio']:.1f}x smaller than dense fp32), "
-            f"test accuracy {r['test_accuracy']:.4f}, val {r['val_accuracy']:.4f} (target {r['target_accuracy']:.4f}), "
+            f"test accuracy {pct(r['test_accuracy'])}, val {pct(r['val_accuracy'])} (target {pct(r['target_accuracy'])}), "
             f"channels {r['knobs']['channel_ratio']:g} sparsity {r['knobs']['sparsity']:g}; search {s['strategy']}: "
             f"{s['candidates']} candidates, {s['epochs']:g} epochs, {s['wall_seconds']:.0f}s")
 
@@ -95,8 +95,8 @@ def _estimate_lines(r: dict) -> str:
 
     bound = "exactly" if r["exact"] else "at most"
     rec = r["recovery_epochs"]
-    lines = [f"dry run: {r['model']} on {r['dataset']}, {r['strategy']}, target val accuracy {r['target_accuracy']:.4f} "
-             f"(baseline {r['baseline_val_accuracy']:.4f}); nothing trained or written",
+    lines = [f"dry run: {r['model']} on {r['dataset']}, {r['strategy']}, target val accuracy {pct(r['target_accuracy'])} "
+             f"(baseline {pct(r['baseline_val_accuracy'])}); nothing trained or written",
              f"training speed here: {r['images_per_second']:.0f} images/s ({r['threads']} threads): a proxy epoch "
              f"({r['proxy_images']:,} images) {r['proxy_epoch_seconds']:.0f} s, a full-data epoch "
              f"({r['full_images']:,}) {r['full_epoch_seconds']:.0f} s",
@@ -139,8 +139,8 @@ def cmd_compress(args: argparse.Namespace) -> None:
                       verbose=not args.quiet, seed=args.seed)
     _emit(result, args.json, lambda r: (f"{r['file']}: {r['file_bytes']:,} bytes ({r['compression_ratio']:.1f}x "
                                         f"smaller than {r['dense_fp32_bytes']:,} dense fp32), test accuracy "
-                                        f"{r['test_accuracy']:.4f}, val {r['val_accuracy']:.4f} "
-                                        f"(baseline val {r['baseline_val_accuracy']:.4f}), "
+                                        f"{pct(r['test_accuracy'])}, val {pct(r['val_accuracy'])} "
+                                        f"(baseline val {pct(r['baseline_val_accuracy'])}), "
                                         f"sparsity {r['sparsity']:.4f}"))
 
 
@@ -159,12 +159,12 @@ def cmd_compare_search(args: argparse.Namespace) -> None:
     def table(r: dict) -> str:
         head = f"{'':28} {'file bytes':>11} {'ratio':>6} {'val':>7} {'test':>7} {'knobs (c, s)':>16} {'cands':>6} " \
                f"{'epochs':>7} {'seconds':>8}"
-        lines = [f"target val accuracy {r['target_accuracy']:.4f}", head]
+        lines = [f"target val accuracy {pct(r['target_accuracy'])}", head]
         for label, rows in (("", r["strategies"]), ("ablation: ", r["ablation"])):
             for name, x in rows.items():
                 k, c = x["knobs"], x["search"]
                 lines.append(f"{label + name:28} {x['file_bytes']:>11,} {x['compression_ratio']:>5.1f}x "
-                             f"{x['val_accuracy']:>7.4f} {x['test_accuracy']:>7.4f} "
+                             f"{pct(x['val_accuracy']):>7} {pct(x['test_accuracy']):>7} "
                              f"{k['channel_ratio']:>7.4g}, {k['sparsity']:<7.4g} {c['candidates']:>6} "
                              f"{c['epochs']:>7.2f} {c['wall_seconds']:>8.0f}")
         for pair, x in r["ratios"].items():
@@ -222,7 +222,7 @@ def cmd_export(args: argparse.Namespace) -> None:
                 f"(dense fp32); onnxruntime vs PyTorch on {c['images']} random inputs: max |diff| "
                 f"{c['max_abs_diff']:.2g}, same class {c['same_argmax']:.0%}")
         if "accuracy" in r:
-            text += f"\nonnxruntime accuracy on the {r['accuracy']['split']} split: {r['accuracy']['onnx']:.4f}"
+            text += f"\nonnxruntime accuracy on the {r['accuracy']['split']} split: {pct(r['accuracy']['onnx'])}"
         return text
 
     _emit(export(args.file, args.onnx, check_images=args.check_images, split=args.split, data_dir=args.data_dir),
@@ -253,12 +253,12 @@ def cmd_prune_channels(args: argparse.Namespace) -> None:
         lines = [f"{r['model']}: params {b['cost']['params']:,} -> {a['cost']['params']:,} "
                  f"(-{r['params_removed']:.1%}), MACs {b['cost']['macs']:,} -> {a['cost']['macs']:,} "
                  f"(-{r['macs_removed']:.1%})",
-                 f"val accuracy {b['val_accuracy']:.4f} -> {a['val_accuracy_before_finetune']:.4f} pruned -> "
-                 f"{a['val_accuracy']:.4f} after {r['finetune_epochs']} fine-tune epochs; "
-                 f"test {a['test_accuracy']:.4f}",
+                 f"val accuracy {pct(b['val_accuracy'])} -> {pct(a['val_accuracy_before_finetune'])} pruned -> "
+                 f"{pct(a['val_accuracy'])} after {r['finetune_epochs']} fine-tune epochs; "
+                 f"test {pct(a['test_accuracy'])}",
                  f"{'layer':28} {'width before':>12} {'after':>6}"]
         lines += [f"{k:28} {v:>12} {a['widths'].get(k, 0):>6}" for k, v in b["widths"].items()]
-        lines += [f"pass {p['pass']}: val {p['val_accuracy_before_finetune']:.4f} pruned -> {p['val_accuracy']:.4f}, "
+        lines += [f"pass {p['pass']}: val {pct(p['val_accuracy_before_finetune'])} pruned -> {pct(p['val_accuracy'])}, "
                   f"widths {', '.join(str(p['widths'].get(k, 0)) for k in b['widths'])}" for p in r.get("passes", [])]
         return "\n".join(lines)
 
@@ -278,10 +278,10 @@ def cmd_dropnet(args: argparse.Namespace) -> None:
     def table(r: dict) -> str:
         lines = [f"DropNet {r['metric']} on {r['model']} ({r['dataset']})",
                  f"{'cycle':>5} {'remaining':>10} {'val acc':>8} {'test acc':>9} {'params':>9}"]
-        lines += [f"{c['cycle']:>5} {c['remaining']:>10.1%} {c['val_accuracy']:>8.4f} {c['test_accuracy']:>9.4f} "
+        lines += [f"{c['cycle']:>5} {c['remaining']:>10.1%} {pct(c['val_accuracy']):>8} {pct(c['test_accuracy']):>9} "
                   f"{c['params']:>9,}" for c in r["cycles"]]
         c = r["checkpoint"]
-        lines.append(f"checkpoint: cycle {c['cycle']} ({c['remaining']:.1%} of units, test {c['test_accuracy']:.4f}) "
+        lines.append(f"checkpoint: cycle {c['cycle']} ({c['remaining']:.1%} of units, test {pct(c['test_accuracy'])}) "
                      f"-> {r['out']} (eval, compress, export and prune-channels take it)")
         return "\n".join(lines)
 

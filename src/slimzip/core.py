@@ -35,7 +35,7 @@ from .data import Loaders
 from .data.adapt import as_loader, as_loaders
 from .errors import SlimzipError, check_finite, check_range
 from .measure import dense_fp32_bytes, measure
-from .progress import log
+from .progress import log, pct
 from .reader import load
 from .runs import RunDir
 from .searcher import Journal, Knobs, SearchConfig, run_search
@@ -167,8 +167,8 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
         journal = Journal(run / "journal.sqlite", config_json, defaults)
         pipeline = CandidatePipeline(model, spec, _input_shape(loaders), loaders, train_cfg, cfg, run,
                                      verbose=verbose, file_meta=file_meta, full_train=full_train)
-        log(f"searching ({cfg.strategy}) for the smallest file at val accuracy >= {target:.4f} "
-            f"(baseline {baseline:.4f}); journal {run / 'journal.sqlite'}", verbose=verbose)
+        log(f"searching ({cfg.strategy}) for the smallest file at val accuracy >= {pct(target)} "
+            f"(baseline {pct(baseline)}); journal {run / 'journal.sqlite'}", verbose=verbose)
         try:
             profile = pipeline.prepare()
             setup = (profile.epochs, profile.wall_seconds) if profile else (0.0, 0.0)
@@ -287,9 +287,9 @@ def _run_directory(path: str | os.PathLike | None) -> Iterator[Path]:
 def _infeasible(result, target: float, baseline: float, run: Path) -> str:
     top = max((c for c in result.candidates if c.status == "ok"), key=lambda c: c.val_accuracy, default=None)
     found = (f"best found: channels {top.knobs.channel_ratio:g}, sparsity {top.knobs.sparsity:g} -> val "
-             f"{top.val_accuracy:.4f}, {top.file_bytes:,} B" if top else "no candidate finished")
-    why = f"is above the input model's {baseline:.4f}" if target > baseline else "was met by no candidate"
-    return (f"target val accuracy {target:.4f} {why}: infeasible; {found} "
+             f"{pct(top.val_accuracy)}, {top.file_bytes:,} B" if top else "no candidate finished")
+    why = f"is above the input model's {pct(baseline)}" if target > baseline else "was met by no candidate"
+    return (f"target val accuracy {pct(target)} {why}: infeasible; {found} "
             f"({len(result.candidates)} candidates, {result.epochs} epochs; journal in {run})")
 
 

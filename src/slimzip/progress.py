@@ -46,3 +46,8 @@ class Bar:
     def status(self, text: str) -> None:
         if self._progress is not None:
             self._progress.update(self._task, status=text)
+
+
+def pct(fraction: float | None) -> str:
+    """An accuracy as every human-readable line shows it: percent (``--json`` and the APIs keep fractions)."""
+    return "n/a" if fraction is None else f"{100 * fraction:.2f}%"

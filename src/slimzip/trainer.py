@@ -27,7 +27,7 @@ from .config import SCHEDULES, TrainConfig  # declared torch-free (a fast --help
 from .data import DeviceLoader
 from .data.adapt import as_loader
 from .errors import SlimzipError
-from .progress import Bar, log
+from .progress import Bar, log, pct
 
 LossTerm = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (model, x, out, y) -> scalar
 AfterStep = Callable[[nn.Module], None]  # model -> None, called after every optimizer step
@@ -242,8 +242,8 @@ def _end_epoch(state: TrainState, row: dict, cfg: TrainConfig, model: nn.Module,
 
 
 def _format_row(row: dict, epochs: int) -> str:
-    val = f"  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}" if "val_loss" in row else ""
-    return (f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"
+    val = f"  val loss {row['val_loss']:.4f} acc {pct(row['val_acc'])}" if "val_loss" in row else ""
+    return (f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} acc {pct(row['train_acc'])}"
             f"{val}  lr {row['lr']:.4g}  {row['seconds']:.1f}s")
 
 

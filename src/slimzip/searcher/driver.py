@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 from ..settings import CHANNEL_SCOPES
 from ..errors import NarrowingError, SlimzipError, check_range, unknown
 from ..options import knob
-from ..progress import log
+from ..progress import log, pct
 from .journal import Candidate, Journal, Knobs
 from .strategies import STRATEGIES
 
@@ -359,7 +359,7 @@ def _describe(c: Candidate, target: float) -> str:
     if c.status != "ok":
         return f"{head} FAILED ({c.error}), {c.epochs:g} epochs"
     verdict = "meets" if c.meets(target) else "misses"
-    return (f"{head} -> val {c.val_accuracy:.4f} ({verdict} {target:.4f}), {c.file_bytes:,} B, "
+    return (f"{head} -> val {pct(c.val_accuracy)} ({verdict} {pct(target)}), {c.file_bytes:,} B, "
             f"{c.epochs:g} epochs, {c.wall_seconds:.1f}s")
 
 def smallest(candidates: list[Candidate], threshold: float) -> Candidate | None:
