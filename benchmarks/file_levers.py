@@ -17,22 +17,77 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+from dataclasses import dataclass
 import json
 import platform
 import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from slimzip.api.common import _checkpoint_loaders, _checkpoint_recipe, _file_data
 from slimzip.checkpoint import load_checkpoint
 from slimzip.codec import decode_model, encode_model, file_model, model_table
 from slimzip.container import decode_container
 from slimzip.data import get_dataset_spec
-from slimzip.deep_compression import CompressConfig, deep_compress
+from slimzip.deep_compression import (CompressConfig, prune_and_retrain, profile, remove_dead_units,
+                                      share_weights)
+from slimzip.progress import log
+from slimzip.schedule import sparsity_steps
+from slimzip.structured import apply_plan, default_channel_pruner, sensitivity_pruner
+from slimzip.trainer import TrainConfig, fit
+from slimzip.unstructured import Masks, mask_hook
+from slimzip.data import DeviceLoader
+from slimzip.sharing import SharedLayer
 from slimzip.inspection import inspect_container
 from slimzip.measure import dense_fp32_bytes
 from slimzip.trainer import evaluate
+
+
+@dataclass
+class Compressed:
+    """What ``compress`` produced besides the (narrowed, shared) model itself."""
+
+    model: nn.Module
+    layers: dict[str, SharedLayer]
+    plan: dict[str, list[int]]  # channels removed (the ratio, then dead units), relative to the input model
+    epochs: int
+
+
+def compress(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None, cfg: CompressConfig,
+                  train_cfg: TrainConfig, input_shape: tuple[int, ...], verbose: bool = True) -> Compressed:
+    """The pieces slimzip.compress runs, kept apart so each file version can be written from one model: remove channels (``channel_ratio``), prune weights and retrain, remove dead units, share weights,
+    fine-tune centroids, with fixed knobs (``prune_and_retrain``). Retraining keeps the checkpoint's own
+    recipe (its L1 penalty included) at ``cfg.lr``. ``model`` may be replaced: use the returned model."""
+    cfg.validate()
+
+    def tune_cfg(epochs: int) -> TrainConfig:
+        return dataclasses.replace(train_cfg, epochs=epochs, lr=cfg.lr, schedule="cosine", patience=0)
+
+    def tune(m: nn.Module, masks: "Masks | None") -> float:
+        if cfg.retrain_epochs:
+            fit(m, train, val, tune_cfg(cfg.retrain_epochs), after_step=[mask_hook(masks)] if masks else [],
+                verbose=verbose)
+        return cfg.retrain_epochs
+
+    def remove_channels(m: nn.Module) -> tuple[nn.Module, dict]:
+        if cfg.channel_scope == "sensitivity":
+            pruner = sensitivity_pruner(default_channel_pruner(m, 0.0, "layer"), profile(m, train, val, input_shape),
+                                        cfg.channel_ratio)
+        else:
+            pruner = default_channel_pruner(m, cfg.channel_ratio, cfg.channel_scope)
+        plan = pruner.fit(m, input_shape).plan_
+        log(f"removed {cfg.channel_ratio:.0%} of channels ({pruner.importance}, {pruner.scope})", verbose=verbose)
+        return apply_plan(m, plan, input_shape), plan
+
+    pruned = prune_and_retrain(model, {}, None, remove_channels=remove_channels if cfg.channel_ratio > 0 else None,
+                               sparsities=sparsity_steps(0.0, cfg.sparsity, cfg.prune_steps), scope=cfg.scope,
+                               tune=tune, verbose=verbose)
+    pruned = remove_dead_units(pruned, input_shape, verbose)
+    layers = share_weights(pruned.model, pruned.masks, cfg.bits_conv, cfg.bits_fc, tune_cfg(cfg.centroid_epochs),
+                           train, val, grad=cfg.centroid_grad, verbose=verbose)
+    return Compressed(pruned.model, layers, pruned.plan, int(pruned.epochs) + cfg.centroid_epochs)
 
 
 def main() -> None:
@@ -56,7 +111,7 @@ def main() -> None:
         cfg = CompressConfig(channel_ratio=args.channel_ratio, channel_scope=args.channel_scope, sparsity=args.sparsity,
                              scope=args.scope, bits_conv=conv, bits_fc=fc)
         t0 = time.perf_counter()
-        result = deep_compress(copy.deepcopy(model), loaders.train, loaders.val, cfg, train_cfg, shape, verbose=False)
+        result = compress(copy.deepcopy(model), loaders.train, loaders.val, cfg, train_cfg, shape, verbose=False)
         seconds = time.perf_counter() - t0
         shared, spec = file_model(result.model.cpu(), meta["model"], result.plan, shape)
         for version, raw in ((3, "float16"), (4, "float16"), (4, "uint8")):

@@ -16,11 +16,10 @@ from .data import DeviceLoader
 from .errors import SlimzipError
 from .progress import log
 from .sharing import SharedLayer, WeightSharer, tie_centroids_, untie_centroids_
-from .schedule import sparsity_steps
 from .structured import (Sensitivity, apply_plan, compose_plans, dead_channel_plan, default_channel_pruner,
-                         layer_profile, sensitivity_pruner)
+                         layer_profile)
 from .trainer import TrainConfig, evaluate, fit, recalibrate_bn
-from .unstructured import MagnitudePruner, Masks, apply_masks_, mask_hook, masks_from_zeros
+from .unstructured import MagnitudePruner, Masks, apply_masks_, masks_from_zeros
 
 
 Tune = Callable[[nn.Module, "Masks | None"], float]  # fine-tune holding the masks; returns the epochs spent
@@ -72,51 +71,6 @@ def remove_dead_units(pruned: Pruned, input_shape: tuple[int, ...], verbose: boo
     return Pruned(model, compose_plans(pruned.plan, dead), masks_from_zeros(model), pruned.epochs)
 
 
-@dataclass
-class DeepCompressed:
-    """What ``deep_compress`` produced besides the (narrowed, shared) model itself."""
-
-    model: nn.Module
-    layers: dict[str, SharedLayer]
-    plan: dict[str, list[int]]  # channels removed (the ratio, then dead units), relative to the input model
-    epochs: int
-
-
-def deep_compress(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None, cfg: CompressConfig,
-                  train_cfg: TrainConfig, input_shape: tuple[int, ...], verbose: bool = True) -> DeepCompressed:
-    """Remove channels (``channel_ratio``), prune weights and retrain, remove dead units, share weights,
-    fine-tune centroids, with fixed knobs (``prune_and_retrain``). Retraining keeps the checkpoint's own
-    recipe (its L1 penalty included) at ``cfg.lr``. ``model`` may be replaced: use the returned model."""
-    cfg.validate()
-
-    def tune_cfg(epochs: int) -> TrainConfig:
-        return dataclasses.replace(train_cfg, epochs=epochs, lr=cfg.lr, schedule="cosine", patience=0)
-
-    def tune(m: nn.Module, masks: "Masks | None") -> float:
-        if cfg.retrain_epochs:
-            fit(m, train, val, tune_cfg(cfg.retrain_epochs), after_step=[mask_hook(masks)] if masks else [],
-                verbose=verbose)
-        return cfg.retrain_epochs
-
-    def remove_channels(m: nn.Module) -> tuple[nn.Module, dict]:
-        if cfg.channel_scope == "sensitivity":
-            pruner = sensitivity_pruner(default_channel_pruner(m, 0.0, "layer"), profile(m, train, val, input_shape),
-                                        cfg.channel_ratio)
-        else:
-            pruner = default_channel_pruner(m, cfg.channel_ratio, cfg.channel_scope)
-        plan = pruner.fit(m, input_shape).plan_
-        log(f"removed {cfg.channel_ratio:.0%} of channels ({pruner.importance}, {pruner.scope})", verbose=verbose)
-        return apply_plan(m, plan, input_shape), plan
-
-    pruned = prune_and_retrain(model, {}, None, remove_channels=remove_channels if cfg.channel_ratio > 0 else None,
-                               sparsities=sparsity_steps(0.0, cfg.sparsity, cfg.prune_steps), scope=cfg.scope,
-                               tune=tune, verbose=verbose)
-    pruned = remove_dead_units(pruned, input_shape, verbose)
-    layers = share_weights(pruned.model, pruned.masks, cfg.bits_conv, cfg.bits_fc, tune_cfg(cfg.centroid_epochs),
-                           train, val, grad=cfg.centroid_grad, verbose=verbose)
-    return DeepCompressed(pruned.model, layers, pruned.plan, int(pruned.epochs) + cfg.centroid_epochs)
-
-
 CALIBRATION_IMAGES = 2048  # training images that re-estimate BN statistics for each profiled layer
 
 
@@ -150,3 +104,6 @@ def share_weights(model: nn.Module, masks: dict, bits_conv: int, bits_fc: int, c
             verbose=verbose)
         layers = untie_centroids_(model, layers)
     return layers
+
+
+__all__ = ["CompressConfig", "Pruned", "prune_and_retrain", "remove_dead_units", "profile", "share_weights"]
