@@ -60,7 +60,38 @@ MANIFESTS = {  # checksum-valid files whose manifest a reader cannot act on
     "kernel larger than the input": ("v4-graph-huffman.slz",
                                      _graph(lambda g: g["layers"]["0"]["args"].update(kernel_size={"t": [9, 9]})),
                                      "graph"),
+    "padding of 2^24": ("v4-graph-huffman.slz", _graph(lambda g: g["layers"]["0"]["args"].update(padding=1 << 24)),
+                        "makes a tensor of"),
 }
+
+
+def _plan_alone(change):
+    """A version-3 file storing no architecture (a plan and input shape, as an untraceable model's), its
+    tensor table then changed: ``inspect`` shows such a file by the table's own names and shapes."""
+    def edit(manifest):
+        manifest["model"] = {"plan": {}, "input_shape": [1, 8, 8]}
+        change(manifest["tensors"])
+    return edit
+
+
+TABLES = {  # what the fuzzer found inspect crashing on: tables of files without a model, checked as a reader does
+    "a shape that is not a list": (lambda t: t[0].update(shape="x"), "malformed shape"),
+    "no shape": (lambda t: t[1].pop("shape"), "malformed shape"),
+    "no encoding": (lambda t: t[0].pop("encoding"), "unknown encoding"),
+    "a section given as an object": (lambda t: t[0].update(codebook={"a": 1}), "exactly once"),
+    "a section used twice": (lambda t: t[0].update(index=t[0]["codes"]), "exactly once"),
+    "a huge shape": (lambda t: t[0].update(shape=[1 << 24, 1 << 24]), "claims more than"),
+}
+
+
+@pytest.mark.parametrize("case", list(TABLES))
+def test_inspect_of_a_file_without_its_model_checks_the_table_as_a_reader_does(capsys, tmp_path, case):
+    change, message = TABLES[case]
+    path = _rewrite("graph-rans.slz", tmp_path, case.replace(" ", "-"), _plan_alone(change))
+    code, err = _cli(capsys, "inspect", str(path))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    ok = _rewrite("graph-rans.slz", tmp_path, "ok", _plan_alone(lambda t: None))
+    assert _cli(capsys, "inspect", str(ok))[0] == 0
 
 
 @pytest.mark.parametrize("case", list(MANIFESTS))

@@ -395,10 +395,25 @@ def decode_model(container: Container, model: nn.Module | None = None) -> nn.Mod
         stored = _model_from_manifest(container.manifest, None, container.version)
         layout = {k: v for k, v in stored.state_dict().items() if not k.endswith("num_batches_tracked")}
     entries = tensor_table(container, layout)
+    names = _check_table(container, entries, state, subset=user)
+    for entry in entries:
+        state[entry["name"]] = _decode_tensor(container, entry, state[entry["name"]])
+    try:
+        load_state(model, {n: state[n] for n in names}, strict=False)
+    except (RuntimeError, ValueError) as e:
+        raise ContainerError(f"the decoded tensors do not load into the model ({str(e).splitlines()[0][:200]})") \
+            from None
+    return model
+
+
+def _check_table(container: Container, entries: list[dict], state: dict[str, torch.Tensor],
+                 subset: bool = False) -> list[str]:
+    """The whole tensor table against the model's tensors (``state``; ``subset``: a user's class may hold
+    more): names, shapes, encodings, constants, version rules, every section used once. Returns the names."""
     names = [e.get("name") for e in entries]
     if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
         raise ContainerError("the file's tensor table names a tensor twice or not by a string")
-    if set(names) != set(state) and not (user and set(names) <= set(state)):
+    if set(names) != set(state) and not (subset and set(names) <= set(state)):
         raise ContainerError("the file's tensors do not match the model's")
     for entry in entries:
         if entry.get("shape") != list(state[entry["name"]].shape):
@@ -412,14 +427,31 @@ def decode_model(container: Container, model: nn.Module | None = None) -> nn.Mod
         if entry["encoding"] == "quantized" and container.version < SINCE["quantized"]:
             raise ContainerError(f"tensor {entry['name']}: quantized tensors exist from format version 4")
     _sections_used_once(container, entries)
-    for entry in entries:
-        state[entry["name"]] = _decode_tensor(container, entry, state[entry["name"]])
-    try:
-        load_state(model, {n: state[n] for n in names}, strict=False)
-    except (RuntimeError, ValueError) as e:
-        raise ContainerError(f"the decoded tensors do not load into the model ({str(e).splitlines()[0][:200]})") \
-            from None
-    return model
+    return names
+
+
+MAX_TABLE_ELEMENTS = 1 << 27  # a file that stores no model: the most values its own table may claim
+
+
+def table_alone(container: Container) -> list[dict]:
+    """The tensor table of a version-3 file that stores no architecture (a plan alone), checked as
+    ``decode_model`` checks a table against a model, the table's own names and shapes standing for the
+    model's, and every tensor decoded: what ``inspect`` shows of such a file is what a reader accepts."""
+    entries = tensor_table(container, {})
+    shapes = {}
+    for e in entries:
+        shape = e.get("shape")
+        if not isinstance(shape, list) or len(shape) > 8 or \
+                not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= 1 << 24 for d in shape):
+            raise ContainerError(f"tensor {str(e.get('name'))[:40]}: malformed shape")
+        shapes[str(e.get("name"))] = shape
+    if sum(math.prod(s) for s in shapes.values()) > MAX_TABLE_ELEMENTS:
+        raise ContainerError(f"the file's tensor table claims more than {MAX_TABLE_ELEMENTS:,} values")
+    state = {n: torch.empty(s, device="meta") for n, s in shapes.items()}
+    _check_table(container, entries, state)
+    for e in entries:
+        _decode_tensor(container, e, torch.empty(shapes[e["name"]], device="meta"))
+    return entries
 
 
 def tensor_table(container: Container, state: dict[str, torch.Tensor]) -> list[dict]:

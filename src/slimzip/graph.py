@@ -456,6 +456,22 @@ def build(description: object) -> fx.GraphModule:
 MAX_INPUT = 1 << 24  # elements of one stored input image
 
 
+MAX_ACTIVATION = 1 << 28  # elements of any tensor a batch of two makes on its way through a stored graph
+
+
+class _SizeLimit(torch.overrides.TorchFunctionMode):
+    """Refuses a graph whose forward pass makes a tensor past ``MAX_ACTIVATION`` elements (a padding of
+    2^24 runs on meta tensors, then asks a real one for petabytes)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            if isinstance(t, torch.Tensor) and t.numel() > MAX_ACTIVATION:
+                raise GraphError(f"the model graph makes a tensor of {t.numel():,} elements for a batch of two "
+                                 f"(limit {MAX_ACTIVATION:,})")
+        return out
+
+
 def _check_runs(module: fx.GraphModule, input_shape: object) -> None:
     """Prove a rebuilt graph runnable before anyone loads it: a forward pass of a batch of two on meta
     tensors (shapes only, no memory, no arithmetic) from the stored input shape. A layer called with an
@@ -467,8 +483,10 @@ def _check_runs(module: fx.GraphModule, input_shape: object) -> None:
     state = {name: torch.empty_like(t, device="meta") for name, t in (*module.named_parameters(),
                                                                       *module.named_buffers())}
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _SizeLimit():
             out = torch.func.functional_call(module.eval(), state, (torch.empty(2, *input_shape, device="meta"),))
+    except GraphError:
+        raise
     except Exception as e:  # whatever a hostile graph makes PyTorch raise is the file's fault
         raise GraphError(f"the model graph does not run on its input shape {tuple(input_shape)} "
                          f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from None

@@ -11,7 +11,7 @@ import torch
 from ..checkpoint import atomic_write_bytes, load_checkpoint
 from ..errors import check_finite
 from ..codec import (check_model_spec, decode_model, model_table, self_describing, spec_input_shape,
-                     with_entropies)
+                     table_alone, with_entropies)
 from ..container import read_container
 from ..data import create_loaders, get_dataset_spec
 from ..config import CompressConfig
@@ -112,7 +112,7 @@ def inspect_file(path: str | os.PathLike) -> dict:
     container = read_container(path)
     check_model_spec(container.manifest, container.version, with_model=True)  # a plan alone: shown by name (v3)
     model = decode_model(container) if self_describing(container.manifest) else None
-    table = model_table(container, model) if model is not None else container.manifest.get("tensors", [])
+    table = model_table(container, model) if model is not None else table_alone(container)
     report = inspect_container(container, with_entropies(container, table))
     spec = container.manifest["model"]
     return {"file": str(path), "model": spec, "architecture": architecture_name(spec, model),
