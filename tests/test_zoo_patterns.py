@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import slimzip
+from slimzip.errors import SlimzipError
 from slimzip.errors import NarrowingError, SlimzipError
 from slimzip.searcher import SearchConfig
 from slimzip.structured import ChannelPruner, apply_plan
@@ -174,3 +175,26 @@ def test_loading_into_a_class_whose_layers_want_their_version(tmp_path):
     _compress(model, tmp_path, channel_ratio=0.0)
     loaded = slimzip.load(tmp_path / "m.slz", model=Versioned())
     assert loaded(torch.rand(1, *SHAPE)).shape == (1, 4)
+
+
+def test_the_tracing_time_limit_holds_where_one_group_is_tolerated(monkeypatch):
+    """Grouping tolerates one group Torch-Pruning cannot form (``except Exception``) but not the time
+    limit: a grouping search that runs long is stopped and refused in one line, not run group after
+    group for ever (timm's ReXNet took over 10 minutes)."""
+    import time
+
+    import slimzip.structured.groups as groups
+
+    def slow(self, *args, **kwargs):
+        time.sleep(0.3)
+        raise RuntimeError("a group Torch-Pruning cannot form")
+
+    monkeypatch.setattr(groups.tp.DependencyGraph, "get_pruning_group", slow)
+    model = torch.nn.Sequential(*[torch.nn.Conv2d(4, 4, 3, padding=1) for _ in range(12)], torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 8 * 8, 3))
+    t0 = time.perf_counter()
+    graph = groups.dependency_graph(model, torch.zeros(1, 4, 8, 8))
+    names = {m: n for n, m in model.named_modules()}
+    with pytest.raises(SlimzipError, match="took over 0.5 s"):
+        groups._traced(lambda: groups._all_groups(graph, [], {}, names), 0.5)
+    assert time.perf_counter() - t0 < 2.0

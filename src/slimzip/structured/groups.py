@@ -59,8 +59,9 @@ def _eval_forward(model: nn.Module, example: torch.Tensor, hooks: list) -> None:
             h.remove()
 
 
-class _TraceTimeout(Exception):
-    pass
+class _TraceTimeout(BaseException):
+    """Not an ``Exception``: a step that tolerates Torch-Pruning's own failures (``except Exception``,
+    e.g. one channel group that cannot be formed) must not swallow the time limit too."""
 
 
 @contextlib.contextmanager
