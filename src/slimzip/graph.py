@@ -149,7 +149,7 @@ FUNCTION_NAMES = {fn: name for name, fn in FUNCTIONS.items()}
 FUNCTION_NAMES[builtins.getattr] = "builtins.getattr"
 METHODS = frozenset("""add sub mul div neg pow sqrt abs exp view reshape flatten permute transpose contiguous
     mean sum amax max min size dim chunk split relu sigmoid tanh softmax unsqueeze squeeze expand expand_as
-    clamp narrow flip matmul float type_as repeat unbind sigmoid_ mul_ add_ relu_ chunk numel""".split())
+    reshape_as view_as clamp narrow flip matmul float type_as repeat unbind sigmoid_ mul_ add_ relu_ chunk numel""".split())
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int64": torch.int64,
           "bool": torch.bool}
 _NAME = re.compile(r"^(?:[A-Za-z][A-Za-z0-9_-]*|_[A-Za-z0-9][A-Za-z0-9_-]*|[0-9]+)$")  # PyTorch allows '-' too
