@@ -47,7 +47,7 @@ def _narrowed(model, shape, root: str, full: dict[str, list[int]]) -> list[str]:
     state = marked.state_dict()
     for name in full:  # every value unique in its tensor, so the removed slice is found by comparison
         state[name].copy_(torch.arange(state[name].numel(), dtype=torch.float64).reshape(state[name].shape))
-    thin = apply_plan(marked, {root: list(range(1, _channels(model, root)))}, shape).state_dict()
+    thin = apply_plan(marked, {root: list(range(1, _channels(model, root)))}, shape).state_dict()  # our own roots
     lines = []
     for name, dims in full.items():
         for d, (a, b) in enumerate(zip(dims, thin[name].shape)):

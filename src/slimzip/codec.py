@@ -266,7 +266,7 @@ def _narrowed(model: nn.Module, spec: dict) -> nn.Module:
             shape = spec_input_shape(spec)
             from .structured import apply_plan, validate_plan
 
-            apply_plan(model, validate_plan(plan), tuple(shape))
+            apply_plan(model, validate_plan(plan), tuple(shape), check_roots=True)
         except (SlimzipError, KeyError, TypeError) as e:
             raise ContainerError(f"the file's channel plan does not fit the given model: {e}") from None
     return model

@@ -17,7 +17,7 @@ from torch import nn
 from ..errors import NarrowingError, SlimzipError, check_range, unknown
 from .criteria import CRITERIA, IMPORTANCES, has_norm
 from .groups import (CHANNELS_LAST, NORMS, PRUNABLE, Group, _eval_forward, _has_own_pruner, _out_items, _root_size,
-                     channel_groups)
+                     channel_groups, dependency_graph)
 
 ChannelPlan = dict[str, list[int]]
 
@@ -130,8 +130,10 @@ def _filter_norms(group: Group, size: int) -> torch.Tensor:
     return norms if norms.shape == (size,) else torch.zeros(size)
 
 
-def apply_plan(model: nn.Module, plan: ChannelPlan, input_shape: tuple[int, ...]) -> nn.Module:
-    """Physically remove the channels a plan does not keep, in place; returns the model."""
+def apply_plan(model: nn.Module, plan: ChannelPlan, input_shape: tuple[int, ...], *,
+               check_roots: bool = False) -> nn.Module:
+    """Physically remove the channels a plan does not keep, in place; returns the model. ``check_roots``:
+    a plan read from a file, whose roots must be plan roots (``_plan_roots``); slimzip's own plans are."""
     modules = dict(model.named_modules())
     roots = {name: modules.get(name) for name in plan}
     if bad := [n for n, m in roots.items() if not isinstance(m, PRUNABLE)]:
@@ -139,14 +141,8 @@ def apply_plan(model: nn.Module, plan: ChannelPlan, input_shape: tuple[int, ...]
     if not plan:
         return model
     sizes = {root: _out_size(m) for root, m in roots.items()}
-    with warnings.catch_warnings():  # the groups left unpruned are the search's news, not a reader's
-        warnings.simplefilter("ignore")
-        groups, graph = channel_groups(model, input_shape)
-    names = {m: n for n, m in model.named_modules()}
-    allowed = {names[m] for group in groups.values() for m, _ in _out_items(group) if isinstance(m, PRUNABLE)}
-    if bad := sorted(set(plan) - allowed):
-        raise SlimzipError(f"the channel plan narrows {bad[:3]}: not a plan root (a conv / linear layer whose output "
-                           "channels form a removable group; never the model's output layer)")
+    example = torch.zeros(1, *input_shape)
+    graph = _plan_roots(model, plan, input_shape) if check_roots else dependency_graph(model, example)
     for root, kept in plan.items():
         module = roots[root]
         size = _out_size(module)
@@ -163,6 +159,20 @@ def apply_plan(model: nn.Module, plan: ChannelPlan, input_shape: tuple[int, ...]
             graph.get_pruning_group(module, handler, idxs=removed).prune()
     _check_runs(model, input_shape)
     return model
+
+
+def _plan_roots(model: nn.Module, plan: ChannelPlan, input_shape: tuple[int, ...]) -> tp.DependencyGraph:
+    """The model's dependency graph, once every root of ``plan`` is shown to be a plan root: a conv or
+    linear layer whose output channels form one of the model's removable channel groups."""
+    with warnings.catch_warnings():  # the groups left unpruned are the search's news, not a reader's
+        warnings.simplefilter("ignore")
+        groups, graph = channel_groups(model, input_shape)
+    names = {m: n for n, m in model.named_modules()}
+    allowed = {names[m] for group in groups.values() for m, _ in _out_items(group) if isinstance(m, PRUNABLE)}
+    if bad := sorted(set(plan) - allowed):
+        raise SlimzipError(f"the channel plan narrows {bad[:3]}: not a plan root (a conv / linear layer whose output "
+                           "channels form a removable group; never the model's output layer)")
+    return graph
 
 
 def _out_size(module: nn.Module) -> int:
@@ -296,7 +306,7 @@ def build_model(spec: dict) -> nn.Module:
     model = create_model(spec["name"], **spec.get("kwargs", {}))
     if spec.get("plan"):
         shape = tuple(spec["input_shape"]) if "input_shape" in spec else registry_input_shape(spec["name"])
-        apply_plan(model, validate_plan(spec["plan"]), shape)
+        apply_plan(model, validate_plan(spec["plan"]), shape, check_roots=True)
     return model
 
 
