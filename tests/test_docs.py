@@ -45,3 +45,16 @@ def test_the_format_spec_lists_every_allowed_function_method_and_layer_argument(
         assert f"`{name}`" in spec, name
     for name, layer in LAYERS.items():
         assert f"{name}: {', '.join(layer.fields) or '(none)'}" in " ".join(spec.split()), name
+
+
+@pytest.mark.parametrize("name", ["lenet-5-bn", "resnet20"])
+def test_the_registry_reference_is_current(name):
+    """docs/registry.md (what a reader outside slimzip needs for a version-4 file naming a registry
+    model) says what the registry code builds: regenerate a section and compare."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "make_registry.py"
+    spec = importlib.util.spec_from_file_location("make_registry", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.section(name) in (path.parent / "registry.md").read_text()
