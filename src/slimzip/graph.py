@@ -402,6 +402,16 @@ def _make_layer(name: str, cls: type[nn.Module], args: dict, device: str = "cpu"
         raise GraphError(f"layer {name}: {cls.__name__} rejects its arguments ({type(e).__name__})") from None
 
 
+def _zeros(module: nn.Module) -> nn.Module:
+    """A layer made on the meta device, given zero-filled memory: its values come from the file, so the
+    random initialisation of a CPU-made layer (seconds for a large one) is skipped."""
+    module = module.to_empty(device="cpu")
+    with torch.no_grad():
+        for t in (*module.parameters(), *module.buffers()):
+            t.zero_()
+    return module
+
+
 def _sizes(layers: dict[str, tuple[type[nn.Module], dict]], attrs: dict) -> int:
     """Elements every layer and attribute will allocate, counted on the meta device (nothing allocated)."""
     total = 0
@@ -430,7 +440,7 @@ def build(description: object) -> fx.GraphModule:
     specs = {name: _layer_spec(name, entry) for name, entry in layers.items()}
     if (total := _sizes(specs, attrs)) > MAX_ELEMENTS:
         raise GraphError(f"the model graph asks for {total:,} tensor elements (limit {MAX_ELEMENTS:,})")
-    root: dict[str, Any] = {name: _make_layer(name, cls, args) for name, (cls, args) in specs.items()}
+    root: dict[str, Any] = {name: _zeros(_make_layer(name, cls, args, "meta")) for name, (cls, args) in specs.items()}
     for name, entry in attrs.items():
         if entry.get("kind") not in ("parameter", "buffer") or entry.get("dtype") not in DTYPES:
             raise GraphError(f"attribute {name}: bad kind or dtype")
