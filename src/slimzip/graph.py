@@ -381,9 +381,12 @@ def _layer_spec(name: str, entry: object) -> tuple[type[nn.Module], dict]:
     for v in entry["args"].values():
         _check_value(v)
     args = {k: _decode(v, []) for k, v in entry["args"].items()}
-    for key, low in (SPATIAL_MINIMUM if issubclass(spec.cls, SPATIAL) else {}).items():
-        # what PyTorch's meta kernels accept and its CPU kernels refuse
+    dims = int(spec.cls.__name__[-2]) if issubclass(spec.cls, SPATIAL) else 0
+    for key, low in (SPATIAL_MINIMUM if dims else {}).items():
+        # what PyTorch's meta kernels accept and its CPU kernels (or an exporter) refuse
         values = args.get(key)
+        if isinstance(values, (list, tuple)) and len(values) != dims:
+            raise GraphError(f"layer {name}: {key} needs {dims} numbers or one, not {len(values)}")
         values = values if isinstance(values, (list, tuple)) else [values]
         if any(isinstance(v, (int, float)) and not isinstance(v, bool) and v < low for v in values):
             raise GraphError(f"layer {name}: {key} below {low}")

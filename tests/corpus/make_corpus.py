@@ -385,6 +385,8 @@ INVALID: dict[str, tuple[str, Callable[[bytes], bytes], str]] = {
         lambda m: _layer(m, "0")["args"].update(kernel_size={"t": [9, 9]})), "does not run on its input shape"),
     "graph-negative-padding": ("graph-rans.slz", _manifest_edit(lambda m: _layer(m, "0")["args"].update(padding=-1)),
                                "padding below 0"),
+    "graph-padding-one-number": ("graph-rans.slz", _manifest_edit(
+        lambda m: _layer(m, "0")["args"].update(padding={"t": [0]})), "needs 2 numbers"),
     "graph-huge-activation": ("graph-rans.slz", _manifest_edit(
         lambda m: _layer(m, "0")["args"].update(padding=1 << 24)), "makes a tensor of"),
     "graph-output-not-tensor": ("graph-rans.slz", _manifest_edit(lambda m: _graph(m)["nodes"][-1].update(args=[1])),
