@@ -408,10 +408,13 @@ def _make_layer(name: str, cls: type[nn.Module], args: dict, device: str = "cpu"
 def _zeros(module: nn.Module) -> nn.Module:
     """A layer made on the meta device, given zero-filled memory: its values come from the file, so the
     random initialisation of a CPU-made layer (seconds for a large one) is skipped."""
-    module = module.to_empty(device="cpu")
-    with torch.no_grad():
-        for t in (*module.parameters(), *module.buffers()):
-            t.zero_()
+    for sub in module.modules():  # not ``to_empty``: it imports sympy (seconds, for every file read)
+        for name, p in list(sub._parameters.items()):
+            if p is not None:
+                sub._parameters[name] = nn.Parameter(torch.zeros(p.shape, dtype=p.dtype), p.requires_grad)
+        for name, b in list(sub._buffers.items()):
+            if b is not None:
+                sub._buffers[name] = torch.zeros(b.shape, dtype=b.dtype)
     return module
 
 
