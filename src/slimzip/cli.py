@@ -84,7 +84,8 @@ def _search_config(args: argparse.Namespace, strategy: str) -> SearchConfig:
 def _search_line(r: dict) -> str:
     s = r["search"]
     return (f"{r['file']}: {r['file_bytes']:,} bytes ({r['compression_ratio']:.1f}x smaller than dense fp32), "
-            f"test accuracy {pct(r['test_accuracy'])}, val {pct(r['val_accuracy'])} (target {pct(r['target_accuracy'])}), "
+            f"test accuracy {pct(r['test_accuracy'])}, val {pct(r['val_accuracy'])} "
+            f"(target {pct(r['target_accuracy'])}), "
             f"channels {r['knobs']['channel_ratio']:g} sparsity {r['knobs']['sparsity']:g}; search {s['strategy']}: "
             f"{s['candidates']} candidates, {s['epochs']:g} epochs, {s['wall_seconds']:.0f}s")
 
@@ -95,14 +96,16 @@ def _estimate_lines(r: dict) -> str:
 
     bound = "exactly" if r["exact"] else "at most"
     rec = r["recovery_epochs"]
-    lines = [f"dry run: {r['model']} on {r['dataset']}, {r['strategy']}, target val accuracy {pct(r['target_accuracy'])} "
+    lines = [f"dry run: {r['model']} on {r['dataset']}, {r['strategy']}, target val accuracy "
+             f"{pct(r['target_accuracy'])} "
              f"(baseline {pct(r['baseline_val_accuracy'])}); nothing trained or written",
              f"training speed here: {r['images_per_second']:.0f} images/s ({r['threads']} threads): a proxy epoch "
              f"({r['proxy_images']:,} images) {r['proxy_epoch_seconds']:.0f} s, a full-data epoch "
              f"({r['full_images']:,}) {r['full_epoch_seconds']:.0f} s",
              f"proxy search: {bound} {r['candidates']} candidates, {bound} "
              f"{minutes(r['proxy_epochs'], r['proxy_epoch_seconds'])} (the strategy's rules; --max-epochs caps it)",
-             f"winner's polish (centroids, bits ladder): at most {minutes(r['polish_epochs'], r['proxy_epoch_seconds'])}"]
+             "winner's polish (centroids, bits ladder): at most "
+             f"{minutes(r['polish_epochs'], r['proxy_epoch_seconds'])}"]
     if rec["at_most"]:
         lines.append(f"recovery: at least {minutes(rec['at_least'], r['full_epoch_seconds'])}, at most "
                      f"{minutes(rec['at_most'], r['full_epoch_seconds'])} on the whole training split")
@@ -116,14 +119,14 @@ def cmd_compress(args: argparse.Namespace) -> None:
         if fixed := [f"--{k.replace('_', '-')}" for k in FIXED_ONLY if getattr(args, k) is not None]:
             raise SlimzipError(f"{', '.join(fixed)}: chosen by the search; "
                                "drop them or drop --target-accuracy/--max-drop")
+        cfg = _search_config(args, args.search or SearchConfig.strategy)
         if args.dry_run:
             from .api.searching import estimate
 
-            _emit(estimate(args.checkpoint, _search_config(args, args.search or SearchConfig.strategy),
-                           target_accuracy=args.target_accuracy, max_drop=args.max_drop, device=args.device,
-                           data_dir=args.data_dir), args.json, _estimate_lines)
+            _emit(estimate(args.checkpoint, cfg, target_accuracy=args.target_accuracy, max_drop=args.max_drop,
+                           device=args.device, data_dir=args.data_dir), args.json, _estimate_lines)
             return
-        result = search(args.checkpoint, args.out, _search_config(args, args.search or SearchConfig.strategy),
+        result = search(args.checkpoint, args.out, cfg,
                         target_accuracy=args.target_accuracy, max_drop=args.max_drop, run_dir=args.run_dir,
                         device=args.device, data_dir=args.data_dir, verbose=not args.quiet, workers=args.workers,
                         ray_address=args.ray_address, seed=args.seed)
@@ -177,25 +180,26 @@ def cmd_compare_search(args: argparse.Namespace) -> None:
 def cmd_inspect(args: argparse.Namespace) -> None:
     from .api import inspect_file
 
+    def head(r: dict) -> str:
+        return f"{r['file']}: {r['architecture']} ({r['dataset'] or 'no dataset recorded'}), {r['file_bytes']:,} bytes"
+
+    def components(r: dict) -> str:
+        parts = r["components"]
+        return "components: " + ", ".join(f"{k} {v:,}" for k, v in parts.items()) + f" = {sum(parts.values()):,} bytes"
+
     def layers(r: dict) -> str:
-        lines = [f"{r['file']}: {r['architecture']} ({r['dataset'] or 'no dataset recorded'}), {r['file_bytes']:,} bytes",
-                 f"{'layer':28} {'kind':14} {'width':>13} {'weights':>9} {'kept':>9} {'bits':>4} {'bytes':>9}"]
+        lines = [head(r), f"{'layer':28} {'kind':14} {'width':>13} {'weights':>9} {'kept':>9} {'bits':>4} {'bytes':>9}"]
         for x in r["layers"]:
             width = "" if x["width"] is None else str(x["width"])
             if x["width_before"] is not None and x["width_before"] != x["width"]:
                 width = f"{x['width_before']} -> {width}"
             lines.append(f"{x['layer']:28} {x['kind']:14} {width:>13} {x['weights']:>9,} {x['kept']:>9,} "
                          f"{'' if x['bits'] is None else x['bits']:>4} {x['bytes']:>9,}")
-        lines.append("components: " + ", ".join(f"{k} {v:,}" for k, v in r["components"].items()) +
-                     f" = {sum(r['components'].values()):,} bytes (per tensor, with coded bits and entropies: "
-                     "--tensors)")
-        return "\n".join(lines)
+        return "\n".join([*lines, components(r) + " (per tensor, with coded bits and entropies: --tensors)"])
 
     def table(r: dict) -> str:
-        dataset = r["dataset"] or "no dataset recorded"
-        lines = [f"{r['file']}: {r['architecture']} ({dataset}), {r['file_bytes']:,} bytes",
-                 f"{'tensor':28} {'weights':>9} {'kept':>7} {'bits':>4} {'code b/w':>8} {'(H)':>6} "
-                 f"{'index b/w':>9} {'(H)':>6} {'bytes':>9}"]
+        lines = [head(r), f"{'tensor':28} {'weights':>9} {'kept':>7} {'bits':>4} {'code b/w':>8} {'(H)':>6} "
+                          f"{'index b/w':>9} {'(H)':>6} {'bytes':>9}"]
         for t in r["tensors"]:
             if t["encoding"] == "shared":
                 lines.append(f"{t['name']:28} {t['weights']:>9,} {t['kept']:>7.2%} {t['bits']:>4} "
@@ -205,9 +209,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
                 kind = "const" if t["encoding"] == "constant" else "raw"
                 lines.append(f"{t['name']:28} {t['weights']:>9,} {kind:>7} {t['dtype']:>39} {t['bytes']:>9,}")
         lines.append("b/w: coded bits per kept weight; (H): the stream's empirical entropy, in the same unit")
-        lines.append("components: " + ", ".join(f"{k} {v:,}" for k, v in r["components"].items()) +
-                     f" = {sum(r['components'].values()):,} bytes")
-        return "\n".join(lines)
+        return "\n".join([*lines, components(r)])
 
     result = inspect_file(args.file)
     _emit(result, args.json, table if args.tensors or not result["layers"] else layers)

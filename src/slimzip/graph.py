@@ -149,7 +149,7 @@ FUNCTION_NAMES = {fn: name for name, fn in FUNCTIONS.items()}
 FUNCTION_NAMES[builtins.getattr] = "builtins.getattr"
 METHODS = frozenset("""add sub mul div neg pow sqrt abs exp view reshape flatten permute transpose contiguous
     mean sum amax max min size dim chunk split relu sigmoid tanh softmax unsqueeze squeeze expand expand_as
-    reshape_as view_as clamp narrow flip matmul float type_as repeat unbind sigmoid_ mul_ add_ relu_ chunk numel""".split())
+    reshape_as view_as clamp narrow flip matmul float type_as repeat unbind sigmoid_ mul_ add_ relu_ numel""".split())
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int64": torch.int64,
           "bool": torch.bool}
 _NAME = re.compile(r"^(?:[A-Za-z][A-Za-z0-9_-]*|_[A-Za-z0-9][A-Za-z0-9_-]*|[0-9]+)$")  # PyTorch allows '-' too
@@ -397,9 +397,10 @@ SPATIAL_MINIMUM = {"kernel_size": 1, "stride": 1, "dilation": 1, "padding": 0, "
 SPATIAL = (nn.modules.conv._ConvNd, nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd)
 
 
-def _make_layer(name: str, cls: type[nn.Module], args: dict, device: str = "cpu") -> nn.Module:
+def _make_layer(name: str, cls: type[nn.Module], args: dict) -> nn.Module:
+    """The layer on the meta device (shapes only: counted by ``_sizes``, then given memory by ``_zeros``)."""
     try:
-        with torch.device(device):
+        with torch.device("meta"):
             return cls(**args)
     except Exception as e:
         raise GraphError(f"layer {name}: {cls.__name__} rejects its arguments ({type(e).__name__})") from None
@@ -418,12 +419,9 @@ def _zeros(module: nn.Module) -> nn.Module:
     return module
 
 
-def _sizes(layers: dict[str, tuple[type[nn.Module], dict]], attrs: dict) -> int:
-    """Elements every layer and attribute will allocate, counted on the meta device (nothing allocated)."""
-    total = 0
-    for name, (cls, args) in layers.items():
-        m = _make_layer(name, cls, args, "meta")
-        total += sum(t.numel() for t in (*m.parameters(), *m.buffers()))
+def _sizes(layers: dict[str, nn.Module], attrs: dict) -> int:
+    """Elements every layer (made on the meta device: nothing allocated) and attribute will allocate."""
+    total = sum(t.numel() for m in layers.values() for t in (*m.parameters(), *m.buffers()))
     for name, entry in attrs.items():
         shape = entry.get("shape") if isinstance(entry, dict) else None
         if not isinstance(shape, list) or len(shape) > 8 or \
@@ -443,10 +441,10 @@ def build(description: object) -> fx.GraphModule:
         raise GraphError("the model graph is malformed")
     for path in (*layers, *attrs):
         _check_path(path)
-    specs = {name: _layer_spec(name, entry) for name, entry in layers.items()}
-    if (total := _sizes(specs, attrs)) > MAX_ELEMENTS:
+    shapes_only = {name: _make_layer(name, *_layer_spec(name, entry)) for name, entry in layers.items()}
+    if (total := _sizes(shapes_only, attrs)) > MAX_ELEMENTS:
         raise GraphError(f"the model graph asks for {total:,} tensor elements (limit {MAX_ELEMENTS:,})")
-    root: dict[str, Any] = {name: _zeros(_make_layer(name, cls, args, "meta")) for name, (cls, args) in specs.items()}
+    root: dict[str, Any] = {name: _zeros(m) for name, m in shapes_only.items()}
     for name, entry in attrs.items():
         if entry.get("kind") not in ("parameter", "buffer") or entry.get("dtype") not in DTYPES:
             raise GraphError(f"attribute {name}: bad kind or dtype")

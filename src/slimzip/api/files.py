@@ -12,7 +12,7 @@ from ..checkpoint import atomic_write_bytes, load_checkpoint
 from ..errors import check_finite
 from ..codec import (check_model_spec, decode_model, model_table, self_describing, spec_input_shape,
                      table_alone, with_entropies)
-from ..container import read_container
+from ..container import decode_container, read_container
 from ..data import create_loaders, get_dataset_spec
 from ..config import CompressConfig
 from ..errors import SlimzipError, check_range
@@ -90,13 +90,14 @@ def compress(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: Compres
     if seed is not None:
         train_cfg = dataclasses.replace(train_cfg, seed=seed)
     loaders = _checkpoint_loaders(meta, train_cfg.batch_size, dev, data_dir, train_cfg.seed)
-    dense = measure(model, get_dataset_spec(meta.get("dataset")).image_shape)
+    shape = get_dataset_spec(meta.get("dataset")).image_shape
+    dense = measure(model, shape)
     units_before = sum(widths(model).values())
     result = core.compress(model, loaders, None, config=cfg, train_config=train_cfg, out=out, device=dev,
                            verbose=verbose, seed=seed, file_meta={"dataset": meta.get("dataset"), **_file_data(meta)},
                            spec=None if is_user_source(meta["model"]["name"]) else meta["model"])
-    container = read_container(out)
-    cost = measure(result.model, get_dataset_spec(meta.get("dataset")).image_shape)
+    container = decode_container(result.data)  # the bytes just written, already in memory
+    cost = measure(result.model, shape)
     summary: CompressSummary = {**result.summary(), "file": str(out), "nonzero_macs": cost.nonzero_macs,
                                 "dense_macs": dense.macs, "epochs": result.search["epochs"],
                                 "wall_seconds": result.search["wall_seconds"],

@@ -38,15 +38,11 @@ def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchCo
     The winner's test accuracy is measured once, on the model decoded from ``out``."""
     from .. import core
 
-    cfg.validate()
+    cfg.validate()  # before the output path is checked (``_prepared`` checks it again, for ``estimate``)
     out = _slz_path(out)
     run = Path(run_dir) if run_dir else out.with_suffix(".run")
     dev = resolve_device(device)
-    model, meta = load_checkpoint(checkpoint, dev)
-    train_cfg = _checkpoint_recipe(meta)
-    if seed is not None:  # the loaders' order too
-        train_cfg = dataclasses.replace(train_cfg, seed=seed)
-    loaders, full_train = _search_loaders(meta, train_cfg, cfg, dev, data_dir)
+    model, meta, train_cfg, loaders, full_train = _prepared(checkpoint, cfg, dev, data_dir, seed)
     t0 = time.perf_counter()
     result = core.search(model, loaders, None, config=cfg, train_config=train_cfg, out=out, run_dir=run, device=dev,
                          verbose=verbose, spec=None if is_user_source(meta["model"]["name"]) else meta["model"],
@@ -67,28 +63,16 @@ def estimate(checkpoint: str | os.PathLike, cfg: "SearchConfig", *, target_accur
     """What ``search`` with these settings will cost, without running it (``compress --dry-run``): every
     knob and the data checked, the target resolved, the training speed measured on a few batches, and
     the strategy's bounds on epochs (``searcher.estimate``) turned into time on this machine."""
-    import copy
-
     import torch
 
     from .. import core
     from ..searcher.estimate import search_bounds
-    from ..trainer import evaluate, fit
+    from ..trainer import evaluate
 
-    cfg.validate()
-    dev = resolve_device(device)
-    model, meta = load_checkpoint(checkpoint, dev)
-    train_cfg = _checkpoint_recipe(meta)
-    loaders, full_train = _search_loaders(meta, train_cfg, cfg, dev, data_dir)
+    model, meta, train_cfg, loaders, full_train = _prepared(checkpoint, cfg, resolve_device(device), data_dir)
     baseline = evaluate(model, loaders.val)[1]
     target = core._target(baseline, target_accuracy, max_drop)
-    batch = train_cfg.batch_size
-    images = min(loaders.train.num_samples, 6 * batch)
-    tune = dataclasses.replace(train_cfg, epochs=1, schedule="constant", patience=0, warmup_epochs=0)
-    fit(copy.deepcopy(model), loaders.train.slice(0, min(batch, images)), None, tune, verbose=False)  # warm-up
-    t0 = time.perf_counter()
-    fit(copy.deepcopy(model), loaders.train.slice(0, images), None, tune, verbose=False)
-    per_image = (time.perf_counter() - t0) / images
+    per_image = _seconds_per_image(model, loaders.train, train_cfg)
     proxy_images = loaders.train.num_samples
     full_images = (full_train or loaders.train).num_samples
     bounds = search_bounds(cfg)
@@ -97,6 +81,33 @@ def estimate(checkpoint: str | os.PathLike, cfg: "SearchConfig", *, target_accur
             "baseline_val_accuracy": baseline, "target_accuracy": target, "threads": torch.get_num_threads(),
             "images_per_second": 1 / per_image, "proxy_images": proxy_images, "full_images": full_images,
             "proxy_epoch_seconds": proxy_s, "full_epoch_seconds": per_image * full_images, **bounds}
+
+
+def _prepared(checkpoint: str | os.PathLike, cfg: "SearchConfig", device, data_dir: str | None,
+              seed: int | None = None) -> tuple:
+    """What a search of a checkpoint starts from (``cfg`` checked first): its model, metadata, recipe
+    (with ``seed``, which sets the loaders' order too), the proxy's loaders and the whole training split."""
+    cfg.validate()
+    model, meta = load_checkpoint(checkpoint, device)
+    train_cfg = _checkpoint_recipe(meta)
+    if seed is not None:
+        train_cfg = dataclasses.replace(train_cfg, seed=seed)
+    return (model, meta, train_cfg, *_search_loaders(meta, train_cfg, cfg, device, data_dir))
+
+
+def _seconds_per_image(model, train, train_cfg) -> float:
+    """Training seconds per image on this machine: six batches of ``train`` timed after a one-batch
+    warm-up, each on a copy of ``model``."""
+    import copy
+
+    from ..trainer import fit
+
+    images = min(train.num_samples, 6 * train_cfg.batch_size)
+    tune = dataclasses.replace(train_cfg, epochs=1, schedule="constant", patience=0, warmup_epochs=0)
+    fit(copy.deepcopy(model), train.slice(0, min(train_cfg.batch_size, images)), None, tune, verbose=False)
+    t0 = time.perf_counter()
+    fit(copy.deepcopy(model), train.slice(0, images), None, tune, verbose=False)
+    return (time.perf_counter() - t0) / images
 
 
 def _search_loaders(meta: dict, train_cfg, cfg: "SearchConfig", device, data_dir: str | None):

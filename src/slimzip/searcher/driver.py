@@ -72,8 +72,8 @@ class SearchConfig:
     recover_rounds: int = knob(2, "recovery: prune-recover rounds after the first recovery (each walks on from the "
                                   "recovered model, then recovers its best); a last recovery ends them")
     recover_step_epochs: int = knob(1, "recovery: whole-training-split epochs for a walk's step from a recovered "
-                                       "model that its proxy fine-tunes leave short of the target by less than "
-                                       "half the allowed drop (0: proxy fine-tunes only)")
+                                       "model whose screen (no training) misses the target by less than the "
+                                       "allowed drop (0: proxy fine-tunes instead)")
     recover_lr: float = knob(0.02, "recovery: peak learning rate (cosine over the recovery)")
     recover_distill: float = knob(1.0, "recovery: weight of distillation from the input model (0: labels only)")
     compress_penalty: float = knob(0.0, "recovery: weight of the pull of every kept weight towards its nearest "
@@ -126,7 +126,7 @@ class SearchConfig:
 
     def coding(self, bits: "tuple[int, int] | None" = None):
         """The file's coding knobs as deep compression's config (``bits``: codebook bits, if not the config's)."""
-        from ..deep_compression import CompressConfig
+        from ..config import CompressConfig
 
         conv, fc = bits or (self.bits_conv, self.bits_fc)
         return CompressConfig(scope=self.scope, bits_conv=conv, bits_fc=fc, index_bits_conv=self.index_bits_conv,

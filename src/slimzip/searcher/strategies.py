@@ -76,7 +76,7 @@ def _linear_walk(search: Search, point: Candidate | None, axis: str, step: float
 
 def _recovering(search: Search) -> bool:
     """Whether the search walks on from a recovered model with recovery rungs (``recover_step_epochs``)."""
-    return bool(getattr(search, "recovering", False) and search.cfg.recover_step_epochs)
+    return bool(search.recovering and search.cfg.recover_step_epochs)
 
 
 def heuristic(search: Search, start: Candidate | None = None) -> Candidate | None:
