@@ -44,6 +44,14 @@ def test_models_json_lists_the_registry(capsys):
     assert code == 0 and names["lenet-5"]["params"] == 431080 and names["vgg19"]["macs"] > 3.9e8
 
 
+def test_models_catalog_is_what_the_registry_measures():
+    """`slimzip models` reads a stored catalog (no PyTorch import); it must equal the real models' counts
+    (rebuild it with `python -m slimzip.catalog` after changing the registry)."""
+    from slimzip import catalog
+
+    assert catalog.load() == catalog.build()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train", "--model", "vgg99", "--out", "X"], "unknown model 'vgg99'"),
     (["train", "--model", "lenet-5", "--dataset", "imagenet", "--out", "X"], "unknown dataset 'imagenet'"),
