@@ -154,7 +154,7 @@ def read_like_the_cli(path: Path, export: bool) -> dict[str, str]:
     batch of its input shape) and, with ``export``, the ONNX export checked by onnxruntime. Returns each
     entry point's outcome: ok, refused (slimzip's own error) or the crash."""
     from slimzip.api.files import inspect_file
-    from slimzip.export import check_onnx, to_onnx
+    from slimzip.deploy.onnx import check_onnx, to_onnx
     from slimzip.reader import load
 
     outcome: dict[str, str] = {}

@@ -1,11 +1,12 @@
 """slimzip: find the smallest CNN that still meets an accuracy target, and ship it as a compressed file.
 
-``slimzip.train``, ``slimzip.search``, ``slimzip.compress`` and ``slimzip.load`` (see ``slimzip.core``) are
+``slimzip.train``, ``slimzip.search``, ``slimzip.compress``, ``slimzip.load`` (see ``slimzip.core``) and
+``slimzip.export`` (ONNX, int8 ONNX, C99; ``slimzip.api.deploying``) are
 loaded on first use, so that importing a light module (the .slz reader) does not import the whole pipeline.
 """
 
 __version__ = "0.1.0"
-__all__ = ["Compressed", "compress", "load", "search", "train", "__version__"]
+__all__ = ["Compressed", "compress", "export", "load", "search", "train", "__version__"]
 
 
 def __getattr__(name: str):
@@ -13,6 +14,10 @@ def __getattr__(name: str):
         from .reader import load
 
         return load
+    if name == "export":
+        from .api.deploying import export
+
+        return export
     if name in ("Compressed", "compress", "search", "train"):
         from . import core
 

@@ -15,7 +15,7 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
-from .config import DEFAULT_RECIPE, RECIPES, CompressConfig, TrainConfig
+from .config import DEFAULT_RECIPE, EXPORT_FORMATS, RECIPES, CompressConfig, TrainConfig
 from .searcher.driver import SearchConfig
 from .searcher.strategies import STRATEGIES
 from .errors import INTERRUPTED, SlimzipError
@@ -218,17 +218,35 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from .api import export
 
-    def line(r: dict) -> str:
-        c = r["check"]
-        text = (f"{r['file']}: {r['model']} ({r['dataset']}), {r['params']:,} params, {r['file_bytes']:,} bytes "
-                f"(dense fp32); onnxruntime vs PyTorch on {c['images']} random inputs: max |diff| "
-                f"{c['max_abs_diff']:.2g}, same class {c['same_argmax']:.0%}")
-        if "accuracy" in r:
-            text += f"\nonnxruntime accuracy on the {r['accuracy']['split']} split: {pct(r['accuracy']['onnx'])}"
-        return text
+    if bool(args.onnx) == bool(args.out):
+        raise SlimzipError("give the file to write with --out (or --onnx PATH for a dense fp32 ONNX)")
+    fmt = "onnx" if args.onnx else args.format
+    split = args.split or ("auto" if args.check and fmt == "c" else None)
+    result = export(args.file, args.onnx or args.out, format=fmt, check=fmt != "c" or args.check,
+                    check_images=args.check_images, split=split, data_dir=args.data_dir)
+    _emit(result, args.json, export_lines)
 
-    _emit(export(args.file, args.onnx, check_images=args.check_images, split=args.split, data_dir=args.data_dir),
-          args.json, line)
+
+def export_lines(r: dict) -> str:
+    """What an export wrote and how its check went, in a few lines."""
+    head = f"{r['file']}: {r['model']} ({r['dataset']}) as {r['format']}, {r['params']:,} params"
+    sizes = ([f"weights {r['weight_bytes']:,} B", f"arena {r['arena_bytes']:,} B"] if r["format"] == "c"
+             else [f"{r['file_bytes']:,} B"])
+    if r.get("source_bytes"):
+        sizes.append(f"source .slz {r['source_bytes']:,} B")
+    lines = [head + ": " + ", ".join(sizes)]
+    if "flash_bytes" in r:
+        lines.append(f"compiled ({r['cflags']}): flash {r['flash_bytes']:,} B, RAM {r['ram_bytes']:,} B "
+                     f"(stack bound {r['stack_bytes']:,} B)")
+    c = r.get("check")
+    if c:
+        where = f"{c['images']:,} {r['split']} images" if r.get("split") else f"{c['images']} random inputs"
+        text = (f"against PyTorch on {where}: same class {100 * c['same_argmax']:.2f}%, "
+                f"max |logit diff| {c['max_abs_diff']:.2g}, {1e3 * r['seconds_per_image']:.3f} ms/image")
+        if "accuracy" in c:
+            text += f"; accuracy {pct(c['accuracy'])} (PyTorch {pct(c['pytorch_accuracy'])})"
+        lines.append(text)
+    return "\n".join(lines)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -448,12 +466,23 @@ def _file_parsers(sub) -> None:
     _common(p, data=False)
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("export", help="write a .slz file's model (or a checkpoint's) as ONNX, checked with onnxruntime")
+    p = sub.add_parser("export", help="write a .slz file's model (or a checkpoint's) as ONNX (fp32 or int8) or "
+                                      "C99, checked against PyTorch before it is written")
     p.add_argument("file", help="a .slz file or a checkpoint directory")
-    p.add_argument("--onnx", required=True, help="the ONNX file to write (needs slimzip[onnx])")
-    p.add_argument("--check-images", type=positive_int, default=64,
-                   help="random inputs run through both onnxruntime and PyTorch (default 64)")
-    p.add_argument("--split", choices=["test", "val"], help="also measure the ONNX graph's accuracy on this split")
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx",
+                   help="onnx: dense fp32; onnx-int8: int8 weights and activations (onnxruntime's static "
+                        "quantization, calibrated on training images); c: NAME.c + NAME.h, C99 keeping the file's "
+                        "codebooks, codes and sparse positions (default onnx)")
+    p.add_argument("--out", help="the file to write: .onnx, or NAME.c (NAME.h is written beside it)")
+    p.add_argument("--onnx", metavar="PATH", help="shorthand for --format onnx --out PATH")
+    p.add_argument("--check", action="store_true",
+                   help="c: compile with cc -std=c99 -O2 -Wall -Wextra -Werror, run on images, compare with "
+                        "PyTorch; reports flash, RAM and latency (ONNX files are always checked)")
+    p.add_argument("--split", choices=["test", "val"],
+                   help="check on this split's images (default with --check: test, or random inputs when the file names "
+                        "no dataset; ONNX: random inputs)")
+    p.add_argument("--check-images", type=positive_int,
+                   help="images to check (default: the whole split; 64 random inputs without a split)")
     _common(p, data=False)
     p.add_argument("--data-dir", help="dataset folder for --split (default: $SLIMZIP_DATA, then ~/.cache/slimzip/data)")
     p.set_defaults(func=cmd_export)

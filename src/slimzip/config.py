@@ -15,6 +15,7 @@ from .settings import CHANNEL_SCOPES, RENAMED
 
 RAW_DTYPE_NAMES = ("float16", "float32", "uint8")  # how small tensors are stored (codec.RAW_DTYPES + 8-bit affine)
 
+EXPORT_FORMATS = ("onnx", "onnx-int8", "c")  # what `slimzip export` writes: dense fp32 ONNX, int8 ONNX, C99
 MAX_BATCH = 1 << 20  # images per step; more is a typo, not a batch
 
 

@@ -11,11 +11,12 @@ from ..deep_compression import CompressConfig
 from ..searcher import SearchConfig
 from ..trainer import TrainConfig
 from .common import RECIPES, check_fits, resolve_device
-from .files import compress, export, inspect_file, report
+from .deploying import FORMATS, export
+from .files import compress, inspect_file, report
 from .pruning import METHODS, dropnet, prune_channels
 from .searching import ABLATIONS, compare_search, search, search_defaults
 from .training import evaluate_path, list_models, train
 
-__all__ = ["ABLATIONS", "METHODS", "RECIPES", "CompressConfig", "SearchConfig", "TrainConfig", "check_fits",
+__all__ = ["ABLATIONS", "FORMATS", "METHODS", "RECIPES", "CompressConfig", "SearchConfig", "TrainConfig", "check_fits",
            "compare_search", "compress", "dropnet", "evaluate_path", "export", "inspect_file", "list_models",
            "prune_channels", "report", "resolve_device", "search", "search_defaults", "train"]

@@ -25,38 +25,6 @@ from .common import (_checkpoint_loaders, _checkpoint_recipe, _file_data, _load_
                      resolve_device)
 
 
-ONNX_TOLERANCE = 1e-4  # max |onnxruntime - PyTorch| / max(1, max |PyTorch|) an exported graph may show
-
-
-def export(path: str | os.PathLike, out: str | os.PathLike, *, check_images: int = 64, seed: int = 0,
-           split: str | None = None, data_dir: str | None = None) -> dict:
-    """Write a .slz file's (or a checkpoint's) model as ONNX and check it with onnxruntime on
-    ``check_images`` seeded random inputs; with ``split``, also measure the ONNX graph's accuracy there."""
-    from ..export import check_onnx, onnx_accuracy, onnx_path, to_onnx
-
-    check_range("check images", check_images, 1, 100_000)
-    out = onnx_path(out, path)
-    model, meta = _load_any(path, torch.device("cpu"))
-    shape = spec_input_shape(meta["model"])
-    blob = to_onnx(model, shape)
-    inputs = torch.randn(check_images, *shape, generator=torch.Generator().manual_seed(seed))
-    check = check_onnx(model, blob, inputs)
-    if check.max_rel_diff > ONNX_TOLERANCE:  # a wrong graph is not written
-        raise SlimzipError(f"{path}: the ONNX graph's outputs differ from PyTorch's by {check.max_rel_diff:.3g} "
-                           f"(relative; tolerance {ONNX_TOLERANCE:g}); not written")
-    result = {"source": str(path), "file": str(out), "file_bytes": len(blob),
-              "model": meta["model"].get("name", "user model (graph)"),
-              "dataset": meta["dataset"], "input_shape": ["batch", *shape], "params": measure(model, shape).params,
-              "check": dataclasses.asdict(check)}
-    if split:
-        if split not in ("test", "val"):
-            raise SlimzipError(f"unknown split {split!r}; choose from: test, val")
-        loaders = create_loaders(meta["dataset"], data_dir=data_dir, batch_size=1000, normalize=_normalization(meta),
-                                 stats=_stats(meta))
-        result["accuracy"] = {"split": split, "onnx": onnx_accuracy(blob, getattr(loaders, split))}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, blob)
-    return result
 
 
 def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> dict:

@@ -52,10 +52,7 @@ def _array(ctype: str, name: str, items: list[str]) -> str:
 
 def _dense(s: Stream) -> np.ndarray:
     flat = np.zeros(math.prod(s.shape), dtype=np.float32)
-    escape = 2 ** s.index_bits - 1
-    real = s.gaps != escape
-    positions = np.cumsum(np.where(real, s.gaps + 1, escape))[real] - 1
-    flat[positions] = s.codebook[s.codes]
+    flat[s.positions()] = s.codebook[s.codes]
     return flat
 
 
@@ -90,6 +87,7 @@ class Writer:
 
     def _stream(self, cid: str, s: Stream) -> str:
         self.kernels.add("stream")
+        s = s.narrowest()
         codes, gaps = pack_bits(s.codes, s.code_bits), pack_bits(s.gaps, s.index_bits)
         self.weight_bytes += 4 * len(s.codebook) + len(codes) + len(gaps)
         return (_array("float", f"{cid}_book", [_f(v) for v in s.codebook])
@@ -234,7 +232,8 @@ def _pool(e: Emitter, op: Op) -> None:
 
 
 def _adaptive(e: Emitter, op: Op) -> None:
-    (c, h, w), (_, oh, ow) = e.shape(op.ins[0]), e.shape(op.out)
+    (c, h, w), out = e.shape(op.ins[0]), e.shape(op.out)
+    oh, ow = out[1:] if len(out) == 3 else (1, 1)  # a mean without keepdim: (C,)
     e.lines.append(f"adaptive2d({int(op.attrs['max'])}, {e.ptr(op.ins[0])}, {e.ptr(op.out)}, {c}, {h}, {w}, {oh}, "
                    f"{ow});")
 

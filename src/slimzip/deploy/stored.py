@@ -29,6 +29,18 @@ class Stream:
     def kept(self) -> int:
         return len(self.codes)
 
+    def positions(self) -> np.ndarray:
+        escape = 2 ** self.index_bits - 1
+        real = self.gaps != escape
+        return np.cumsum(np.where(real, self.gaps + 1, escape))[real] - 1
+
+    def narrowest(self) -> Stream:
+        """The same positions as gap symbols of the width whose fixed-width packing is smallest (the file
+        picks its width for the entropy coder behind it; a device reading fixed-width fields wants this)."""
+        positions = self.positions()
+        best = min(range(1, 17), key=lambda bits: len(gaps_encode(positions, bits)) * bits)
+        return Stream(self.shape, self.codebook, self.code_bits, self.codes, best, gaps_encode(positions, best))
+
 
 @dataclass(frozen=True)
 class Vector:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import SlimzipError
+from ..errors import SlimzipError
 
 OPSET = 17
 
