@@ -11,7 +11,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch import fx
 
 from ..checkpoint import atomic_write_bytes, load_checkpoint
 from ..config import EXPORT_FORMATS
@@ -169,13 +168,12 @@ def _onnx_int8(src: Source, out: Path, images: np.ndarray, labels, data_dir: str
 def _c(src: Source, out: Path, images: np.ndarray | None, labels, data_dir: str | None) -> tuple[dict, dict]:
     from ..deploy import cbuild
     from ..deploy.cgen import generate
-    from ..deploy.lower import lower
+    from ..deploy.lower import lower, trace
     from ..deploy.stored import stored_tensors
-    from ..graph import traced
 
     out = _out_path(out, src, ".c")
     name = cbuild.c_name(out)
-    gm = src.model if isinstance(src.model, fx.GraphModule) else traced(src.model, src.shape)[1]
+    gm = trace(src.model)
     stored = stored_tensors(src.container, src.model) if src.container is not None else {}
     about = f"{src.name} ({src.meta.get('dataset') or 'dataset not recorded'}) from {src.path.name}"
     cmodel = generate(lower(gm, stored, src.shape), name, about)

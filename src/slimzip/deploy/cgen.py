@@ -281,7 +281,16 @@ def _cat(e: Emitter, op: Op) -> None:
         offset += inner
 
 
-EMIT = {"conv": _conv, "batchnorm": _batchnorm, "unary": _unary, "pool": _pool, "adaptive": _adaptive,
+def _place(e: Emitter, op: Op) -> None:
+    a = op.attrs
+    p = [*e.shape(op.ins[0]), *e.shape(op.out), a["stride"], len(a["src"])]
+    e.decls.append(f"static const int P{op.out}[8] = {{{', '.join(str(int(v)) for v in p)}}};\n"
+                   + _array("int", f"SRC{op.out}", [str(i) for i in a["src"]])
+                   + _array("int", f"DST{op.out}", [str(i) for i in a["dst"]]))
+    e.lines.append(f"place({e.ptr(op.ins[0])}, {e.ptr(op.out)}, P{op.out}, SRC{op.out}, DST{op.out});")
+
+
+EMIT = {"place": _place, "conv": _conv, "batchnorm": _batchnorm, "unary": _unary, "pool": _pool, "adaptive": _adaptive,
         "binary": _binary, "cat": _cat}
 
 

@@ -172,3 +172,13 @@ static void copy_block(float *out, const float *in, uint32_t outer, uint32_t inn
     uint32_t i;
     for (i = 0; i < outer; ++i) memmove(out + (size_t)i * inner_out, in + (size_t)i * inner_in, inner_in * sizeof(float));
 }
+/*@ place */
+static void place(const float *in, float *out, const int *p, const int *src, const int *dst) {
+    /* p: c h w oc oh ow stride pairs */
+    int k, oy, ox;
+    memset(out, 0, (size_t)p[3] * p[4] * p[5] * sizeof(float));
+    for (k = 0; k < p[7]; ++k)
+        for (oy = 0; oy < p[4]; ++oy)
+            for (ox = 0; ox < p[5]; ++ox)
+                out[((size_t)dst[k] * p[4] + oy) * p[5] + ox] = in[((size_t)src[k] * p[1] + oy * p[6]) * p[2] + ox * p[6]];
+}

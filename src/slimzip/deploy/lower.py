@@ -154,7 +154,7 @@ Handler = Callable[[Lowerer, fx.Node], int]
 def _handler(lowerer: Lowerer, node: fx.Node) -> Handler:
     if node.op == "call_module":
         module = lowerer.modules[node.target]
-        for cls, handler in MODULE_HANDLERS.items():
+        for cls, handler in {**MODULE_HANDLERS, **_registry_modules()}.items():
             if type(module) is cls:
                 return handler
         what = f"layer {type(module).__name__} ({node.target})"
@@ -338,8 +338,35 @@ def _cat(lw: Lowerer, node: fx.Node) -> int:
     return lw.new(node, "cat", ins, dim=dim - 1)
 
 
-def _method_unary(name: str) -> Handler:
-    return _unary(name)
+def _place(lw: Lowerer, node: fx.Node) -> int:
+    """The CIFAR ResNets' option-A shortcut: out[dst] = x[src, ::s, ::s], zeros elsewhere."""
+    m = lw.modules[node.target]
+    return lw.new(node, "place", [lw.tensor(node.args[0])], stride=int(m.stride), src=[int(i) for i in m.src],
+                  dst=[int(i) for i in m.dst])
+
+
+def _registry_modules() -> dict[type, Handler]:
+    """Layers of slimzip's own registry models (imported when a model is lowered)."""
+    from ..models.resnet import PadShortcut
+
+    return {PadShortcut: _place}
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """``model`` as a GraphModule whose leaves are torch.nn's layers and the registry's own."""
+    leaves = tuple(_registry_modules())
+
+    class Tracer(fx.Tracer):
+        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+            return isinstance(m, leaves) or super().is_leaf_module(m, qualname)
+
+    if isinstance(model, fx.GraphModule):
+        return model
+    try:
+        return fx.GraphModule(model, Tracer().trace(model.eval()))
+    except Exception as e:  # fx fails in many ways on arbitrary Python
+        raise UnsupportedOperator(f"cannot trace the model with torch.fx ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
 
 
 MODULE_HANDLERS: dict[type, Handler] = {

@@ -1,0 +1,88 @@
+"""What each deployed form of a .slz file costs, side by side in one run: the .slz bytes, the C99 model's
+weight bytes, flash and RAM (compiled -std=c99 -O2 -Wall -Wextra -Werror), the int8 and dense fp32 ONNX
+files' bytes, latency per image (C; onnxruntime int8; onnxruntime fp32; one image at a time on this CPU)
+and the test accuracy of each artifact beside the decoded PyTorch model's.
+
+Usage: python benchmarks/deploy.py [NAME=FILE.slz ...] [--images N] [--threads T]
+(default: the README's main-job LeNet-5 and the ResNet-20 / VGG-11 CIFAR-10 files that exist under runs/);
+writes benchmarks/results/deploy.json and prints the table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import slimzip
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULTS = {"lenet-5 (main job)": "runs/lenet-5-bn.slz",
+            "resnet20 (cifar10)": "runs/paper_cifar/resnet20-long/compare-recover3x1/frontier.slz",
+            "vgg11 (cifar10)": "runs/paper_cifar/vgg11/frontier.slz"}
+
+
+def _cpu_name() -> str:
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                platform.processor() or platform.machine())
+    flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
+    return f"{name} ({'avx512_bf16' if 'avx512_bf16' in flags else 'amx_bf16' if 'amx_bf16' in flags else 'no native bf16'})"
+
+
+def measure(path: Path, images: int | None) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        c = slimzip.export(path, Path(tmp) / "model.c", format="c", split="test", check_images=images)
+        q = slimzip.export(path, Path(tmp) / "int8.onnx", format="onnx-int8", split="test", check_images=images)
+        f = slimzip.export(path, Path(tmp) / "fp32.onnx", format="onnx", split="test", check_images=images)
+        seconds = time.perf_counter() - t0
+    return {"file": str(path), "model": c["model"], "slz_bytes": c["source_bytes"], "params": c["params"],
+            "images": c["check"]["images"], "pytorch_accuracy": c["check"]["pytorch_accuracy"],
+            "c": {k: c[k] for k in ("weight_bytes", "flash_bytes", "ram_bytes", "arena_bytes", "stack_bytes",
+                                    "seconds_per_image")} | {"accuracy": c["check"]["accuracy"],
+                                                             "same_argmax": c["check"]["same_argmax"],
+                                                             "max_abs_diff": c["check"]["max_abs_diff"]},
+            "onnx_int8": {"file_bytes": q["file_bytes"], "seconds_per_image": q["seconds_per_image"],
+                          "accuracy": q["check"]["accuracy"], "same_argmax": q["check"]["same_argmax"]},
+            "onnx_fp32": {"file_bytes": f["file_bytes"], "seconds_per_image": f["seconds_per_image"],
+                          "accuracy": f["check"]["accuracy"]},
+            "wall_seconds": round(seconds, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="*", help="NAME=FILE.slz (default: the files listed in DEFAULTS that exist)")
+    parser.add_argument("--images", type=int, help="test images per check (default: the whole test split)")
+    parser.add_argument("--threads", type=int, default=1, help="torch and onnxruntime threads (default 1)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    files = dict(f.split("=", 1) for f in args.files) or {k: v for k, v in DEFAULTS.items() if (ROOT / v).exists()}
+    rows = {name: measure(ROOT / path if not Path(path).is_absolute() else Path(path), args.images)
+            for name, path in files.items()}
+    head = (f"{'model':<20} {'.slz B':>8} {'C weights':>9} {'C flash':>8} {'C RAM':>8} {'int8 ONNX':>10} "
+            f"{'fp32 ONNX':>10} {'ms C':>7} {'ms int8':>7} {'ms fp32':>7}  accuracy: PyTorch / C / int8 / fp32")
+    print(head)
+    for name, r in rows.items():
+        c, q, f = r["c"], r["onnx_int8"], r["onnx_fp32"]
+        print(f"{name:<20} {r['slz_bytes']:>8,} {c['weight_bytes']:>9,} {c['flash_bytes']:>8,} {c['ram_bytes']:>8,} "
+              f"{q['file_bytes']:>10,} {f['file_bytes']:>10,} {1e3 * c['seconds_per_image']:>7.3f} "
+              f"{1e3 * q['seconds_per_image']:>7.3f} {1e3 * f['seconds_per_image']:>7.3f}  "
+              f"{100 * r['pytorch_accuracy']:.2f} / {100 * c['accuracy']:.2f} / {100 * q['accuracy']:.2f} / "
+              f"{100 * f['accuracy']:.2f}")
+    out = ROOT / "benchmarks" / "results" / "deploy.json"
+    out.write_text(json.dumps({"machine": {"cpu": _cpu_name(), "threads": args.threads, "torch": torch.__version__},
+                               "command": "python benchmarks/deploy.py" + (f" --images {args.images}" if args.images
+                                                                           else ""),
+                               "rows": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
