@@ -1,7 +1,8 @@
 """What each deployed form of a .slz file costs, side by side in one run: the .slz bytes, the C99 model's
-weight bytes, flash and RAM (compiled -std=c99 -O2 -Wall -Wextra -Werror), the int8 and dense fp32 ONNX
-files' bytes, latency per image (C; onnxruntime int8; onnxruntime fp32; one image at a time on this CPU)
-and the test accuracy of each artifact beside the decoded PyTorch model's.
+weight bytes, flash and RAM (compiled -std=c99 -O2 -Wall -Wextra -Werror) beside the same C with float32
+weights (c-dense: no decoding, every weight stored), the int8 and dense fp32 ONNX files' bytes and the int8
+TFLite file's (with slimzip[tflite]), latency per image (one image at a time on this CPU) and the test
+accuracy of each artifact beside the decoded PyTorch model's.
 
 Usage: python benchmarks/deploy.py [NAME=FILE.slz ...] [--images N] [--threads T]
 (default: the README's main-job LeNet-5 and the ResNet-20 / VGG-11 CIFAR-10 files that exist under runs/);
@@ -10,6 +11,7 @@ writes benchmarks/results/deploy.json and prints the table."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -39,8 +41,11 @@ def measure(path: Path, images: int | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         c = slimzip.export(path, Path(tmp) / "model.c", format="c", split="test", check_images=images)
+        d = slimzip.export(path, Path(tmp) / "dense.c", format="c-dense", split="test", check_images=images)
         q = slimzip.export(path, Path(tmp) / "int8.onnx", format="onnx-int8", split="test", check_images=images)
         f = slimzip.export(path, Path(tmp) / "fp32.onnx", format="onnx", split="test", check_images=images)
+        t = (slimzip.export(path, Path(tmp) / "int8.tflite", format="tflite-int8", split="test", check_images=images)
+             if importlib.util.find_spec("litert_torch") else None)
         seconds = time.perf_counter() - t0
     return {"file": str(path), "model": c["model"], "slz_bytes": c["source_bytes"], "params": c["params"],
             "images": c["check"]["images"], "pytorch_accuracy": c["check"]["pytorch_accuracy"],
@@ -48,8 +53,12 @@ def measure(path: Path, images: int | None) -> dict:
                                     "seconds_per_image")} | {"accuracy": c["check"]["accuracy"],
                                                              "same_argmax": c["check"]["same_argmax"],
                                                              "max_abs_diff": c["check"]["max_abs_diff"]},
+            "c_dense": {k: d[k] for k in ("weight_bytes", "flash_bytes", "ram_bytes", "seconds_per_image")}
+            | {"accuracy": d["check"]["accuracy"]},
             "onnx_int8": {"file_bytes": q["file_bytes"], "seconds_per_image": q["seconds_per_image"],
                           "accuracy": q["check"]["accuracy"], "same_argmax": q["check"]["same_argmax"]},
+            "tflite_int8": {"file_bytes": t["file_bytes"], "seconds_per_image": t["seconds_per_image"],
+                            "accuracy": t["check"]["accuracy"]} if t else None,
             "onnx_fp32": {"file_bytes": f["file_bytes"], "seconds_per_image": f["seconds_per_image"],
                           "accuracy": f["check"]["accuracy"]},
             "wall_seconds": round(seconds, 1)}
@@ -66,13 +75,15 @@ def main() -> None:
     files = dict(f.split("=", 1) for f in args.files) or {k: v for k, v in DEFAULTS.items() if (ROOT / v).exists()}
     rows = {name: measure(ROOT / path if not Path(path).is_absolute() else Path(path), args.images)
             for name, path in files.items()}
-    head = (f"{'model':<20} {'.slz B':>8} {'C weights':>9} {'C flash':>8} {'C RAM':>8} {'int8 ONNX':>10} "
-            f"{'fp32 ONNX':>10} {'ms C':>7} {'ms int8':>7} {'ms fp32':>7}  accuracy: PyTorch / C / int8 / fp32")
+    head = (f"{'model':<20} {'.slz B':>8} {'C weights':>9} {'C flash':>8} {'C RAM':>8} {'C-dense flash':>13} "
+            f"{'int8 ONNX':>10} {'fp32 ONNX':>10} {'ms C':>7} {'ms Cdense':>9} {'ms int8':>7} {'ms fp32':>7}  "
+            f"accuracy: PyTorch / C / int8 / fp32")
     print(head)
     for name, r in rows.items():
-        c, q, f = r["c"], r["onnx_int8"], r["onnx_fp32"]
+        c, d, q, f = r["c"], r["c_dense"], r["onnx_int8"], r["onnx_fp32"]
         print(f"{name:<20} {r['slz_bytes']:>8,} {c['weight_bytes']:>9,} {c['flash_bytes']:>8,} {c['ram_bytes']:>8,} "
-              f"{q['file_bytes']:>10,} {f['file_bytes']:>10,} {1e3 * c['seconds_per_image']:>7.3f} "
+              f"{d['flash_bytes']:>13,} {q['file_bytes']:>10,} {f['file_bytes']:>10,} {1e3 * c['seconds_per_image']:>7.3f} "
+              f"{1e3 * d['seconds_per_image']:>9.3f} "
               f"{1e3 * q['seconds_per_image']:>7.3f} {1e3 * f['seconds_per_image']:>7.3f}  "
               f"{100 * r['pytorch_accuracy']:.2f} / {100 * c['accuracy']:.2f} / {100 * q['accuracy']:.2f} / "
               f"{100 * f['accuracy']:.2f}")
@@ -81,6 +92,10 @@ def main() -> None:
                                "command": "python benchmarks/deploy.py" + (f" --images {args.images}" if args.images
                                                                            else ""),
                                "rows": rows}, indent=2) + "\n")
+    for name, r in rows.items():
+        t = r["tflite_int8"]
+        print(f"{name}: int8 TFLite " + (f"{t['file_bytes']:,} B, {1e3 * t['seconds_per_image']:.3f} ms/image, "
+                                         f"accuracy {100 * t['accuracy']:.2f}" if t else "not measured (no litert-torch)"))
     print(f"wrote {out}")
 
 

@@ -187,3 +187,13 @@ def test_int8_onnx_keeps_the_accuracy(capsys, lenet_slz, tmp_path):
     fp32 = json.loads(_cli(capsys, "export", str(src), "--onnx", str(tmp_path / "f.onnx"), "--json")[1])
     assert code == 0 and r["file_bytes"] < fp32["file_bytes"] / 3 and (tmp_path / "q.onnx").exists()
     assert abs(r["check"]["accuracy"] - r["check"]["pytorch_accuracy"]) <= 0.02 and r["check"]["same_argmax"] > 0.95
+
+
+def test_int8_tflite_agrees_with_pytorch(capsys, lenet_slz, tmp_path):
+    pytest.importorskip("litert_torch")
+    capsys.readouterr()
+    code, out, _ = _cli(capsys, "export", str(lenet_slz), "--format", "tflite-int8", "--out", str(tmp_path / "q.tflite"),
+                        "--split", "test", "--check-images", "300", "--json")
+    r = json.loads(out)
+    assert code == 0 and (tmp_path / "q.tflite").stat().st_size == r["file_bytes"]
+    assert abs(r["check"]["accuracy"] - r["check"]["pytorch_accuracy"]) <= 0.02

@@ -221,8 +221,9 @@ def cmd_export(args: argparse.Namespace) -> None:
     if bool(args.onnx) == bool(args.out):
         raise SlimzipError("give the file to write with --out (or --onnx PATH for a dense fp32 ONNX)")
     fmt = "onnx" if args.onnx else args.format
-    split = args.split or ("auto" if args.check and fmt == "c" else None)
-    result = export(args.file, args.onnx or args.out, format=fmt, check=fmt != "c" or args.check,
+    c = fmt.startswith("c")
+    split = args.split or ("auto" if args.check and c else None)
+    result = export(args.file, args.onnx or args.out, format=fmt, check=not c or args.check,
                     check_images=args.check_images, split=split, data_dir=args.data_dir)
     _emit(result, args.json, export_lines)
 
@@ -230,7 +231,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 def export_lines(r: dict) -> str:
     """What an export wrote and how its check went, in a few lines."""
     head = f"{r['file']}: {r['model']} ({r['dataset']}) as {r['format']}, {r['params']:,} params"
-    sizes = ([f"weights {r['weight_bytes']:,} B", f"arena {r['arena_bytes']:,} B"] if r["format"] == "c"
+    sizes = ([f"weights {r['weight_bytes']:,} B", f"arena {r['arena_bytes']:,} B"] if r["format"].startswith("c")
              else [f"{r['file_bytes']:,} B"])
     if r.get("source_bytes"):
         sizes.append(f"source .slz {r['source_bytes']:,} B")
@@ -471,8 +472,10 @@ def _file_parsers(sub) -> None:
     p.add_argument("file", help="a .slz file or a checkpoint directory")
     p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx",
                    help="onnx: dense fp32; onnx-int8: int8 weights and activations (onnxruntime's static "
-                        "quantization, calibrated on training images); c: NAME.c + NAME.h, C99 keeping the file's "
-                        "codebooks, codes and sparse positions (default onnx)")
+                        "quantization, calibrated on training images); tflite-int8: int8 TFLite (litert-torch, needs "
+                        "slimzip[tflite]); c: NAME.c + NAME.h, C99 keeping the file's "
+                        "codebooks, codes and sparse positions; c-dense: the same C with float32 weights, for comparison "
+                        "(default onnx)")
     p.add_argument("--out", help="the file to write: .onnx, or NAME.c (NAME.h is written beside it)")
     p.add_argument("--onnx", metavar="PATH", help="shorthand for --format onnx --out PATH")
     p.add_argument("--check", action="store_true",

@@ -15,7 +15,8 @@ from .settings import CHANNEL_SCOPES, RENAMED
 
 RAW_DTYPE_NAMES = ("float16", "float32", "uint8")  # how small tensors are stored (codec.RAW_DTYPES + 8-bit affine)
 
-EXPORT_FORMATS = ("onnx", "onnx-int8", "c")  # what `slimzip export` writes: dense fp32 ONNX, int8 ONNX, C99
+EXPORT_FORMATS = ("onnx", "onnx-int8", "tflite-int8", "c", "c-dense")  # `slimzip export`: fp32 ONNX, int8 ONNX,
+# int8 TFLite, C99 (stored or float32 weights)
 MAX_BATCH = 1 << 20  # images per step; more is a typo, not a batch
 
 

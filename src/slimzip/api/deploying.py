@@ -5,6 +5,7 @@ written."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from pathlib import Path
 from typing import Callable
@@ -165,7 +166,19 @@ def _onnx_int8(src: Source, out: Path, images: np.ndarray, labels, data_dir: str
             {out: blob})
 
 
-def _c(src: Source, out: Path, images: np.ndarray | None, labels, data_dir: str | None) -> tuple[dict, dict]:
+def _tflite_int8(src: Source, out: Path, images: np.ndarray, labels, data_dir: str | None) -> tuple[dict, dict]:
+    from ..deploy.tflite import run_tflite, to_tflite_int8
+
+    out = _out_path(out, src, ".tflite")
+    blob = to_tflite_int8(src.model, _calibration(src, data_dir))
+    got, seconds = run_tflite(blob, images)
+    return ({"file": str(out), "file_bytes": len(blob), "seconds_per_image": seconds,
+             "calibration_images": CALIBRATION_IMAGES, "check": _agreement(got, _logits(src.model, images), labels)},
+            {out: blob})
+
+
+def _c(src: Source, out: Path, images: np.ndarray | None, labels, data_dir: str | None,
+       dense: bool = False) -> tuple[dict, dict]:
     from ..deploy import cbuild
     from ..deploy.cgen import generate
     from ..deploy.lower import lower, trace
@@ -174,7 +187,7 @@ def _c(src: Source, out: Path, images: np.ndarray | None, labels, data_dir: str 
     out = _out_path(out, src, ".c")
     name = cbuild.c_name(out)
     gm = trace(src.model)
-    stored = stored_tensors(src.container, src.model) if src.container is not None else {}
+    stored = stored_tensors(src.container, src.model) if src.container is not None and not dense else {}
     about = f"{src.name} ({src.meta.get('dataset') or 'dataset not recorded'}) from {src.path.name}"
     cmodel = generate(lower(gm, stored, src.shape), name, about)
     result = {"file": str(out), "header": str(out.with_suffix(".h")), "weight_bytes": cmodel.weight_bytes,
@@ -189,14 +202,16 @@ def _c(src: Source, out: Path, images: np.ndarray | None, labels, data_dir: str 
     return result, {out: cmodel.source.encode(), out.with_suffix(".h"): cmodel.header.encode()}
 
 
-FORMATS: dict[str, Callable[..., tuple[dict, dict]]] = dict(zip(EXPORT_FORMATS, (_onnx, _onnx_int8, _c)))
+FORMATS: dict[str, Callable[..., tuple[dict, dict]]] = dict(zip(EXPORT_FORMATS, (
+    _onnx, _onnx_int8, _tflite_int8, _c, functools.partial(_c, dense=True))))
 
 
 def export(path: str | os.PathLike, out: str | os.PathLike, *, format: str = "onnx", check: bool = True,
            check_images: int | None = None, split: str | None = None, data_dir: str | None = None,
            seed: int = 0) -> dict:
     """Write a .slz file's (or a checkpoint's) model as ``format`` (``onnx``: dense fp32; ``onnx-int8``;
-    ``c``: C99 keeping the file's codebooks, codes and sparse positions) and check it against the decoded
+    ``tflite-int8``: int8 TFLite through litert-torch; ``c``: C99 keeping the file's codebooks, codes and sparse positions; ``c-dense``: the same C with every
+    weight a float32 array) and check it against the decoded
     PyTorch model: on ``check_images`` images of ``split`` (default all of it; ``auto``: test when the file
     names its dataset), or on seeded random inputs without a split (default 64). ``check=False`` (C only) writes without compiling. Files are written only
     after the check passes."""
@@ -204,10 +219,10 @@ def export(path: str | os.PathLike, out: str | os.PathLike, *, format: str = "on
         raise SlimzipError(f"unknown export format {format!r}; choose from: {', '.join(FORMATS)}")
     if check_images is not None:
         check_range("check images", check_images, 1, 1_000_000)
-    if format != "c" and not check:
-        raise SlimzipError("ONNX exports are always checked with onnxruntime")
+    if not format.startswith("c") and not check:
+        raise SlimzipError("ONNX and TFLite exports are always checked by their runtime")
     src = _source(path)
-    if format == "c" and check:
+    if format.startswith("c") and check:
         from ..deploy.cbuild import compiler
 
         compiler()  # no compiler: say so before any work
