@@ -247,16 +247,42 @@ def test_compress_search_writes_the_winner_and_resumes_from_the_journal(capsys, 
     assert second["file_bytes"] == first["file_bytes"] and second["test_accuracy"] == first["test_accuracy"]
 
 
-def test_infeasible_target_is_one_line_exit_2_with_the_best_found(capsys, tiny, tmp_path):
+def test_infeasible_target_is_one_line_exit_2_with_the_closest_file(capsys, tiny, tmp_path):
+    """Never fail closed: the target is missed, the message says by how much, and the closest file found is
+    written apart (NAME.best-effort.slz, a file slimzip reads), never as the requested output."""
     ckpt = tiny
     before = {p.name: p.read_bytes() for p in ckpt.iterdir() if p.is_file()}
     capsys.readouterr()
     code = main(["compress", str(ckpt), "--target-accuracy", "0.9999", "--out", str(tmp_path / "m.slz"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "infeasible" in err and "best found" in err and "Traceback" not in err
-    assert not (tmp_path / "m.slz").exists()
+    assert "infeasible" in err and "closest" in err and "Traceback" not in err
+    assert not (tmp_path / "m.slz").exists() and "m.best-effort.slz" in err
+    assert main(["eval", str(tmp_path / "m.best-effort.slz"), "--json"]) == 0
     assert before == {p.name: p.read_bytes() for p in ckpt.iterdir() if p.is_file()}
+
+
+def test_budgets_pick_the_smallest_file_within_them_and_say_what_no_file_met(capsys, tiny, tmp_path):
+    """Budgets are constraints: the winner fits every one; a budget nothing fits ends in one line naming it
+    (and the closest file written apart)."""
+    ckpt = tiny
+    capsys.readouterr()
+    base = ["compress", str(ckpt), "--max-drop", "5", "--search", "heuristic", "--step", "0.5", "--refine", "0",
+            "--train-subset", "1000", "--min-bits", "0", "--quiet", "--json"]
+    assert main([*base, "--out", str(tmp_path / "free.slz"), "--run-dir", str(tmp_path / "free")]) == 0
+    free = json.loads(capsys.readouterr().out)
+    macs = free["macs"]
+    assert main([*base, "--max-macs", str(macs - 1), "--out", str(tmp_path / "b.slz"),
+                 "--run-dir", str(tmp_path / "b")]) in (0, 2)
+    out, err = capsys.readouterr()
+    if out:
+        assert json.loads(out)["macs"] <= macs - 1
+    else:
+        assert "with the budgets" in err and "--max-macs" in err
+    code = main([*base, "--max-bytes", "1", "--out", str(tmp_path / "none.slz"), "--run-dir", str(tmp_path / "n")])
+    err = capsys.readouterr().err
+    assert code == 2 and "with the budgets was met by no candidate" in err and "over --max-bytes 1" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "none.slz").exists()
 
 
 @pytest.mark.parametrize("extra, message", [

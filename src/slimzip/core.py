@@ -39,7 +39,7 @@ from .progress import log, pct
 from .reader import load
 from .runs import RunDir
 from .searcher import Journal, Knobs, SearchConfig, run_search
-from .searcher.driver import candidate_bits
+from .searcher.driver import BUDGETS, candidate_bits, over_budget
 from .settings import RENAMED
 from .searcher.pipeline import CandidatePipeline
 from .trainer import TrainConfig, evaluate, fit
@@ -183,9 +183,12 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
             journal.close()
         candidates = [c.as_dict() for c in result.candidates]
         if result.best is None:
+            closest = _best_effort(result, cfg, pipeline, out)
             atomic_write_json(run / "summary.json", {"file": None, "search": result.cost(), "candidates": candidates,
-                                                     "target_accuracy": target, "baseline_val_accuracy": baseline})
-            raise SlimzipError(_infeasible(result, target, baseline, run))
+                                                     "target_accuracy": target, "baseline_val_accuracy": baseline,
+                                                     "best_effort": closest})
+            raise SlimzipError(_infeasible(result, target, baseline, run, closest,
+                                           budgets=any(getattr(cfg, b) is not None for b in BUDGETS)))
         best, bits = result.best, candidate_bits(result.best, cfg)
         knobs = {**dataclasses.asdict(best.knobs), "bits_conv": bits[0], "bits_fc": bits[1], "candidate": best.id}
         done = _finish(model, pipeline.file_path(best.key).read_bytes(), out, loaders, baseline, target, knobs,
@@ -284,11 +287,33 @@ def _run_directory(path: str | os.PathLike | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def _infeasible(result, target: float, baseline: float, run: Path) -> str:
-    top = max((c for c in result.candidates if c.status == "ok"), key=lambda c: c.val_accuracy, default=None)
-    found = (f"best found: channels {top.knobs.channel_ratio:g}, sparsity {top.knobs.sparsity:g} -> val "
-             f"{pct(top.val_accuracy)}, {top.file_bytes:,} B" if top else "no candidate finished")
-    why = f"is above the input model's {pct(baseline)}" if target > baseline else "was met by no candidate"
+def _best_effort(result, cfg: SearchConfig, pipeline: CandidatePipeline, out: str | os.PathLike | None) -> dict | None:
+    """A search that meets nothing still hands over what it found: the most accurate candidate within the
+    budgets (none within them: the smallest file), written beside ``out`` as NAME.best-effort.slz."""
+    ok = [c for c in result.candidates if c.status == "ok" and pipeline.file_path(c.key).exists()]
+    fits = [c for c in ok if not over_budget(c, cfg)]
+    top = (max(fits, key=lambda c: (c.val_accuracy, -c.file_bytes)) if fits
+           else min(ok, key=lambda c: (c.file_bytes, -c.val_accuracy), default=None))
+    if top is None:
+        return None
+    path = None
+    if out is not None:
+        path = Path(out).with_name(Path(out).stem + ".best-effort.slz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, pipeline.file_path(top.key).read_bytes())
+    return {"candidate": top.id, "file": str(path) if path else None, "val_accuracy": top.val_accuracy,
+            "file_bytes": top.file_bytes, "params": top.params, "macs": top.macs, "over_budget": over_budget(top, cfg),
+            "channel_ratio": top.knobs.channel_ratio, "sparsity": top.knobs.sparsity}
+
+
+def _infeasible(result, target: float, baseline: float, run: Path, closest: dict | None = None,
+                budgets: bool = False) -> str:
+    found = (f"closest: channels {closest['channel_ratio']:g}, sparsity {closest['sparsity']:g} -> val "
+             f"{pct(closest['val_accuracy'])}, {closest['file_bytes']:,} B"
+             + (f" (over {', '.join(closest['over_budget'])})" if closest["over_budget"] else "")
+             + (f", written to {closest['file']}" if closest["file"] else "") if closest else "no candidate finished")
+    why = (f"is above the input model's {pct(baseline)}" if target > baseline
+           else "with the budgets was met by no candidate" if budgets else "was met by no candidate")
     return (f"target val accuracy {pct(target)} {why}: infeasible; {found} "
             f"({len(result.candidates)} candidates, {result.epochs} epochs; journal in {run})")
 

@@ -78,6 +78,12 @@ class SearchConfig:
     recover_distill: float = knob(1.0, "recovery: weight of distillation from the input model (0: labels only)")
     compress_penalty: float = knob(0.0, "recovery: weight of the pull of every kept weight towards its nearest "
                                         "shared value (compression-aware training; 0: off)")
+    max_bytes: int | None = knob(None, "budget: largest .slz file accepted, in bytes (a file over it is infeasible)",
+                                 positive=True)
+    max_params: int | None = knob(None, "budget: most parameters of the narrowed model (before sparsity)",
+                                  positive=True)
+    max_macs: int | None = knob(None, "budget: most multiply-accumulates for one image (the narrowed model's)",
+                                positive=True)
 
     def validate(self) -> "SearchConfig":
         if self.strategy not in STRATEGIES:
@@ -113,6 +119,9 @@ class SearchConfig:
             raise SlimzipError(f"recovery learning rate must be in (0, 10), got {self.recover_lr}")
         check_range("recovery distillation weight", self.recover_distill, 0.0, 100.0)
         check_range("compression penalty", self.compress_penalty, 0.0, 1e6)
+        for name in BUDGETS:
+            if getattr(self, name) is not None:
+                check_range(name.replace("_", " "), getattr(self, name), 1, 10 ** 15)
         if self.train_subset is not None and self.train_subset < 1:
             raise SlimzipError(f"train subset must be at least 1, got {self.train_subset}")
         return self
@@ -308,13 +317,15 @@ class Search:
             raise outcome
         self.journal.add(candidate)
         self.ran += 0.0 if is_recovery(candidate) else candidate.epochs
-        log(f"{_describe(candidate, self.target)}  [{self._standing(candidate)}]", verbose=self.verbose)
+        over = over_budget(candidate, self.cfg) if candidate.status == "ok" else []
+        note = f" (over {', '.join(over)})" if over else ""
+        log(f"{_describe(candidate, self.target)}{note}  [{self._standing(candidate)}]", verbose=self.verbose)
         return candidate
 
     def _standing(self, latest: Candidate) -> str:
         """Where the search stands: candidates run, proxy epochs against the budget, the best file so far."""
         done = {**self.seen, latest.key: latest}
-        best = smallest(list(done.values()), self.target)
+        best = smallest(list(done.values()), self.target, self.cfg)
         budget = f" of {self.cfg.max_epochs:g}" if self.cfg.max_epochs is not None else ""
         extra = 0.0 if latest.key in self.seen or is_recovery(latest) else latest.epochs
         spent = self.spent() + extra
@@ -362,9 +373,21 @@ def _describe(c: Candidate, target: float) -> str:
     return (f"{head} -> val {pct(c.val_accuracy)} ({verdict} {pct(target)}), {c.file_bytes:,} B, "
             f"{c.epochs:g} epochs, {c.wall_seconds:.1f}s")
 
-def smallest(candidates: list[Candidate], threshold: float) -> Candidate | None:
-    """The smallest file that meets ``threshold`` (ties: the more accurate)."""
-    ok = [c for c in candidates if c.meets(threshold)]
+BUDGETS = {"max_bytes": "file_bytes", "max_params": "params", "max_macs": "macs"}  # budget -> what it bounds
+
+
+def over_budget(c: Candidate, cfg: SearchConfig | None) -> list[str]:
+    """The budgets ``c`` breaks (``--max-bytes`` ...); a budget the candidate did not measure is broken."""
+    if cfg is None:
+        return []
+    return [f"--{name.replace('_', '-')} {limit:,}" for name, field in BUDGETS.items()
+            if (limit := getattr(cfg, name)) is not None
+            and (getattr(c, field) is None or getattr(c, field) > limit)]
+
+
+def smallest(candidates: list[Candidate], threshold: float, cfg: SearchConfig | None = None) -> Candidate | None:
+    """The smallest file that meets ``threshold`` and ``cfg``'s budgets (ties: the more accurate)."""
+    ok = [c for c in candidates if c.meets(threshold) and not over_budget(c, cfg)]
     return min(ok, key=lambda c: (c.file_bytes, -(c.val_accuracy or 0.0), c.id)) if ok else None
 
 def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journal, run: RunCandidate,
@@ -392,18 +415,18 @@ def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journ
         except OutOfBudget:
             log(f"search budget of {cfg.max_epochs:g} epochs reached after {search.spent():.2f}", verbose=verbose)
         if cfg.recover_epochs:
-            _recover(search, smallest(list(search.seen.values()), target))
-        best = smallest(list(search.seen.values()), target)
+            _recover(search, smallest(list(search.seen.values()), target, cfg))
+        best = smallest(list(search.seen.values()), target, cfg)
         if best is None:  # nothing removed is a candidate too
             search.evaluate(Knobs(), None, epochs=0)
         else:
             if cfg.centroid_epochs:
                 search.evaluate(best.knobs, best, epochs=0, rounds=0, centroid_epochs=cfg.centroid_epochs,
                                 reserved=True)
-            for candidate in _smallest_few(list(search.seen.values()), target, BITS_CANDIDATES):
+            for candidate in _smallest_few(list(search.seen.values()), target, BITS_CANDIDATES, cfg):
                 _lower_bits(search, candidate)
     candidates = list(search.seen.values())
-    return SearchResult(smallest(candidates, target), candidates, target, margin, cfg.strategy, setup,
+    return SearchResult(smallest(candidates, target, cfg), candidates, target, margin, cfg.strategy, setup,
                         search.speculative(), proxy_share)
 
 
@@ -433,7 +456,7 @@ def _recover(search: "Search", point: Candidate | None) -> None:
         except OutOfBudget:
             log(f"search budget of {cfg.max_epochs:g} epochs reached after {search.spent():.2f}",
                 verbose=search.verbose)
-            point = smallest([c for c in search.seen.values() if c.id > recovered.id], search.target)
+            point = smallest([c for c in search.seen.values() if c.id > recovered.id], search.target, search.cfg)
 
 
 FOLLOW = {"grid": "heuristic"}  # the walks a strategy goes on with from a recovered model
@@ -465,9 +488,12 @@ def bits_ladder(cfg: SearchConfig) -> list[Bits]:
 BITS_CANDIDATES = 3  # the smallest files that meet the target each try fewer bits (the smallest has no slack left)
 
 
-def _smallest_few(candidates: list[Candidate], threshold: float, k: int) -> list[Candidate]:
-    """The ``k`` smallest files meeting ``threshold`` among the pruned candidates (not bits-ladder steps)."""
-    ok = sorted((c for c in candidates if c.meets(threshold) and ":b" not in c.key),
+def _smallest_few(candidates: list[Candidate], threshold: float, k: int,
+                  cfg: SearchConfig | None = None) -> list[Candidate]:
+    """The ``k`` smallest files meeting ``threshold`` among the pruned candidates (not bits-ladder steps);
+    with ``cfg``, within its parameter and MAC budgets (fewer bits can still bring a file under --max-bytes)."""
+    ok = sorted((c for c in candidates if c.meets(threshold) and ":b" not in c.key
+                 and not [b for b in over_budget(c, cfg) if not b.startswith("--max-bytes")]),
                 key=lambda c: (c.file_bytes, -(c.val_accuracy or 0.0), c.id))
     few: list[Candidate] = []
     for c in ok:  # one per knobs: the winner's centroid polish has the winner's model, so it is not tried again
