@@ -460,3 +460,24 @@ def test_each_candidate_line_names_its_stage(tmp_path, capsys):
     result, _ = _search(tmp_path, "frontier", step=0.2, min_bits=3, centroid_epochs=1)
     stages = {stage(c) for c in result.candidates}
     assert {"screen", "fine-tune", "centroids"} <= stages and any(s.startswith("bits ") for s in stages)
+
+
+def test_flash_and_ram_budgets_are_measured_on_the_compiled_c_model(capsys, tiny, tmp_path):
+    import shutil
+
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler")
+    from slimzip.deploy.footprint import c_footprint
+
+    ckpt = tiny
+    capsys.readouterr()
+    argv = ["compress", str(ckpt), "--max-drop", "5", "--search", "heuristic", "--step", "0.5", "--refine", "0",
+            "--train-subset", "1000", "--min-bits", "0", "--max-flash", "200000", "--max-ram", "100000", "--quiet",
+            "--json", "--out", str(tmp_path / "m.slz"), "--run-dir", str(tmp_path / "run")]
+    assert main(argv) == 0
+    capsys.readouterr()
+    db = sqlite3.connect(tmp_path / "run" / "journal.sqlite")
+    rows = db.execute("SELECT flash_bytes, ram_bytes FROM candidates WHERE status = 'ok'").fetchall()
+    assert rows and all(f is not None and r is not None for f, r in rows)
+    measured = c_footprint((tmp_path / "m.slz").read_bytes())
+    assert measured["flash_bytes"] <= 200000 and measured["ram_bytes"] <= 100000

@@ -154,6 +154,10 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
     already cut to ``train_subset``) are for the path-based API. With ``config.recover_epochs`` the best
     candidates are retrained on the whole training split (recovery) and the search goes on from them."""
     cfg = _merged(config or SearchConfig(), strategy=strategy, max_epochs=max_epochs).validate()
+    if cfg.max_flash is not None or cfg.max_ram is not None:  # measured by compiling: say now if nothing can
+        from .deploy.cbuild import compiler
+
+        compiler()
     train_cfg = _seeded(train_config or DEFAULT_TRAIN, seed)
     dev = torch.device(device)
     loaders, full_train = _proxy_loaders(train, val, test, cfg, train_cfg, dev, augment, full_train)

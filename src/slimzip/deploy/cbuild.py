@@ -66,14 +66,16 @@ def _run(args: list[str], cwd: Path, what: str, **kw) -> subprocess.CompletedPro
     return proc
 
 
-def build(model: CModel, work: Path) -> Built:
-    """Compile ``model`` in ``work`` (object file and harness executable) and measure its memory."""
+def build(model: CModel, work: Path, link: bool = True) -> Built:
+    """Compile ``model`` in ``work`` (object file and, with ``link``, the harness executable) and measure its
+    memory."""
     cc = compiler()
     (work / f"{model.name}.c").write_text(model.source)
     (work / f"{model.name}.h").write_text(model.header)
     (work / "harness.c").write_text(HARNESS.format(name=model.name, guard=model.name.upper()))
     _run([cc, *CFLAGS, "-fstack-usage", "-c", f"{model.name}.c", "-o", f"{model.name}.o"], work, "compiling the C model")
-    _run([cc, *CFLAGS, "harness.c", f"{model.name}.o", "-lm", "-o", "harness"], work, "linking the C harness")
+    if link:
+        _run([cc, *CFLAGS, "harness.c", f"{model.name}.o", "-lm", "-o", "harness"], work, "linking the C harness")
     text, data, bss = _sizes(work / f"{model.name}.o")
     stack = _stack_bound(work / f"{model.name}.su")
     return Built(text + data, data + bss + stack, stack, work / "harness")

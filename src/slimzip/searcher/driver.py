@@ -84,6 +84,10 @@ class SearchConfig:
                                   positive=True)
     max_macs: int | None = knob(None, "budget: most multiply-accumulates for one image (the narrowed model's)",
                                 positive=True)
+    max_flash: int | None = knob(None, "budget: most flash of the C model (text + data, compiled with cc for each "
+                                       "candidate: slimzip export --format c)", positive=True)
+    max_ram: int | None = knob(None, "budget: most RAM of the C model (static buffers + stack bound, compiled)",
+                               positive=True)
 
     def validate(self) -> "SearchConfig":
         if self.strategy not in STRATEGIES:
@@ -373,7 +377,8 @@ def _describe(c: Candidate, target: float) -> str:
     return (f"{head} -> val {pct(c.val_accuracy)} ({verdict} {pct(target)}), {c.file_bytes:,} B, "
             f"{c.epochs:g} epochs, {c.wall_seconds:.1f}s")
 
-BUDGETS = {"max_bytes": "file_bytes", "max_params": "params", "max_macs": "macs"}  # budget -> what it bounds
+BUDGETS = {"max_bytes": "file_bytes", "max_params": "params", "max_macs": "macs", "max_flash": "flash_bytes",
+           "max_ram": "ram_bytes"}  # budget -> what it bounds
 
 
 def over_budget(c: Candidate, cfg: SearchConfig | None) -> list[str]:
@@ -491,9 +496,9 @@ BITS_CANDIDATES = 3  # the smallest files that meet the target each try fewer bi
 def _smallest_few(candidates: list[Candidate], threshold: float, k: int,
                   cfg: SearchConfig | None = None) -> list[Candidate]:
     """The ``k`` smallest files meeting ``threshold`` among the pruned candidates (not bits-ladder steps);
-    with ``cfg``, within its parameter and MAC budgets (fewer bits can still bring a file under --max-bytes)."""
+    with ``cfg``, within its budgets but bytes and flash (fewer bits can still bring a file under those)."""
     ok = sorted((c for c in candidates if c.meets(threshold) and ":b" not in c.key
-                 and not [b for b in over_budget(c, cfg) if not b.startswith("--max-bytes")]),
+                 and not [b for b in over_budget(c, cfg) if not b.startswith(("--max-bytes", "--max-flash"))]),
                 key=lambda c: (c.file_bytes, -(c.val_accuracy or 0.0), c.id))
     few: list[Candidate] = []
     for c in ok:  # one per knobs: the winner's centroid polish has the winner's model, so it is not tried again

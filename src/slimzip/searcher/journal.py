@@ -50,6 +50,8 @@ class Candidate:
     wall_seconds: float = 0.0
     error: str | None = None
     strategy: str = ""
+    flash_bytes: int | None = None  # the C model's, measured when a flash or RAM budget is set
+    ram_bytes: int | None = None
 
     def meets(self, threshold: float) -> bool:
         return self.status == "ok" and self.val_accuracy is not None and self.val_accuracy >= threshold - 1e-12
@@ -61,7 +63,9 @@ class Candidate:
 
 
 _COLUMNS = ("id", "key", "strategy", "channel_ratio", "sparsity", "parent", "epochs", "status", "val_accuracy",
-            "file_bytes", "params", "macs", "channels_removed", "wall_seconds", "error", "created")
+            "file_bytes", "params", "macs", "channels_removed", "wall_seconds", "error", "created", "flash_bytes",
+            "ram_bytes")
+ADDED_COLUMNS = {"flash_bytes": "INTEGER", "ram_bytes": "INTEGER"}  # columns newer than a journal may have
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS candidates (
     id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL, strategy TEXT NOT NULL, channel_ratio REAL NOT NULL,
@@ -82,6 +86,11 @@ class Journal:
             self.db = sqlite3.connect(self.path)
             self.db.executescript(_SCHEMA)
             row = self.db.execute("SELECT value FROM meta WHERE name = 'config'").fetchone()
+            have = {r[1] for r in self.db.execute("PRAGMA table_info(candidates)")}
+            with self.db:
+                for column, kind in ADDED_COLUMNS.items():
+                    if column not in have:
+                        self.db.execute(f"ALTER TABLE candidates ADD COLUMN {column} {kind}")
         except sqlite3.DatabaseError as e:
             raise SlimzipError(f"{self.path}: not a readable search journal ({e})") from None
         text = json.dumps(config, sort_keys=True)
@@ -101,7 +110,7 @@ class Journal:
     def add(self, c: Candidate) -> Candidate:
         values = (c.id, c.key, c.strategy, c.knobs.channel_ratio, c.knobs.sparsity, c.parent, c.epochs, c.status,
                   c.val_accuracy, c.file_bytes, c.params, c.macs, c.channels_removed, c.wall_seconds, c.error,
-                  time.time())
+                  time.time(), c.flash_bytes, c.ram_bytes)
         with self.db:
             self.db.execute(f"INSERT INTO candidates ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
                             values)

@@ -215,8 +215,13 @@ class CandidatePipeline:
         decoded = decode_model(container, None if self_describing(container.manifest) else self.base).to(self.device)
         atomic_write_bytes(self.file_path(key), data)
         cost = measure(decoded, self.shape)
+        device = {}
+        if self.cfg.max_flash is not None or self.cfg.max_ram is not None:  # measured: the C model compiled
+            from ..deploy.footprint import c_footprint
+
+            device = c_footprint(data)
         return {"val_accuracy": evaluate(decoded, self.loaders.val)[1], "file_bytes": len(data),
-                "params": cost.params, "macs": cost.macs, "epochs": spent, "channels_removed": removed}
+                "params": cost.params, "macs": cost.macs, "epochs": spent, "channels_removed": removed, **device}
 
     def _save_trunk(self, key: str, model: nn.Module, plan: dict) -> None:
         path = self._trunk_path(key)
