@@ -481,3 +481,22 @@ def test_flash_and_ram_budgets_are_measured_on_the_compiled_c_model(capsys, tiny
     assert rows and all(f is not None and r is not None for f, r in rows)
     measured = c_footprint((tmp_path / "m.slz").read_bytes())
     assert measured["flash_bytes"] <= 200000 and measured["ram_bytes"] <= 100000
+
+
+def test_objective_accuracy_picks_the_most_accurate_file_within_the_budget(capsys, tiny, tmp_path):
+    ckpt = tiny
+    capsys.readouterr()
+    base = ["compress", str(ckpt), "--target-accuracy", "0", "--objective", "accuracy", "--search", "heuristic",
+            "--step", "0.5", "--refine", "0", "--train-subset", "1000", "--min-bits", "0", "--quiet", "--json"]
+    assert main([*base, "--out", str(tmp_path / "a.slz"), "--run-dir", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    sizes = sorted(b for (b,) in sqlite3.connect(tmp_path / "a" / "journal.sqlite").execute(
+        "SELECT file_bytes FROM candidates WHERE status = 'ok'"))
+    budget = sizes[len(sizes) // 2]  # the walk does not depend on the budget: half of its files fit
+    assert main([*base, "--max-bytes", str(budget), "--out", str(tmp_path / "b.slz"), "--run-dir",
+                 str(tmp_path / "b")]) == 0
+    chosen = json.loads(capsys.readouterr().out)
+    db = sqlite3.connect(tmp_path / "b" / "journal.sqlite")
+    fits = db.execute("SELECT val_accuracy FROM candidates WHERE status = 'ok' AND file_bytes <= ?", (budget,))
+    assert chosen["file_bytes"] <= budget
+    assert chosen["val_accuracy"] == pytest.approx(max(a for (a,) in fits.fetchall()))

@@ -429,7 +429,7 @@ COMPRESS_GROUPS = {  # compress's options by concern (the search's others: "sear
     "pruning": ["scope", "channel_scope", "prune_steps", "lr", "centroid_epochs"],
     "the file's coding": ["bits_conv", "bits_fc", "index_bits_conv", "index_bits_fc", "coder", "raw_dtype", "fold_bn",
                           "min_bits", "bits_ladder"],
-    "search: budgets (a file over one is infeasible)": ["max_bytes", "max_params", "max_macs", "max_flash",
+    "search: budgets (a file over one is infeasible)": ["objective", "max_bytes", "max_params", "max_macs", "max_flash",
                                                          "max_ram"],
     "search: recovery (on the whole training split)": ["recover_epochs", "recover_rounds", "recover_step_epochs",
                                                        "recover_lr", "recover_distill", "compress_penalty"],

@@ -78,6 +78,8 @@ class SearchConfig:
     recover_distill: float = knob(1.0, "recovery: weight of distillation from the input model (0: labels only)")
     compress_penalty: float = knob(0.0, "recovery: weight of the pull of every kept weight towards its nearest "
                                         "shared value (compression-aware training; 0: off)")
+    objective: str = knob("bytes", "search: what wins among the files that meet the target and the budgets: bytes "
+                                   "(the smallest) or accuracy (the most accurate; give budgets)")
     max_bytes: int | None = knob(None, "budget: largest .slz file accepted, in bytes (a file over it is infeasible)",
                                  positive=True)
     max_params: int | None = knob(None, "budget: most parameters of the narrowed model (before sparsity)",
@@ -101,6 +103,8 @@ class SearchConfig:
         check_range("min bits", self.min_bits, 0, 16)
         if self.speculate not in SPECULATE:
             raise unknown("speculate", self.speculate, list(SPECULATE))
+        if self.objective not in OBJECTIVES:
+            raise unknown("objective", self.objective, list(OBJECTIVES))
         if self.bits_ladder not in LADDERS:
             raise unknown("bits ladder", self.bits_ladder, list(LADDERS))
         self.coding().validate()  # the coding knobs, checked as fixed-knob compression checks them
@@ -390,10 +394,17 @@ def over_budget(c: Candidate, cfg: SearchConfig | None) -> list[str]:
             and (getattr(c, field) is None or getattr(c, field) > limit)]
 
 
+OBJECTIVES = {  # what the search optimizes among the candidates that meet the target and the budgets
+    "bytes": lambda c: (c.file_bytes, -(c.val_accuracy or 0.0), c.id),  # the smallest file (ties: more accurate)
+    "accuracy": lambda c: (-(c.val_accuracy or 0.0), c.file_bytes, c.id),  # the most accurate (ties: smaller)
+}
+
+
 def smallest(candidates: list[Candidate], threshold: float, cfg: SearchConfig | None = None) -> Candidate | None:
-    """The smallest file that meets ``threshold`` and ``cfg``'s budgets (ties: the more accurate)."""
+    """The best candidate that meets ``threshold`` and ``cfg``'s budgets: by ``cfg.objective`` (default the
+    smallest file, ties: the more accurate)."""
     ok = [c for c in candidates if c.meets(threshold) and not over_budget(c, cfg)]
-    return min(ok, key=lambda c: (c.file_bytes, -(c.val_accuracy or 0.0), c.id)) if ok else None
+    return min(ok, key=OBJECTIVES[cfg.objective if cfg else "bytes"]) if ok else None
 
 def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journal, run: RunCandidate,
                verbose: bool = True, pool: Any = None, setup: tuple[float, float] = (0.0, 0.0),
