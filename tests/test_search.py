@@ -283,6 +283,19 @@ def test_budgets_pick_the_smallest_file_within_them_and_say_what_no_file_met(cap
     err = capsys.readouterr().err
     assert code == 2 and "with the budgets was met by no candidate" in err and "over --max-bytes 1" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "none.slz").exists()
+    # the report: the Pareto front, the budget drawn, the chosen file layer by layer, an infeasible run's closest
+    assert main(["report", str(tmp_path / "b"), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    titles = [sec["title"] for sec in r["sections"]]
+    front = r["sections"][titles.index("candidates")]["plot"]
+    assert "Pareto front" in [series["name"] for series in front["series"]]
+    assert r["sections"][titles.index("accuracy against MACs")]["plot"]["vlines"] == [[macs - 1, "budget"]]
+    if out:
+        layers = r["sections"][titles.index("layers of b.slz")]["rows"]
+        assert layers and all(len(row) == 7 for row in layers)
+    assert main(["report", str(tmp_path / "n"), "--json"]) == 0
+    notes = [n for sec in json.loads(capsys.readouterr().out)["sections"] for n in sec["notes"]]
+    assert any("infeasible" in n and "none.best-effort.slz" in n for n in notes)
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -36,6 +36,7 @@ class Plot:
     hline: float | None = None  # a target, drawn across
     hline_label: str = ""
     y_min: float | None = None  # points below are left out of view
+    vlines: list[tuple[float, str]] = dataclasses.field(default_factory=list)  # budgets, drawn up and down
 
 
 @dataclasses.dataclass
@@ -134,11 +135,10 @@ def _search(run: Path) -> list[Section]:
              f"{c['epochs']:.2f}", mark(c)] for c in cands]
     ok = [c for c in cands if c["status"] == "ok" and c["file_bytes"]]
     target = raw.get("target_accuracy") if isinstance(raw, dict) else None
-    plot = Plot("file bytes", "val accuracy (%)",
-                [Series("candidates", [c["file_bytes"] for c in ok], [100 * c["val_accuracy"] for c in ok], "points")]
-                + ([Series("winner", [s["file_bytes"]], [100 * s["val_accuracy"]], "star")] if s else []),
-                log_x=True, hline=None if target is None else 100 * target, hline_label="target",
-                y_min=None if target is None else 100 * target - 3)  # the decisions happen near the target
+    budgets = _budgets(run)
+    plots = [_front_plot(ok, s, target, "file_bytes", "file bytes", budgets.get("max_bytes"))]
+    if budgets.get("max_macs"):
+        plots.append(_front_plot(ok, s, target, "macs", "MACs per image", budgets["max_macs"]))
     sections = []
     if s:
         sr = s["search"]
@@ -149,9 +149,64 @@ def _search(run: Path) -> list[Section]:
               f"{s['compression_ratio']:.1f}x", s["knobs"]["channel_ratio"], s["knobs"]["sparsity"], sr["candidates"],
               f"{sr['epochs']:.2f}", f"{sr['wall_seconds']:.0f}"]]))
     sections.append(Section("candidates", ["id", "strategy", "channel ratio", "sparsity", "status", "val acc",
-                                           "file bytes", "epochs", ""], rows, plot,
-                            notes=[] if s else ["unfinished: no summary.json yet (the journal so far)"]))
+                                           "file bytes", "epochs", ""], rows, plots[0],
+                            notes=[] if s else [_unfinished(raw)]))
+    sections += [Section("accuracy against MACs", [], [], p) for p in plots[1:]]
+    if s and s.get("file") and Path(s["file"]).is_file():
+        sections.append(_layers_section(Path(s["file"])))
     return sections
+
+
+def _budgets(run: Path) -> dict:
+    """The search's budgets from its run directory's settings (empty when none were set)."""
+    config = _read_json(run / "config.json") if (run / "config.json").is_file() else {}
+    search = config.get("search", {}) if isinstance(config, dict) else {}
+    return {k: v for k, v in search.items() if k.startswith("max_") and k != "max_epochs" and v and
+            k not in ("max_channel_ratio", "max_sparsity")} if isinstance(search, dict) else {}
+
+
+def _unfinished(raw: Any) -> str:
+    closest = raw.get("best_effort") if isinstance(raw, dict) else None
+    if isinstance(closest, dict) and closest.get("file_bytes"):
+        return (f"infeasible: nothing met the target and the budgets; closest {closest['file_bytes']:,} B at "
+                f"{_pct(closest.get('val_accuracy'))}" + (f", written to {closest['file']}" if closest.get("file") else ""))
+    return "unfinished: no summary.json yet (the journal so far)"
+
+
+def _front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The Pareto front: each point more accurate than every smaller one."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return front
+
+
+def _front_plot(ok: list[dict], s: dict | None, target: float | None, field: str, label: str,
+                budget: float | None) -> Plot:
+    points = [(c[field], 100 * c["val_accuracy"]) for c in ok if c.get(field)]
+    front = _front(points)
+    winner = [Series("chosen", [s[field]], [100 * s["val_accuracy"]], "star")] if s and s.get(field) else []
+    return Plot(label, "val accuracy (%)",
+                [Series("candidates", [p[0] for p in points], [p[1] for p in points], "points"),
+                 Series("Pareto front", [p[0] for p in front], [p[1] for p in front], "line"), *winner],
+                log_x=True, hline=None if target is None else 100 * target, hline_label="target",
+                y_min=None if not target else 100 * target - 3,  # the decisions happen near the target
+                vlines=[(budget, "budget")] if budget else [])
+
+
+def _layers_section(path: Path) -> Section:
+    """The chosen file layer by layer: width before -> after, weights kept, bits, bytes."""
+    from .api.files import inspect_file
+
+    try:
+        layers = inspect_file(path)["layers"]
+    except SlimzipError as e:
+        return Section(f"layers of {path.name}", [], [], notes=[f"not readable: {e}"])
+    rows = [[r["layer"], r["kind"], (f"{r['width_before']} -> {r['width']}" if r["width_before"] not in (None, r["width"])
+                                     else r["width"]), f"{r['weights']:,}", f"{r['kept']:,}", r["bits"] or "",
+             f"{r['bytes']:,}"] for r in layers]
+    return Section(f"layers of {path.name}", ["layer", "kind", "width", "weights", "kept", "bits", "bytes"], rows)
 
 
 def _compare(run: Path) -> list[Section]:
@@ -254,6 +309,8 @@ def _svg(plot: Plot) -> str | None:
         ax.plot(s.x, s.y, marker, markersize=10 if s.style == "star" else 3, label=s.name)
     if plot.hline is not None:
         ax.axhline(plot.hline, color="gray", linestyle="--", linewidth=1, label=plot.hline_label)
+    for x, label in plot.vlines:
+        ax.axvline(x, color="firebrick", linestyle=":", linewidth=1, label=label)
     if plot.log_x:
         ax.set_xscale("log")
     if plot.y_min is not None:
