@@ -475,7 +475,7 @@ def test_each_candidate_line_names_its_stage(tmp_path, capsys):
     assert {"screen", "fine-tune", "centroids"} <= stages and any(s.startswith("bits ") for s in stages)
 
 
-def test_flash_and_ram_budgets_are_measured_on_the_compiled_c_model(capsys, tiny, tmp_path):
+def test_flash_ram_and_latency_budgets_are_measured_on_the_compiled_c_model(capsys, tiny, tmp_path):
     import shutil
 
     if shutil.which("cc") is None:
@@ -485,13 +485,14 @@ def test_flash_and_ram_budgets_are_measured_on_the_compiled_c_model(capsys, tiny
     ckpt = tiny
     capsys.readouterr()
     argv = ["compress", str(ckpt), "--max-drop", "5", "--search", "heuristic", "--step", "0.5", "--refine", "0",
-            "--train-subset", "1000", "--min-bits", "0", "--max-flash", "200000", "--max-ram", "100000", "--quiet",
+            "--train-subset", "1000", "--min-bits", "0", "--max-flash", "200000", "--max-ram", "100000",
+            "--max-latency-ms", "50", "--quiet",
             "--json", "--out", str(tmp_path / "m.slz"), "--run-dir", str(tmp_path / "run")]
     assert main(argv) == 0
     capsys.readouterr()
     db = sqlite3.connect(tmp_path / "run" / "journal.sqlite")
-    rows = db.execute("SELECT flash_bytes, ram_bytes FROM candidates WHERE status = 'ok'").fetchall()
-    assert rows and all(f is not None and r is not None for f, r in rows)
+    rows = db.execute("SELECT flash_bytes, ram_bytes, latency_ms FROM candidates WHERE status = 'ok'").fetchall()
+    assert rows and all(f is not None and r is not None and 0 < t for f, r, t in rows)
     measured = c_footprint((tmp_path / "m.slz").read_bytes())
     assert measured["flash_bytes"] <= 200000 and measured["ram_bytes"] <= 100000
 

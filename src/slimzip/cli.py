@@ -430,7 +430,7 @@ COMPRESS_GROUPS = {  # compress's options by concern (the search's others: "sear
     "the file's coding": ["bits_conv", "bits_fc", "index_bits_conv", "index_bits_fc", "coder", "raw_dtype", "fold_bn",
                           "min_bits", "bits_ladder"],
     "search: budgets (a file over one is infeasible)": ["objective", "max_bytes", "max_params", "max_macs", "max_flash",
-                                                         "max_ram"],
+                                                         "max_ram", "max_latency_ms"],
     "search: recovery (on the whole training split)": ["recover_epochs", "recover_rounds", "recover_step_epochs",
                                                        "recover_lr", "recover_distill", "compress_penalty"],
 }

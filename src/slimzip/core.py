@@ -39,7 +39,7 @@ from .progress import log, pct
 from .reader import load
 from .runs import RunDir
 from .searcher import Journal, Knobs, SearchConfig, run_search
-from .searcher.driver import BUDGETS, candidate_bits, over_budget
+from .searcher.driver import BUDGETS, DEVICE_BUDGETS, candidate_bits, over_budget
 from .settings import RENAMED
 from .searcher.pipeline import CandidatePipeline
 from .trainer import TrainConfig, evaluate, fit
@@ -154,7 +154,7 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
     already cut to ``train_subset``) are for the path-based API. With ``config.recover_epochs`` the best
     candidates are retrained on the whole training split (recovery) and the search goes on from them."""
     cfg = _merged(config or SearchConfig(), strategy=strategy, max_epochs=max_epochs).validate()
-    if cfg.max_flash is not None or cfg.max_ram is not None:  # measured by compiling: say now if nothing can
+    if any(getattr(cfg, b) is not None for b in DEVICE_BUDGETS):  # measured by compiling: say now if nothing can
         from .deploy.cbuild import compiler
 
         compiler()

@@ -29,9 +29,11 @@ int main(void) {{
     while (fread(x, sizeof(float), {guard}_INPUT_SIZE, stdin) == {guard}_INPUT_SIZE) {{
         clock_t t0 = clock();
         {name}_predict(x, y);
-        seconds += (double)(clock() - t0) / CLOCKS_PER_SEC;
+        double one = (double)(clock() - t0) / CLOCKS_PER_SEC;
+        seconds += one;
         ++n;
         if (fwrite(y, sizeof(float), {guard}_OUTPUT_SIZE, stdout) != {guard}_OUTPUT_SIZE) return 1;
+        fprintf(stderr, "%.9f\\n", one);
     }}
     fprintf(stderr, "%ld %.9f\\n", n, seconds);
     return 0;
@@ -106,10 +108,18 @@ def run(built: Built, images: np.ndarray, outputs: int) -> tuple[np.ndarray, flo
     data = np.ascontiguousarray(images, dtype="<f4").tobytes()
     proc = _run([str(built.executable)], built.executable.parent, "running the C model", input=data, timeout=3600)
     logits = np.frombuffer(proc.stdout, dtype="<f4").reshape(-1, outputs)
-    n, seconds = proc.stderr.decode().split()
+    n, seconds = proc.stderr.decode().splitlines()[-1].split()
     if int(n) != len(images):
         raise SlimzipError(f"the C model answered {n} of {len(images)} images")
     return logits, float(seconds) / max(1, int(n))
+
+
+def median_seconds(built: Built, images: np.ndarray, outputs: int) -> float:
+    """The median seconds of one ``predict`` call over ``images`` (each timed alone)."""
+    data = np.ascontiguousarray(images, dtype="<f4").tobytes()
+    proc = _run([str(built.executable)], built.executable.parent, "running the C model", input=data, timeout=3600)
+    times = [float(line) for line in proc.stderr.decode().splitlines()[:-1]]
+    return float(np.median(times)) if times else 0.0
 
 
 def c_name(out: Path) -> str:

@@ -90,6 +90,8 @@ class SearchConfig:
                                        "candidate: slimzip export --format c)", positive=True)
     max_ram: int | None = knob(None, "budget: most RAM of the C model (static buffers + stack bound, compiled)",
                                positive=True)
+    max_latency_ms: float | None = knob(None, "budget: most milliseconds per image of the compiled C model on this "
+                                              "CPU (batch 1, median of 25 runs)")
 
     def validate(self) -> "SearchConfig":
         if self.strategy not in STRATEGIES:
@@ -129,7 +131,8 @@ class SearchConfig:
         check_range("compression penalty", self.compress_penalty, 0.0, 1e6)
         for name in BUDGETS:
             if getattr(self, name) is not None:
-                check_range(name.replace("_", " "), getattr(self, name), 1, 10 ** 15)
+                check_range(name.replace("_", " "), getattr(self, name), 1e-3 if name == "max_latency_ms" else 1,
+                            10 ** 15)
         if self.train_subset is not None and self.train_subset < 1:
             raise SlimzipError(f"train subset must be at least 1, got {self.train_subset}")
         return self
@@ -382,7 +385,8 @@ def _describe(c: Candidate, target: float) -> str:
             f"{c.epochs:g} epochs, {c.wall_seconds:.1f}s")
 
 BUDGETS = {"max_bytes": "file_bytes", "max_params": "params", "max_macs": "macs", "max_flash": "flash_bytes",
-           "max_ram": "ram_bytes"}  # budget -> what it bounds
+           "max_ram": "ram_bytes", "max_latency_ms": "latency_ms"}  # budget -> what it bounds
+DEVICE_BUDGETS = ("max_flash", "max_ram", "max_latency_ms")  # measured on the compiled C model
 
 
 def over_budget(c: Candidate, cfg: SearchConfig | None) -> list[str]:

@@ -52,6 +52,7 @@ class Candidate:
     strategy: str = ""
     flash_bytes: int | None = None  # the C model's, measured when a flash or RAM budget is set
     ram_bytes: int | None = None
+    latency_ms: float | None = None  # the C model's on this CPU, measured when a latency budget is set
 
     def meets(self, threshold: float) -> bool:
         return self.status == "ok" and self.val_accuracy is not None and self.val_accuracy >= threshold - 1e-12
@@ -64,8 +65,8 @@ class Candidate:
 
 _COLUMNS = ("id", "key", "strategy", "channel_ratio", "sparsity", "parent", "epochs", "status", "val_accuracy",
             "file_bytes", "params", "macs", "channels_removed", "wall_seconds", "error", "created", "flash_bytes",
-            "ram_bytes")
-ADDED_COLUMNS = {"flash_bytes": "INTEGER", "ram_bytes": "INTEGER"}  # columns newer than a journal may have
+            "ram_bytes", "latency_ms")
+ADDED_COLUMNS = {"flash_bytes": "INTEGER", "ram_bytes": "INTEGER", "latency_ms": "REAL"}  # columns newer than a journal may have
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS candidates (
     id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL, strategy TEXT NOT NULL, channel_ratio REAL NOT NULL,
@@ -110,7 +111,7 @@ class Journal:
     def add(self, c: Candidate) -> Candidate:
         values = (c.id, c.key, c.strategy, c.knobs.channel_ratio, c.knobs.sparsity, c.parent, c.epochs, c.status,
                   c.val_accuracy, c.file_bytes, c.params, c.macs, c.channels_removed, c.wall_seconds, c.error,
-                  time.time(), c.flash_bytes, c.ram_bytes)
+                  time.time(), c.flash_bytes, c.ram_bytes, c.latency_ms)
         with self.db:
             self.db.execute(f"INSERT INTO candidates ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
                             values)

@@ -31,7 +31,7 @@ from ..structured import (Sensitivity, apply_plan, build_model, default_channel_
                           sensitivity_pruner)
 from ..trainer import TrainConfig, distillation, evaluate, fit, recalibrate_bn
 from ..unstructured import Masks, mask_hook, masks_from_zeros
-from .driver import CANDIDATE_FAILURES, SearchConfig, artifact_name
+from .driver import CANDIDATE_FAILURES, DEVICE_BUDGETS, SearchConfig, artifact_name
 from .journal import Candidate, Knobs
 from ..state import load_state
 
@@ -216,10 +216,10 @@ class CandidatePipeline:
         atomic_write_bytes(self.file_path(key), data)
         cost = measure(decoded, self.shape)
         device = {}
-        if self.cfg.max_flash is not None or self.cfg.max_ram is not None:  # measured: the C model compiled
+        if any(getattr(self.cfg, b) is not None for b in DEVICE_BUDGETS):  # measured: the C model compiled
             from ..deploy.footprint import c_footprint
 
-            device = c_footprint(data)
+            device = c_footprint(data, latency=self.cfg.max_latency_ms is not None)
         return {"val_accuracy": evaluate(decoded, self.loaders.val)[1], "file_bytes": len(data),
                 "params": cost.params, "macs": cost.macs, "epochs": spent, "channels_removed": removed, **device}
 
