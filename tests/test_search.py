@@ -289,7 +289,7 @@ def test_budgets_pick_the_smallest_file_within_them_and_say_what_no_file_met(cap
     titles = [sec["title"] for sec in r["sections"]]
     front = r["sections"][titles.index("candidates")]["plot"]
     assert "Pareto front" in [series["name"] for series in front["series"]]
-    assert r["sections"][titles.index("accuracy against MACs")]["plot"]["vlines"] == [[macs - 1, "budget"]]
+    assert r["sections"][titles.index("accuracy against MACs per image")]["plot"]["vlines"] == [[macs - 1, "budget"]]
     if out:
         layers = r["sections"][titles.index("layers of b.slz")]["rows"]
         assert layers and all(len(row) == 7 for row in layers)

@@ -136,9 +136,10 @@ def _search(run: Path) -> list[Section]:
     ok = [c for c in cands if c["status"] == "ok" and c["file_bytes"]]
     target = raw.get("target_accuracy") if isinstance(raw, dict) else None
     budgets = _budgets(run)
-    plots = [_front_plot(ok, s, target, "file_bytes", "file bytes", budgets.get("max_bytes"))]
-    if budgets.get("max_macs"):
-        plots.append(_front_plot(ok, s, target, "macs", "MACs per image", budgets["max_macs"]))
+    chosen = next((c for c in ok if c["id"] == winner), None)
+    plots = [_front_plot(ok, chosen, target, "file_bytes", "file bytes", budgets.get("max_bytes"))]
+    plots += [_front_plot(ok, chosen, target, field, label, budgets[name]) for name, (field, label) in AXES.items()
+              if budgets.get(name)]
     sections = []
     if s:
         sr = s["search"]
@@ -151,10 +152,15 @@ def _search(run: Path) -> list[Section]:
     sections.append(Section("candidates", ["id", "strategy", "channel ratio", "sparsity", "status", "val acc",
                                            "file bytes", "epochs", ""], rows, plots[0],
                             notes=[] if s else [_unfinished(raw)]))
-    sections += [Section("accuracy against MACs", [], [], p) for p in plots[1:]]
+    sections += [Section(f"accuracy against {p.x_label}", [], [], p) for p in plots[1:]]
     if s and s.get("file") and Path(s["file"]).is_file():
         sections.append(_layers_section(Path(s["file"])))
     return sections
+
+
+AXES = {"max_params": ("params", "params"), "max_macs": ("macs", "MACs per image"),
+        "max_flash": ("flash_bytes", "C flash bytes"), "max_ram": ("ram_bytes", "C RAM bytes"),
+        "max_latency_ms": ("latency_ms", "C ms per image")}  # a budget's plot: candidate field, axis label
 
 
 def _budgets(run: Path) -> dict:
@@ -182,11 +188,12 @@ def _front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return front
 
 
-def _front_plot(ok: list[dict], s: dict | None, target: float | None, field: str, label: str,
+def _front_plot(ok: list[dict], chosen: dict | None, target: float | None, field: str, label: str,
                 budget: float | None) -> Plot:
     points = [(c[field], 100 * c["val_accuracy"]) for c in ok if c.get(field)]
     front = _front(points)
-    winner = [Series("chosen", [s[field]], [100 * s["val_accuracy"]], "star")] if s and s.get(field) else []
+    winner = ([Series("chosen", [chosen[field]], [100 * chosen["val_accuracy"]], "star")]
+              if chosen and chosen.get(field) else [])
     return Plot(label, "val accuracy (%)",
                 [Series("candidates", [p[0] for p in points], [p[1] for p in points], "points"),
                  Series("Pareto front", [p[0] for p in front], [p[1] for p in front], "line"), *winner],
