@@ -296,6 +296,28 @@ def test_budgets_pick_the_smallest_file_within_them_and_say_what_no_file_met(cap
     assert main(["report", str(tmp_path / "n"), "--json"]) == 0
     notes = [n for sec in json.loads(capsys.readouterr().out)["sections"] for n in sec["notes"]]
     assert any("infeasible" in n and "none.best-effort.slz" in n for n in notes)
+    _seen_in_a_browser(tmp_path / "b" / "report.html", plots=r["plots"], tmp=tmp_path)
+
+
+def _seen_in_a_browser(page, plots: int, tmp) -> None:
+    """The report as a person sees it: headless Chromium renders the page; the DOM it built holds the tables
+    and every plot's SVG, and its screenshot is not blank (skipped where no Chromium is installed)."""
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None or plots == 0:
+        return
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={tmp / 'chrome'}"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", page.resolve().as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert dom.count("<svg") == plots and "<table>" in dom and "Pareto front" in dom
+    shot = tmp / "report.png"
+    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,2400", page.resolve().as_uri()],
+                   capture_output=True, timeout=120)
+    from PIL import Image
+
+    pixels = Image.open(shot).convert("L").getextrema()
+    assert pixels[0] < 128 < pixels[1]  # dark text and plots on a light page
 
 
 @pytest.mark.parametrize("extra, message", [

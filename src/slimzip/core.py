@@ -171,7 +171,8 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
         journal = Journal(run / "journal.sqlite", config_json, defaults)
         pipeline = CandidatePipeline(model, spec, _input_shape(loaders), loaders, train_cfg, cfg, run,
                                      verbose=verbose, file_meta=file_meta, full_train=full_train)
-        log(f"searching ({cfg.strategy}) for the smallest file at val accuracy >= {pct(target)} "
+        goal = "the smallest file" if cfg.objective == "bytes" else "the most accurate file within the budgets"
+        log(f"searching ({cfg.strategy}) for {goal} at val accuracy >= {pct(target)} "
             f"(baseline {pct(baseline)}); journal {run / 'journal.sqlite'}", verbose=verbose)
         try:
             profile = pipeline.prepare()
