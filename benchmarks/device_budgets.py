@@ -1,10 +1,11 @@
 """The most accurate model that fits a device, and how accuracy falls as the device shrinks: one search
-over channel ratio x sparsity (grid, ``--objective accuracy``, 4-bit conv / 3-bit linear codebooks,
-distilled fine-tunes on the whole training split, every candidate's C model compiled for its flash and
-RAM), then, for each (flash, RAM) budget, the most accurate candidate that fits. The walk does
-not depend on the budget (only the choice does), so one journal answers every budget: what a search run
-with that budget and ``--objective accuracy`` chooses among the same candidates. The largest budget's file
-is the search's own output; each budget's choice is decoded and scored on the test split.
+over channel ratio x sparsity (grid, ``--objective accuracy``, each layer at the channel ratio, 4-bit
+conv / 3-bit linear codebooks, one distilled fine-tune epoch on 20,000 training images per candidate,
+every candidate's C model compiled for its flash and RAM), then, for each (flash, RAM) budget, the most
+accurate candidate that fits. The walk does not depend on the budget (only the choice does), so one
+journal answers every budget: what a search run with that budget and ``--objective accuracy`` chooses
+among the same candidates. The largest budget's file is the search's own output; each budget's choice is
+decoded and scored on the test split.
 
 Usage: python benchmarks/device_budgets.py [--checkpoint runs/lenet-5-bn] [--flash 8000,16000,...]
        [--ram 16384,32768,...] [--step 0.2]
@@ -42,7 +43,8 @@ def main() -> None:
     ram = ram * len(flash) if len(ram) == 1 else ram
     out = ROOT / args.out
     cfg = SearchConfig(strategy="grid", step=args.step, objective="accuracy", max_flash=max(flash), max_ram=max(ram),
-                       bits_conv=4, bits_fc=3, min_bits=0, distill=1.0, raw_dtype="uint8")
+                       bits_conv=4, bits_fc=3, min_bits=0, distill=1.0, raw_dtype="uint8", prune_steps=1,
+                       train_subset=20000, channel_scope="layer")
     t0 = time.perf_counter()
     largest = search(ROOT / args.checkpoint, out / "largest.slz", cfg, target_accuracy=0.0, run_dir=out / "run")
     rows = [_choose(out, f, r, largest["dense_fp32_bytes"]) for f, r in zip(flash, ram)]
