@@ -236,6 +236,8 @@ def test_compress_search_writes_the_winner_and_resumes_from_the_journal(capsys, 
     assert first["knobs"]["sparsity"] > 0 and first["search"]["candidates"] == len(first["candidates"])
     db = sqlite3.connect(tmp_path / "m.run" / "journal.sqlite")
     assert db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0] == first["search"]["candidates"]
+    search = first["search"]  # 1,000 of the checkpoint's 3,000 training images: a third of a full-data epoch each
+    assert search["full_data_epochs"] == pytest.approx(search["epochs"] / 3, rel=1e-3)
     # the file decodes in a fresh process to the accuracy the search reported
     out = subprocess.run([sys.executable, "-m", "slimzip", "eval", str(tmp_path / "m.slz"), "--json"],
                          capture_output=True, text=True, check=True).stdout

@@ -111,10 +111,11 @@ def _seconds_per_image(model, train, train_cfg) -> float:
 
 
 def _search_loaders(meta: dict, train_cfg, cfg: "SearchConfig", device, data_dir: str | None):
-    """The proxy's loaders (training images cut to ``train_subset``) and, for recovery, the whole training
-    split the checkpoint was trained on (None: recovery is off, or the proxy already has all of it)."""
-    if not cfg.recover_epochs or cfg.train_subset is None:
-        return _checkpoint_loaders(meta, train_cfg.batch_size, device, data_dir, train_cfg.seed, cfg.train_subset), None
+    """The proxy's loaders (training images cut to ``train_subset``) and the whole training split the
+    checkpoint was trained on (recovery trains on it; the proxy's cost is counted in its epochs) or None
+    when the proxy already has all of it."""
+    if cfg.train_subset is None:
+        return _checkpoint_loaders(meta, train_cfg.batch_size, device, data_dir, train_cfg.seed), None
     loaders = _checkpoint_loaders(meta, train_cfg.batch_size, device, data_dir, train_cfg.seed)
     if cfg.train_subset >= loaders.train.num_samples:
         return loaders, None
