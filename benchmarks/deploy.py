@@ -5,7 +5,8 @@ TFLite file's (with slimzip[tflite]), latency per image (one image at a time on 
 accuracy of each artifact beside the decoded PyTorch model's.
 
 Usage: python benchmarks/deploy.py [NAME=FILE.slz ...] [--images N] [--threads T]
-(default: the README's main-job LeNet-5 and the ResNet-20 / VGG-11 CIFAR-10 files that exist under runs/);
+(default: the README's main-job LeNet-5, the ResNet-20 file of the CIFAR-10 experiment and a VGG-11 file,
+where they exist under runs/);
 writes benchmarks/results/deploy.json and prints the table."""
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import slimzip
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = {"lenet-5 (main job)": "runs/lenet-5-bn.slz",
             "resnet20 (cifar10)": "runs/paper_cifar/resnet20-long/compare-recover3x1/frontier.slz",
-            "vgg11 (cifar10)": "runs/paper_cifar/vgg11/frontier.slz"}
+            "vgg11 (cifar10)": "runs/vgg11-short.slz"}
 
 
 def _cpu_name() -> str:
@@ -37,11 +38,12 @@ def _cpu_name() -> str:
     return f"{name} ({'avx512_bf16' if 'avx512_bf16' in flags else 'amx_bf16' if 'amx_bf16' in flags else 'no native bf16'})"
 
 
-def measure(path: Path, images: int | None) -> dict:
+def measure(path: Path, images: int | None, dense_images: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         c = slimzip.export(path, Path(tmp) / "model.c", format="c", split="test", check_images=images)
-        d = slimzip.export(path, Path(tmp) / "dense.c", format="c-dense", split="test", check_images=images)
+        d = slimzip.export(path, Path(tmp) / "dense.c", format="c-dense", split="test",
+                           check_images=min(images or dense_images, dense_images))
         q = slimzip.export(path, Path(tmp) / "int8.onnx", format="onnx-int8", split="test", check_images=images)
         f = slimzip.export(path, Path(tmp) / "fp32.onnx", format="onnx", split="test", check_images=images)
         t = (slimzip.export(path, Path(tmp) / "int8.tflite", format="tflite-int8", split="test", check_images=images)
@@ -54,7 +56,7 @@ def measure(path: Path, images: int | None) -> dict:
                                                              "same_argmax": c["check"]["same_argmax"],
                                                              "max_abs_diff": c["check"]["max_abs_diff"]},
             "c_dense": {k: d[k] for k in ("weight_bytes", "flash_bytes", "ram_bytes", "seconds_per_image")}
-            | {"accuracy": d["check"]["accuracy"]},
+            | {"accuracy": d["check"]["accuracy"], "images": d["check"]["images"]},
             "onnx_int8": {"file_bytes": q["file_bytes"], "seconds_per_image": q["seconds_per_image"],
                           "accuracy": q["check"]["accuracy"], "same_argmax": q["check"]["same_argmax"]},
             "tflite_int8": {"file_bytes": t["file_bytes"], "seconds_per_image": t["seconds_per_image"],
@@ -68,12 +70,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="*", help="NAME=FILE.slz (default: the files listed in DEFAULTS that exist)")
     parser.add_argument("--images", type=int, help="test images per check (default: the whole test split)")
+    parser.add_argument("--dense-images", type=int, default=500,
+                        help="test images for c-dense, the slowest form (default 500)")
     parser.add_argument("--threads", type=int, default=1, help="torch and onnxruntime threads (default 1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     files = dict(f.split("=", 1) for f in args.files) or {k: v for k, v in DEFAULTS.items() if (ROOT / v).exists()}
-    rows = {name: measure(ROOT / path if not Path(path).is_absolute() else Path(path), args.images)
+    rows = {name: measure(ROOT / path if not Path(path).is_absolute() else Path(path), args.images, args.dense_images)
             for name, path in files.items()}
     head = (f"{'model':<20} {'.slz B':>8} {'C weights':>9} {'C flash':>8} {'C RAM':>8} {'C-dense flash':>13} "
             f"{'int8 ONNX':>10} {'fp32 ONNX':>10} {'ms C':>7} {'ms Cdense':>9} {'ms int8':>7} {'ms fp32':>7}  "
@@ -90,7 +94,7 @@ def main() -> None:
     out = ROOT / "benchmarks" / "results" / "deploy.json"
     out.write_text(json.dumps({"machine": {"cpu": _cpu_name(), "threads": args.threads, "torch": torch.__version__},
                                "command": "python benchmarks/deploy.py" + (f" --images {args.images}" if args.images
-                                                                           else ""),
+                                                                           else "") + f" --dense-images {args.dense_images}",
                                "rows": rows}, indent=2) + "\n")
     for name, r in rows.items():
         t = r["tflite_int8"]
