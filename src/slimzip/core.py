@@ -153,11 +153,7 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
     ``identity``, ``file_meta``, ``defaults`` and ``full_train`` (the whole training split beside loaders
     already cut to ``train_subset``) are for the path-based API. With ``config.recover_epochs`` the best
     candidates are retrained on the whole training split (recovery) and the search goes on from them."""
-    cfg = _merged(config or SearchConfig(), strategy=strategy, max_epochs=max_epochs).validate()
-    if any(getattr(cfg, b) is not None for b in DEVICE_BUDGETS):  # measured by compiling: say now if nothing can
-        from .deploy.cbuild import compiler
-
-        compiler()
+    cfg = _with_tools(_merged(config or SearchConfig(), strategy=strategy, max_epochs=max_epochs).validate())
     train_cfg = _seeded(train_config or DEFAULT_TRAIN, seed)
     dev = torch.device(device)
     loaders, full_train = _proxy_loaders(train, val, test, cfg, train_cfg, dev, augment, full_train)
@@ -188,12 +184,7 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
             journal.close()
         candidates = [c.as_dict() for c in result.candidates]
         if result.best is None:
-            closest = _best_effort(result, cfg, pipeline, out)
-            atomic_write_json(run / "summary.json", {"file": None, "search": result.cost(), "candidates": candidates,
-                                                     "target_accuracy": target, "baseline_val_accuracy": baseline,
-                                                     "best_effort": closest})
-            raise SlimzipError(_infeasible(result, target, baseline, run, closest,
-                                           budgets=any(getattr(cfg, b) is not None for b in BUDGETS)))
+            _refuse_infeasible(result, cfg, pipeline, out, run, target, baseline)
         best, bits = result.best, candidate_bits(result.best, cfg)
         knobs = {**dataclasses.asdict(best.knobs), "bits_conv": bits[0], "bits_fc": bits[1], "candidate": best.id}
         done = _finish(model, pipeline.file_path(best.key).read_bytes(), out, loaders, baseline, target, knobs,
@@ -290,6 +281,27 @@ def _run_directory(path: str | os.PathLike | None) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="slimzip-") as tmp:
         yield Path(tmp)
+
+
+def _with_tools(cfg: SearchConfig) -> SearchConfig:
+    """``cfg``, once the tools its budgets need are here: device budgets are measured by compiling."""
+    if any(getattr(cfg, b) is not None for b in DEVICE_BUDGETS):
+        from .deploy.cbuild import compiler
+
+        compiler()
+    return cfg
+
+
+def _refuse_infeasible(result, cfg: SearchConfig, pipeline: CandidatePipeline, out, run: Path, target: float,
+                       baseline: float) -> None:
+    """Nothing met the target and the budgets: the closest file written apart, the summary, one line."""
+    closest = _best_effort(result, cfg, pipeline, out)
+    atomic_write_json(run / "summary.json", {"file": None, "search": result.cost(),
+                                             "candidates": [c.as_dict() for c in result.candidates],
+                                             "target_accuracy": target, "baseline_val_accuracy": baseline,
+                                             "best_effort": closest})
+    raise SlimzipError(_infeasible(result, target, baseline, run, closest,
+                                   budgets=any(getattr(cfg, b) is not None for b in BUDGETS)))
 
 
 def _best_effort(result, cfg: SearchConfig, pipeline: CandidatePipeline, out: str | os.PathLike | None) -> dict | None:
