@@ -50,6 +50,7 @@ def measure(path: Path, images: int | None, dense_images: int) -> dict:
              if importlib.util.find_spec("litert_torch") else None)
         seconds = time.perf_counter() - t0
     return {"file": str(path), "model": c["model"], "slz_bytes": c["source_bytes"], "params": c["params"],
+            **file_fields(path, c["source_bytes"], c["check"]["pytorch_accuracy"], seconds),
             "images": c["check"]["images"], "pytorch_accuracy": c["check"]["pytorch_accuracy"],
             "c": {k: c[k] for k in ("weight_bytes", "flash_bytes", "ram_bytes", "arena_bytes", "stack_bytes",
                                     "seconds_per_image")} | {"accuracy": c["check"]["accuracy"],
@@ -64,6 +65,19 @@ def measure(path: Path, images: int | None, dense_images: int) -> dict:
             "onnx_fp32": {"file_bytes": f["file_bytes"], "seconds_per_image": f["seconds_per_image"],
                           "accuracy": f["check"]["accuracy"]},
             "wall_seconds": round(seconds, 1)}
+
+
+def file_fields(path: Path, slz_bytes: int, accuracy: float, seconds: float) -> dict:
+    """The fields every result row carries: the file's bytes, its ratio to the dense fp32 registry model it
+    narrowed (None for a model the registry does not have), the decoded model's test accuracy on the
+    checked images, and the benchmark's cost."""
+    from slimzip.api.files import inspect_file
+    from slimzip.catalog import load
+
+    spec = inspect_file(path)["model"]
+    params = {r["name"]: r["params"] for r in load()}.get(spec.get("name") if isinstance(spec, dict) else None)
+    return {"file_bytes": slz_bytes, "compression_ratio": round(4 * params / slz_bytes, 2) if params else None,
+            "test_accuracy": accuracy, "cost": {"wall_seconds": round(seconds, 1)}}
 
 
 def main() -> None:
