@@ -15,7 +15,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -23,19 +22,12 @@ from pathlib import Path
 import torch
 
 import slimzip
+from machine import cpu_name  # benchmarks/machine.py
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = {"lenet-5 (main job)": "runs/lenet-5-bn.slz",
             "resnet20 (cifar10)": "runs/paper_cifar/resnet20-long/compare-recover3x1/frontier.slz",
             "vgg11 (cifar10)": "runs/vgg11-short.slz"}
-
-
-def _cpu_name() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                platform.processor() or platform.machine())
-    flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
-    return f"{name} ({'avx512_bf16' if 'avx512_bf16' in flags else 'amx_bf16' if 'amx_bf16' in flags else 'no native bf16'})"
 
 
 def measure(path: Path, images: int | None, dense_images: int) -> dict:
@@ -106,7 +98,7 @@ def main() -> None:
               f"{100 * r['pytorch_accuracy']:.2f} / {100 * c['accuracy']:.2f} / {100 * q['accuracy']:.2f} / "
               f"{100 * f['accuracy']:.2f}")
     out = ROOT / "benchmarks" / "results" / "deploy.json"
-    out.write_text(json.dumps({"machine": {"cpu": _cpu_name(), "threads": args.threads, "torch": torch.__version__},
+    out.write_text(json.dumps({"machine": {"cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__},
                                "command": "python benchmarks/deploy.py" + (f" --images {args.images}" if args.images
                                                                            else "") + f" --dense-images {args.dense_images}",
                                "rows": rows}, indent=2) + "\n")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sqlite3
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 from slimzip.api import SearchConfig, search
 from slimzip.api.training import evaluate_path
 from slimzip.searcher.driver import artifact_name
+from machine import cpu_name  # benchmarks/machine.py
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,21 +56,13 @@ def main() -> None:
             f"{c['id']:>9} {c['channel_ratio']:>8.3f} {c['sparsity']:>8.3f} {c['flash_bytes']:>7,} {c['ram_bytes']:>7,} "
             f"{c['file_bytes']:>7,} {100 * c['val_accuracy']:>6.2f}% {100 * r['test_accuracy']:>6.2f}%" if c else
             "nothing fits"))
-    result = {"machine": {"cpu": _cpu_name(), "threads": torch.get_num_threads()}, "checkpoint": args.checkpoint,
+    result = {"machine": {"cpu": cpu_name(), "threads": torch.get_num_threads()}, "checkpoint": args.checkpoint,
               "command": "python benchmarks/device_budgets.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
               "search": largest["search"], "largest_budget_file": largest["file"],
               "wall_seconds": round(time.perf_counter() - t0, 1), "rows": rows}
     path = ROOT / "benchmarks" / "results" / "device_budgets.json"
     path.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"wrote {path}")
-
-
-def _cpu_name() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                platform.processor() or platform.machine())
-    flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
-    return f"{name} ({'amx_bf16' if 'amx_bf16' in flags else 'avx512_bf16' if 'avx512_bf16' in flags else 'fp32'})"
 
 
 def _choose(out: Path, max_flash: int, max_ram: int, dense_bytes: int) -> dict:

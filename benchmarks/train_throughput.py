@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from slimzip.data import create_loaders, get_dataset_spec, load_arrays, stratified_split
 from slimzip.models import create_model
 from slimzip.trainer import TrainConfig, fit, use_bf16
+from machine import cpu_name  # benchmarks/machine.py
 
 CASES = [("lenet-5", "mnist", 12800), ("resnet20", "cifar10", 2560)]  # model, dataset, images per pass
 # --precision-table: the paper's CIFAR-10 models, images per timed pass (a few seconds to ~20 s each)
@@ -182,23 +182,12 @@ def main() -> None:
     repeats = 1 if args.quick else args.repeats
     rows, table = (precision_table if args.precision_table else loader_table)(repeats, args.quick)
     print(table)
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": _cpu_name(),
+    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_name(),
             "bf16": use_bf16("auto", torch.device("cpu")), "batch_size": BATCH,
             "repeats": repeats, "statistic": "median images/s of the timed passes"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"wrote {args.out}")
-
-
-def _cpu_name() -> str:
-    """The CPU's model name and whether it has native bf16 (timings depend on both)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
-    return f"{name} ({'avx512_bf16' if 'avx512_bf16' in flags else 'amx_bf16' if 'amx_bf16' in flags else 'no native bf16'})"
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from .progress import log, pct
 from .reader import load
 from .runs import RunDir
 from .searcher import Journal, Knobs, SearchConfig, run_search
-from .searcher.driver import BUDGETS, DEVICE_BUDGETS, candidate_bits, over_budget
+from .searcher.driver import BUDGETS, DEVICE_BUDGETS, broken_budgets, candidate_bits, over_budget
 from .settings import RENAMED
 from .searcher.pipeline import CandidatePipeline
 from .trainer import TrainConfig, evaluate, fit
@@ -308,7 +308,7 @@ def _best_effort(result, cfg: SearchConfig, pipeline: CandidatePipeline, out: st
     """A search that meets nothing still hands over what it found: the most accurate candidate within the
     budgets (none within them: the smallest file), written beside ``out`` as NAME.best-effort.slz."""
     ok = [c for c in result.candidates if c.status == "ok" and pipeline.file_path(c.key).exists()]
-    fits = [c for c in ok if not over_budget(c, cfg)]
+    fits = [c for c in ok if not broken_budgets(c, cfg)]
     top = (max(fits, key=lambda c: (c.val_accuracy, -c.file_bytes)) if fits
            else min(ok, key=lambda c: (c.file_bytes, -c.val_accuracy), default=None))
     if top is None:

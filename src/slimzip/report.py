@@ -152,10 +152,14 @@ def _search(run: Path) -> list[Section]:
     sections.append(Section("candidates", ["id", "strategy", "channel ratio", "sparsity", "status", "val acc",
                                            "file bytes", "epochs", ""], rows, plots[0],
                             notes=[] if s else [_unfinished(raw)]))
-    sections += [Section(f"accuracy against {p.x_label}", [], [], p) for p in plots[1:]]
-    if s and s.get("file") and Path(s["file"]).is_file():
-        sections.append(_layers_section(Path(s["file"])))
-    return sections
+    return sections + [Section(f"accuracy against {p.x_label}", [], [], p) for p in plots[1:]]
+
+
+def chosen_file(run: Path) -> Path | None:
+    """The file a finished search run wrote (None: unfinished, infeasible, or moved away)."""
+    raw = _read_json(run / "summary.json") if (run / "summary.json").is_file() else {}
+    file = raw.get("file") if isinstance(raw, dict) else None
+    return Path(file) if isinstance(file, str) and Path(file).is_file() else None
 
 
 AXES = {"max_params": ("params", "params"), "max_macs": ("macs", "MACs per image"),
@@ -167,8 +171,7 @@ def _budgets(run: Path) -> dict:
     """The search's budgets from its run directory's settings (empty when none were set)."""
     config = _read_json(run / "config.json") if (run / "config.json").is_file() else {}
     search = config.get("search", {}) if isinstance(config, dict) else {}
-    return {k: v for k, v in search.items() if k.startswith("max_") and k != "max_epochs" and v and
-            k not in ("max_channel_ratio", "max_sparsity")} if isinstance(search, dict) else {}
+    return {k: search[k] for k in ("max_bytes", *AXES) if search.get(k)} if isinstance(search, dict) else {}
 
 
 def _unfinished(raw: Any) -> str:
@@ -202,14 +205,10 @@ def _front_plot(ok: list[dict], chosen: dict | None, target: float | None, field
                 vlines=[(budget, "budget")] if budget else [])
 
 
-def _layers_section(path: Path) -> Section:
-    """The chosen file layer by layer: width before -> after, weights kept, bits, bytes."""
-    from .api.files import inspect_file
-
-    try:
-        layers = inspect_file(path)["layers"]
-    except SlimzipError as e:
-        return Section(f"layers of {path.name}", [], [], notes=[f"not readable: {e}"])
+def layers_section(path: Path, layers: list[dict] | None, error: str = "") -> Section:
+    """A file layer by layer (``inspect``'s rows): width before -> after, weights kept, bits, bytes."""
+    if layers is None:
+        return Section(f"layers of {path.name}", [], [], notes=[f"not readable: {error}"])
     rows = [[r["layer"], r["kind"], (f"{r['width_before']} -> {r['width']}" if r["width_before"] not in (None, r["width"])
                                      else r["width"]), f"{r['weights']:,}", f"{r['kept']:,}", r["bits"] or "",
              f"{r['bytes']:,}"] for r in layers]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -119,8 +120,6 @@ def _out_path(out: str | os.PathLike, src: Source, suffix: str) -> Path:
 
 def _ort_run(blob: bytes, images: np.ndarray) -> tuple[np.ndarray, float]:
     """onnxruntime's logits on ``images`` (batches of 500) and its seconds per image one at a time."""
-    import time
-
     from ..deploy.onnx import _require
 
     ort = _require("onnxruntime")
@@ -180,16 +179,11 @@ def _tflite_int8(src: Source, out: Path, images: np.ndarray, labels, data_dir: s
 def _c(src: Source, out: Path, images: np.ndarray | None, labels, data_dir: str | None,
        dense: bool = False) -> tuple[dict, dict]:
     from ..deploy import cbuild
-    from ..deploy.cgen import generate
-    from ..deploy.lower import lower, trace
-    from ..deploy.stored import stored_tensors
+    from ..deploy.footprint import c_model
 
     out = _out_path(out, src, ".c")
-    name = cbuild.c_name(out)
-    gm = trace(src.model)
-    stored = stored_tensors(src.container, src.model) if src.container is not None and not dense else {}
     about = f"{src.name} ({src.meta.get('dataset') or 'dataset not recorded'}) from {src.path.name}"
-    cmodel = generate(lower(gm, stored, src.shape), name, about)
+    cmodel = c_model(src.model, None if dense else src.container, src.shape, cbuild.c_name(out), about)
     result = {"file": str(out), "header": str(out.with_suffix(".h")), "weight_bytes": cmodel.weight_bytes,
               "arena_bytes": cmodel.arena_bytes}
     if images is not None:

@@ -10,29 +10,32 @@ import torch
 
 from ..checkpoint import atomic_write_bytes, load_checkpoint
 from ..errors import check_finite
-from ..codec import (check_model_spec, decode_model, model_table, self_describing, spec_input_shape,
-                     table_alone, with_entropies)
+from ..codec import check_model_spec, decode_model, model_table, self_describing, table_alone, with_entropies
 from ..container import decode_container, read_container
-from ..data import create_loaders, get_dataset_spec
+from ..data import get_dataset_spec
 from ..config import CompressConfig
-from ..errors import SlimzipError, check_range
+from ..errors import SlimzipError
 from ..inspection import inspect_container
 from ..measure import measure
 from ..structured import widths
 from ..summaries import CompressSummary
 from ..models.user import is_user_source
-from .common import (_checkpoint_loaders, _checkpoint_recipe, _file_data, _load_any, _normalization, _slz_path, _stats,
-                     resolve_device)
+from .common import _checkpoint_loaders, _checkpoint_recipe, _file_data, _slz_path, resolve_device
 
 
 
 
 def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> dict:
     """Tables (and, with matplotlib, plots) of a run directory, written as one HTML page."""
-    from ..report import sections_of, to_html, to_text
+    from ..report import chosen_file, layers_section, sections_of, to_html, to_text
 
     run = Path(run_dir)
     kind, sections = sections_of(run)
+    if kind == "search" and (chosen := chosen_file(run)) is not None:  # the winner, layer by layer
+        try:
+            sections.append(layers_section(chosen, inspect_file(chosen)["layers"]))
+        except SlimzipError as e:
+            sections.append(layers_section(chosen, None, str(e)))
     out = Path(out) if out else run / "report.html"
     if out.suffix != ".html":
         raise SlimzipError(f"{out}: the report file must end in .html")

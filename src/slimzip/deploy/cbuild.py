@@ -103,10 +103,15 @@ def _stack_bound(su: Path) -> int:
     return predict + sum(rest[:2])
 
 
+def _execute(built: Built, images: np.ndarray) -> subprocess.CompletedProcess:
+    """The harness on ``images``: logits on stdout, each image's seconds then the total on stderr."""
+    data = np.ascontiguousarray(images, dtype="<f4").tobytes()
+    return _run([str(built.executable)], built.executable.parent, "running the C model", input=data, timeout=3600)
+
+
 def run(built: Built, images: np.ndarray, outputs: int) -> tuple[np.ndarray, float]:
     """(logits, seconds per image inside predict) of the compiled model on ``images`` (N, ...)."""
-    data = np.ascontiguousarray(images, dtype="<f4").tobytes()
-    proc = _run([str(built.executable)], built.executable.parent, "running the C model", input=data, timeout=3600)
+    proc = _execute(built, images)
     logits = np.frombuffer(proc.stdout, dtype="<f4").reshape(-1, outputs)
     n, seconds = proc.stderr.decode().splitlines()[-1].split()
     if int(n) != len(images):
@@ -114,11 +119,9 @@ def run(built: Built, images: np.ndarray, outputs: int) -> tuple[np.ndarray, flo
     return logits, float(seconds) / max(1, int(n))
 
 
-def median_seconds(built: Built, images: np.ndarray, outputs: int) -> float:
+def median_seconds(built: Built, images: np.ndarray) -> float:
     """The median seconds of one ``predict`` call over ``images`` (each timed alone)."""
-    data = np.ascontiguousarray(images, dtype="<f4").tobytes()
-    proc = _run([str(built.executable)], built.executable.parent, "running the C model", input=data, timeout=3600)
-    times = [float(line) for line in proc.stderr.decode().splitlines()[:-1]]
+    times = [float(line) for line in _execute(built, images).stderr.decode().splitlines()[:-1]]
     return float(np.median(times)) if times else 0.0
 
 

@@ -192,7 +192,7 @@ class Emitter(Writer):
         return self.p.values[v].shape
 
     def emit(self, op: Op) -> None:
-        self.kernels.add(op.kind if op.kind != "conv" else "conv")
+        self.kernels.add(op.kind)
         EMIT[op.kind](self, op)
 
 

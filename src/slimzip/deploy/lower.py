@@ -83,6 +83,7 @@ class Lowerer:
     def __init__(self, gm: fx.GraphModule, weights: dict[str, Stored], shape: tuple[int, ...]):
         self.gm, self.weights = gm, dict(weights)
         self.modules = dict(gm.named_modules())
+        self.module_handlers = {**MODULE_HANDLERS, **_registry_modules()}
         self.results = _example_results(gm, shape)
         self.values: list[Value] = [Value(tuple(shape))]
         self.ops: list[Op] = []
@@ -154,7 +155,7 @@ Handler = Callable[[Lowerer, fx.Node], int]
 def _handler(lowerer: Lowerer, node: fx.Node) -> Handler:
     if node.op == "call_module":
         module = lowerer.modules[node.target]
-        for cls, handler in {**MODULE_HANDLERS, **_registry_modules()}.items():
+        for cls, handler in lowerer.module_handlers.items():
             if type(module) is cls:
                 return handler
         what = f"layer {type(module).__name__} ({node.target})"
@@ -265,9 +266,8 @@ def _pool(lw: Lowerer, node: fx.Node, kind: str, a: dict[str, Any]) -> int:
         raise UnsupportedOperator(f"the C backend has no operator for {kind} pooling with indices or a divisor")
     k = _pair(a["kernel_size"])
     s = _pair(a["stride"] if a.get("stride") not in (None, [], ()) else a["kernel_size"])
-    out = lw.new(node, "pool", [x], max=kind == "max", kernel=list(k), stride=list(s), padding=list(_pair(a["padding"])),
-                 dilation=list(_pair(a.get("dilation", 1))), count_pad=bool(a.get("count_include_pad", True)))
-    return out
+    return lw.new(node, "pool", [x], max=kind == "max", kernel=list(k), stride=list(s), padding=list(_pair(a["padding"])),
+                  dilation=list(_pair(a.get("dilation", 1))), count_pad=bool(a.get("count_include_pad", True)))
 
 
 def _pool_module(lw: Lowerer, node: fx.Node) -> int:

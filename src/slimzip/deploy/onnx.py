@@ -10,9 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import io
-import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -70,25 +68,3 @@ def check_onnx(model: nn.Module, onnx_bytes: bytes, inputs: torch.Tensor) -> Onn
     diff = float(np.abs(got - want).max())
     return OnnxCheck(images=len(inputs), max_abs_diff=diff, max_rel_diff=diff / max(1.0, float(np.abs(want).max())),
                      same_argmax=float((got.argmax(1) == want.argmax(1)).mean()))
-
-
-def onnx_accuracy(onnx_bytes: bytes, batches) -> float:
-    """Top-1 accuracy of the ONNX graph, run by onnxruntime, over (images, labels) batches."""
-    ort = _require("onnxruntime")
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    correct = total = 0
-    for x, y in batches:
-        predicted = session.run(None, {"input": x.cpu().numpy().astype(np.float32)})[0].argmax(1)
-        correct += int((predicted == y.cpu().numpy()).sum())
-        total += len(y)
-    return correct / total
-
-
-def onnx_path(out: str | os.PathLike, source: str | os.PathLike) -> Path:
-    """Check the output path: ends in .onnx and is not the input."""
-    out = Path(out)
-    if out.suffix != ".onnx":
-        raise SlimzipError(f"{out}: the output file must end in .onnx")
-    if out.exists() and Path(source).exists() and out.resolve() == Path(source).resolve():
-        raise SlimzipError(f"{out}: the output would overwrite the input")
-    return out

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..codec import RAW_DTYPES, _section, decode_shared, model_table
-from ..coding import gaps_encode
+from ..coding import gaps_decode, gaps_encode
 from ..container import Container
 from ..errors import SlimzipError
 
@@ -30,9 +30,7 @@ class Stream:
         return len(self.codes)
 
     def positions(self) -> np.ndarray:
-        escape = 2 ** self.index_bits - 1
-        real = self.gaps != escape
-        return np.cumsum(np.where(real, self.gaps + 1, escape))[real] - 1
+        return gaps_decode(self.gaps, self.index_bits, math.prod(self.shape))
 
     def narrowest(self) -> Stream:
         """The same positions as gap symbols of the width whose fixed-width packing is smallest (the file

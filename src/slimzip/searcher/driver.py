@@ -387,15 +387,20 @@ def _describe(c: Candidate, target: float) -> str:
 BUDGETS = {"max_bytes": "file_bytes", "max_params": "params", "max_macs": "macs", "max_flash": "flash_bytes",
            "max_ram": "ram_bytes", "max_latency_ms": "latency_ms"}  # budget -> what it bounds
 DEVICE_BUDGETS = ("max_flash", "max_ram", "max_latency_ms")  # measured on the compiled C model
+LOWERED_BY_BITS = {"max_bytes", "max_flash"}  # budgets a smaller codebook can still bring a file under
+
+
+def broken_budgets(c: Candidate, cfg: SearchConfig | None) -> list[str]:
+    """The budgets (``max_bytes`` ...) ``c`` breaks; a budget the candidate did not measure is broken."""
+    if cfg is None:
+        return []
+    return [name for name, field in BUDGETS.items() if (limit := getattr(cfg, name)) is not None
+            and (getattr(c, field) is None or getattr(c, field) > limit)]
 
 
 def over_budget(c: Candidate, cfg: SearchConfig | None) -> list[str]:
-    """The budgets ``c`` breaks (``--max-bytes`` ...); a budget the candidate did not measure is broken."""
-    if cfg is None:
-        return []
-    return [f"--{name.replace('_', '-')} {limit:,}" for name, field in BUDGETS.items()
-            if (limit := getattr(cfg, name)) is not None
-            and (getattr(c, field) is None or getattr(c, field) > limit)]
+    """The budgets ``c`` breaks as their options say them (``--max-bytes 5,000``)."""
+    return [f"--{name.replace('_', '-')} {getattr(cfg, name):,}" for name in broken_budgets(c, cfg)]
 
 
 OBJECTIVES = {  # what the search optimizes among the candidates that meet the target and the budgets
@@ -407,7 +412,7 @@ OBJECTIVES = {  # what the search optimizes among the candidates that meet the t
 def smallest(candidates: list[Candidate], threshold: float, cfg: SearchConfig | None = None) -> Candidate | None:
     """The best candidate that meets ``threshold`` and ``cfg``'s budgets: by ``cfg.objective`` (default the
     smallest file, ties: the more accurate)."""
-    ok = [c for c in candidates if c.meets(threshold) and not over_budget(c, cfg)]
+    ok = [c for c in candidates if c.meets(threshold) and not broken_budgets(c, cfg)]
     return min(ok, key=OBJECTIVES[cfg.objective if cfg else "bytes"]) if ok else None
 
 def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journal, run: RunCandidate,
@@ -513,7 +518,7 @@ def _smallest_few(candidates: list[Candidate], threshold: float, k: int,
     """The ``k`` smallest files meeting ``threshold`` among the pruned candidates (not bits-ladder steps);
     with ``cfg``, within its budgets but bytes and flash (fewer bits can still bring a file under those)."""
     ok = sorted((c for c in candidates if c.meets(threshold) and ":b" not in c.key
-                 and not [b for b in over_budget(c, cfg) if not b.startswith(("--max-bytes", "--max-flash"))]),
+                 and set(broken_budgets(c, cfg)) <= LOWERED_BY_BITS),
                 key=lambda c: (c.file_bytes, -(c.val_accuracy or 0.0), c.id))
     few: list[Candidate] = []
     for c in ok:  # one per knobs: the winner's centroid polish has the winner's model, so it is not tried again
