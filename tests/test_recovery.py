@@ -11,7 +11,7 @@ import torch
 from slimzip.cli import main
 from slimzip.errors import SlimzipError
 from slimzip.searcher import Journal, Knobs, SearchConfig, run_search
-from slimzip.searcher.driver import is_recovery
+from slimzip.searcher.driver import OverBudgetError, is_recovery
 from slimzip.sharing import sharing_penalty
 
 from test_search import BASELINE, Landscape
@@ -184,3 +184,37 @@ def test_real_search_recovers_on_the_whole_training_split_and_ships_the_decoded_
     second = json.loads(capsys.readouterr().out)
     assert db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0] == count
     assert second["file_bytes"] == first["file_bytes"]
+
+
+class Forced(Recovering):
+    """A MACs budget that forces channels out (refused over ``max_macs`` before training), where the
+    forced start misses the target until recovery has gained twice."""
+
+    def __init__(self, max_macs, **kw):
+        super().__init__(**kw)
+        self.max_macs = max_macs
+
+    def accuracy(self, k):
+        return BASELINE - 0.03 * k.channel_ratio - 0.02 * max(k.sparsity - 0.8, 0)
+
+    def __call__(self, knobs, parent, **kw):
+        if (macs := int(1_000_000 * (1 - knobs.channel_ratio) ** 2)) > self.max_macs:
+            e = OverBudgetError(f"over --max-macs {self.max_macs:,} ({macs:,} MACs) before any training")
+            e.epochs = 0
+            raise e
+        return {**super().__call__(knobs, parent, **kw), "macs": macs}
+
+
+def test_a_forced_start_that_misses_is_recovered_again_while_it_gains(tmp_path):
+    result, fake = _run(tmp_path, "frontier", Forced(400_000, gain=0.004), max_macs=400_000, recover_epochs=2,
+                        recover_rounds=2)
+    chain = [c for c in result.candidates if is_recovery(c)]
+    assert len(chain) >= 2 and chain[0].knobs == chain[1].knobs == Knobs(0.375, 0.0)
+    assert not chain[0].meets(0.985) and chain[1].meets(0.985) and chain[1].val_accuracy > chain[0].val_accuracy
+    assert result.best is not None and result.best.meets(0.985) and result.best.macs <= 400_000
+
+
+def test_a_recovery_that_gains_nothing_ends_the_stage(tmp_path):
+    result, _ = _run(tmp_path, "frontier", Forced(400_000, gain=0.0), max_macs=400_000, recover_epochs=2,
+                     recover_rounds=3)
+    assert sum(is_recovery(c) for c in result.candidates) == 1 and result.best is None

@@ -12,6 +12,7 @@ import pytest
 from slimzip.cli import main
 from slimzip.errors import SlimzipError
 from slimzip.searcher import Journal, Knobs, SearchConfig, run_search
+from slimzip.searcher.driver import OverBudgetError
 from slimzip.schedule import sparsity_steps
 from slimzip.searcher.strategies import _axis
 
@@ -280,7 +281,7 @@ def test_budgets_pick_the_smallest_file_within_them_and_say_what_no_file_met(cap
     if out:
         assert json.loads(out)["macs"] <= macs - 1
     else:
-        assert "with the budgets" in err and "--max-macs" in err
+        assert "with the budgets" in err and "--max-macs" in err and len(err.strip().splitlines()) == 1
     code = main([*base, "--max-bytes", "1", "--out", str(tmp_path / "none.slz"), "--run-dir", str(tmp_path / "n")])
     err = capsys.readouterr().err
     assert code == 2 and "with the budgets was met by no candidate" in err and "over --max-bytes 1" in err
@@ -353,6 +354,46 @@ def test_frontier_climbs_the_budget_ladder_only_as_far_as_needed(tmp_path):
             parent = by_id[c.parent]
             assert parent.knobs == c.knobs and rung[parent.id] == {0.5: 0.0, 1.0: 0.5}[rung[c.id]]
     assert sum(r == 0.0 for r in rung.values()) > sum(r > 0 for r in rung.values())  # most stop at the screen
+
+
+class Narrowed(Landscape):
+    """The landscape with MACs that fall with the channel ratio only, refused over ``max_macs`` before any
+    training as the real pipeline refuses them."""
+
+    def __init__(self, max_macs):
+        super().__init__()
+        self.max_macs = max_macs
+
+    def __call__(self, knobs, parent, **kw):
+        macs = int(1_000_000 * (1 - knobs.channel_ratio) ** 2)
+        if macs > self.max_macs:
+            e = OverBudgetError(f"over --max-macs {self.max_macs:,} ({macs:,} MACs) before any training")
+            e.epochs = 0  # as the pipeline records it: nothing was trained
+            raise e
+        return {**super().__call__(knobs, parent, **kw), "macs": macs}
+
+
+@pytest.mark.parametrize("strategy", ["heuristic", "grid", "frontier"])
+@pytest.mark.parametrize("objective", ["bytes", "accuracy"])
+def test_a_macs_budget_trains_nothing_over_it_and_every_walk_starts_where_it_fits(tmp_path, strategy, objective):
+    budget = 400_000  # channel ratio >= 0.3675: 0.375 on the finest step (0.025)
+    result, fake = _search(tmp_path, strategy, max_macs=budget, objective=objective, fake=Narrowed(budget))
+    refused = [c for c in result.candidates if c.status == "failed"]
+    assert refused and all(c.epochs == 0 and "--max-macs 400,000" in c.error for c in refused)
+    assert all(c.knobs.channel_ratio < 0.3675 for c in refused)
+    trained = [c for c in result.candidates if c.epochs > 0]
+    assert trained and all(c.macs <= budget for c in trained)
+    if strategy != "grid":  # a bisection finds the floor; the walks never go below it
+        assert len(refused) <= 6 and min(c.knobs.channel_ratio for c in trained) == pytest.approx(0.375)
+    assert result.best is not None and result.best.macs <= budget and result.best.meets(0.985)
+    if objective == "accuracy":
+        assert result.best.val_accuracy == max(c.val_accuracy for c in result.candidates
+                                               if c.status == "ok" and c.macs <= budget)
+
+
+def test_a_macs_budget_nothing_fits_ends_without_training(tmp_path):
+    result, _ = _search(tmp_path, "frontier", max_macs=1, fake=Narrowed(1))
+    assert result.best is None and sum(c.epochs for c in result.candidates) == 0
 
 
 @pytest.mark.parametrize("strategy", ["heuristic", "grid", "frontier"])

@@ -44,7 +44,7 @@ class EncodeSettings(Protocol):
 
 SECTION_KEYS = {"raw": ("data",), "shared": ("codebook", "codes", "index"), "constant": (), "quantized": ("data",)}
 ENCODINGS = tuple(SECTION_KEYS)
-SINCE = {"constant": 2, "graph": 3, "compact": 4, "quantized": 4}  # the format version that introduced it
+SINCE = {"constant": 2, "graph": 3, "compact": 4, "quantized": 4, "adaptive": 5}  # the version that introduced it
 
 
 # --- encoding ------------------------------------------------------------------------------------
@@ -53,9 +53,15 @@ def _index_bits(module: nn.Module, cfg: EncodeSettings) -> int:
     return cfg.index_bits_conv if isinstance(module, nn.Conv2d) else cfg.index_bits_fc
 
 
-def encode_stream(symbols: np.ndarray, alphabet: int, coder: str) -> tuple[str, bytes]:
-    """Code one stream with ``coder``, or with whichever coder gives the fewest bytes ('auto')."""
-    names = list(CODECS) if coder == "auto" else [coder]
+def encode_stream(symbols: np.ndarray, alphabet: int, coder: str, version: int = VERSION) -> tuple[str, bytes]:
+    """Code one stream with ``coder``, or with whichever coder gives the fewest bytes ('auto') among those a
+    file of format ``version`` may hold and that can code this stream (``adaptive`` bounds its work)."""
+    usable = [n for n in CODECS if SINCE.get(n, 1) <= version and
+              getattr(CODECS[n], "fits", lambda *_: True)(len(symbols), alphabet)]
+    if coder != "auto" and coder not in usable:
+        raise SlimzipError(f"coder {coder!r} cannot code this file ({len(symbols):,} symbols in [0, {alphabet}) in "
+                           f"a version-{version} file); use --coder auto")
+    names = usable if coder == "auto" else [coder]
     return min(((n, CODECS[n].encode(symbols, alphabet)) for n in names), key=lambda c: len(c[1]))
 
 
@@ -148,6 +154,7 @@ def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], c
     model the file rebuilds alone; a file that cannot rebuild its model keeps version 3's named entries)."""
     compact = version >= SINCE["compact"] and ("name" in spec or "graph" in spec) and \
         all(bool((layer.centroids.abs() <= FLOAT16_MAX).all()) for layer in layers.values())
+    version = version if compact else min(version, 3)
     if compact:
         layers = {k: compact_layer(v) for k, v in layers.items()}
     sections: list[bytes] = []
@@ -174,8 +181,8 @@ def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], c
             gaps = gaps_encode(positions, index_bits)
             codes = layer.codes.numpy()
             alphabet = len(layer.centroids) if compact else 2 ** layer.bits
-            code_coder, code_bytes = encode_stream(codes, alphabet, cfg.coder)
-            index_coder, index_bytes = encode_stream(gaps, 2 ** index_bits, cfg.coder)
+            code_coder, code_bytes = encode_stream(codes, alphabet, cfg.coder, version)
+            index_coder, index_bytes = encode_stream(gaps, 2 ** index_bits, cfg.coder, version)
             size = {"centroids": alphabet} if compact else {"bits": layer.bits}
             tensors.append({"name": name, "shape": list(value.shape), "encoding": "shared", **size,
                             "index_bits": index_bits, "coders": {"codes": code_coder, "index": index_coder},
@@ -198,7 +205,7 @@ def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], c
                 **(extra or {})}
     if compact:
         return encode_container(*compact_manifest(manifest, sections), version=version)
-    return encode_container(manifest, sections, version=min(version, 3))
+    return encode_container(manifest, sections, version=version)
 
 
 # --- decoding ------------------------------------------------------------------------------------
@@ -356,6 +363,8 @@ def decode_shared(container: Container, entry: dict, shape: torch.Size | list[in
     if not isinstance(coders, dict) or not all(isinstance(coders.get(k), str) and coders[k] in CODECS
                                                for k in ("codes", "index")):
         raise ContainerError(f"tensor {entry.get('name')}: unknown encoding")
+    if "adaptive" in coders.values() and container.version < SINCE["adaptive"]:
+        raise ContainerError(f"tensor {entry['name']}: the adaptive coder exists from format version 5")
     for key in ("code_entropy", "index_entropy"):  # informational (inspect shows them), still checked
         v = entry.get(key, 0.0)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not _finite(v) or not 0 <= v <= 64:

@@ -9,7 +9,9 @@ loops over symbols in Python.
   bit offsets are stored, so the decoder walks all blocks in lock step (one numpy step decodes one
   symbol of every block).
 - ``rans``: range-ANS through the ``constriction`` package, with the empirical symbol counts as the
-  model: it gets within a fraction of a percent of the empirical entropy.
+  model: it gets within a fraction of a percent of the empirical entropy, plus a table of the counts.
+- ``adaptive``: range-ANS with no table: the model is the counts of the symbols decoded so far, updated
+  block by block (format version 5).
 """
 
 from __future__ import annotations
@@ -310,7 +312,96 @@ class RansCodec:
         return constriction.stream.model.Categorical((counts / counts.sum()).astype(np.float64), perfect=False)
 
 
-CODECS: dict[str, Codec] = {"fixed": FixedCodec(), "huffman": HuffmanCodec(), "rans": RansCodec()}
+ADAPTIVE_PRIORS = (1, 3, 5, 7)  # the pseudo-count of every symbol is 2**-k for one of these k (header byte)
+ADAPTIVE_FIRST, ADAPTIVE_BLOCK = 16, 256  # block lengths: 16, 32, ..., then 256 symbols each
+ADAPTIVE_WORK = 2 ** 25  # blocks x alphabet a stream may cost (a model per block): writer and reader bound
+
+
+def adaptive_blocks(count: int) -> list[int]:
+    """The block boundaries of an adaptive stream of ``count`` symbols: lengths double from
+    ``ADAPTIVE_FIRST`` to ``ADAPTIVE_BLOCK``, then stay."""
+    bounds, length = [0], ADAPTIVE_FIRST
+    while bounds[-1] < count:
+        bounds.append(min(bounds[-1] + length, count))
+        length = min(2 * length, ADAPTIVE_BLOCK)
+    return bounds
+
+
+class AdaptiveCodec:
+    """Adaptive range ANS with no table: each block of symbols is coded with the counts of every symbol
+    before it plus a pseudo-count ``2**-k`` per symbol of the alphabet (blocks of 16, 32, ... 256
+    symbols), so the model learns the stream as the decoder reads it; the writer picks ``k`` from
+    ``ADAPTIVE_PRIORS`` (the smallest stream).
+
+    Layout: ``u8 k``, then the coder's u32 words (none for an empty stream). A stream whose blocks x
+    alphabet exceed ``ADAPTIVE_WORK`` is not written (``fits``) and is refused when read."""
+
+    @staticmethod
+    def fits(count: int, alphabet: int) -> bool:
+        return (len(adaptive_blocks(count)) - 1) * alphabet <= ADAPTIVE_WORK
+
+    def encode(self, symbols: np.ndarray, alphabet: int) -> bytes:
+        symbols = _check_symbols(symbols, alphabet)
+        if not self.fits(len(symbols), alphabet):
+            raise ValueError(f"a stream of {len(symbols)} symbols in [0, {alphabet}) is too large to code adaptively")
+        if alphabet <= 1:  # one symbol carries no information: the prior byte alone
+            return bytes([ADAPTIVE_PRIORS[0]])
+        return min((self._encode(symbols, alphabet, k) for k in ADAPTIVE_PRIORS), key=len)
+
+    def _encode(self, symbols: np.ndarray, alphabet: int, k: int) -> bytes:
+        import constriction
+
+        bounds = adaptive_blocks(len(symbols))
+        models = list(self._models(symbols, bounds, alphabet, k))
+        coder = constriction.stream.stack.AnsCoder()
+        for (a, b), model in reversed(list(zip(zip(bounds, bounds[1:]), models))):  # LIFO: the last block first
+            coder.encode_reverse(symbols[a:b].astype(np.int32), model)
+        return bytes([k]) + coder.get_compressed().astype("<u4").tobytes()
+
+    @staticmethod
+    def _models(symbols: np.ndarray, bounds: list[int], alphabet: int, k: int):
+        """Each block's model: the counts of the symbols before it, plus ``2**-k`` each (exact in float64)."""
+        counts = np.zeros(alphabet, dtype=np.float64)
+        for a, b in zip(bounds, bounds[1:]):
+            yield _categorical(counts + 2.0 ** -k)
+            counts += np.bincount(symbols[a:b], minlength=alphabet)
+
+    def decode(self, data: bytes, count: int, alphabet: int) -> np.ndarray:
+        if len(data) < 1 or data[0] not in ADAPTIVE_PRIORS:
+            raise FormatError("adaptive stream has no valid prior byte")
+        if not self.fits(count, alphabet):
+            raise FormatError(f"adaptive stream of {count} symbols in [0, {alphabet}) is larger than slimzip writes")
+        if (len(data) - 1) % 4:
+            raise FormatError("adaptive payload is not whole 32-bit words")
+        k, out = data[0], np.zeros(count, dtype=np.int64)
+        if alphabet <= 1:
+            if len(data) > 1:
+                raise FormatError("adaptive payload is corrupt (words left over)")
+            return out
+        import constriction
+
+        bounds = adaptive_blocks(count)
+        counts = np.zeros(alphabet, dtype=np.float64)
+        try:
+            coder = constriction.stream.stack.AnsCoder(np.frombuffer(data[1:], dtype="<u4").astype(np.uint32))
+            for a, b in zip(bounds, bounds[1:]):
+                out[a:b] = coder.decode(_categorical(counts + 2.0 ** -k), b - a)
+                counts += np.bincount(out[a:b], minlength=alphabet)
+        except Exception as e:  # constriction raises its own error types on corrupt input
+            raise FormatError(f"adaptive payload is corrupt ({e})") from None
+        if not coder.is_empty():
+            raise FormatError("adaptive payload is corrupt (words left over)")
+        return out
+
+
+def _categorical(weights: np.ndarray):
+    import constriction
+
+    return constriction.stream.model.Categorical(weights / weights.sum(), perfect=False)
+
+
+CODECS: dict[str, Codec] = {"fixed": FixedCodec(), "huffman": HuffmanCodec(), "rans": RansCodec(),
+                            "adaptive": AdaptiveCodec()}
 
 
 def entropy_bits(symbols: np.ndarray) -> float:

@@ -328,11 +328,20 @@ def _infeasible(result, target: float, baseline: float, run: Path, closest: dict
     found = (f"closest: channels {closest['channel_ratio']:g}, sparsity {closest['sparsity']:g} -> val "
              f"{pct(closest['val_accuracy'])}, {closest['file_bytes']:,} B"
              + (f" (over {', '.join(closest['over_budget'])})" if closest["over_budget"] else "")
-             + (f", written to {closest['file']}" if closest["file"] else "") if closest else "no candidate finished")
+             + (f", written to {closest['file']}" if closest["file"] else "") if closest else _unfinished(result))
     why = (f"is above the input model's {pct(baseline)}" if target > baseline
            else "with the budgets was met by no candidate" if budgets else "was met by no candidate")
     return (f"target val accuracy {pct(target)} {why}: infeasible; {found} "
             f"({len(result.candidates)} candidates, {result.epochs} epochs; journal in {run})")
+
+
+def _unfinished(result) -> str:
+    """Why no candidate finished: the most narrowed one's refusal when a params / MACs budget refused them."""
+    refused = [c for c in result.candidates if (c.error or "").startswith("over --max-")]
+    if not refused:
+        return "no candidate finished"
+    last = max(refused, key=lambda c: c.knobs.channel_ratio)
+    return f"no candidate fits: channels {last.knobs.channel_ratio:g} is {last.error}"
 
 
 def _finish(model: nn.Module, data: bytes, out: str | os.PathLike | None, loaders: Loaders, baseline: float,

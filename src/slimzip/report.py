@@ -317,7 +317,7 @@ def _svg(plot: Plot) -> str | None:
         ax.axhline(plot.hline, color="gray", linestyle="--", linewidth=1, label=plot.hline_label)
     for x, label in plot.vlines:
         ax.axvline(x, color="firebrick", linestyle=":", linewidth=1, label=label)
-    if plot.log_x:
+    if plot.log_x and any(x > 0 for s in plot.series for x in s.x):  # (no point: a budget line alone, linear)
         ax.set_xscale("log")
     if plot.y_min is not None:
         top = max([y for s in plot.series for y in s.y] + [plot.hline or plot.y_min])

@@ -16,6 +16,7 @@ import base64
 import copy
 import hashlib
 import json
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -82,10 +83,13 @@ def valid_files() -> dict[str, bytes]:
     files["lenet-5-bn-plan-auto.slz"] = encode_model(model, spec, layers, CompressConfig(coder="auto"), version=3)
     files["lenet-5-bn-plan-unfolded.slz"] = encode_model(model, spec, layers,
                                                          CompressConfig(coder="huffman", fold_bn=False), version=3)
-    files["v4-lenet-5-bn-plan-auto.slz"] = encode_model(model, spec, layers, CompressConfig(coder="auto"))
+    files["v4-lenet-5-bn-plan-auto.slz"] = encode_model(model, spec, layers, CompressConfig(coder="auto"), version=4)
+    files["v5-lenet-5-bn-adaptive.slz"] = encode_model(model, spec, layers, CompressConfig(coder="adaptive"))
     gm = portable(net, graph)
     files["v4-graph-huffman.slz"] = encode_model(gm, {"graph": graph, "plan": {}}, _shared(gm, 0.5, (3, 3)),
-                                                 CompressConfig(coder="huffman"))
+                                                 CompressConfig(coder="huffman"), version=4)
+    files["v5-graph-auto.slz"] = encode_model(gm, {"graph": graph, "plan": {}}, _shared(gm, 0.5, (3, 3)),
+                                              CompressConfig(coder="auto"))
     model = create_model("lenet-300-100")
     with torch.no_grad():
         model.state_dict()["features.3.weight"].zero_()  # every weight of a layer pruned: empty streams
@@ -94,6 +98,8 @@ def valid_files() -> dict[str, bytes]:
         files[f"lenet-300-100-empty-layer-{coder}.slz"] = encode_model(
             model, {"name": "lenet-300-100", "kwargs": {}}, layers, CompressConfig(coder=coder, raw_dtype="float32"),
             version=3)
+    files["v5-lenet-300-100-adaptive.slz"] = encode_model(model, {"name": "lenet-300-100", "kwargs": {}}, layers,
+                                                          CompressConfig(coder="adaptive"))
     # informative and unknown top-level fields are ignored, in version 4 too
     files["v4-lenet-5-bn-with-config.slz"] = _manifest_edit(
         lambda m: m.update(config={"sparsity": 0.8}, metrics=[0.99], unknown="ignored"))(files["v4-lenet-5-bn-plan-auto.slz"])
@@ -224,6 +230,37 @@ def _rans_contradicting(d: bytes) -> bytes:
     coder.encode_reverse(dense, RansCodec._model(lied))
     table = struct.pack("<I", n) + b"".join(struct.pack("<HI", int(s), int(c)) for s, c in zip(used, lied))
     return table + coder.get_compressed().astype("<u4").tobytes()
+
+
+def _v5_adaptive(edit: Callable[[bytes], bytes], stream: str = "codes") -> Callable[[bytes], bytes]:
+    """Rewrite the ``stream`` (codes or index) section of the first shared row coded ``adaptive``."""
+    def make(blob: bytes) -> bytes:
+        manifest, sections, version = _parts(blob)
+        taken = 0
+        for row in manifest["tensors"]:
+            if row[0] == "s" and row[3 if stream == "codes" else 4] == "adaptive":
+                at = taken + (1 if stream == "codes" else 2)
+                sections[at] = edit(sections[at])
+                break
+            taken += {"r": 1, "q": 1, "s": 3, "c": 0}[row[0]]
+        return encode_container(manifest, sections, version=version)
+    return make
+
+
+def _adaptive_too_large(blob: bytes) -> bytes:
+    """The first shared row (LeNet-300-100's fc1, 235,200 weights) as every weight kept, 16-bit gaps coded
+    adaptively (a model of 65,536 symbols per block: past ``ADAPTIVE_WORK``), fixed-width codes."""
+    manifest, sections, version = _parts(blob)
+    taken = 0
+    names = sorted(k for k in create_model("lenet-300-100").state_dict() if not k.endswith("num_batches_tracked"))
+    for name, row in zip(names, manifest["tensors"]):  # rows in name order
+        if name == "features.1.weight":
+            numel = 300 * 784
+            row[2:7] = [16, "fixed", "adaptive", numel, numel]
+            sections[taken + 1] = bytes(math.ceil(numel * max(1, math.ceil(math.log2(row[1]))) / 8))
+            break
+        taken += {"r": 1, "q": 1, "s": 3, "c": 0}[row[0]]
+    return encode_container(manifest, sections, version=version)
 
 
 def _shared_row(m: dict) -> list:
@@ -396,6 +433,15 @@ INVALID: dict[str, tuple[str, Callable[[bytes], bytes], str]] = {
                          "bytes for"),
     "quantized-in-v3": ("graph-rans.slz", _manifest_edit(lambda m: _tensor(m, "1.weight").update(encoding="quantized")),
                         "from format version 4"),
+    "v5-adaptive-in-v4": ("v5-lenet-5-bn-adaptive.slz", _raw_edit(lambda d: struct.pack_into("<H", d, 8, 4)),
+                          "from format version 5"),
+    "v5-adaptive-no-prior": ("v5-lenet-5-bn-adaptive.slz", _v5_adaptive(lambda d: b"\0" + d[1:]), "prior byte"),
+    "v5-adaptive-partial-word": ("v5-lenet-5-bn-adaptive.slz", _v5_adaptive(lambda d: d + b"\0"), "32-bit words"),
+    "v5-adaptive-words-left": ("v5-lenet-5-bn-adaptive.slz", _v5_adaptive(lambda d: d[:1] + b"\1\0\0\0" + d[1:]),
+                               "words left over"),
+    "v5-adaptive-corrupt": ("v5-lenet-5-bn-adaptive.slz", _v5_adaptive(lambda d: d[:-4] + b"\0\0\0\0"),
+                            "payload is corrupt"),
+    "v5-adaptive-too-large": ("v5-lenet-300-100-adaptive.slz", _adaptive_too_large, "larger than slimzip writes"),
     "v4-quantized-length": ("v4-graph-huffman.slz", _v4_quantized(lambda n: bytes(8 + n + 1)), "bytes for"),
     "v4-quantized-nan": ("v4-graph-huffman.slz", _v4_quantized(lambda n: struct.pack("<ff", float("nan"), 1.0) +
                                                                 bytes(n)), "must be finite"),

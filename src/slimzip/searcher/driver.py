@@ -21,7 +21,15 @@ if TYPE_CHECKING:
     from ..config import CompressConfig
 
 SPECULATE = ("off", "on")
-CANDIDATE_FAILURES = (FloatingPointError, NarrowingError)  # a failed candidate, journaled; the search goes on
+
+
+class OverBudgetError(SlimzipError):
+    """A candidate's narrowed model breaks a params or MACs budget: refused before any training (a cheap
+    screen), journaled as failed with the budget it breaks."""
+
+
+# a failed candidate, journaled; the search goes on
+CANDIDATE_FAILURES = (FloatingPointError, NarrowingError, OverBudgetError)
 
 
 @dataclass(frozen=True)
@@ -211,6 +219,7 @@ class OutOfBudget(Exception):
     """Raised by ``Search.evaluate`` when a new candidate would not fit the search's epoch budget."""
 
 
+
 class Search:
     """What a strategy sees: the config, the target, and ``evaluate``."""
 
@@ -387,6 +396,7 @@ def _describe(c: Candidate, target: float) -> str:
 BUDGETS = {"max_bytes": "file_bytes", "max_params": "params", "max_macs": "macs", "max_flash": "flash_bytes",
            "max_ram": "ram_bytes", "max_latency_ms": "latency_ms"}  # budget -> what it bounds
 DEVICE_BUDGETS = ("max_flash", "max_ram", "max_latency_ms")  # measured on the compiled C model
+STRUCTURAL_BUDGETS = {"max_params": "params", "max_macs": "macs"}  # known from the narrowed model, before training
 LOWERED_BY_BITS = {"max_bytes", "max_flash"}  # budgets a smaller codebook can still bring a file under
 
 
@@ -396,6 +406,16 @@ def broken_budgets(c: Candidate, cfg: SearchConfig | None) -> list[str]:
         return []
     return [name for name, field in BUDGETS.items() if (limit := getattr(cfg, name)) is not None
             and (getattr(c, field) is None or getattr(c, field) > limit)]
+
+
+def structural_excess(cfg: SearchConfig, params: int, macs: int) -> str | None:
+    """What a narrowed model with ``params`` and ``macs`` breaks of ``cfg``'s params / MACs budgets, said
+    as a candidate's error (None: within them)."""
+    have = {"params": params, "macs": macs}
+    over = [f"--{name.replace('_', '-')} {limit:,} ({have[what]:,} {what.replace('macs', 'MACs')})"
+            for name, what in STRUCTURAL_BUDGETS.items() if (limit := getattr(cfg, name)) is not None
+            and have[what] > limit]
+    return f"over {', '.join(over)} before any training" if over else None
 
 
 def over_budget(c: Candidate, cfg: SearchConfig | None) -> list[str]:
@@ -435,12 +455,16 @@ def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journ
     if target > baseline:
         search.evaluate(Knobs(), None, epochs=0)
     else:
+        start = None
         try:
-            STRATEGIES[cfg.strategy](search, None)
+            start = _structural_start(search)
+            if start is None or start.meets(target + margin):
+                STRATEGIES[cfg.strategy](search, start)
         except OutOfBudget:
             log(f"search budget of {cfg.max_epochs:g} epochs reached after {search.spent():.2f}", verbose=verbose)
         if cfg.recover_epochs:
-            _recover(search, smallest(list(search.seen.values()), target, cfg))
+            best = smallest(list(search.seen.values()), target, cfg)
+            _recover(search, best if best is not None or start is None or start.status != "ok" else start)
         best = smallest(list(search.seen.values()), target, cfg)
         if best is None:  # nothing removed is a candidate too
             search.evaluate(Knobs(), None, epochs=0)
@@ -455,6 +479,38 @@ def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journ
                         search.speculative(), proxy_share)
 
 
+def _structural_start(search: Search) -> Candidate | None:
+    """With a params or MACs budget, where every walk starts: the least channel ratio on the finest step
+    whose narrowed model fits (bisection: a candidate over the budget is refused before any training,
+    ``OverBudgetError``), fine-tuned ``finetune_epochs``. Walks only remove more, so nothing below it is
+    ever trained. None: no such budget, or the input model fits; a failed candidate: nothing up to
+    ``max_channel_ratio`` fits (the search then ends with the closest file)."""
+    cfg = search.cfg
+    if all(getattr(cfg, name) is None for name in STRUCTURAL_BUDGETS):
+        return None
+    finest = cfg.step / 2 ** cfg.refine
+    ratios = [round(i * finest, 6) for i in range(int(cfg.max_channel_ratio / finest + 1e-9) + 1)]
+
+    def fits(i: int) -> bool:
+        return not _refused(search.evaluate(Knobs(ratios[i], 0.0), None, epochs=0))
+    if fits(0):
+        return None
+    low, high = 0, len(ratios) - 1  # low: over the budget; high: fits, if anything does
+    if not fits(high):
+        log(f"no channel ratio up to {cfg.max_channel_ratio:g} fits the params / MACs budget", verbose=search.verbose)
+        return search.evaluate(Knobs(ratios[high], 0.0), None, epochs=0)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if fits(mid) else (mid, high)
+    log(f"the params / MACs budget: every walk starts at channel ratio {ratios[high]:g}", verbose=search.verbose)
+    return search.evaluate(Knobs(ratios[high], 0.0), None, epochs=cfg.finetune_epochs)
+
+
+def _refused(c: Candidate) -> bool:
+    """Whether ``c`` was refused for breaking a params or MACs budget (``OverBudgetError``)."""
+    return c.status != "ok" and (c.error or "").startswith("over --max-")
+
+
 def _recover(search: "Search", point: Candidate | None) -> None:
     """Progressive prune / recover / prune: retrain ``point`` (the proxy's best) on the whole training
     split for ``recover_epochs`` (distilled from the input model), then walk on from the recovered model
@@ -462,19 +518,25 @@ def _recover(search: "Search", point: Candidate | None) -> None:
     its recovered parent (proxy rungs, then ``recover_step_epochs`` on the whole split for a step that
     comes close: ``strategies._try``) and kept only if its decoded file meets the target; recover the
     walk's end and repeat, ``recover_rounds`` times or until a walk moves no knob. The last point is
-    recovered too."""
+    recovered too. A recovery that still misses the target but gained accuracy (a point a budget forced,
+    ``_structural_start``) is recovered again, while rounds are left."""
     cfg = search.cfg
     walk = STRATEGIES[FOLLOW.get(cfg.strategy, cfg.strategy)]
     recovered: Candidate | None = None
     for round_ in range(cfg.recover_rounds + 1):
-        if point is None or (recovered is not None and point.id == recovered.id):
+        if point is None or (recovered is not None and point.id == recovered.id and point.meets(search.target)):
             return
         log(f"recovery {round_ + 1}: {cfg.recover_epochs:g} epochs on the whole training split from candidate "
             f"{point.id} (channels {point.knobs.channel_ratio:g}, sparsity {point.knobs.sparsity:g})",
             verbose=search.verbose)
         recovered = search.evaluate(point.knobs, point, epochs=cfg.recover_epochs, recover=True)
-        if not recovered.meets(search.target) or round_ == cfg.recover_rounds:
+        if round_ == cfg.recover_rounds:
             return
+        if not recovered.meets(search.target):
+            if not _gained(recovered, point):
+                return
+            point = recovered  # short of the target, but gaining: once more
+            continue
         search.recovering = True
         try:
             point = walk(search, recovered)
@@ -482,6 +544,11 @@ def _recover(search: "Search", point: Candidate | None) -> None:
             log(f"search budget of {cfg.max_epochs:g} epochs reached after {search.spent():.2f}",
                 verbose=search.verbose)
             point = smallest([c for c in search.seen.values() if c.id > recovered.id], search.target, search.cfg)
+
+
+def _gained(recovered: Candidate, point: Candidate) -> bool:
+    """Whether a recovery made its point more accurate."""
+    return recovered.status == "ok" and (recovered.val_accuracy or 0.0) > (point.val_accuracy or 0.0)
 
 
 FOLLOW = {"grid": "heuristic"}  # the walks a strategy goes on with from a recovered model

@@ -31,7 +31,7 @@ from ..structured import (Sensitivity, apply_plan, build_model, default_channel_
                           sensitivity_pruner)
 from ..trainer import TrainConfig, distillation, evaluate, fit, recalibrate_bn
 from ..unstructured import Masks, mask_hook, masks_from_zeros
-from .driver import CANDIDATE_FAILURES, DEVICE_BUDGETS, SearchConfig, artifact_name
+from .driver import CANDIDATE_FAILURES, DEVICE_BUDGETS, OverBudgetError, SearchConfig, artifact_name, structural_excess
 from .journal import Candidate, Knobs
 from ..state import load_state
 
@@ -190,8 +190,11 @@ class CandidatePipeline:
 
         def remove_channels(m: nn.Module) -> tuple[nn.Module, dict]:
             m, step_plan, removed[0] = self._remove_channels(m, knobs.channel_ratio, removed[0])
+            self._check_structure(m)
             return m, step_plan
         try:
+            if knobs.channel_ratio <= start.channel_ratio:  # no channel goes: the parent's structure is this one's
+                self._check_structure(model)
             pruned = prune_and_retrain(
                 model, plan, masks_from_zeros(model) if start.sparsity > 0 else None,
                 remove_channels=remove_channels if knobs.channel_ratio > start.channel_ratio else None,
@@ -222,6 +225,14 @@ class CandidatePipeline:
             device = c_footprint(data, latency=self.cfg.max_latency_ms is not None)
         return {"val_accuracy": evaluate(decoded, self.loaders.val)[1], "file_bytes": len(data),
                 "params": cost.params, "macs": cost.macs, "epochs": spent, "channels_removed": removed, **device}
+
+    def _check_structure(self, model: nn.Module) -> None:
+        """Refuse, before any training, a narrowed model over the params or MACs budget (``OverBudgetError``)."""
+        if self.cfg.max_params is None and self.cfg.max_macs is None:
+            return
+        cost = measure(model, self.shape)
+        if (excess := structural_excess(self.cfg, cost.params, cost.macs)) is not None:
+            raise OverBudgetError(excess)
 
     def _save_trunk(self, key: str, model: nn.Module, plan: dict) -> None:
         path = self._trunk_path(key)
