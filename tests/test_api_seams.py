@@ -42,6 +42,23 @@ def test_coding_knobs_of_a_search_are_one_line_before_any_work(capsys, tmp_path,
     assert time.perf_counter() - t0 < 10 and not (tmp_path / "m.slz").exists()
 
 
+def test_each_coding_and_tuning_knob_is_declared_once_and_checked_alike():
+    """Fixed-knob compression and the search share their coding and tuning knobs (one declaration, one
+    check); only the weight-pruning scope is declared by each, its default differing by design."""
+    from slimzip.config import CodingConfig, CompressConfig, TuneConfig
+
+    assert set(CompressConfig.__annotations__) & set(SearchConfig.__annotations__) == {"scope"}
+    for base in (CodingConfig, TuneConfig):
+        assert issubclass(CompressConfig, base) and issubclass(SearchConfig, base)
+    for bad in (dict(coder="zip"), dict(index_bits_fc=0), dict(raw_dtype="int4"), dict(prune_steps=0), dict(lr=0.0)):
+        messages = []
+        for cls in (CompressConfig, SearchConfig):
+            with pytest.raises(SlimzipError) as info:
+                cls(**bad).validate()
+            messages.append(str(info.value))
+        assert messages[0] == messages[1]
+
+
 def test_an_argument_that_contradicts_the_config_is_an_error_not_dropped():
     with pytest.raises(SlimzipError, match="strategy='frontier' contradicts config.strategy='heuristic'"):
         slimzip.search(Small(), _data(32, 0), _data(16, 1), max_drop=50.0, strategy="frontier",

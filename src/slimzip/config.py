@@ -96,47 +96,72 @@ SCHEDULES: dict[str, Callable[[float, TrainConfig], float]] = {
 
 
 @dataclass(frozen=True)
-class CompressConfig:
-    """The knobs of deep compression. Saved in the file's manifest."""
+class CodingConfig:
+    """How a file is coded, declared once: fixed-knob compression (``CompressConfig``) and the search
+    (``searcher.SearchConfig``) are both coding configs, checked by the same ``validate_coding``."""
 
-    channel_ratio: float = knob(0.0, "fixed knobs: fraction of channels removed first, then retrained")
-    channel_scope: str = knob("auto", "channel threshold: global, layer, auto (global where the model has BN), or "
-                                      "sensitivity (each layer its own ratio, from a layer profile on val)")
-    sparsity: float = knob(0.9, "fixed knobs: fraction of conv/linear weights set to zero")
-    scope: str = knob("layer", "weight-pruning threshold: layer (each at the sparsity) or global")
-    prune_steps: int = knob(3, "prune-retrain rounds; sparsity rises geometrically over them", positive=True)
-    retrain_epochs: float = knob(2.0, "fixed knobs: retraining epochs (masks held) after each pruning round (a "
-                                      "fraction: one pass over that share of the training images)")
     bits_conv: int = knob(8, "codebook index bits, conv layers")
     bits_fc: int = knob(5, "codebook index bits, linear layers")
-    centroid_epochs: int = knob(1, "centroid fine-tuning epochs after weight sharing")
-    centroid_grad: str = "mean"  # 'mean' or 'sum' of the cluster's weight gradients (see sharing.py)
     index_bits_conv: int = knob(8, "relative-index bits, conv layers (fillers past 2^bits - 1)")
     index_bits_fc: int = knob(5, "relative-index bits, linear layers")
-    coder: str = knob("auto", "rans, huffman, fixed, or auto: the smallest of them for each stream")
+    coder: str = knob("auto", "adaptive, rans, huffman, fixed, or auto: the smallest of them for each stream")
     raw_dtype: str = knob("float16", "float16, float32 or uint8 (8-bit affine, .slz version 4) for BN, biases and "
                                      "other small tensors")
-    fold_bn: bool = knob(True, "store BatchNorm as scale + shift (a preceding bias folded in): exact in eval mode",
-                         flag="--no-fold-bn")
-    lr: float = knob(0.01, "retraining / fine-tuning learning rate (cosine within each round)")
+    fold_bn: bool = knob(True, "store BatchNorm as scale + shift (a preceding bias folded in): exact in eval mode "
+                               "and smaller (--no-fold-bn: its four tensors as they are)", flag="--no-fold-bn")
 
-    def validate(self) -> "CompressConfig":
-        check_range("sparsity", self.sparsity, 0.0, 1.0, high_open=True)
-        check_range("channel ratio", self.channel_ratio, 0.0, 1.0, high_open=True)
-        if self.channel_scope not in CHANNEL_SCOPES:
-            raise unknown("channel scope", self.channel_scope, list(CHANNEL_SCOPES))
+    def validate_coding(self) -> None:
         for name in ("bits_conv", "bits_fc", "index_bits_conv", "index_bits_fc"):
             check_range(name.replace("_", " "), getattr(self, name), 1, 16)
         if self.coder not in (*CODECS, "auto"):
             raise unknown("coder", self.coder, [*CODECS, "auto"])
         if self.raw_dtype not in RAW_DTYPE_NAMES:
             raise unknown("raw dtype", self.raw_dtype, list(RAW_DTYPE_NAMES))
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """The pruning and fine-tuning knobs fixed-knob compression and the search share, declared once."""
+
+    channel_scope: str = knob("auto", "channel removal threshold: global, layer, auto (global where the model has "
+                                      "BN, else layer), or sensitivity (each layer its own ratio, from a layer "
+                                      "profile on val)")
+    prune_steps: int = knob(3, "prune-retrain rounds; sparsity rises geometrically over them (a search: the "
+                               "grid's per candidate)", positive=True)
+    centroid_epochs: int = knob(1, "centroid fine-tuning epochs after weight sharing (a search: its winner's)")
+    lr: float = knob(0.01, "retraining / fine-tuning learning rate (cosine within each round or step)")
+
+    def validate_tuning(self) -> None:
+        if self.channel_scope not in CHANNEL_SCOPES:
+            raise unknown("channel scope", self.channel_scope, list(CHANNEL_SCOPES))
         check_range("prune steps", self.prune_steps, 1, 1000)
-        check_range("retrain epochs", self.retrain_epochs, 0.0, 1000.0)
         check_range("centroid epochs", self.centroid_epochs, 0, 1000)
+        if not (self.lr > 0 and self.lr < 10):
+            raise SlimzipError(f"learning rate must be in (0, 10), got {self.lr}")
+
+
+CODING_FIELDS = tuple(f.name for f in dataclasses.fields(CodingConfig))
+
+
+@dataclass(frozen=True)
+class CompressConfig(TuneConfig, CodingConfig):
+    """The knobs of deep compression (its coding and tuning knobs from ``CodingConfig`` and
+    ``TuneConfig``). Saved in the file's manifest."""
+
+    channel_ratio: float = knob(0.0, "fixed knobs: fraction of channels removed first, then retrained")
+    sparsity: float = knob(0.9, "fixed knobs: fraction of conv/linear weights set to zero")
+    scope: str = knob("layer", "weight-pruning threshold: layer (each at the sparsity) or global")
+    retrain_epochs: float = knob(2.0, "fixed knobs: retraining epochs (masks held) after each pruning round (a "
+                                      "fraction: one pass over that share of the training images)")
+    centroid_grad: str = "mean"  # 'mean' or 'sum' of the cluster's weight gradients (see sharing.py)
+
+    def validate(self) -> "CompressConfig":
+        check_range("sparsity", self.sparsity, 0.0, 1.0, high_open=True)
+        check_range("channel ratio", self.channel_ratio, 0.0, 1.0, high_open=True)
+        self.validate_coding()
+        self.validate_tuning()
+        check_range("retrain epochs", self.retrain_epochs, 0.0, 1000.0)
         return self
-
-
 
 
 # Training recipes per dataset (every field can be overridden from the command line), and for other data

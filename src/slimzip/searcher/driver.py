@@ -8,17 +8,14 @@ import hashlib
 import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import Any, Callable, Protocol
 
-from ..settings import CHANNEL_SCOPES
+from ..config import CODING_FIELDS, CodingConfig, CompressConfig, TuneConfig
 from ..errors import NarrowingError, SlimzipError, check_range, unknown
 from ..options import knob
 from ..progress import log, pct
 from .journal import Candidate, Journal, Knobs
 from .strategies import STRATEGIES
-
-if TYPE_CHECKING:
-    from ..config import CompressConfig
 
 SPECULATE = ("off", "on")
 
@@ -33,9 +30,10 @@ CANDIDATE_FAILURES = (FloatingPointError, NarrowingError, OverBudgetError)
 
 
 @dataclass(frozen=True)
-class SearchConfig:
-    """Everything a search needs besides the target. Saved in the journal: a run directory holds one
-    search, and running it again with other settings is refused."""
+class SearchConfig(TuneConfig, CodingConfig):
+    """Everything a search needs besides the target (its coding and tuning knobs from ``CodingConfig``
+    and ``TuneConfig``, shared with fixed-knob compression). Saved in the journal: a run directory holds
+    one search, and running it again with other settings is refused."""
 
     strategy: str = "frontier"  # the one default strategy (the CLI's --search, slimzip.search)
     step: float = knob(0.1, "search: step width of channel ratio and sparsity (frontier: its first step)")
@@ -48,26 +46,13 @@ class SearchConfig:
     short_epochs: float = knob(0.5, "frontier: the short fine-tune tried before a full one, in epochs (0: none)")
     calibration_images: int = knob(2048, "search: images that re-estimate BN statistics after pruning without "
                                          "training (0: off)")
-    prune_steps: int = knob(3, "prune-retrain rounds (the grid's per candidate)", positive=True)
-    centroid_epochs: int = knob(1, "centroid fine-tuning epochs (the search's winner)")
     screen_gap: float = knob(0.05, "frontier: fine-tune a screened candidate only if it misses by less than this",
                              points=True)
     scope: str = knob("global", "weight-pruning threshold: global or layer")
-    channel_scope: str = knob("auto", "channel removal threshold: global, layer, auto (global with BN, else "
-                                      "layer), or sensitivity (each layer its own ratio, from a layer profile)")
-    bits_conv: int = knob(8, "codebook bits for conv layers")
-    bits_fc: int = knob(5, "codebook bits for linear layers")
-    index_bits_conv: int = knob(8, "relative index bits, conv layers")
-    index_bits_fc: int = knob(5, "relative index bits, linear layers")
-    coder: str = knob("auto", "entropy coder: auto (the smallest per stream), rans, huffman or fixed")
-    fold_bn: bool = knob(True, "store BatchNorm's four tensors as they are (default: folded into scale + shift: "
-                               "exact in eval mode and smaller)", flag="--no-fold-bn")
-    lr: float = knob(0.01, "fine-tuning learning rate (cosine within each step)")
     distill: float = knob(0.0, "search: weight of knowledge distillation from the input model in every fine-tune "
                                "(0: off; the frozen teacher's forward passes are not counted as epochs)")
     train_subset: int | None = knob(None, "search: fine-tune on the first N training images only", positive=True)
     max_epochs: float | None = knob(None, "search: budget in fine-tune epochs; the best file found within it wins")
-    raw_dtype: str = knob("float16", "float16, float32 or uint8 (8-bit affine) for BN, biases and other small tensors")
     min_bits: int = knob(2, "search: then lower the winner's codebook bits one by one down to this while it meets "
                             "the target (0: keep --bits-conv / --bits-fc)")
     bits_ladder: str = knob("joint", "search: joint (conv and linear bits one fewer together) or split (after the "
@@ -117,17 +102,15 @@ class SearchConfig:
             raise unknown("objective", self.objective, list(OBJECTIVES))
         if self.bits_ladder not in LADDERS:
             raise unknown("bits ladder", self.bits_ladder, list(LADDERS))
-        self.coding().validate()  # the coding knobs, checked as fixed-knob compression checks them
+        self.validate_coding()  # the same checks as fixed-knob compression's
+        self.validate_tuning()
         check_range("screen gap", self.screen_gap, 0.0, 1.0)
         check_range("short epochs", self.short_epochs, 0.0, 1.0)
         if self.scope not in ("global", "layer"):
             raise unknown("weight-pruning scope", self.scope, ["global", "layer"])
-        if self.channel_scope not in CHANNEL_SCOPES:
-            raise unknown("channel scope", self.channel_scope, list(CHANNEL_SCOPES))
         check_range("calibration images", self.calibration_images, 0, 10_000_000)
         check_range("distillation weight", self.distill, 0.0, 100.0)
-        for name in ("finetune_epochs", "prune_steps", "centroid_epochs"):
-            check_range(name.replace("_", " "), getattr(self, name), 0 if name != "prune_steps" else 1, 1000)
+        check_range("finetune epochs", self.finetune_epochs, 0, 1000)
         if self.max_epochs is not None:
             check_range("max epochs", self.max_epochs, 0.0, 1e6)
         check_range("recover epochs", self.recover_epochs, 0, 1000)
@@ -152,14 +135,12 @@ class SearchConfig:
         shared = {f.name for f in dataclasses.fields(cls)} & {f.name for f in dataclasses.fields(cfg)}
         return cls(**{name: getattr(cfg, name) for name in shared}).validate()
 
-    def coding(self, bits: "tuple[int, int] | None" = None):
+    def coding(self, bits: "tuple[int, int] | None" = None) -> CompressConfig:
         """The file's coding knobs as deep compression's config (``bits``: codebook bits, if not the config's)."""
-        from ..config import CompressConfig
-
         conv, fc = bits or (self.bits_conv, self.bits_fc)
-        return CompressConfig(scope=self.scope, bits_conv=conv, bits_fc=fc, index_bits_conv=self.index_bits_conv,
-                              index_bits_fc=self.index_bits_fc, coder=self.coder, fold_bn=self.fold_bn, lr=self.lr,
-                              raw_dtype=self.raw_dtype, centroid_epochs=0)
+        coding = {name: getattr(self, name) for name in CODING_FIELDS}
+        return CompressConfig(**{**coding, "bits_conv": conv, "bits_fc": fc}, scope=self.scope, lr=self.lr,
+                              centroid_epochs=0)
 
 
 def candidate_bits(c: Candidate, cfg: SearchConfig) -> tuple[int, int]:
