@@ -21,6 +21,7 @@ writes benchmarks/results/coders.json and prints the table."""
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import time
 from pathlib import Path
@@ -54,7 +55,7 @@ def main() -> None:
         print(f"{file[-52:]:<52} {r['model']:<14} {r['kept']:>7,} {r['v4_auto']:>8,} {r['v5_auto']:>8,} "
               f"{100 * (1 - r['v5_auto'] / r['v4_auto']):>5.1f}% {cab}")
     result = {"machine": {"cpu": cpu_name()}, "command": "python benchmarks/coders.py " + " ".join(args.files),
-              "deepcabac": "nncodec " + cabac[1] if cabac else None, "rows": rows}
+              "deepcabac": f"nncodec {cabac[1]}" if cabac else None, "rows": rows}
     path = ROOT / "benchmarks" / "results" / "coders.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")
@@ -117,12 +118,11 @@ def _cabac_bytes(s: Stream, deepcabac) -> int:
 
 def _deepcabac():
     try:
-        import nncodec
         from nncodec.extensions import deepCABAC
     except ImportError:
         print("nncodec is not installed here: the DeepCABAC column stays empty (see the module's docstring)")
         return None
-    return deepCABAC, getattr(nncodec, "__version__", "?")
+    return deepCABAC, importlib.metadata.version("nncodec")
 
 
 if __name__ == "__main__":

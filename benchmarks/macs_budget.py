@@ -17,8 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from slimzip.api.training import evaluate_path
 from machine import cpu_name  # benchmarks/machine.py
 
