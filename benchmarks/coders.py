@@ -35,7 +35,8 @@ from slimzip.deploy.stored import Stream, stored_tensors
 from machine import cpu_name  # benchmarks/machine.py
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_FILES = ("runs/lenet-5-bn.slz", "runs/lv/kd-sub-rec.slz", "runs/paper_cifar/resnet20-long/step2/frontier.slz")
+DEFAULT_FILES = ("runs/lenet-5-bn.slz", "runs/lv/kd-sub-rec.slz", "runs/l300-bn.slz",
+                 "runs/paper_cifar/resnet20-long/step2/frontier.slz")
 V4 = ("fixed", "huffman", "rans")  # the coders .slz version 4 may hold
 
 

@@ -49,16 +49,18 @@ def main() -> None:
     reference = json.loads((RESULTS / REFERENCE[0]).read_text())[REFERENCE[1]][REFERENCE[2]]
     dense = reference["file_bytes"] * reference["compression_ratio"]
     row = _row(done.returncode == 0, out, base, budget, round(dense), command)
-    row.update(wall_seconds_this_call=round(time.perf_counter() - t0, 1), machine={"cpu": cpu_name(), "threads": args.threads})
+    row.update(wall_seconds_this_call=round(time.perf_counter() - t0, 1),
+               machine={"cpu": cpu_name(), "threads": args.threads})
     path = RESULTS / "macs_budget.json"
     rows = json.loads(path.read_text())["rows"] if path.is_file() else {}
     rows = {**rows, "without (the same search)": {**reference, "macs": base["macs"]},
             f"with --max-macs {budget:,} ({args.fraction:g} of dense)": row}
-    print(f"{'search':<44} {'MACs':>11} {'.slz B':>8} {'ratio':>6} {'test':>7} {'full-data epochs':>16}")
+    print(f"{'search':<44} {'target':>6} {'MACs':>11} {'.slz B':>8} {'ratio':>6} {'test':>7} {'full-data epochs':>16}")
     for name, r in rows.items():
-        test = f"{100 * r['test_accuracy']:.2f}%" if r.get("test_accuracy") is not None else "missed"
-        print(f"{name:<44} {r.get('macs') or 0:>11,} {r.get('file_bytes') or 0:>8,} {r.get('compression_ratio') or 0:>6.1f} "
-              f"{test:>7} {r['cost'].get('full_data_epochs', 0):>16}")
+        test = f"{100 * r['test_accuracy']:.2f}%" if r.get("test_accuracy") is not None else "-"
+        print(f"{name:<44} {'met' if r.get('met_target', True) else 'missed':>6} {r.get('macs') or 0:>11,} "
+              f"{r.get('file_bytes') or 0:>8,} {r.get('compression_ratio') or 0:>6.1f} {test:>7} "
+              f"{r['cost'].get('full_data_epochs', 0):>16}")
     result = {"machine": {"cpu": cpu_name(), "threads": args.threads}, "dense_macs": base["macs"],
               "baseline_test_accuracy": base["test_accuracy"], "rows": rows}
     path.write_text(json.dumps(result, indent=2, default=str) + "\n")
