@@ -139,3 +139,19 @@ def test_the_command_line_and_the_library_compress_through_one_pipeline(capsys, 
     assert result.knobs["sparsity"] == 0.8 and result.knobs["retrain_epochs"] == 0.5
     with pytest.raises(SlimzipError, match="contradicts config.sparsity"):
         slimzip.compress(model, loaders, None, config=CompressConfig(sparsity=0.5), sparsity=0.7)
+
+
+def test_prune_channels_takes_one_config_and_refuses_what_contradicts_it(tmp_path):
+    """``prune_channels``'s knobs are one ``PruneConfig`` (the command line's options are its fields): a
+    keyword that contradicts the config, or one it does not have, is an error before anything is read."""
+    from slimzip.api import prune_channels
+    from slimzip.config import PruneConfig
+
+    cfg = PruneConfig(channel_ratio=0.25, scope="layer")
+    with pytest.raises(SlimzipError, match="channel_ratio=0.5 contradicts config.channel_ratio=0.25"):
+        prune_channels(tmp_path / "none", tmp_path / "out", cfg, channel_ratio=0.5)
+    with pytest.raises(SlimzipError, match="unknown argument"):
+        prune_channels(tmp_path / "none", tmp_path / "out", ratio=0.5)
+    with pytest.raises(SlimzipError, match="channel ratio must be in"):
+        prune_channels(tmp_path / "none", tmp_path / "out", channel_ratio=1.5)
+    assert not (tmp_path / "out").exists()

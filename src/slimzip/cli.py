@@ -15,7 +15,7 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
-from .config import DEFAULT_RECIPE, EXPORT_FORMATS, RECIPES, CompressConfig, TrainConfig
+from .config import DEFAULT_RECIPE, EXPORT_FORMATS, RECIPES, CompressConfig, PruneConfig, TrainConfig
 from .searcher.driver import SearchConfig
 from .searcher.strategies import STRATEGIES
 from .errors import INTERRUPTED, SlimzipError
@@ -262,12 +262,9 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_prune_channels(args: argparse.Namespace) -> None:
     from .api import prune_channels
 
-    r = prune_channels(args.checkpoint, args.out, method=args.method, channel_ratio=args.ratio, scope=args.scope,
-                       min_channels=args.min_channels, round_to=args.round_to, finetune_epochs=args.finetune_epochs,
-                       lr=args.lr, schedule=args.schedule, bn_l1=args.bn_l1,
-                       passes=args.passes, pass_epochs=args.pass_epochs, pass_bn_l1=args.pass_bn_l1,
-                       distill=args.distill, teacher=args.teacher, seed=args.seed,
-                       device=args.device, data_dir=args.data_dir, verbose=not args.quiet)
+    cfg = PruneConfig(**given(args, PruneConfig))
+    r = prune_channels(args.checkpoint, args.out, cfg, seed=args.seed, device=args.device, data_dir=args.data_dir,
+                       verbose=not args.quiet)
 
     def table(r: dict) -> str:
         b, a = r["before"], r["after"]
@@ -351,28 +348,9 @@ def _prune_parser(sub) -> None:
     p = sub.add_parser("prune-channels", help="remove channels (physically) from a checkpoint, then fine-tune")
     p.add_argument("checkpoint", help="a checkpoint directory (from `slimzip train` or `prune-channels`)")
     p.add_argument("--out", required=True, help="a new directory for the narrowed checkpoint")
-    p.add_argument("--method", default="slimming",
-                   help="slimming (BN scales), l1, l2, dropnet (mean activation), dropnet_max, apoz or random")
-    p.add_argument("--ratio", type=number, required=True, help="fraction of channels removed, in [0, 1)")
-    p.add_argument("--scope", default="global", help="global (one threshold) or layer (the ratio in every layer)")
-    p.add_argument("--min-channels", type=positive_int, default=1, help="channels every layer keeps (default 1)")
-    p.add_argument("--round-to", type=positive_int, default=1, help="round kept widths up to a multiple (8, 16, 32)")
-    p.add_argument("--finetune-epochs", type=int, default=0)
-    p.add_argument("--lr", type=number, help="fine-tune learning rate (default: a tenth of the checkpoint's)")
-    p.add_argument("--schedule", default="cosine",
-                   help="fine-tune schedule: cosine (default), step (the checkpoint's milestones), constant, onecycle")
-    p.add_argument("--bn-l1", "--sparsity", type=number, default=0.0,
-                   help="L1 lambda on BN scales while fine-tuning (multi-pass slimming; old name: --sparsity)")
-    p.add_argument("--passes", type=positive_int, default=1,
-                   help="remove --ratio in N equal steps, fine-tuning between them (gradual; default 1)")
-    p.add_argument("--pass-epochs", type=int, help="fine-tune epochs after each step but the last (default: a quarter "
-                                                  "of --finetune-epochs)")
-    p.add_argument("--pass-bn-l1", "--pass-sparsity", type=number,
-                   help="L1 lambda on BN scales in those fine-tunes (default: the checkpoint's own training lambda; "
-                        "old name: --pass-sparsity)")
-    p.add_argument("--distill", type=number, default=0.0,
-                   help="fine-tune with this weight on distillation from the unpruned model (0: off; e.g. 1)")
-    p.add_argument("--teacher", help="with --distill: distill from this checkpoint directory instead (same dataset)")
+    p.add_argument("--ratio", dest="channel_ratio", metavar="RATIO", type=number, required=True,
+                   help=PruneConfig.__dataclass_fields__["channel_ratio"].metadata["help"])
+    add_options(p, [("", PruneConfig)], [f.name for f in dataclasses.fields(PruneConfig) if f.name != "channel_ratio"])
     p.add_argument("--seed", type=int, default=0)
     _common(p)
     p.set_defaults(func=cmd_prune_channels)

@@ -164,6 +164,42 @@ class CompressConfig(TuneConfig, CodingConfig):
         return self
 
 
+@dataclass(frozen=True)
+class PruneConfig:
+    """The knobs of ``slimzip prune-channels`` (``api.prune_channels``): remove channels once, or in
+    passes, then fine-tune. Saved in the output checkpoint's config."""
+
+    method: str = knob("slimming", "channel criterion: slimming (BN scales), l1, l2, dropnet (mean activation), "
+                                   "dropnet_max, apoz or random")
+    channel_ratio: float = knob(0.5, "fraction of channels removed, in [0, 1)", flag="--ratio")
+    scope: str = knob("global", "global (one threshold) or layer (the ratio in every layer)")
+    min_channels: int = knob(1, "channels every layer keeps", positive=True)
+    round_to: int = knob(1, "round kept widths up to a multiple (8, 16, 32)", positive=True)
+    finetune_epochs: int = knob(0, "fine-tune epochs after the last pass")
+    lr: float | None = knob(None, "fine-tune learning rate (none: a tenth of the checkpoint's)")
+    schedule: str = knob("cosine", "fine-tune schedule: cosine, step (the checkpoint's milestones), constant or "
+                                   "onecycle")
+    bn_l1: float = knob(0.0, "L1 lambda on BN scales while fine-tuning (multi-pass slimming)", alias="--sparsity")
+    passes: int = knob(1, "remove the ratio in N equal steps, fine-tuning between them (gradual)", positive=True)
+    pass_epochs: int | None = knob(None, "fine-tune epochs after each step but the last (none: a quarter of "
+                                         "--finetune-epochs, at least 1)")
+    pass_bn_l1: float | None = knob(None, "L1 lambda on BN scales in those fine-tunes (none: the checkpoint's own "
+                                          "training lambda)", alias="--pass-sparsity")
+    distill: float = knob(0.0, "fine-tune with this weight on distillation from the unpruned model (0: off; e.g. 1)")
+    teacher: str | None = knob(None, "with --distill: distill from this checkpoint directory instead (same dataset)")
+
+    def validate(self) -> "PruneConfig":
+        check_range("channel ratio", self.channel_ratio, 0.0, 1.0, high_open=True)
+        check_range("distillation weight", self.distill, 0.0, 100.0)
+        if self.scope not in ("global", "layer"):
+            raise unknown("channel scope", self.scope, ["global", "layer"])
+        if self.passes < 1 or self.finetune_epochs < 0 or (self.pass_epochs is not None and self.pass_epochs < 0):
+            raise SlimzipError(f"passes must be at least 1 and epochs at least 0 (got {self.passes} passes)")
+        if self.teacher is not None and not self.distill:
+            raise SlimzipError("--teacher is the model to distill from: give --distill a weight above 0 too")
+        return self
+
+
 # Training recipes per dataset (every field can be overridden from the command line), and for other data
 RECIPES: dict[str, TrainConfig] = {
     # LeNets / MLPs on MNIST: short cosine runs are enough (no augmentation for digits).

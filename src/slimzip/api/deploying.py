@@ -204,11 +204,11 @@ def export(path: str | os.PathLike, out: str | os.PathLike, *, format: str = "on
            check_images: int | None = None, split: str | None = None, data_dir: str | None = None,
            seed: int = 0) -> dict:
     """Write a .slz file's (or a checkpoint's) model as ``format`` (``onnx``: dense fp32; ``onnx-int8``;
-    ``tflite-int8``: int8 TFLite through litert-torch; ``c``: C99 keeping the file's codebooks, codes and sparse positions; ``c-dense``: the same C with every
-    weight a float32 array) and check it against the decoded
-    PyTorch model: on ``check_images`` images of ``split`` (default all of it; ``auto``: test when the file
-    names its dataset), or on seeded random inputs without a split (default 64). ``check=False`` (C only) writes without compiling. Files are written only
-    after the check passes."""
+    ``tflite-int8``: int8 TFLite through litert-torch; ``c``: C99 keeping the file's codebooks, codes and
+    sparse positions; ``c-dense``: the same C with every weight a float32 array) and check it against the
+    decoded PyTorch model: on ``check_images`` images of ``split`` (default all of it; ``auto``: test when
+    the file names its dataset), or on seeded random inputs without a split (default 64). ``check=False``
+    (C only) writes without compiling. Files are written only after the check passes."""
     if format not in FORMATS:
         raise SlimzipError(f"unknown export format {format!r}; choose from: {', '.join(FORMATS)}")
     if check_images is not None:

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_checkpoint, load_tensors, save_checkpoint
-from ..config import DROPNET_RECIPE
+from ..config import DROPNET_RECIPE, PruneConfig
 from ..data import create_loaders, get_dataset_spec
-from ..errors import SlimzipError, check_range
+from ..errors import SlimzipError
 from ..measure import measure
 from ..progress import log
 from ..models import create_model, get_model_entry
@@ -30,29 +30,27 @@ from .common import _checkpoint_loaders, _checkpoint_recipe, check_fits, resolve
 
 
 
-def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, method: str = "slimming",
-                   channel_ratio: float = 0.5, scope: str = "global", min_channels: int = 1, round_to: int = 1,
-                   finetune_epochs: int = 0, lr: float | None = None, schedule: str = "cosine", bn_l1: float = 0.0,
-                   passes: int = 1, pass_epochs: int | None = None, pass_bn_l1: float | None = None,
-                   distill: float = 0.0, teacher: str | None = None, seed: int = 0, device: str = "cpu",
-                   data_dir: str | None = None, verbose: bool = True) -> PruneSummary:
+def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, config: PruneConfig | None = None, *,
+                   seed: int = 0, device: str = "cpu", data_dir: str | None = None, verbose: bool = True,
+                   **knobs: Any) -> PruneSummary:
     """Remove channels from a checkpoint (physically), fine-tune (``distill`` > 0: with distillation from
-    ``teacher``, else the model before pruning), save a new checkpoint; the input is never modified. ``passes``
-    > 1: the ratio in equal steps, each but the last followed by ``pass_epochs`` (a quarter of ``finetune_epochs``)
-    under ``pass_bn_l1`` (the checkpoint's own L1 lambda on BN scales) and a checkpoint ``out/pass{i}`` a rerun resumes from."""
-    _check_prune_args(checkpoint, out := Path(out), method, channel_ratio, distill, passes, finetune_epochs,
-                      pass_epochs, teacher)
+    ``teacher``, else the model before pruning), save a new checkpoint; the input is never modified. The
+    knobs are ``config`` (a ``PruneConfig``), or its fields as keywords (``channel_ratio=0.5``; one that
+    contradicts ``config`` is an error). ``passes`` > 1: the ratio in equal steps, each but the last followed
+    by ``pass_epochs`` (a quarter of ``finetune_epochs``) under ``pass_bn_l1`` (the checkpoint's own L1
+    lambda on BN scales) and a checkpoint ``out/pass{i}`` a rerun resumes from."""
+    cfg = _prune_config(config, knobs)
+    _check_prune_args(checkpoint, out := Path(out), cfg)
+    method, channel_ratio, scope, passes, finetune_epochs, distill, teacher = (
+        cfg.method, cfg.channel_ratio, cfg.scope, cfg.passes, cfg.finetune_epochs, cfg.distill, cfg.teacher)
     model, meta = load_checkpoint(checkpoint, dev := resolve_device(device))
     dataset, spec, shape = meta["dataset"], meta["model"], get_dataset_spec(meta["dataset"]).image_shape
     train_cfg = _checkpoint_recipe(meta)
     pass_defaults = {"pass_epochs": max(1, finetune_epochs // 4), "pass_bn_l1": train_cfg.bn_l1}
-    pass_epochs, pass_bn_l1, ft, step_ft = _finetune_configs(train_cfg, finetune_epochs, lr, schedule, bn_l1,
-                                                             pass_epochs, pass_bn_l1, pass_defaults)
-    config = {"pruned_from": str(checkpoint), "method": method, "channel_ratio": channel_ratio, "scope": scope,
-              "min_channels": min_channels, "round_to": round_to, "finetune_epochs": finetune_epochs, "lr": lr,
-              "schedule": schedule, "bn_l1": bn_l1, "passes": passes, "pass_epochs": pass_epochs,
-              "pass_bn_l1": pass_bn_l1, "distill": distill, "teacher": teacher, "seed": seed}
-    run_config = {**meta["config"], "prune": config}
+    pass_epochs, pass_bn_l1, ft, step_ft = _finetune_configs(train_cfg, finetune_epochs, cfg.lr, cfg.schedule,
+                                                             cfg.bn_l1, cfg.pass_epochs, cfg.pass_bn_l1, pass_defaults)
+    saved = {**dataclasses.asdict(cfg), "pass_epochs": pass_epochs, "pass_bn_l1": pass_bn_l1}
+    run_config = {**meta["config"], "prune": {"pruned_from": str(checkpoint), **saved, "seed": seed}}
     added_later = {"prune": {"distill": 0.0, "teacher": None, "schedule": "cosine", "passes": 1, **pass_defaults}}
     run_dir = RunDir(out, run_config, added_later)
     if (finished := run_dir.finished()) is not None:
@@ -65,7 +63,7 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, *, met
     model, plan, history, first = _resume_passes(out, passes, dev, model, spec.get("plan"))
     def pruner_at(step: int) -> ChannelPruner:
         return ChannelPruner(importance=METHODS[method], channel_ratio=ratio_after(step, passes, channel_ratio),
-                             scope=scope, min_channels=min_channels, round_to=round_to, seed=seed,
+                             scope=scope, min_channels=cfg.min_channels, round_to=cfg.round_to, seed=seed,
                              base_widths=before["widths"])
 
     def finetune(model: nn.Module, step: int) -> int:
@@ -137,18 +135,24 @@ def _resume_passes(out: Path, passes: int, device: torch.device, model: nn.Modul
     return model, meta["model"]["plan"], meta["metrics"]["passes"], saved[-1] + 1
 
 
-def _check_prune_args(checkpoint: str | os.PathLike, out: Path, method: str, channel_ratio: float, distill: float,
-                      passes: int, finetune_epochs: int, pass_epochs: int | None, teacher: str | None) -> None:
+def _prune_config(config: PruneConfig | None, knobs: dict[str, Any]) -> PruneConfig:
+    """``config`` with the keyword knobs given (an unknown one, or one contradicting ``config``, is an error)."""
+    fields = {f.name for f in dataclasses.fields(PruneConfig)}
+    if unknown_knobs := sorted(set(knobs) - fields):
+        raise SlimzipError(f"prune_channels: unknown argument(s) {', '.join(unknown_knobs)}; the knobs are "
+                           f"{', '.join(sorted(fields))}")
+    base, defaults = config or PruneConfig(), PruneConfig()
+    for name, value in knobs.items():
+        if config is not None and getattr(base, name) not in (value, getattr(defaults, name)):
+            raise SlimzipError(f"{name}={value!r} contradicts config.{name}={getattr(base, name)!r}: give it once")
+    return dataclasses.replace(base, **knobs).validate()
+
+
+def _check_prune_args(checkpoint: str | os.PathLike, out: Path, cfg: PruneConfig) -> None:
     if out.resolve() == Path(checkpoint).resolve():
         raise SlimzipError("--out must be a new directory; the input checkpoint is never modified")
-    if method not in METHODS:
-        raise SlimzipError(f"unknown method {method!r}; choose from: {', '.join(METHODS)}")
-    check_range("channel ratio", channel_ratio, 0.0, 1.0, high_open=True)
-    check_range("distillation weight", distill, 0.0, 100.0)
-    if passes < 1 or finetune_epochs < 0 or (pass_epochs is not None and pass_epochs < 0):
-        raise SlimzipError(f"passes must be at least 1 and epochs at least 0 (got {passes} passes)")
-    if teacher is not None and not distill:
-        raise SlimzipError("--teacher is the model to distill from: give --distill a weight above 0 too")
+    if cfg.method not in METHODS:
+        raise SlimzipError(f"unknown method {cfg.method!r}; choose from: {', '.join(METHODS)}")
 
 
 def _teacher(path: str | None, dataset: str, device: torch.device) -> torch.nn.Module | None:
