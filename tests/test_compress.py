@@ -75,6 +75,27 @@ def test_kmeans_assigns_each_value_to_its_nearest_centroid():
         assert ((values - c[k]) ** 2).mean() < values.var() / 20
 
 
+@pytest.mark.parametrize("dist", ["normal", "laplace"])
+def test_entropy_constrained_sharing_trades_error_for_fewer_code_bits(dist):
+    """``rate`` > 0 (ECSQ): past a small rate the codes' entropy falls and the squared error rises as the
+    rate grows; the centroids stay sorted and every code is one of them; rate 0 is plain k-means."""
+    from slimzip.coding import entropy_bits
+
+    torch.manual_seed(0)
+    values = torch.randn(20_000) if dist == "normal" else torch.distributions.Laplace(0.0, 1.0).sample((20_000,))
+    plain = kmeans_1d(values, 4)
+    assert all(torch.equal(a, b) for a, b in zip(plain, kmeans_1d(values, 4, rate=0.0)))
+    bits, errors = [], []
+    for rate in (0.0, 0.01, 0.02, 0.04):
+        centroids, codes = kmeans_1d(values, 4, rate=rate)
+        assert torch.all(centroids[1:] >= centroids[:-1]) and int(codes.max()) < len(centroids)
+        bits.append(entropy_bits(codes.numpy()))
+        errors.append(float(((values - centroids[codes]) ** 2).mean()))
+    # (a small rate mostly refines the k-means cells; from there a larger rate buys bits with error)
+    assert bits[1] > bits[2] > bits[3] and bits[3] < 0.93 * bits[0]
+    assert errors[1] < errors[2] < errors[3] < 3 * errors[0]
+
+
 def test_centroid_gradient_is_the_sum_over_its_cluster():
     model = create_model("lenet-300-100")
     masks = MagnitudePruner(sparsity=0.5).fit(model).masks_

@@ -109,6 +109,10 @@ class CodingConfig:
                                      "other small tensors")
     fold_bn: bool = knob(True, "store BatchNorm as scale + shift (a preceding bias folded in): exact in eval mode "
                                "and smaller (--no-fold-bn: its four tensors as they are)", flag="--no-fold-bn")
+    share_rate: float = knob(0.0, "entropy-constrained weight sharing: each weight's code chosen for its squared "
+                                  "error plus this x the layer's weight variance per bit of code (0: plain k-means; "
+                                  "0.01-0.04: fewer bits per code for a little more error; past ~0.05 cells empty "
+                                  "fast)")
 
     def validate_coding(self) -> None:
         for name in ("bits_conv", "bits_fc", "index_bits_conv", "index_bits_fc"):
@@ -117,6 +121,7 @@ class CodingConfig:
             raise unknown("coder", self.coder, [*CODECS, "auto"])
         if self.raw_dtype not in RAW_DTYPE_NAMES:
             raise unknown("raw dtype", self.raw_dtype, list(RAW_DTYPE_NAMES))
+        check_range("share rate", self.share_rate, 0.0, 1.0)
 
 
 @dataclass(frozen=True)

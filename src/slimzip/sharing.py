@@ -9,6 +9,8 @@ weight, in row-major order of the kept positions). The k-means is vectorised: as
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -47,8 +49,9 @@ def _init_centroids(values: torch.Tensor, k: int, init: str, gen: torch.Generato
 
 
 def kmeans_1d(values: torch.Tensor, bits: int, init: str = "linear", iters: int = 30,
-              seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cluster 1-D ``values`` into 2**bits centroids; returns (sorted centroids, codes)."""
+              seed: int = 0, rate: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cluster 1-D ``values`` into 2**bits centroids; returns (sorted centroids, codes). ``rate`` > 0:
+    then entropy-constrained (``ecsq``): fewer bits for the codes, for a little more distortion."""
     if init not in INITS:
         raise unknown("k-means init", init, list(INITS))
     if not 1 <= bits <= 16:
@@ -66,8 +69,66 @@ def kmeans_1d(values: torch.Tensor, bits: int, init: str = "linear", iters: int 
         if torch.equal(new, centroids):
             break
         centroids = new
+    codes = None
+    if rate > 0:
+        centroids, codes = ecsq(values, centroids, rate)
     centroids = to_float16_grid(centroids)  # then each value goes to its nearest stored centroid
-    return centroids, torch.bucketize(values, (centroids[1:] + centroids[:-1]) / 2)
+    return centroids, _assign(values, centroids, rate, codes)
+
+
+ECSQ_ITERS = 20
+
+
+def _assign(values: torch.Tensor, centroids: torch.Tensor, rate: float,
+            codes: torch.Tensor | None = None) -> torch.Tensor:
+    """Each value's code: the nearest centroid, or with ``rate`` > 0 the one of least squared error plus
+    ``rate x var(values)`` per bit of the code's ideal length (``-log2`` of its share of the values), from
+    ``codes`` (ecsq's) if given."""
+    nearest = torch.bucketize(values, (centroids[1:] + centroids[:-1]) / 2)
+    if rate <= 0 or len(centroids) < 2:
+        return nearest
+    codes = nearest if codes is None else codes
+    for _ in range(ECSQ_ITERS):
+        new = _ecsq_codes(values, centroids, codes, rate)
+        if torch.equal(new, codes):
+            break
+        codes = new
+    return codes
+
+
+def _ecsq_codes(values: torch.Tensor, centroids: torch.Tensor, codes: torch.Tensor, rate: float) -> torch.Tensor:
+    """One entropy-constrained assignment (1-D: thresholds between neighbouring centroids, each shifted
+    towards the rarer one by ``lambda x (its extra bits) / (2 x gap)``, kept increasing)."""
+    lam = rate * float(values.double().var()) if len(values) > 1 else 0.0
+    counts = torch.bincount(codes, minlength=len(centroids)).double()
+    length = -torch.log2((counts / counts.sum()).clamp(min=1e-9))  # bits of each code
+    c = centroids.double()
+    gap = (c[1:] - c[:-1]).clamp(min=1e-12)
+    cuts = (c[1:] + c[:-1]) / 2 + lam * (length[1:] - length[:-1]) / (2 * gap)
+    cuts = torch.cummax(cuts, 0).values  # an emptied cell stays empty
+    return torch.bucketize(values.double(), cuts)
+
+
+def ecsq(values: torch.Tensor, centroids: torch.Tensor, rate: float,
+         iters: int = ECSQ_ITERS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entropy-constrained scalar quantization (Chou, Lookabaugh and Gray 1989; Choi et al. 2017 for
+    network weights): from k-means ``centroids``, alternate the rate-distortion assignment (``_ecsq_codes``)
+    and centroid means, so that most weights fall in a few cells and the codes cost fewer bits. A cell
+    left empty takes its lower neighbour's centroid (the file stores used centroids only). Returns
+    (centroids, codes)."""
+    k = len(centroids)
+    codes = torch.bucketize(values, (centroids[1:] + centroids[:-1]) / 2)
+    for _ in range(iters):
+        codes = _ecsq_codes(values, centroids, codes, rate)
+        sums = torch.zeros(k, dtype=torch.float64).scatter_add_(0, codes, values.double())
+        counts = torch.bincount(codes, minlength=k)
+        used = torch.where(counts > 0, sums / counts.clamp(min=1), torch.tensor(-math.inf, dtype=torch.float64))
+        filled = torch.cummax(used, 0).values  # an empty cell takes the centroid below it: still sorted
+        new = torch.where(torch.isinf(filled), used[counts > 0].min(), filled).float()
+        if torch.equal(new, centroids):
+            break
+        centroids = new
+    return centroids, codes
 
 
 FLOAT16_MAX = 65504.0
@@ -94,6 +155,7 @@ class WeightSharer:
     init: str = "linear"
     iters: int = 30  # Lloyd iterations (stops early when centroids stop moving)
     layer_bits: dict[str, int] | None = None  # per-layer overrides, by weight fqn
+    rate: float = 0.0  # entropy-constrained sharing (``kmeans_1d``): 0 is plain k-means
 
     def fit(self, model: nn.Module, masks: Masks | None = None) -> "WeightSharer":
         modules = dict(model.named_modules())
@@ -102,7 +164,7 @@ class WeightSharer:
             module = modules[name.rsplit(".", 1)[0] if "." in name else ""]
             bits = (self.layer_bits or {}).get(name, default_bits(module, self.bits_conv, self.bits_fc))
             mask = (masks[name] if masks and name in masks else w != 0).detach().cpu()
-            centroids, codes = kmeans_1d(w.detach().cpu()[mask], bits, self.init, self.iters)
+            centroids, codes = kmeans_1d(w.detach().cpu()[mask], bits, self.init, self.iters, rate=self.rate)
             self.layers_[name] = SharedLayer(centroids, codes, mask, bits)
         write_shared_(model, self.layers_)
         return self

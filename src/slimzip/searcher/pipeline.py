@@ -248,7 +248,7 @@ class CandidatePipeline:
         cfg = self.compress_config(knobs, bits)
         layers = share_weights(model, masks_from_zeros(model), cfg.bits_conv, cfg.bits_fc,
                                self._tune_config(centroid_epochs), self.loaders.train, None, verbose=self.verbose,
-                               loss_terms=self.terms)
+                               loss_terms=self.terms, rate=cfg.share_rate)
         model, spec = file_model(model.cpu(), self.spec, plan, self.shape)
         return encode_model(model, spec, layers, cfg, self.file_meta)
 
