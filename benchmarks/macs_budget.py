@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 BASELINE = "runs/paper_cifar/resnet20-long/baseline"
 SEARCH = ["--search", "frontier", "--max-drop", "1.0", "--train-subset", "10000", "--step", "0.1", "--distill", "1",
-          "--bits-ladder", "split", "--raw-dtype", "uint8", "--recover-epochs", "3", "--recover-rounds", "2",
+          "--bits-ladder", "split", "--raw-dtype", "uint8",
           "--recover-step-epochs", "2"]  # the unbudgeted reference's settings (paper_cifar_resnet20.json)
 REFERENCE = ("paper_cifar_resnet20.json", "compare_recovered_rungs", "frontier (combined), recovery rungs of 2 epochs")
 
@@ -33,13 +33,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fraction", type=float, default=0.5, help="the budget: this share of the dense MACs")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--recover-epochs", type=int, default=3, help="(the reference's: 3)")
+    parser.add_argument("--recover-rounds", type=int, default=2, help="(the reference's: 2)")
     parser.add_argument("--out", default=None, help="run directory (default: runs/paper_cifar/resnet20-long/macs-F)")
     args = parser.parse_args()
-    args.out = args.out or f"runs/paper_cifar/resnet20-long/macs-{args.fraction:g}"
+    recovery = (args.recover_epochs, args.recover_rounds) != (3, 2)
+    args.out = args.out or (f"runs/paper_cifar/resnet20-long/macs-{args.fraction:g}"
+                            + (f"-r{args.recover_epochs}x{args.recover_rounds}" if recovery else ""))
     base = json.loads((ROOT / BASELINE / "summary.json").read_text())
     budget = int(args.fraction * base["macs"])
     out = ROOT / args.out
-    command = [sys.executable, "-m", "slimzip", "compress", BASELINE, *SEARCH, "--max-macs", str(budget),
+    search = [*SEARCH, "--recover-epochs", str(args.recover_epochs), "--recover-rounds", str(args.recover_rounds)]
+    command = [sys.executable, "-m", "slimzip", "compress", BASELINE, *search, "--max-macs", str(budget),
                "--out", f"{args.out}.slz", "--run-dir", args.out, "--json"]
     t0 = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True,
@@ -54,7 +59,8 @@ def main() -> None:
     path = RESULTS / "macs_budget.json"
     rows = json.loads(path.read_text())["rows"] if path.is_file() else {}
     rows = {**rows, "without (the same search)": {**reference, "macs": base["macs"]},
-            f"with --max-macs {budget:,} ({args.fraction:g} of dense)": row}
+            f"with --max-macs {budget:,} ({args.fraction:g} of dense)"
+            + (f", recovery {args.recover_epochs} epochs x {args.recover_rounds + 1}" if recovery else ""): row}
     print(f"{'search':<44} {'target':>6} {'MACs':>11} {'.slz B':>8} {'ratio':>6} {'test':>7} {'full-data epochs':>16}")
     for name, r in rows.items():
         test = f"{100 * r['test_accuracy']:.2f}%" if r.get("test_accuracy") is not None else "-"
