@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from slimzip.codec import decode_model
-from slimzip.coding import CODECS
+from slimzip.coding import CODECS, can_code
 from slimzip.container import read_container
 from slimzip.deploy.stored import Stream, stored_tensors
 from machine import cpu_name  # benchmarks/machine.py
@@ -77,7 +77,7 @@ def _tensor_row(s: Stream, cabac) -> dict:
     """Bytes of one tensor's streams by each coder, the smallest per stream with and without adaptive."""
     alphabet = len(s.codebook)
     coded = {kind: {name: len(codec.encode(symbols, size)) for name, codec in CODECS.items()
-                    if getattr(codec, "fits", lambda *_: True)(len(symbols), size)}
+                    if can_code(name, len(symbols), size)}
              for kind, symbols, size in (("codes", s.codes, alphabet), ("index", s.gaps, 2 ** s.index_bits))}
     return {"kept": s.kept, "numel": int(np.prod(s.shape)), "index_bits": s.index_bits, "centroids": alphabet,
             **{f"{kind}_{name}": n for kind, by in coded.items() for name, n in by.items()},

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .coding import CODECS, FormatError, entropy_bits, gaps_decode, gaps_encode
+from .coding import CODECS, FormatError, can_code, entropy_bits, gaps_decode, gaps_encode
 from .compact import MAX_CENTROIDS, compact_layer, compact_manifest, expand_rows, masks_to_plan
 from .container import VERSION, Container, ContainerError, encode_container
 from .errors import SlimzipError
@@ -56,8 +56,7 @@ def _index_bits(module: nn.Module, cfg: EncodeSettings) -> int:
 def encode_stream(symbols: np.ndarray, alphabet: int, coder: str, version: int = VERSION) -> tuple[str, bytes]:
     """Code one stream with ``coder``, or with whichever coder gives the fewest bytes ('auto') among those a
     file of format ``version`` may hold and that can code this stream (``adaptive`` bounds its work)."""
-    usable = [n for n in CODECS if SINCE.get(n, 1) <= version and
-              getattr(CODECS[n], "fits", lambda *_: True)(len(symbols), alphabet)]
+    usable = [n for n in CODECS if SINCE.get(n, 1) <= version and can_code(n, len(symbols), alphabet)]
     if coder != "auto" and coder not in usable:
         raise SlimzipError(f"coder {coder!r} cannot code this file ({len(symbols):,} symbols in [0, {alphabet}) in "
                            f"a version-{version} file); use --coder auto")

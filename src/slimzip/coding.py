@@ -346,25 +346,20 @@ class AdaptiveCodec:
             raise ValueError(f"a stream of {len(symbols)} symbols in [0, {alphabet}) is too large to code adaptively")
         if alphabet <= 1:  # one symbol carries no information: the prior byte alone
             return bytes([ADAPTIVE_PRIORS[0]])
-        return min((self._encode(symbols, alphabet, k) for k in ADAPTIVE_PRIORS), key=len)
-
-    def _encode(self, symbols: np.ndarray, alphabet: int, k: int) -> bytes:
-        import constriction
-
         bounds = adaptive_blocks(len(symbols))
-        models = list(self._models(symbols, bounds, alphabet, k))
-        coder = constriction.stream.stack.AnsCoder()
-        for (a, b), model in reversed(list(zip(zip(bounds, bounds[1:]), models))):  # LIFO: the last block first
-            coder.encode_reverse(symbols[a:b].astype(np.int32), model)
-        return bytes([k]) + coder.get_compressed().astype("<u4").tobytes()
+        blocks = [symbols[a:b].astype(np.int32) for a, b in zip(bounds, bounds[1:])]
+        before = np.cumsum([np.zeros(alphabet)] + [np.bincount(x, minlength=alphabet) for x in blocks[:-1]], axis=0)
+        return min((self._encode(blocks, before, k) for k in ADAPTIVE_PRIORS), key=len)
 
     @staticmethod
-    def _models(symbols: np.ndarray, bounds: list[int], alphabet: int, k: int):
-        """Each block's model: the counts of the symbols before it, plus ``2**-k`` each (exact in float64)."""
-        counts = np.zeros(alphabet, dtype=np.float64)
-        for a, b in zip(bounds, bounds[1:]):
-            yield _categorical(counts + 2.0 ** -k)
-            counts += np.bincount(symbols[a:b], minlength=alphabet)
+    def _encode(blocks: list[np.ndarray], before: np.ndarray, k: int) -> bytes:
+        """``blocks`` coded with prior ``k``; ``before[j]``: the counts of every symbol in blocks before j."""
+        import constriction
+
+        coder = constriction.stream.stack.AnsCoder()
+        for block, counts in zip(reversed(blocks), before[::-1]):  # LIFO: the last block first
+            coder.encode_reverse(block, _categorical(counts + 2.0 ** -k))
+        return bytes([k]) + coder.get_compressed().astype("<u4").tobytes()
 
     def decode(self, data: bytes, count: int, alphabet: int) -> np.ndarray:
         if len(data) < 1 or data[0] not in ADAPTIVE_PRIORS:
@@ -392,6 +387,13 @@ class AdaptiveCodec:
         if not coder.is_empty():
             raise FormatError("adaptive payload is corrupt (words left over)")
         return out
+
+
+def can_code(name: str, count: int, alphabet: int) -> bool:
+    """Whether coder ``name`` writes a stream of ``count`` symbols in [0, ``alphabet``) (``adaptive``
+    bounds its work; the others take any)."""
+    fits = getattr(CODECS[name], "fits", None)
+    return fits is None or fits(count, alphabet)
 
 
 def _categorical(weights: np.ndarray):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from .coding import CODECS
 from .errors import SlimzipError, check_range, unknown
@@ -18,6 +18,21 @@ RAW_DTYPE_NAMES = ("float16", "float32", "uint8")  # how small tensors are store
 EXPORT_FORMATS = ("onnx", "onnx-int8", "tflite-int8", "c", "c-dense")  # `slimzip export`: fp32 ONNX, int8 ONNX,
 # int8 TFLite, C99 (stored or float32 weights)
 MAX_BATCH = 1 << 20  # images per step; more is a typo, not a batch
+
+
+def merged(cfg: Any, **arguments: Any) -> Any:
+    """``cfg`` (a config dataclass) with the plain arguments given (not None); an argument the config does
+    not have, or one that contradicts a value set in ``cfg`` (not its default), is an error."""
+    names = {f.name for f in dataclasses.fields(cfg)}
+    if unknown_names := sorted(set(arguments) - names):
+        raise SlimzipError(f"unknown argument(s) {', '.join(unknown_names)}; the knobs are {', '.join(sorted(names))}")
+    defaults = type(cfg)()
+    given = {k: v for k, v in arguments.items() if v is not None}
+    for name, value in given.items():
+        mine = getattr(cfg, name)
+        if mine != value and mine != getattr(defaults, name):
+            raise SlimzipError(f"{name}={value!r} contradicts config.{name}={mine!r}: give it once")
+    return dataclasses.replace(cfg, **given)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .checkpoint import atomic_write_bytes, atomic_write_json
-from .config import CompressConfig
+from .config import CompressConfig, merged
 from .codec import decode_model, self_describing
 from .container import decode_container
 from .data import Loaders
@@ -39,7 +39,7 @@ from .progress import log, pct
 from .reader import load
 from .runs import RunDir
 from .searcher import Journal, Knobs, SearchConfig, run_search
-from .searcher.driver import BUDGETS, DEVICE_BUDGETS, broken_budgets, candidate_bits, over_budget
+from .searcher.driver import BUDGETS, DEVICE_BUDGETS, broken_budgets, candidate_bits, over_budget, refused
 from .settings import RENAMED
 from .searcher.pipeline import CandidatePipeline
 from .trainer import TrainConfig, evaluate, fit
@@ -153,7 +153,7 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
     ``identity``, ``file_meta``, ``defaults`` and ``full_train`` (the whole training split beside loaders
     already cut to ``train_subset``) are for the path-based API. With ``config.recover_epochs`` the best
     candidates are retrained on the whole training split (recovery) and the search goes on from them."""
-    cfg = _with_tools(_merged(config or SearchConfig(), strategy=strategy, max_epochs=max_epochs).validate())
+    cfg = _with_tools(merged(config or SearchConfig(), strategy=strategy, max_epochs=max_epochs).validate())
     train_cfg = _seeded(train_config or DEFAULT_TRAIN, seed)
     dev = torch.device(device)
     loaders, full_train = _proxy_loaders(train, val, test, cfg, train_cfg, dev, augment, full_train)
@@ -207,18 +207,6 @@ def _proxy_loaders(train: Any, val: Any, test: Any, cfg: SearchConfig, train_cfg
     return dataclasses.replace(loaders, train=loaders.train.slice(0, cfg.train_subset)), loaders.train
 
 
-def _merged(cfg: Any, **arguments: Any) -> Any:
-    """``cfg`` (a config dataclass) with the plain arguments given (not None); one that contradicts a value
-    set in ``cfg`` (not its default) is an error."""
-    defaults = type(cfg)()
-    given = {k: v for k, v in arguments.items() if v is not None}
-    for name, value in given.items():
-        mine = getattr(cfg, name)
-        if mine != value and mine != getattr(defaults, name):
-            raise SlimzipError(f"{name}={value!r} contradicts config.{name}={mine!r}: give it once")
-    return dataclasses.replace(cfg, **given)
-
-
 def compress(model: nn.Module, train: Any, val: Any, test: Any = None, *, config: CompressConfig | None = None,
              channel_ratio: float | None = None, sparsity: float | None = None, epochs: float | None = None,
              prune_steps: int | None = None, train_config: TrainConfig | None = None,
@@ -231,7 +219,7 @@ def compress(model: nn.Module, train: Any, val: Any, test: Any = None, *, config
     followed by ``epochs`` (``retrain_epochs``) of fine-tuning, share weights, fine-tune centroids, code
     the file. ``slimzip compress`` with fixed knobs is this function. ``spec`` and ``file_meta`` are for
     the path-based API (a registry model's files name it instead of storing its graph)."""
-    cfg = _merged(config or CompressConfig(), channel_ratio=channel_ratio, sparsity=sparsity,
+    cfg = merged(config or CompressConfig(), channel_ratio=channel_ratio, sparsity=sparsity,
                   retrain_epochs=epochs, prune_steps=prune_steps).validate()
     train_cfg = _seeded(train_config or DEFAULT_TRAIN, seed)
     dev = torch.device(device)
@@ -337,10 +325,10 @@ def _infeasible(result, target: float, baseline: float, run: Path, closest: dict
 
 def _unfinished(result) -> str:
     """Why no candidate finished: the most narrowed one's refusal when a params / MACs budget refused them."""
-    refused = [c for c in result.candidates if (c.error or "").startswith("over --max-")]
-    if not refused:
+    over = [c for c in result.candidates if refused(c)]
+    if not over:
         return "no candidate finished"
-    last = max(refused, key=lambda c: c.knobs.channel_ratio)
+    last = max(over, key=lambda c: c.knobs.channel_ratio)
     return f"no candidate fits: channels {last.knobs.channel_ratio:g} is {last.error}"
 
 

@@ -84,22 +84,26 @@ def _assign(values: torch.Tensor, centroids: torch.Tensor, rate: float,
     """Each value's code: the nearest centroid, or with ``rate`` > 0 the one of least squared error plus
     ``rate x var(values)`` per bit of the code's ideal length (``-log2`` of its share of the values), from
     ``codes`` (ecsq's) if given."""
-    nearest = torch.bucketize(values, (centroids[1:] + centroids[:-1]) / 2)
     if rate <= 0 or len(centroids) < 2:
-        return nearest
-    codes = nearest if codes is None else codes
+        return torch.bucketize(values, (centroids[1:] + centroids[:-1]) / 2)
+    codes = torch.bucketize(values, (centroids[1:] + centroids[:-1]) / 2) if codes is None else codes
+    lam = _lambda(values, rate)
     for _ in range(ECSQ_ITERS):
-        new = _ecsq_codes(values, centroids, codes, rate)
+        new = _ecsq_codes(values, centroids, codes, lam)
         if torch.equal(new, codes):
             break
         codes = new
     return codes
 
 
-def _ecsq_codes(values: torch.Tensor, centroids: torch.Tensor, codes: torch.Tensor, rate: float) -> torch.Tensor:
+def _lambda(values: torch.Tensor, rate: float) -> float:
+    """The price of one bit of code in squared error: ``rate`` x the values' variance."""
+    return rate * float(values.double().var()) if len(values) > 1 else 0.0
+
+
+def _ecsq_codes(values: torch.Tensor, centroids: torch.Tensor, codes: torch.Tensor, lam: float) -> torch.Tensor:
     """One entropy-constrained assignment (1-D: thresholds between neighbouring centroids, each shifted
-    towards the rarer one by ``lambda x (its extra bits) / (2 x gap)``, kept increasing)."""
-    lam = rate * float(values.double().var()) if len(values) > 1 else 0.0
+    towards the rarer one by ``lam x (its extra bits) / (2 x gap)``, kept increasing)."""
     counts = torch.bincount(codes, minlength=len(centroids)).double()
     length = -torch.log2((counts / counts.sum()).clamp(min=1e-9))  # bits of each code
     c = centroids.double()
@@ -116,10 +120,10 @@ def ecsq(values: torch.Tensor, centroids: torch.Tensor, rate: float,
     and centroid means, so that most weights fall in a few cells and the codes cost fewer bits. A cell
     left empty takes its lower neighbour's centroid (the file stores used centroids only). Returns
     (centroids, codes)."""
-    k = len(centroids)
+    k, lam = len(centroids), _lambda(values, rate)
     codes = torch.bucketize(values, (centroids[1:] + centroids[:-1]) / 2)
     for _ in range(iters):
-        codes = _ecsq_codes(values, centroids, codes, rate)
+        codes = _ecsq_codes(values, centroids, codes, lam)
         sums = torch.zeros(k, dtype=torch.float64).scatter_add_(0, codes, values.double())
         counts = torch.bincount(codes, minlength=k)
         used = torch.where(counts > 0, sums / counts.clamp(min=1), torch.tensor(-math.inf, dtype=torch.float64))

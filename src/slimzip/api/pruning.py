@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_checkpoint, load_tensors, save_checkpoint
-from ..config import DROPNET_RECIPE, PruneConfig
+from ..config import DROPNET_RECIPE, PruneConfig, merged
 from ..data import create_loaders, get_dataset_spec
 from ..errors import SlimzipError
 from ..measure import measure
@@ -39,7 +39,7 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, config
     contradicts ``config`` is an error). ``passes`` > 1: the ratio in equal steps, each but the last followed
     by ``pass_epochs`` (a quarter of ``finetune_epochs``) under ``pass_bn_l1`` (the checkpoint's own L1
     lambda on BN scales) and a checkpoint ``out/pass{i}`` a rerun resumes from."""
-    cfg = _prune_config(config, knobs)
+    cfg = merged(config or PruneConfig(), **knobs).validate()
     _check_prune_args(checkpoint, out := Path(out), cfg)
     method, channel_ratio, scope, passes, finetune_epochs, distill, teacher = (
         cfg.method, cfg.channel_ratio, cfg.scope, cfg.passes, cfg.finetune_epochs, cfg.distill, cfg.teacher)
@@ -133,19 +133,6 @@ def _resume_passes(out: Path, passes: int, device: torch.device, model: nn.Modul
         return model, plan, [], 1
     model, meta = load_checkpoint(out / f"pass{saved[-1]}", device)
     return model, meta["model"]["plan"], meta["metrics"]["passes"], saved[-1] + 1
-
-
-def _prune_config(config: PruneConfig | None, knobs: dict[str, Any]) -> PruneConfig:
-    """``config`` with the keyword knobs given (an unknown one, or one contradicting ``config``, is an error)."""
-    fields = {f.name for f in dataclasses.fields(PruneConfig)}
-    if unknown_knobs := sorted(set(knobs) - fields):
-        raise SlimzipError(f"prune_channels: unknown argument(s) {', '.join(unknown_knobs)}; the knobs are "
-                           f"{', '.join(sorted(fields))}")
-    base, defaults = config or PruneConfig(), PruneConfig()
-    for name, value in knobs.items():
-        if config is not None and getattr(base, name) not in (value, getattr(defaults, name)):
-            raise SlimzipError(f"{name}={value!r} contradicts config.{name}={getattr(base, name)!r}: give it once")
-    return dataclasses.replace(base, **knobs).validate()
 
 
 def _check_prune_args(checkpoint: str | os.PathLike, out: Path, cfg: PruneConfig) -> None:

@@ -200,7 +200,6 @@ class OutOfBudget(Exception):
     """Raised by ``Search.evaluate`` when a new candidate would not fit the search's epoch budget."""
 
 
-
 class Search:
     """What a strategy sees: the config, the target, and ``evaluate``."""
 
@@ -389,6 +388,14 @@ def broken_budgets(c: Candidate, cfg: SearchConfig | None) -> list[str]:
             and (getattr(c, field) is None or getattr(c, field) > limit)]
 
 
+REFUSED = "over --max-"  # how the error of a candidate refused by a params / MACs budget begins
+
+
+def structural_budgets(cfg: SearchConfig) -> bool:
+    """Whether ``cfg`` sets a params or MACs budget (checked on the narrowed model, before training)."""
+    return any(getattr(cfg, name) is not None for name in STRUCTURAL_BUDGETS)
+
+
 def structural_excess(cfg: SearchConfig, params: int, macs: int) -> str | None:
     """What a narrowed model with ``params`` and ``macs`` breaks of ``cfg``'s params / MACs budgets, said
     as a candidate's error (None: within them)."""
@@ -396,7 +403,12 @@ def structural_excess(cfg: SearchConfig, params: int, macs: int) -> str | None:
     over = [f"--{name.replace('_', '-')} {limit:,} ({have[what]:,} {what.replace('macs', 'MACs')})"
             for name, what in STRUCTURAL_BUDGETS.items() if (limit := getattr(cfg, name)) is not None
             and have[what] > limit]
-    return f"over {', '.join(over)} before any training" if over else None
+    return f"over {', '.join(over)} before any training" if over else None  # begins with REFUSED
+
+
+def refused(c: Candidate) -> bool:
+    """Whether ``c`` was refused for breaking a params or MACs budget (``OverBudgetError``)."""
+    return c.status != "ok" and (c.error or "").startswith(REFUSED)
 
 
 def over_budget(c: Candidate, cfg: SearchConfig | None) -> list[str]:
@@ -445,7 +457,9 @@ def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journ
             log(f"search budget of {cfg.max_epochs:g} epochs reached after {search.spent():.2f}", verbose=verbose)
         if cfg.recover_epochs:
             best = smallest(list(search.seen.values()), target, cfg)
-            _recover(search, best if best is not None or start is None or start.status != "ok" else start)
+            if best is None and start is not None and start.status == "ok":
+                best = start  # a start a budget forced, short of the target: recovery is its chance
+            _recover(search, best)
         best = smallest(list(search.seen.values()), target, cfg)
         if best is None:  # nothing removed is a candidate too
             search.evaluate(Knobs(), None, epochs=0)
@@ -467,13 +481,13 @@ def _structural_start(search: Search) -> Candidate | None:
     ever trained. None: no such budget, or the input model fits; a failed candidate: nothing up to
     ``max_channel_ratio`` fits (the search then ends with the closest file)."""
     cfg = search.cfg
-    if all(getattr(cfg, name) is None for name in STRUCTURAL_BUDGETS):
+    if not structural_budgets(cfg):
         return None
     finest = cfg.step / 2 ** cfg.refine
     ratios = [round(i * finest, 6) for i in range(int(cfg.max_channel_ratio / finest + 1e-9) + 1)]
 
     def fits(i: int) -> bool:
-        return not _refused(search.evaluate(Knobs(ratios[i], 0.0), None, epochs=0))
+        return not refused(search.evaluate(Knobs(ratios[i], 0.0), None, epochs=0))
     if fits(0):
         return None
     low, high = 0, len(ratios) - 1  # low: over the budget; high: fits, if anything does
@@ -485,11 +499,6 @@ def _structural_start(search: Search) -> Candidate | None:
         low, high = (low, mid) if fits(mid) else (mid, high)
     log(f"the params / MACs budget: every walk starts at channel ratio {ratios[high]:g}", verbose=search.verbose)
     return search.evaluate(Knobs(ratios[high], 0.0), None, epochs=cfg.finetune_epochs)
-
-
-def _refused(c: Candidate) -> bool:
-    """Whether ``c`` was refused for breaking a params or MACs budget (``OverBudgetError``)."""
-    return c.status != "ok" and (c.error or "").startswith("over --max-")
 
 
 def _recover(search: "Search", point: Candidate | None) -> None:

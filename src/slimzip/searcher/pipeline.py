@@ -31,7 +31,8 @@ from ..structured import (Sensitivity, apply_plan, build_model, default_channel_
                           sensitivity_pruner)
 from ..trainer import TrainConfig, distillation, evaluate, fit, recalibrate_bn
 from ..unstructured import Masks, mask_hook, masks_from_zeros
-from .driver import CANDIDATE_FAILURES, DEVICE_BUDGETS, OverBudgetError, SearchConfig, artifact_name, structural_excess
+from .driver import (CANDIDATE_FAILURES, DEVICE_BUDGETS, OverBudgetError, SearchConfig, artifact_name,
+                     structural_budgets, structural_excess)
 from .journal import Candidate, Knobs
 from ..state import load_state
 
@@ -228,7 +229,7 @@ class CandidatePipeline:
 
     def _check_structure(self, model: nn.Module) -> None:
         """Refuse, before any training, a narrowed model over the params or MACs budget (``OverBudgetError``)."""
-        if self.cfg.max_params is None and self.cfg.max_macs is None:
+        if not structural_budgets(self.cfg):
             return
         cost = measure(model, self.shape)
         if (excess := structural_excess(self.cfg, cost.params, cost.macs)) is not None:
