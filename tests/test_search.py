@@ -579,3 +579,59 @@ def test_objective_accuracy_picks_the_most_accurate_file_within_the_budget(capsy
     fits = db.execute("SELECT val_accuracy FROM candidates WHERE status = 'ok' AND file_bytes <= ?", (budget,))
     assert chosen["file_bytes"] <= budget
     assert chosen["val_accuracy"] == pytest.approx(max(a for (a,) in fits.fetchall()))
+
+
+class Layered(Landscape):
+    """Three layers: a big tolerant conv, a small fragile conv, a linear layer; a layer's bits below its
+    floor cost a point; bytes scale with kept weights x bits."""
+
+    KEPT = {"big.weight": (9000, True), "small.weight": (300, True), "fc.weight": (2000, False)}
+    FLOOR = {"big.weight": 2, "small.weight": 6, "fc.weight": 3}
+
+    def __call__(self, knobs, parent, *, bits=(8, 5), layer_bits=(), **kw):
+        out = super().__call__(knobs, parent, bits=(8, 5), **kw)
+        per = {n: dict(layer_bits).get(n, bits[0] if conv else bits[1]) for n, (_, conv) in self.KEPT.items()}
+        if bits != (8, 5) or layer_bits:
+            full = sum(kept * (8 if conv else 5) for kept, conv in self.KEPT.values())
+            out = {**out, "file_bytes": out["file_bytes"] * sum(self.KEPT[n][0] * b for n, b in per.items()) // full,
+                   "val_accuracy": out["val_accuracy"] - 0.01 * sum(b < self.FLOOR[n] for n, b in per.items())}
+        return out
+
+    def layer_weights(self, c):
+        return dict(self.KEPT)
+
+
+def test_layer_ladder_gives_each_layer_the_fewest_bits_it_tolerates(tmp_path):
+    from slimzip.searcher.driver import candidate_layer_bits, stage
+
+    plain, _ = _search(tmp_path / "a", "heuristic", fake=Layered())
+    target = plain.best.val_accuracy - 0.005
+    split, _ = _search(tmp_path / "b", "heuristic", min_bits=2, target=target, fake=Layered(), bits_ladder="split")
+    layer, fake = _search(tmp_path / "c", "heuristic", min_bits=2, target=target, fake=Layered(),
+                          bits_ladder="layer")
+    assert split.best.key.endswith(":b6/3")  # the small conv layer holds every conv layer at 6 bits
+    assert layer.best.meets(target) and layer.best.file_bytes < split.best.file_bytes
+    assert candidate_layer_bits(layer.best) == {"big.weight": 2}  # the big one alone goes down to the floor
+    assert stage(layer.best) == "bits 6/3, 1 layers apart"
+    tried = [k for k in fake.calls if ":l" in k]
+    assert tried[0].endswith(":lbig.weight=5") and any("small.weight=5" in k for k in tried)  # big first
+    assert not any("fc.weight=2" in k and "big" not in k for k in tried[:4])
+
+
+def test_layer_ladder_writes_each_layers_bits_into_the_file(capsys, tiny, tmp_path):
+    """The real pipeline: the layer ladder's winner names the layers whose codebooks it lowered, and the
+    file's codebooks are those sizes (the others at the kind's bits)."""
+    from slimzip.api.files import inspect_file
+
+    capsys.readouterr()
+    assert main(["compress", str(tiny), "--max-drop", "1", "--search", "heuristic", "--step", "0.5", "--refine", "0",
+                 "--train-subset", "1000", "--min-bits", "1", "--bits-ladder", "layer", "--bits-conv", "4",
+                 "--bits-fc", "4", "--centroid-epochs", "0", "--out", str(tmp_path / "l.slz"),
+                 "--run-dir", str(tmp_path / "run"), "--quiet", "--json"]) == 0
+    knobs = json.loads(capsys.readouterr().out)["knobs"]
+    shared = {t["name"]: t["bits"] for t in inspect_file(tmp_path / "l.slz")["tensors"] if t["encoding"] == "shared"}
+    apart = knobs.get("layer_bits", {})
+    assert shared and set(apart) <= set(shared)
+    assert shared == {name: apart.get(name, knobs["bits_fc"]) for name in shared}  # an MLP: every layer linear
+    tried = sqlite3.connect(tmp_path / "run" / "journal.sqlite").execute("SELECT key FROM candidates").fetchall()
+    assert any(":l" in key for (key,) in tried)  # the ladder lowered single layers

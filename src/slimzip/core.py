@@ -39,7 +39,8 @@ from .progress import log, pct
 from .reader import load
 from .runs import RunDir
 from .searcher import Journal, Knobs, SearchConfig, run_search
-from .searcher.driver import BUDGETS, DEVICE_BUDGETS, broken_budgets, candidate_bits, over_budget, refused
+from .searcher.driver import (BUDGETS, DEVICE_BUDGETS, broken_budgets, candidate_bits, candidate_layer_bits,
+                              over_budget, refused)
 from .settings import RENAMED
 from .searcher.pipeline import CandidatePipeline
 from .trainer import TrainConfig, evaluate, fit
@@ -186,7 +187,8 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
         if result.best is None:
             _refuse_infeasible(result, cfg, pipeline, out, run, target, baseline)
         best, bits = result.best, candidate_bits(result.best, cfg)
-        knobs = {**dataclasses.asdict(best.knobs), "bits_conv": bits[0], "bits_fc": bits[1], "candidate": best.id}
+        knobs = {**dataclasses.asdict(best.knobs), "bits_conv": bits[0], "bits_fc": bits[1], "candidate": best.id,
+                 **({"layer_bits": layers} if (layers := candidate_layer_bits(best)) else {})}
         done = _finish(model, pipeline.file_path(best.key).read_bytes(), out, loaders, baseline, target, knobs,
                        result.cost(), candidates, best.val_accuracy, result.margin)
         if run_dir is not None:  # as the command line's: `slimzip report` reads it

@@ -94,10 +94,12 @@ def profile(model: nn.Module, train: DeviceLoader, val: DeviceLoader | None, inp
 
 def share_weights(model: nn.Module, masks: dict, bits_conv: int, bits_fc: int, centroid_cfg: TrainConfig,
                   train: DeviceLoader, val: DeviceLoader | None, grad: str = "mean",
-                  verbose: bool = True, loss_terms: Sequence = (), rate: float = 0.0) -> dict[str, SharedLayer]:
-    """k-means weight sharing (``rate`` > 0: entropy-constrained, ``sharing.ecsq``), then
+                  verbose: bool = True, loss_terms: Sequence = (), rate: float = 0.0,
+                  layer_bits: dict[str, int] | None = None) -> dict[str, SharedLayer]:
+    """k-means weight sharing (``rate`` > 0: entropy-constrained, ``sharing.ecsq``; ``layer_bits``: single
+    layers' codebook bits by weight name, where not ``bits_conv`` / ``bits_fc``), then
     ``centroid_cfg.epochs`` of centroid fine-tuning (no weight decay)."""
-    layers = WeightSharer(bits_conv=bits_conv, bits_fc=bits_fc, rate=rate).fit(model, masks).layers_
+    layers = WeightSharer(bits_conv=bits_conv, bits_fc=bits_fc, rate=rate, layer_bits=layer_bits).fit(model, masks).layers_
     if centroid_cfg.epochs:
         log("fine-tuning centroids", verbose=verbose)
         tie_centroids_(model, layers, grad=grad)

@@ -68,6 +68,7 @@ def estimate(checkpoint: str | os.PathLike, cfg: "SearchConfig", *, target_accur
     from .. import core
     from ..searcher.estimate import search_bounds
     from ..trainer import evaluate
+    from ..unstructured import prunable_weights
 
     model, meta, train_cfg, loaders, full_train = _prepared(checkpoint, cfg, resolve_device(device), data_dir)
     baseline = evaluate(model, loaders.val)[1]
@@ -75,7 +76,7 @@ def estimate(checkpoint: str | os.PathLike, cfg: "SearchConfig", *, target_accur
     per_image = _seconds_per_image(model, loaders.train, train_cfg)
     proxy_images = loaders.train.num_samples
     full_images = (full_train or loaders.train).num_samples
-    bounds = search_bounds(cfg)
+    bounds = search_bounds(cfg, layers=len(prunable_weights(model)))
     proxy_s = per_image * proxy_images
     return {"checkpoint": str(checkpoint), "model": meta["model"]["name"], "dataset": meta.get("dataset"),
             "baseline_val_accuracy": baseline, "target_accuracy": target, "threads": torch.get_num_threads(),

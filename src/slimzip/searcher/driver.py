@@ -55,8 +55,9 @@ class SearchConfig(TuneConfig, CodingConfig):
     max_epochs: float | None = knob(None, "search: budget in fine-tune epochs; the best file found within it wins")
     min_bits: int = knob(2, "search: then lower the winner's codebook bits one by one down to this while it meets "
                             "the target (0: keep --bits-conv / --bits-fc)")
-    bits_ladder: str = knob("joint", "search: joint (conv and linear bits one fewer together) or split (after the "
-                                     "joint ladder, conv alone, then linear alone)")
+    bits_ladder: str = knob("joint", "search: joint (conv and linear bits one fewer together), split (after the "
+                                     "joint ladder, conv alone, then linear alone) or layer (after the split ladder, "
+                                     "each layer alone, the most kept weights x bits first)")
     speculate: str = knob("off", "frontier: on = climb each move's alternative (the staircase's other knob, a gallop "
                                  "step's bisection) at the same time, on another worker; its cost is counted")
     recover_epochs: int = knob(0, "recovery: full-training-split epochs that retrain the proxy search's best "
@@ -150,13 +151,27 @@ def candidate_bits(c: Candidate, cfg: SearchConfig) -> tuple[int, int]:
     return cfg.bits_conv, cfg.bits_fc
 
 
+LayerBits = tuple[tuple[str, int], ...]  # codebook bits of single layers (weight name, bits), sorted by name
+
+
+def candidate_layer_bits(c: Candidate) -> dict[str, int]:
+    """The layers of a candidate's file whose codebook bits are not their kind's (``--bits-ladder layer``)."""
+    if (m := re.search(r":l([^:]+)$", c.key)) is None:
+        return {}
+    return {name: int(bits) for name, bits in (pair.rsplit("=", 1) for pair in m.group(1).split(","))}
+
+
 class RunCandidate(Protocol):
     """The candidate pipeline: warm-start from ``parent`` (None: the input model), move to ``knobs``,
     fine-tune, code into a file, decode it and validate. Returns the measurements (val_accuracy,
-    file_bytes, params, macs, epochs, channels_removed); raises FloatingPointError if training diverges."""
+    file_bytes, params, macs, epochs, channels_removed); raises FloatingPointError if training diverges.
+    ``layer_weights``: a finished candidate's shared layers, {weight name: (kept weights, is conv)}."""
 
     def __call__(self, knobs: Knobs, parent: Candidate | None, *, key: str, epochs: float, rounds: int,
-                 centroid_epochs: int, bits: tuple[int, int] | None = None, recover: bool = False) -> dict: ...
+                 centroid_epochs: int, bits: tuple[int, int] | None = None, recover: bool = False,
+                 layer_bits: LayerBits = ()) -> dict: ...
+
+    def layer_weights(self, c: Candidate) -> dict[str, tuple[int, bool]]: ...
 
 @dataclass
 class SearchResult:
@@ -215,20 +230,21 @@ class Search:
 
     def evaluate(self, knobs: Knobs, parent: Candidate | None, *, epochs: float, rounds: int = 1,
                  centroid_epochs: int = 0, reserved: bool = False, bits: tuple[int, int] | None = None,
-                 speculative: bool = False, recover: bool = False) -> Candidate:
+                 speculative: bool = False, recover: bool = False, layer_bits: LayerBits = ()) -> Candidate:
         """The candidate at ``knobs`` warm-started from ``parent``: from the journal if it was finished
         before, else run now (a diverged run is recorded as failed, not raised). Raises ``OutOfBudget``
         instead of running one that would not fit ``max_epochs`` (``reserved``: the winner's polish).
-        ``bits``: the codebook bits (conv, linear) of this candidate's file, if not the config's.
+        ``bits``: the codebook bits (conv, linear) of this candidate's file, if not the config's;
+        ``layer_bits``: single layers' bits, if not their kind's.
         ``speculative``: run ahead of the strategy's need; it counts in the cost but is one of the search's
         candidates (one the winner is chosen from) only when the strategy asks for it later.
         ``recover``: ``parent`` retrained at its own knobs for ``epochs`` passes over the whole training
         split (``recover_epochs``); outside the proxy's budget, counted as recovery epochs."""
-        key = _key(knobs, parent, epochs, rounds, centroid_epochs, bits, recover)
+        key = _key(knobs, parent, epochs, rounds, centroid_epochs, bits, recover, layer_bits)
         if (done := self.journal.get(key)) is None:
             if not (reserved or recover):
                 self._check_budget(epochs * max(rounds, 1) + centroid_epochs)
-            done = self._run(key, knobs, parent, epochs, rounds, centroid_epochs, bits, recover)
+            done = self._run(key, knobs, parent, epochs, rounds, centroid_epochs, bits, recover, layer_bits)
         self._keep(key, done, speculative)
         return done
 
@@ -249,7 +265,7 @@ class Search:
         for knobs, parent, kw in requests:
             kw = {"rounds": 1, "centroid_epochs": 0, **kw}
             key = _key(knobs, parent, kw["epochs"], kw["rounds"], kw["centroid_epochs"], kw.get("bits"),
-                       kw.get("recover", False))
+                       kw.get("recover", False), kw.get("layer_bits", ()))
             # a key some request asks for outright is not speculative
             speculative[key] = kw.pop("speculative", False) and speculative.get(key, True)
             keyed.append((key, knobs, parent, kw))
@@ -285,10 +301,12 @@ class Search:
             raise OutOfBudget
 
     def _run(self, key: str, knobs: Knobs, parent: Candidate | None, epochs: float, rounds: int,
-             centroid_epochs: int, bits: tuple[int, int] | None = None, recover: bool = False) -> Candidate:
+             centroid_epochs: int, bits: tuple[int, int] | None = None, recover: bool = False,
+             layer_bits: LayerBits = ()) -> Candidate:
         t0 = time.perf_counter()
         kwargs = {"key": key, "epochs": epochs, "rounds": rounds, "centroid_epochs": centroid_epochs,
-                  **({"bits": bits} if bits else {}), **({"recover": True} if recover else {})}
+                  **({"bits": bits} if bits else {}), **({"recover": True} if recover else {}),
+                  **({"layer_bits": layer_bits} if layer_bits else {})}
         if self.pool is not None:  # on a worker too, so that every candidate runs with the same threads
             return self._record(key, knobs, parent, epochs, self.pool.map([(knobs, parent, kwargs)])[0])
         try:
@@ -342,11 +360,12 @@ class Search:
 
 
 def _key(knobs: Knobs, parent: Candidate | None, epochs: float, rounds: int, centroid_epochs: int,
-         bits: tuple[int, int] | None, recover: bool = False) -> str:
+         bits: tuple[int, int] | None, recover: bool = False, layer_bits: LayerBits = ()) -> str:
     """A candidate's identity in the journal: its knobs, its parent and its training (``:r``: a recovery,
-    whose epochs are passes over the whole training split)."""
+    whose epochs are passes over the whole training split; ``:l``: single layers' codebook bits)."""
+    layers = ":l" + ",".join(f"{name}={b}" for name, b in layer_bits) if layer_bits else ""
     return (f"p{parent.id if parent else 0}:c{knobs.channel_ratio:g}:s{knobs.sparsity:g}:e{epochs:g}:n{rounds}"
-            f":q{centroid_epochs}" + (f":b{bits[0]}/{bits[1]}" if bits else "") + (":r" if recover else ""))
+            f":q{centroid_epochs}" + (f":b{bits[0]}/{bits[1]}" if bits else "") + layers + (":r" if recover else ""))
 
 
 def is_recovery(c: Candidate) -> bool:
@@ -358,8 +377,8 @@ def stage(c: Candidate) -> str:
     centroid polish or a bits-ladder step (with its conv / linear codebook bits)."""
     if is_recovery(c):
         return "recovery"
-    if bits := re.search(r":b(\d+)/(\d+)$", c.key):
-        return f"bits {bits[1]}/{bits[2]}"
+    if bits := re.search(r":b(\d+)/(\d+)(?::l([^:]+))?$", c.key):
+        return f"bits {bits[1]}/{bits[2]}" + (f", {bits[3].count('=')} layers apart" if bits[3] else "")
     if re.search(r":e0:n0:q[1-9]", c.key):
         return "centroids"
     return "screen" if ":e0:" in c.key else "fine-tune"
@@ -469,6 +488,8 @@ def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journ
                                 reserved=True)
             for candidate in _smallest_few(list(search.seen.values()), target, BITS_CANDIDATES, cfg):
                 _lower_bits(search, candidate)
+            if cfg.bits_ladder == "layer" and cfg.min_bits:
+                _lower_layers(search, smallest(list(search.seen.values()), target, cfg))
     candidates = list(search.seen.values())
     return SearchResult(smallest(candidates, target, cfg), candidates, target, margin, cfg.strategy, setup,
                         search.speculative(), proxy_share)
@@ -555,7 +576,8 @@ def _fewer(conv: int, fc: int) -> Callable[[Bits, int], Bits | None]:
 
 
 # the ladders a winner climbs down, one after the other: together, then (split) conv alone, linear alone
-LADDERS = {"joint": (_fewer(1, 1),), "split": (_fewer(1, 1), _fewer(1, 0), _fewer(0, 1))}
+LADDERS = {"joint": (_fewer(1, 1),), "split": (_fewer(1, 1), _fewer(1, 0), _fewer(0, 1)),
+           "layer": (_fewer(1, 1), _fewer(1, 0), _fewer(0, 1))}  # then each layer alone (``_lower_layers``)
 
 
 def bits_ladder(cfg: SearchConfig) -> list[Bits]:
@@ -600,11 +622,40 @@ def _lower_bits(search: "Search", best: Candidate) -> None:
             last, size = bits, tried.file_bytes
 
 
-def _with_bits(search: "Search", best: Candidate, bits: Bits) -> Candidate | None:
-    """``best`` shared with ``bits``, if it meets the target (None: it misses, or the budget is spent)."""
+def _lower_layers(search: "Search", winner: Candidate | None) -> None:
+    """``--bits-ladder layer``, after the other ladders: the smallest file's layers one at a time, one bit
+    fewer per step while the file meets the target and shrinks (a layer's first miss moves on to the next
+    layer), the layers with the most kept weights x bits first. Each layer ends at the fewest bits its
+    sensitivity allows, where the kind's ladder stops at its most sensitive layer."""
+    if winner is None:
+        return
+    pruned = _shared_from(search, winner)
+    conv, fc = candidate_bits(winner, search.cfg)
+    layers = search.run.layer_weights(pruned)
+    kind = {name: conv if is_conv else fc for name, (_, is_conv) in layers.items()}
+    bits, size = dict(kind), winner.file_bytes
+    for name in sorted(layers, key=lambda n: (-layers[n][0] * kind[n], n)):
+        while bits[name] > search.cfg.min_bits:
+            trial = {**bits, name: bits[name] - 1}
+            apart = tuple(sorted((n, b) for n, b in trial.items() if b != kind[n]))
+            if (tried := _with_bits(search, pruned, (conv, fc), apart)) is None or tried.file_bytes >= size:
+                break
+            bits, size = trial, tried.file_bytes
+
+
+def _shared_from(search: "Search", c: Candidate) -> Candidate:
+    """The pruned candidate a centroid polish or a bits-ladder step shared its weights from (else ``c``)."""
+    if stage(c) != "centroids" and not stage(c).startswith("bits"):
+        return c
+    return next(p for p in search.seen.values() if p.id == c.parent)
+
+
+def _with_bits(search: "Search", best: Candidate, bits: Bits, layer_bits: LayerBits = ()) -> Candidate | None:
+    """``best`` shared with ``bits`` (and ``layer_bits``), if it meets the target (None: it misses, or the
+    budget is spent)."""
     try:
         tried = search.evaluate(best.knobs, best, epochs=0, rounds=0, centroid_epochs=search.cfg.centroid_epochs,
-                                bits=bits)
+                                bits=bits, layer_bits=layer_bits)
     except OutOfBudget:
         return None
     return tried if tried.meets(search.target) else None

@@ -44,13 +44,16 @@ BOUNDS: dict[str, Callable[[SearchConfig], Bound]] = {"grid": _grid, "heuristic"
                                                                    "frontier": _frontier}
 
 
-def search_bounds(cfg: SearchConfig) -> dict:
+def search_bounds(cfg: SearchConfig, layers: int = 0) -> dict:
     """The proxy search's candidates and epochs (at most; exactly for the grid; a budget caps the epochs),
-    the winner's polish (centroids, bits ladder) and recovery's full-data epochs (at least, at most)."""
+    the winner's polish (centroids, bits ladders; ``layers``: the model's shared layers, which the layer
+    ladder lowers one by one) and recovery's full-data epochs (at least, at most)."""
     candidates, epochs, moves = BOUNDS[cfg.strategy](cfg)
     if cfg.max_epochs is not None:
         epochs = min(epochs, cfg.max_epochs)
     ladder = (cfg.bits_conv - cfg.min_bits) + (cfg.bits_fc - cfg.min_bits) if cfg.min_bits else 0
+    if cfg.min_bits and cfg.bits_ladder == "layer":
+        ladder += layers * max(max(cfg.bits_conv, cfg.bits_fc) - cfg.min_bits, 0) / BITS_CANDIDATES
     polish = cfg.centroid_epochs * (1 + BITS_CANDIDATES * max(ladder, 0))
     recovery = (0.0, 0.0)
     if cfg.recover_epochs:

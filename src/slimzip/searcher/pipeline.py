@@ -30,8 +30,8 @@ from ..schedule import sparsity_steps
 from ..structured import (Sensitivity, apply_plan, build_model, default_channel_pruner, prunable_channels,
                           sensitivity_pruner)
 from ..trainer import TrainConfig, distillation, evaluate, fit, recalibrate_bn
-from ..unstructured import Masks, mask_hook, masks_from_zeros
-from .driver import (CANDIDATE_FAILURES, DEVICE_BUDGETS, OverBudgetError, SearchConfig, artifact_name,
+from ..unstructured import Masks, mask_hook, masks_from_zeros, prunable_weights
+from .driver import (CANDIDATE_FAILURES, DEVICE_BUDGETS, LayerBits, OverBudgetError, SearchConfig, artifact_name,
                      structural_budgets, structural_excess)
 from .journal import Candidate, Knobs
 from ..state import load_state
@@ -98,6 +98,13 @@ class CandidatePipeline:
             plan = _relative(self.spec, saved)
         load_state(model, load_tensors(path))
         return model.to(self.device), plan
+
+    def layer_weights(self, c: Candidate) -> dict[str, tuple[int, bool]]:
+        """The layers ``c``'s weights are shared in: {weight name: (kept weights, is conv)}."""
+        model, _ = self._load(c)
+        modules = dict(model.named_modules())
+        return {name: (int(w.count_nonzero()), isinstance(modules[name.rpartition(".")[0]], nn.Conv2d))
+                for name, w in prunable_weights(model).items()}
 
     def _tune_config(self, epochs: int) -> TrainConfig:
         return dataclasses.replace(self.train_cfg, epochs=epochs, lr=self.cfg.lr, schedule="cosine", patience=0,
@@ -178,7 +185,8 @@ class CandidatePipeline:
         return self.sensitivity
 
     def __call__(self, knobs: Knobs, parent: Candidate | None, *, key: str, epochs: float, rounds: int,
-                 centroid_epochs: int, bits: tuple[int, int] | None = None, recover: bool = False) -> dict:
+                 centroid_epochs: int, bits: tuple[int, int] | None = None, recover: bool = False,
+                 layer_bits: LayerBits = ()) -> dict:
         model, plan = self._load(parent)
         start = parent.knobs if parent else Knobs()
         removed = [parent.channels_removed if parent else 0]
@@ -209,7 +217,7 @@ class CandidatePipeline:
                 spent[0] += self._calibrate(pruned.model, key)
             pruned = remove_dead_units(pruned, self.shape, self.verbose)
             self._save_trunk(key, pruned.model, pruned.plan)
-            data = self._code(pruned.model, pruned.plan, knobs, centroid_epochs, bits)
+            data = self._code(pruned.model, pruned.plan, knobs, centroid_epochs, bits, dict(layer_bits))
             spent[0] += centroid_epochs
         except CANDIDATE_FAILURES as e:
             e.epochs = spent[0]  # type: ignore[attr-defined]
@@ -241,15 +249,15 @@ class CandidatePipeline:
         save_tensors(path, model.state_dict())
 
     def _code(self, model: nn.Module, plan: dict, knobs: Knobs, centroid_epochs: int,
-              bits: tuple[int, int] | None = None) -> bytes:
-        """Share weights (k-means; ``bits``: conv and linear codebook bits, default the config's), fine-tune
-        the centroids, and code the file."""
+              bits: tuple[int, int] | None = None, layer_bits: dict[str, int] | None = None) -> bytes:
+        """Share weights (k-means; ``bits``: conv and linear codebook bits, default the config's;
+        ``layer_bits``: single layers' bits), fine-tune the centroids, and code the file."""
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise FloatingPointError("weights are not finite")
         cfg = self.compress_config(knobs, bits)
         layers = share_weights(model, masks_from_zeros(model), cfg.bits_conv, cfg.bits_fc,
                                self._tune_config(centroid_epochs), self.loaders.train, None, verbose=self.verbose,
-                               loss_terms=self.terms, rate=cfg.share_rate)
+                               loss_terms=self.terms, rate=cfg.share_rate, layer_bits=layer_bits)
         model, spec = file_model(model.cpu(), self.spec, plan, self.shape)
         return encode_model(model, spec, layers, cfg, self.file_meta)
 
