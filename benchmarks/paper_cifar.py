@@ -20,6 +20,7 @@ batch 64, lr 0.1 / 10 at 50% and 75%, weight decay 1e-4 (the GPU run).
 
 Usage: SLIMZIP_DATA=../shared/data python benchmarks/paper_cifar.py --model resnet20 [--device cpu|cuda]
        [--recipe fast|long|paper] [--train-subset N] [--recover-epochs N] [--threads N] [--workers N] [--no-grid]
+       [--no-ablation]
 Writes benchmarks/results/paper_cifar_MODEL.json (after every phase) and prints the table.
 """
 
@@ -162,6 +163,8 @@ def main() -> None:
     parser.add_argument("--skip-proxy", action="store_true", help="no proxy-only phase (recovery phase only)")
     parser.add_argument("--baseline-only", action="store_true", help="train (or resume) the baseline, then stop")
     parser.add_argument("--no-grid", action="store_true", help="stop before the grid (the costliest strategy)")
+    parser.add_argument("--no-ablation", action="store_true",
+                        help="no structured-only / unstructured-only searches (the strategies alone)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--workers", type=int, default=1,
                         help="run the searches at once on N local Ray workers (cores / N threads each; needs [ray])")
@@ -211,7 +214,8 @@ def main() -> None:
             phases.append((f"compare_recovered{tag}", out / f"compare-recover{args.recover_epochs}x{args.recover_rounds}{tag}",
                            True))
         for key, where, recover in phases:
-            first = searches(args, out / "baseline", where, tuple(args.strategies.split(",")), "frontier",
+            first = searches(args, out / "baseline", where, tuple(args.strategies.split(",")),
+                             None if args.no_ablation else "frontier",
                              args.budget_ratio or None, recover)
             payload = {**(json.loads(results.read_text()) if results.is_file() else {}), "meta": meta,
                        "baseline": base, key: {**first, "recover": recover and {
