@@ -576,8 +576,8 @@ def _fewer(conv: int, fc: int) -> Callable[[Bits, int], Bits | None]:
 
 
 # the ladders a winner climbs down, one after the other: together, then (split) conv alone, linear alone
-LADDERS = {"joint": (_fewer(1, 1),), "split": (_fewer(1, 1), _fewer(1, 0), _fewer(0, 1)),
-           "layer": (_fewer(1, 1), _fewer(1, 0), _fewer(0, 1))}  # then each layer alone (``_lower_layers``)
+_SPLIT = (_fewer(1, 1), _fewer(1, 0), _fewer(0, 1))
+LADDERS = {"joint": _SPLIT[:1], "split": _SPLIT, "layer": _SPLIT}  # layer: then each layer alone (``_lower_layers``)
 
 
 def bits_ladder(cfg: SearchConfig) -> list[Bits]:
