@@ -189,6 +189,33 @@ def test_int8_onnx_keeps_the_accuracy(capsys, lenet_slz, tmp_path):
     assert abs(r["check"]["accuracy"] - r["check"]["pytorch_accuracy"]) <= 0.02 and r["check"]["same_argmax"] > 0.95
 
 
+def _float_weighted(graph, ops) -> tuple[list[str], set[str]]:
+    """The weighted nodes of an ONNX graph in order, and those whose weight is not dequantized from int8."""
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    weighted = [n for n in graph.node if n.op_type in ops]
+    return [n.name for n in weighted], {n.name for n in weighted if n.input[1] not in dequantized}
+
+
+def test_int8_onnx_keeps_its_ends_float_when_int8_disagrees_with_fp32(capsys, lenet_slz, tmp_path, monkeypatch):
+    """The first and last weighted nodes can stay float; below the agreement floor on the calibration
+    images the export tries that, keeps it if it agrees more, and names the nodes it kept float."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from slimzip.deploy import int8
+
+    capsys.readouterr()
+    assert _cli(capsys, "export", str(lenet_slz), "--onnx", str(tmp_path / "f.onnx"))[0] == 0
+    images = np.random.default_rng(0).random((64, 1, 28, 28), dtype=np.float32)
+    blob, ends = int8._quantize((tmp_path / "f.onnx").read_bytes(), images, ends=True)
+    order, floats = _float_weighted(onnx.load_from_string(blob).graph, int8.WEIGHTED_OPS)
+    assert len(order) >= 3 and ends == [order[0], order[-1]] and floats == set(ends)
+    monkeypatch.setattr(int8, "AGREEMENT_FLOOR", 1.01)  # no int8 graph reaches it: the fallback is tried
+    code, out, _ = _cli(capsys, "export", str(lenet_slz), "--format", "onnx-int8", "--out", str(tmp_path / "q.onnx"),
+                        "--split", "test", "--check-images", "200", "--json")
+    order, floats = _float_weighted(onnx.load(str(tmp_path / "q.onnx")).graph, int8.WEIGHTED_OPS)
+    assert code == 0 and floats == set(json.loads(out)["float_nodes"])
+
+
 def test_int8_tflite_agrees_with_pytorch(capsys, lenet_slz, tmp_path):
     pytest.importorskip("litert_torch")
     capsys.readouterr()

@@ -158,10 +158,11 @@ def _onnx_int8(src: Source, out: Path, images: np.ndarray, labels, data_dir: str
     from ..deploy.onnx import to_onnx
 
     out = _out_path(out, src, ".onnx")
-    blob = quantize_int8(to_onnx(src.model, src.shape), _calibration(src, data_dir))
+    blob, floats = quantize_int8(to_onnx(src.model, src.shape), _calibration(src, data_dir))
     got, seconds = _ort_run(blob, images)
     return ({"file": str(out), "file_bytes": len(blob), "seconds_per_image": seconds,
-             "calibration_images": CALIBRATION_IMAGES, "check": _agreement(got, _logits(src.model, images), labels)},
+             "calibration_images": CALIBRATION_IMAGES, "float_nodes": floats,
+             "check": _agreement(got, _logits(src.model, images), labels)},
             {out: blob})
 
 
