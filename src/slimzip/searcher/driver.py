@@ -634,7 +634,8 @@ def _lower_layers(search: "Search", winner: Candidate | None) -> None:
     layers = search.run.layer_weights(pruned)
     kind = {name: conv if is_conv else fc for name, (_, is_conv) in layers.items()}
     bits, size = dict(kind), winner.file_bytes
-    for name in sorted(layers, key=lambda n: (-layers[n][0] * kind[n], n)):
+    named = [n for n in layers if not set(n) & set(":,=")]  # a name the journal key can hold (every usual one)
+    for name in sorted(named, key=lambda n: (-layers[n][0] * kind[n], n)):
         while bits[name] > search.cfg.min_bits:
             trial = {**bits, name: bits[name] - 1}
             apart = tuple(sorted((n, b) for n, b in trial.items() if b != kind[n]))
