@@ -486,7 +486,7 @@ def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journ
             if cfg.centroid_epochs:
                 search.evaluate(best.knobs, best, epochs=0, rounds=0, centroid_epochs=cfg.centroid_epochs,
                                 reserved=True)
-            for candidate in _smallest_few(list(search.seen.values()), target, BITS_CANDIDATES, cfg):
+            for candidate in _ladder_bases(list(search.seen.values()), target, cfg):
                 _lower_bits(search, candidate)
             if cfg.bits_ladder == "layer" and cfg.min_bits:
                 _lower_layers(search, smallest(list(search.seen.values()), target, cfg))
@@ -604,6 +604,16 @@ def _smallest_few(candidates: list[Candidate], threshold: float, k: int,
         if all(c.knobs != f.knobs for f in few):
             few.append(c)
     return few[:k]
+
+
+def _ladder_bases(candidates: list[Candidate], threshold: float, cfg: SearchConfig) -> list[Candidate]:
+    """The files the bits ladder starts from: the ``BITS_CANDIDATES`` smallest that meet ``threshold``, and
+    the smallest recovered one that does (a recovered model is a little larger than the proxy's files at
+    the same knobs, since retrained weights share less well, but it holds accuracy to spare that fewer
+    bits can spend)."""
+    few = _smallest_few(candidates, threshold, BITS_CANDIDATES, cfg)
+    recovered = _smallest_few([c for c in candidates if is_recovery(c)], threshold, 1, cfg)
+    return few + [c for c in recovered if c not in few]  # at a proxy file's knobs too: another model
 
 
 def _lower_bits(search: "Search", best: Candidate) -> None:

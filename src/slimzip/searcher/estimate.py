@@ -54,7 +54,8 @@ def search_bounds(cfg: SearchConfig, layers: int = 0) -> dict:
     ladder = (cfg.bits_conv - cfg.min_bits) + (cfg.bits_fc - cfg.min_bits) if cfg.min_bits else 0
     if cfg.min_bits and cfg.bits_ladder == "layer":
         ladder += layers * max(max(cfg.bits_conv, cfg.bits_fc) - cfg.min_bits, 0) / BITS_CANDIDATES
-    polish = cfg.centroid_epochs * (1 + BITS_CANDIDATES * max(ladder, 0))
+    bases = BITS_CANDIDATES + (1 if cfg.recover_epochs else 0)  # and the smallest recovered file
+    polish = cfg.centroid_epochs * (1 + bases * max(ladder, 0))
     recovery = (0.0, 0.0)
     if cfg.recover_epochs:
         rungs = moves * cfg.recover_step_epochs  # every step of a walk from a recovered model, at most
