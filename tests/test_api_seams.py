@@ -31,7 +31,7 @@ FAST = dict(step=0.5, refine=0, short_epochs=0.0, min_bits=0, centroid_epochs=0,
 
 
 @pytest.mark.parametrize("extra, message", [(["--coder", "zip"], "unknown coder"),
-                                            (["--index-bits-fc", "0"], "index bits fc"),
+                                            (["--index-bits-fc", "-1"], "index bits fc"),
                                             (["--bits-conv", "17"], "bits conv")])
 def test_coding_knobs_of_a_search_are_one_line_before_any_work(capsys, tmp_path, extra, message):
     capsys.readouterr()

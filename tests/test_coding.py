@@ -102,3 +102,21 @@ def test_a_rans_stream_must_decode_to_the_counts_its_table_states():
         CODECS["rans"].decode(table, 8, 4)  # two symbols, no words
     good = CODECS["rans"].encode(np.array([0, 1, 1, 0, 1, 1, 1, 0]), 4)
     assert CODECS["rans"].decode(good, 8, 4).tolist() == [0, 1, 1, 0, 1, 1, 1, 0]
+
+
+@pytest.mark.parametrize("density", [0.003, 0.05, 0.4])
+def test_index_width_zero_picks_the_smallest_position_stream_and_it_decodes(density):
+    """``index_bits`` 0: the writer weighs every width and keeps a stream no larger than any fixed width's
+    but a percent or two (its estimate ranks the widths, a descent can stop at a local minimum), which
+    decodes to the same positions."""
+    from slimzip.codec import INDEX_WIDTHS, encode_positions
+
+    rng = np.random.default_rng(7)
+    numel = 60_000
+    dense = rng.random(numel) < density * (1 + np.sin(np.arange(numel) / 500))  # density varies along the tensor
+    positions = np.flatnonzero(dense)
+    width, gaps, (coder, data) = encode_positions(positions, 0, "auto")
+    sizes = {w: len(encode_positions(positions, w, "auto")[2][1]) for w in INDEX_WIDTHS}
+    assert width in INDEX_WIDTHS and len(data) == sizes[width] and len(data) <= 1.02 * min(sizes.values())
+    decoded = gaps_decode(CODECS[coder].decode(data, len(gaps), 2 ** width), width, numel)
+    assert np.array_equal(decoded, positions)

@@ -64,6 +64,39 @@ def encode_stream(symbols: np.ndarray, alphabet: int, coder: str, version: int =
     return min(((n, CODECS[n].encode(symbols, alphabet)) for n in names), key=lambda c: len(c[1]))
 
 
+INDEX_WIDTHS = range(2, 13)  # the gap symbol widths (index bits) the writer weighs for a tensor
+INDEX_WIDTHS_CODED = 3  # the widths its estimate ranks first, each coded before the descent
+
+
+def encode_positions(positions: np.ndarray, index_bits: int, coder: str,
+                     version: int = VERSION) -> tuple[int, np.ndarray, tuple[str, bytes]]:
+    """A tensor's kept (sorted, flat) positions as gap symbols of ``index_bits`` bits, coded; 0: the width
+    whose stream is smallest, near enough: the widths ranked by an estimate of their stream (the symbols'
+    order-0 entropy, plus what an adaptive model pays to learn each distinct symbol), the first few coded,
+    then a descent to either side of the smallest while the coded stream shrinks.
+    Returns (width, symbols, (coder, bytes))."""
+    tried: dict[int, tuple[int, np.ndarray, tuple[str, bytes]]] = {}
+
+    def coded(width: int) -> tuple[int, np.ndarray, tuple[str, bytes]]:
+        if width not in tried:
+            gaps = gaps_encode(positions, width)
+            tried[width] = (width, gaps, encode_stream(gaps, 2 ** width, coder, version))
+        return tried[width]
+    if index_bits:
+        return coded(index_bits)
+
+    def estimate(width: int) -> float:
+        gaps = gaps_encode(positions, width)
+        return len(gaps) * entropy_bits(gaps) + np.count_nonzero(np.bincount(gaps)) * (1 + np.log2(len(gaps) + 1))
+    size = lambda c: len(c[2][1])  # noqa: E731
+    best = min((coded(w) for w in sorted(INDEX_WIDTHS, key=estimate)[:INDEX_WIDTHS_CODED]), key=size)
+    for step in (-1, 1):
+        width = best[0] + step
+        while width in INDEX_WIDTHS and size(coded(width)) < size(best):
+            best, width = coded(width), width + step
+    return best
+
+
 def _bias_feeding(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, str]:
     """BatchNorm fqn -> the conv / linear layer whose biased output only that BatchNorm reads (its bias
     can move into the BatchNorm's shift). Empty when the model cannot be traced."""
@@ -175,13 +208,12 @@ def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], c
                             "value": constants[name]})
         elif name in layers:
             layer = layers[name]
-            index_bits = _index_bits(modules[name.rsplit(".", 1)[0]], cfg)
             positions = np.flatnonzero(layer.mask.numpy().reshape(-1))
-            gaps = gaps_encode(positions, index_bits)
+            index_bits, gaps, (index_coder, index_bytes) = encode_positions(
+                positions, _index_bits(modules[name.rsplit(".", 1)[0]], cfg), cfg.coder, version)
             codes = layer.codes.numpy()
             alphabet = len(layer.centroids) if compact else 2 ** layer.bits
             code_coder, code_bytes = encode_stream(codes, alphabet, cfg.coder, version)
-            index_coder, index_bytes = encode_stream(gaps, 2 ** index_bits, cfg.coder, version)
             size = {"centroids": alphabet} if compact else {"bits": layer.bits}
             tensors.append({"name": name, "shape": list(value.shape), "encoding": "shared", **size,
                             "index_bits": index_bits, "coders": {"codes": code_coder, "index": index_coder},

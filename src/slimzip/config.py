@@ -117,8 +117,9 @@ class CodingConfig:
 
     bits_conv: int = knob(8, "codebook index bits, conv layers")
     bits_fc: int = knob(5, "codebook index bits, linear layers")
-    index_bits_conv: int = knob(8, "relative-index bits, conv layers (fillers past 2^bits - 1)")
-    index_bits_fc: int = knob(5, "relative-index bits, linear layers")
+    index_bits_conv: int = knob(0, "relative-index bits, conv layers (fillers past 2^bits - 1; 0: per tensor, the "
+                                   "width whose position stream is smallest)")
+    index_bits_fc: int = knob(0, "relative-index bits, linear layers (0: per tensor, the smallest stream's)")
     coder: str = knob("auto", "adaptive, rans, huffman, fixed, or auto: the smallest of them for each stream")
     raw_dtype: str = knob("float16", "float16, float32 or uint8 (8-bit affine, .slz version 4) for BN, biases and "
                                      "other small tensors")
@@ -130,8 +131,10 @@ class CodingConfig:
                                   "fast)")
 
     def validate_coding(self) -> None:
-        for name in ("bits_conv", "bits_fc", "index_bits_conv", "index_bits_fc"):
+        for name in ("bits_conv", "bits_fc"):
             check_range(name.replace("_", " "), getattr(self, name), 1, 16)
+        for name in ("index_bits_conv", "index_bits_fc"):  # 0: chosen per tensor
+            check_range(name.replace("_", " "), getattr(self, name), 0, 16)
         if self.coder not in (*CODECS, "auto"):
             raise unknown("coder", self.coder, [*CODECS, "auto"])
         if self.raw_dtype not in RAW_DTYPE_NAMES:
