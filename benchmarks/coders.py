@@ -5,7 +5,8 @@ standard's context-adaptive coder), bytes side by side.
 For each shared tensor of a .slz file, the streams the file stores before entropy coding (the kept
 weights' codebook indices and the gap symbols of their positions) are coded with ``fixed``, ``huffman``,
 ``rans`` and ``adaptive``; "v4 auto" is the smallest per stream without ``adaptive`` (what .slz version 4
-wrote), "v5 auto" the smallest with it (version 5: what slimzip writes now). DeepCABAC codes the same
+wrote), "v5 auto" the smallest with it (version 5), "+ widths" the same with each tensor's gap-symbol width
+chosen by the writer (``--index-bits-* 0``, what slimzip writes now; the codes as "v5 auto"). DeepCABAC codes the same
 levels as one dense integer tensor per layer (codebook mode: the codebook with a zero inserted, each weight
 its signed index from the zero, a pruned weight 0), positions and values at once; its bytes are the
 payload of ``deepCABAC.Encoder`` after ``initCtxModels``. Codebooks, small tensors and the manifest are the
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slimzip.codec import decode_model
+from slimzip.codec import decode_model, encode_positions
 from slimzip.coding import CODECS, can_code
 from slimzip.container import read_container
 from slimzip.deploy.stored import Stream, stored_tensors
@@ -50,11 +51,12 @@ def main() -> None:
         t0 = time.perf_counter()
         rows[file] = _file_row(Path(file), cabac)
         rows[file]["seconds"] = round(time.perf_counter() - t0, 2)
-    print(f"{'file':<52} {'model':<14} {'kept':>7} {'v4 auto':>8} {'v5 auto':>8} {'saved':>6} {'DeepCABAC':>9}")
+    print(f"{'file':<52} {'model':<14} {'kept':>7} {'v4 auto':>8} {'v5 auto':>8} {'saved':>6} {'+ widths':>8} "
+          f"{'DeepCABAC':>9}")
     for file, r in rows.items():
         cab = f"{r['deepcabac']:>9,}" if r["deepcabac"] is not None else f"{'absent':>9}"
         print(f"{file[-52:]:<52} {r['model']:<14} {r['kept']:>7,} {r['v4_auto']:>8,} {r['v5_auto']:>8,} "
-              f"{100 * (1 - r['v5_auto'] / r['v4_auto']):>5.1f}% {cab}")
+              f"{100 * (1 - r['v5_auto'] / r['v4_auto']):>5.1f}% {r['v5_width']:>8,} {cab}")
     result = {"machine": {"cpu": cpu_name()}, "command": "python benchmarks/coders.py " + " ".join(args.files),
               "deepcabac": f"nncodec {cabac[1]}" if cabac else None, "rows": rows}
     path = ROOT / "benchmarks" / "results" / "coders.json"
@@ -67,7 +69,7 @@ def _file_row(path: Path, cabac) -> dict:
     model = decode_model(container)
     streams = {name: t for name, t in stored_tensors(container, model).items() if isinstance(t, Stream)}
     tensors = {name: _tensor_row(s, cabac) for name, s in streams.items()}
-    total = {key: sum(t[key] for t in tensors.values()) for key in ("v4_auto", "v5_auto")}
+    total = {key: sum(t[key] for t in tensors.values()) for key in ("v4_auto", "v5_auto", "v5_width")}
     return {"model": container.manifest.get("model", {}).get("name", "graph"), "file_bytes": container.file_bytes,
             "kept": sum(s.kept for s in streams.values()), **total,
             "deepcabac": sum(t["deepcabac"] for t in tensors.values()) if cabac else None, "tensors": tensors}
@@ -83,6 +85,7 @@ def _tensor_row(s: Stream, cabac) -> dict:
             **{f"{kind}_{name}": n for kind, by in coded.items() for name, n in by.items()},
             "v4_auto": sum(min(by[n] for n in V4) for by in coded.values()),
             "v5_auto": sum(min(by.values()) for by in coded.values()),
+            "v5_width": min(coded["codes"].values()) + len(encode_positions(s.positions(), 0, "auto")[2][1]),
             "deepcabac": _cabac_bytes(s, cabac[0]) if cabac else None}
 
 
