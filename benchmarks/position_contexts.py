@@ -12,7 +12,10 @@ never more than no context at all. Two settings:
 - ``chunked``: distances of 2 or more only, the counts updated once per chunk of the shortest distance,
   so a decoder reads a chunk at a time (what a vectorized decoder can do).
 
-Against each file's own position streams as stored (gap symbols with the .slz coders).
+Against each file's own position streams as stored (gap symbols with the .slz coders), the same gaps at
+the writer's per-tensor width (``--index-bits-* 0``), and those gaps in another storage order (a linear
+layer's weights column by column, a conv's input channel by input channel: whole dead inputs become
+long runs).
 
 Usage: python benchmarks/position_contexts.py [FILE.slz ...]
 writes benchmarks/results/position_contexts.json and prints the table."""
@@ -27,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slimzip.codec import decode_model, model_table
+from slimzip.codec import decode_model, encode_positions, model_table
 from slimzip.container import read_container
 from slimzip.unstructured import prunable_weights
 from machine import cpu_name  # benchmarks/machine.py
@@ -89,13 +92,16 @@ def file_row(path: Path) -> dict:
     stored = {e["name"]: len(container.sections[e["index"]]) for e in model_table(container, model)
               if e.get("encoding") == "shared"}
     row = {"model": container.manifest["model"].get("name", "graph"), "file_bytes": path.stat().st_size,
-           "kept": 0, "stored_positions": 0, "with_left": 0.0, "chunked": 0.0}
+           "kept": 0, "stored_positions": 0, "widths": 0, "transposed": 0, "with_left": 0.0, "chunked": 0.0}
     for name, w in prunable_weights(model).items():
         if name not in stored:
             continue
         bits = (w.detach().numpy() != 0).astype(np.int64)
         row["kept"] += int(bits.sum())
         row["stored_positions"] += stored[name]
+        row["widths"] += len(encode_positions(np.flatnonzero(bits.reshape(-1)), 0, "auto")[2][1])
+        other = bits.T if bits.ndim == 2 else bits.transpose(1, 0, *range(2, bits.ndim))
+        row["transposed"] += len(encode_positions(np.flatnonzero(other.reshape(-1)), 0, "auto")[2][1])
         row["with_left"] += best(bits.reshape(-1), bits.shape, left=True) / 8
         row["chunked"] += best(bits.reshape(-1), bits.shape, left=False) / 8
     row["with_left"], row["chunked"] = round(row["with_left"]), round(row["chunked"])
@@ -107,9 +113,9 @@ def main() -> None:
     parser.add_argument("files", nargs="*", default=[f for f in DEFAULT_FILES if (ROOT / f).is_file()])
     args = parser.parse_args()
     rows = {file: file_row(Path(file)) for file in args.files}
-    print(f"{'file':<52} {'kept':>7} {'stored':>8} {'with left':>10} {'chunked':>8}")
+    print(f"{'file':<52} {'kept':>7} {'stored':>8} {'widths':>8} {'transposed':>10} {'with left':>10} {'chunked':>8}")
     for file, r in rows.items():
-        print(f"{file[-52:]:<52} {r['kept']:>7,} {r['stored_positions']:>8,} "
+        print(f"{file[-52:]:<52} {r['kept']:>7,} {r['stored_positions']:>8,} {r['widths']:>8,} {r['transposed']:>10,} "
               f"{r['with_left']:>10,} {r['chunked']:>8,}")
     out = ROOT / "benchmarks" / "results" / "position_contexts.json"
     out.write_text(json.dumps({"machine": {"cpu": cpu_name()},
