@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,10 @@ ROWS = {  # name: the flags that differ
     "kd-sub-rec": ["--channel-scope", "layer", "--distill", "1", "--train-subset", "10000", "--recover-epochs", "2"],
     "kd-sub-rec-pen": ["--channel-scope", "layer", "--distill", "1", "--train-subset", "10000", "--recover-epochs", "2",
                        "--compress-penalty", "1"],
+    # per-layer bits after the split ladder; the row also reports the same run's file before that ladder
+    # (index widths held at the former fixed 8 / 5, so that only the ladder differs)
+    "sens-layer-kd-w85": ["--channel-scope", "sensitivity", "--bits-ladder", "layer", "--distill", "1",
+                          "--index-bits-conv", "8", "--index-bits-fc", "5"],
 }
 
 
@@ -47,10 +52,32 @@ def row(checkpoint: str, work: Path, name: str, max_drop: str) -> dict:
             sys.exit(f"{name}: {done.stderr.strip()[-500:]}")
         out.write_text(done.stdout)
     summary = json.loads(out.read_text())
-    return {"flags": " ".join(ROWS[name]), "command": " ".join(["slimzip", *cmd[3:]]),
-            "file_bytes": summary["file_bytes"], "ratio": round(summary["compression_ratio"], 1),
-            "test_accuracy": summary["test_accuracy"], "val_accuracy": summary["val_accuracy"],
-            "knobs": summary["knobs"], "search": summary["search"]}
+    found = {"flags": " ".join(ROWS[name]), "command": " ".join(["slimzip", *cmd[3:]]),
+             "file_bytes": summary["file_bytes"], "ratio": round(summary["compression_ratio"], 1),
+             "compression_ratio": summary["compression_ratio"], "test_accuracy": summary["test_accuracy"],
+             "val_accuracy": summary["val_accuracy"], "knobs": summary["knobs"], "search": summary["search"]}
+    flags = ROWS[name]
+    if "--bits-ladder" in flags and flags[flags.index("--bits-ladder") + 1] == "layer":
+        found["before_layer_ladder"] = before_layer_ladder(work / f"{name}.run", summary)
+    return found
+
+
+def before_layer_ladder(run: Path, summary: dict) -> dict:
+    """The smallest file of a ``--bits-ladder layer`` run that meets its target among the candidates before
+    that ladder (no single layer's bits apart), with its decoded test accuracy: what the ladder saved."""
+    from slimzip.searcher.driver import artifact_name
+
+    db = sqlite3.connect(run / "journal.sqlite")
+    rows = db.execute("SELECT id, key, val_accuracy, file_bytes, epochs FROM candidates WHERE status = 'ok'").fetchall()
+    ok = [r for r in rows if ":l" not in r[1] and r[2] >= summary["target_accuracy"] - 1e-12]
+    cid, key, val, size, _ = min(ok, key=lambda r: (r[3], -r[2], r[0]))
+    path = run / "files" / f"{artifact_name(key)}.slz"
+    done = subprocess.run([sys.executable, "-m", "slimzip", "eval", str(path), "--json"], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{path}: {done.stderr.strip()[-500:]}")
+    return {"candidate": cid, "file_bytes": size, "compression_ratio": summary["compression_ratio"] * summary[
+        "file_bytes"] / size, "val_accuracy": val, "test_accuracy": json.loads(done.stdout)["accuracy"],
+            "layer_ladder_epochs": sum(r[4] for r in rows if ":l" in r[1])}
 
 
 def main() -> None:
