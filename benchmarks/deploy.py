@@ -27,7 +27,7 @@ from machine import cpu_name  # benchmarks/machine.py
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = {"lenet-5 (main job)": "runs/lenet-5-bn.slz",
             "resnet20 (cifar10)": "runs/paper_cifar/resnet20-long/compare-recover3x1/frontier.slz",
-            "vgg11 (cifar10)": "runs/paper_cifar/vgg11/compare-recover3x1/frontier.slz"}
+            "vgg11 (cifar10)": "runs/paper_cifar/vgg11/compare-recover3x0/frontier.slz"}
 
 
 def measure(path: Path, images: int | None, dense_images: int) -> dict:
