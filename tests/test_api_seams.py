@@ -50,7 +50,7 @@ def test_each_coding_and_tuning_knob_is_declared_once_and_checked_alike():
     assert set(CompressConfig.__annotations__) & set(SearchConfig.__annotations__) == {"scope"}
     for base in (CodingConfig, TuneConfig):
         assert issubclass(CompressConfig, base) and issubclass(SearchConfig, base)
-    for bad in (dict(coder="zip"), dict(index_bits_fc=0), dict(raw_dtype="int4"), dict(prune_steps=0), dict(lr=0.0)):
+    for bad in (dict(coder="zip"), dict(index_bits_fc=17), dict(raw_dtype="int4"), dict(prune_steps=0), dict(lr=0.0)):
         messages = []
         for cls in (CompressConfig, SearchConfig):
             with pytest.raises(SlimzipError) as info:
