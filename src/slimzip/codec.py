@@ -88,7 +88,8 @@ def encode_positions(positions: np.ndarray, index_bits: int, coder: str,
     def estimate(width: int) -> float:
         gaps = gaps_encode(positions, width)
         return len(gaps) * entropy_bits(gaps) + np.count_nonzero(np.bincount(gaps)) * (1 + np.log2(len(gaps) + 1))
-    size = lambda c: len(c[2][1])  # noqa: E731
+    def size(c: tuple[int, np.ndarray, tuple[str, bytes]]) -> int:
+        return len(c[2][1])
     best = min((coded(w) for w in sorted(INDEX_WIDTHS, key=estimate)[:INDEX_WIDTHS_CODED]), key=size)
     for step in (-1, 1):
         width = best[0] + step
