@@ -206,7 +206,9 @@ def test_int8_onnx_keeps_its_ends_float_when_int8_disagrees_with_fp32(capsys, le
     capsys.readouterr()
     assert _cli(capsys, "export", str(lenet_slz), "--onnx", str(tmp_path / "f.onnx"))[0] == 0
     images = np.random.default_rng(0).random((64, 1, 28, 28), dtype=np.float32)
-    blob, ends = int8._quantize((tmp_path / "f.onnx").read_bytes(), images, ends=True)
+    prepared = int8._prepared((tmp_path / "f.onnx").read_bytes())
+    ends = int8._weighted_ends(prepared)
+    blob = int8._quantize(prepared, images, ends)
     order, floats = _float_weighted(onnx.load_from_string(blob).graph, int8.WEIGHTED_OPS)
     assert len(order) >= 3 and ends == [order[0], order[-1]] and floats == set(ends)
     monkeypatch.setattr(int8, "AGREEMENT_FLOOR", 1.01)  # no int8 graph reaches it: the fallback is tried

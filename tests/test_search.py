@@ -597,8 +597,8 @@ class Layered(Landscape):
                    "val_accuracy": out["val_accuracy"] - 0.01 * sum(b < self.FLOOR[n] for n, b in per.items())}
         return out
 
-    def layer_weights(self, c):
-        return dict(self.KEPT)
+    def layer_weights(self, c, bits):
+        return {name: (kept, bits[0] if conv else bits[1]) for name, (kept, conv) in self.KEPT.items()}
 
 
 def test_layer_ladder_gives_each_layer_the_fewest_bits_it_tolerates(tmp_path):

@@ -75,19 +75,21 @@ def encode_positions(positions: np.ndarray, index_bits: int, coder: str,
     order-0 entropy, plus what an adaptive model pays to learn each distinct symbol), the first few coded,
     then a descent to either side of the smallest while the coded stream shrinks.
     Returns (width, symbols, (coder, bytes))."""
+    if index_bits:
+        gaps = gaps_encode(positions, index_bits)
+        return index_bits, gaps, encode_stream(gaps, 2 ** index_bits, coder, version)
+    symbols = {width: gaps_encode(positions, width) for width in INDEX_WIDTHS}
     tried: dict[int, tuple[int, np.ndarray, tuple[str, bytes]]] = {}
 
     def coded(width: int) -> tuple[int, np.ndarray, tuple[str, bytes]]:
         if width not in tried:
-            gaps = gaps_encode(positions, width)
-            tried[width] = (width, gaps, encode_stream(gaps, 2 ** width, coder, version))
+            tried[width] = (width, symbols[width], encode_stream(symbols[width], 2 ** width, coder, version))
         return tried[width]
-    if index_bits:
-        return coded(index_bits)
 
     def estimate(width: int) -> float:
-        gaps = gaps_encode(positions, width)
+        gaps = symbols[width]
         return len(gaps) * entropy_bits(gaps) + np.count_nonzero(np.bincount(gaps)) * (1 + np.log2(len(gaps) + 1))
+
     def size(c: tuple[int, np.ndarray, tuple[str, bytes]]) -> int:
         return len(c[2][1])
     best = min((coded(w) for w in sorted(INDEX_WIDTHS, key=estimate)[:INDEX_WIDTHS_CODED]), key=size)

@@ -24,24 +24,43 @@ def quantize_int8(onnx_bytes: bytes, calibration: np.ndarray) -> tuple[bytes, li
     ``AGREEMENT_FLOOR`` of the calibration images' top-1 classes; then the first and the last weighted
     nodes (the input's few channels, the logits: where int8's grid costs most) stay float, if that
     agrees more."""
-    whole, _ = _quantize(onnx_bytes, calibration, ends=False)
+    prepared = _prepared(onnx_bytes)
+    whole = _quantize(prepared, calibration, [])
     reference = _top1(onnx_bytes, calibration)
     agreement = float((_top1(whole, calibration) == reference).mean())
-    if agreement >= AGREEMENT_FLOOR:
-        return whole, []
-    kept, ends = _quantize(onnx_bytes, calibration, ends=True)
-    if ends and float((_top1(kept, calibration) == reference).mean()) > agreement:
-        return kept, ends
+    if agreement < AGREEMENT_FLOOR and (ends := _weighted_ends(prepared)):
+        kept = _quantize(prepared, calibration, ends)
+        if float((_top1(kept, calibration) == reference).mean()) > agreement:
+            return kept, ends
     return whole, []
 
 
-def _quantize(onnx_bytes: bytes, calibration: np.ndarray, ends: bool) -> tuple[bytes, list[str]]:
-    """The int8 graph, and the weighted nodes left float (``ends``: the first and the last)."""
+def _prepared(onnx_bytes: bytes) -> bytes:
+    """onnxruntime's own pre-processing (shape inference, graph optimisation), which its quantizer asks for."""
     try:
-        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                              quantize_static)
+        from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError:
         raise SlimzipError("int8 export needs onnxruntime: pip install 'slimzip[onnx]'") from None
+
+    with tempfile.TemporaryDirectory(prefix="slimzip-int8-") as tmp, _quiet():
+        raw, src = Path(tmp) / "raw.onnx", Path(tmp) / "fp32.onnx"
+        raw.write_bytes(onnx_bytes)
+        try:
+            quant_pre_process(str(raw), str(src), skip_symbolic_shape=True)
+        except Exception as e:
+            raise _refused(e) from None
+        return src.read_bytes()
+
+
+def _refused(e: Exception) -> SlimzipError:
+    return SlimzipError(f"onnxruntime could not quantize the graph ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:160] if str(e) else ''})")
+
+
+def _quantize(prepared: bytes, calibration: np.ndarray, exclude: list[str]) -> bytes:
+    """The pre-processed graph with int8 weights and activations but for the ``exclude`` nodes."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)  # present: _prepared asked first
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -51,26 +70,21 @@ def _quantize(onnx_bytes: bytes, calibration: np.ndarray, ends: bool) -> tuple[b
         def get_next(self):
             return next(self.batches, None)
 
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     with tempfile.TemporaryDirectory(prefix="slimzip-int8-") as tmp, _quiet():
-        raw, src, dst = Path(tmp) / "raw.onnx", Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        raw.write_bytes(onnx_bytes)
-        try:  # onnxruntime's own pre-processing (shape inference, graph optimisation) first, as it asks
-            quant_pre_process(str(raw), str(src), skip_symbolic_shape=True)
-            exclude = _weighted_ends(src.read_bytes()) if ends else []
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(prepared)
+        try:
             quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude,
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         except Exception as e:
-            raise SlimzipError(f"onnxruntime could not quantize the graph ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
-        return dst.read_bytes(), exclude
+            raise _refused(e) from None
+        return dst.read_bytes()
 
 
 def _weighted_ends(onnx_bytes: bytes) -> list[str]:
-    """The names of the first and the last weighted node in graph order (as the pre-processing keeps them)."""
+    """The names of the first and the last weighted node in graph order (none: fewer than two)."""
     import onnx
 
     nodes = [n.name for n in onnx.load_from_string(onnx_bytes).graph.node if n.op_type in WEIGHTED_OPS]

@@ -165,13 +165,13 @@ class RunCandidate(Protocol):
     """The candidate pipeline: warm-start from ``parent`` (None: the input model), move to ``knobs``,
     fine-tune, code into a file, decode it and validate. Returns the measurements (val_accuracy,
     file_bytes, params, macs, epochs, channels_removed); raises FloatingPointError if training diverges.
-    ``layer_weights``: a finished candidate's shared layers, {weight name: (kept weights, is conv)}."""
+    ``layer_weights``: a finished candidate's shared layers, {weight name: (kept weights, bits by its kind)}."""
 
     def __call__(self, knobs: Knobs, parent: Candidate | None, *, key: str, epochs: float, rounds: int,
                  centroid_epochs: int, bits: tuple[int, int] | None = None, recover: bool = False,
                  layer_bits: LayerBits = ()) -> dict: ...
 
-    def layer_weights(self, c: Candidate) -> dict[str, tuple[int, bool]]: ...
+    def layer_weights(self, c: Candidate, bits: tuple[int, int]) -> dict[str, tuple[int, int]]: ...
 
 @dataclass
 class SearchResult:
@@ -641,8 +641,8 @@ def _lower_layers(search: "Search", winner: Candidate | None) -> None:
         return
     pruned = _shared_from(search, winner)
     conv, fc = candidate_bits(winner, search.cfg)
-    layers = search.run.layer_weights(pruned)
-    kind = {name: conv if is_conv else fc for name, (_, is_conv) in layers.items()}
+    layers = search.run.layer_weights(pruned, (conv, fc))
+    kind = {name: bits for name, (_, bits) in layers.items()}
     bits, size = dict(kind), winner.file_bytes
     named = [n for n in layers if not set(n) & set(":,=")]  # a name the journal key can hold (every usual one)
     for name in sorted(named, key=lambda n: (-layers[n][0] * kind[n], n)):

@@ -52,10 +52,10 @@ def search_bounds(cfg: SearchConfig, layers: int = 0) -> dict:
     if cfg.max_epochs is not None:
         epochs = min(epochs, cfg.max_epochs)
     ladder = (cfg.bits_conv - cfg.min_bits) + (cfg.bits_fc - cfg.min_bits) if cfg.min_bits else 0
-    if cfg.min_bits and cfg.bits_ladder == "layer":
-        ladder += layers * max(max(cfg.bits_conv, cfg.bits_fc) - cfg.min_bits, 0) / BITS_CANDIDATES
     bases = BITS_CANDIDATES + (1 if cfg.recover_epochs else 0)  # and the smallest recovered file
-    polish = cfg.centroid_epochs * (1 + bases * max(ladder, 0))
+    per_layer = layers * max(max(cfg.bits_conv, cfg.bits_fc) - cfg.min_bits, 0) \
+        if cfg.min_bits and cfg.bits_ladder == "layer" else 0  # once, from the smallest file
+    polish = cfg.centroid_epochs * (1 + bases * max(ladder, 0) + per_layer)
     recovery = (0.0, 0.0)
     if cfg.recover_epochs:
         rungs = moves * cfg.recover_step_epochs  # every step of a walk from a recovered model, at most

@@ -20,7 +20,7 @@ from ..checkpoint import atomic_write_bytes, atomic_write_json, load_tensors, sa
 from ..codec import decode_model, encode_model, file_model, self_describing
 from ..deep_compression import (CompressConfig, profile, prune_and_retrain, remove_dead_units,
                                 share_weights)
-from ..sharing import sharing_penalty
+from ..sharing import default_bits, sharing_penalty
 from ..container import decode_container
 from ..data import DeviceLoader, Loaders
 from ..errors import SlimzipError
@@ -99,11 +99,12 @@ class CandidatePipeline:
         load_state(model, load_tensors(path))
         return model.to(self.device), plan
 
-    def layer_weights(self, c: Candidate) -> dict[str, tuple[int, bool]]:
-        """The layers ``c``'s weights are shared in: {weight name: (kept weights, is conv)}."""
+    def layer_weights(self, c: Candidate, bits: tuple[int, int]) -> dict[str, tuple[int, int]]:
+        """The layers ``c``'s weights are shared in: {weight name: (kept weights, codebook bits by its kind
+        at ``bits`` (conv, linear))}."""
         model, _ = self._load(c)
         modules = dict(model.named_modules())
-        return {name: (int(w.count_nonzero()), isinstance(modules[name.rpartition(".")[0]], nn.Conv2d))
+        return {name: (int(w.count_nonzero()), default_bits(modules[name.rpartition(".")[0]], *bits))
                 for name, w in prunable_weights(model).items()}
 
     def _tune_config(self, epochs: int) -> TrainConfig:
