@@ -46,6 +46,9 @@ class Landscape:
         return {"val_accuracy": acc, "file_bytes": size, "params": size, "macs": size,
                 "epochs": epochs * max(rounds, 1) + centroid_epochs, "channels_removed": 0}
 
+    def layer_weights(self, c, bits):  # one conv and one linear layer
+        return {"conv.weight": (1000, bits[0]), "fc.weight": (100, bits[1])}
+
 
 def _search(tmp_path, strategy, target=0.985, fake=None, **kw):
     cfg = SearchConfig(strategy=strategy, **{"min_bits": 0, **kw})  # the bits ladder has a test of its own
@@ -180,15 +183,18 @@ class NoConv(Landscape):
                    "val_accuracy": out["val_accuracy"] - 0.01 * max(0, 3 - bits[1])}
         return out
 
+    def layer_weights(self, c, bits):
+        return {"fc.weight": (1000, bits[1])}
 
-def test_split_ladder_stops_a_kind_that_changes_nothing(tmp_path):
+
+def test_split_ladder_skips_a_kind_that_has_no_layer(tmp_path):
     plain, _ = _search(tmp_path / "a", "heuristic", fake=NoConv())
     split, fake = _search(tmp_path / "b", "heuristic", min_bits=2, target=plain.best.val_accuracy - 0.005,
                           fake=NoConv(), bits_ladder="split")
     winner = f"p{split.best.parent}:"
     steps = [k.split(":b")[1] for k in fake.calls if k.startswith(winner) and ":b" in k]
     assert steps[:2] == ["7/4", "6/3"] and steps[2] == "5/2"  # the joint ladder, to its first miss
-    assert steps[3:] == ["5/3", "6/2"]  # conv alone: the file is as large, so it stops at once; then linear alone
+    assert steps[3:] == ["6/2"]  # conv alone changes no layer: not tried; then linear alone
 
 
 def test_journal_refuses_a_different_search(tmp_path):

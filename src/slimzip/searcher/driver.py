@@ -621,15 +621,22 @@ def _lower_bits(search: "Search", best: Candidate) -> None:
     one bit fewer per step, while its file meets the target (the first miss ends the ladder). The winner
     sits at the target with no accuracy to spare, so the few smallest files each try (``run_search``).
     ``--bits-ladder split``: from where the joint ladder ended, conv alone, then linear alone, the same way.
-    A step that leaves the file as large ends its ladder too (conv bits of an MLP whose linear bits are
-    at the minimum)."""
+    A step that changes no layer's bits is not tried (conv bits of an MLP), and one that leaves the file
+    as large ends its ladder."""
     cfg = search.cfg
     last, size = (cfg.bits_conv, cfg.bits_fc), best.file_bytes
     for step in LADDERS[cfg.bits_ladder] if cfg.min_bits else ():
-        while (bits := step(last, cfg.min_bits)) is not None:
+        while (bits := step(last, cfg.min_bits)) is not None and _changes(search, best, last, bits):
             if (tried := _with_bits(search, best, bits)) is None or tried.file_bytes >= size:
                 break
             last, size = bits, tried.file_bytes
+
+
+def _changes(search: "Search", c: Candidate, bits: Bits, lower: Bits) -> bool:
+    """Whether sharing ``c``'s weights at ``lower`` instead of ``bits`` changes any layer's codebook bits
+    (a kind with no layer, as conv in an MLP, changes none)."""
+    kinds = {b: {name: kind for name, (_, kind) in search.run.layer_weights(c, b).items()} for b in (bits, lower)}
+    return kinds[bits] != kinds[lower]
 
 
 def _lower_layers(search: "Search", winner: Candidate | None) -> None:
