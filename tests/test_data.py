@@ -132,6 +132,20 @@ def test_random_flip_mirrors_about_half():
     assert 900 < flipped.sum() < 1100
 
 
+def test_digit_augmentation_shifts_and_never_mirrors():
+    """MNIST's augmentation: each image a window of its 2-pixel pad (a shift), never a mirror image."""
+    spec = DATASETS["mnist"]
+    assert (spec.crop_pad, spec.flip, spec.augment) == (2, False, False)
+    x = torch.zeros(400, 1, 6, 6, dtype=torch.uint8)
+    x[:, 0, 1:5, 1] = 255  # a bar near the left edge: a flip would put it near the right one
+    loader = DeviceLoader(x, torch.zeros(400, dtype=torch.long), batch_size=400, mean=(0.0,), std=(1.0,),
+                          shuffle=True, augment=True, crop_pad=spec.crop_pad, flip=spec.flip)
+    out = next(iter(loader))[0]
+    columns = out.sum(dim=(1, 2)).argmax(dim=-1)  # where each served image's bar is
+    assert set(columns.tolist()) == {0, 1, 2, 3}  # shifted left and right by up to 2 pixels, nothing past
+    assert not torch.equal(out, x.float() / 255)
+
+
 def test_loader_normalises_and_is_deterministic_per_epoch():
     x = torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8)
     y = torch.arange(50)

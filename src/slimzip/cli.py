@@ -336,7 +336,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--subset", type=positive_int, help="train on the first N training images only")
     augment = p.add_mutually_exclusive_group()
     augment.add_argument("--augment", dest="augment", action="store_true", default=None,
-                         help="pad-4 random crop + flip (default: on for CIFAR, off for MNIST and image folders)")
+                         help="random crops inside a zero pad, and flips: CIFAR pad 4 + flip (default on), MNIST "
+                              "shifts of up to 2 pixels, no flip (default off), image folders pad 4 + flip (off)")
     augment.add_argument("--no-augment", dest="augment", action="store_false", default=None,
                          help="no crop/flip even for CIFAR")
     p.add_argument("--normalize", default="standard", help="standard (mean/std) or unit (pixels in [0, 1])")

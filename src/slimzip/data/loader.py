@@ -1,7 +1,7 @@
 """The validation split and the device-resident loader.
 
 The whole dataset sits on the training device as uint8; each batch is gathered, augmented as a batch
-(pad-4 random crop, horizontal flip) and normalised there. No DataLoader workers, no per-image Python,
+(a random crop inside a zero pad, a horizontal flip: the dataset's own) and normalised there. No DataLoader workers, no per-image Python,
 no torchvision.
 """
 
@@ -65,8 +65,9 @@ class DeviceLoader:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, mean: tuple[float, ...],
                  std: tuple[float, ...], shuffle: bool = False, augment: bool = False, drop_last: bool = False,
-                 seed: int = 0):
+                 seed: int = 0, crop_pad: int = 4, flip: bool = True):
         self.x, self.y = x, y
+        self.crop_pad, self.flip = crop_pad, flip  # what ``augment`` does: a crop inside this pad, then a flip
         self.batch_size, self.shuffle, self.augment, self.drop_last = batch_size, shuffle, augment, drop_last
         self.seed, self.epoch = seed, 0
         unit = 255.0 if x.dtype == torch.uint8 else 1.0  # float images are taken as given
@@ -113,7 +114,8 @@ class DeviceLoader:
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             xb = self.x[idx]
             if self.augment and xb.dim() == 4:
-                xb = random_flip(random_crop(xb, 4, gen), gen)
+                xb = random_crop(xb, self.crop_pad, gen)
+                xb = random_flip(xb, gen) if self.flip else xb
             yield xb.float().mul_(self.scale).add_(self.shift), self.y[idx]
 
 
@@ -167,7 +169,7 @@ def create_loaders(dataset: str, *, data_dir: str | os.PathLike | None = None, b
                             torch.from_numpy(y).to(device), batch_size=batch_size if train else eval_batch_size,
                             mean=mean, std=std, shuffle=train, augment=train and aug,
                             drop_last=train and len(y) > batch_size,
-                            seed=seed)
+                            seed=seed, crop_pad=spec.crop_pad, flip=spec.flip)
 
     return Loaders(spec, make(arrays.train_x[train_idx], arrays.train_y[train_idx], True),
                    make(arrays.train_x[val_idx], arrays.train_y[val_idx], False),

@@ -51,7 +51,9 @@ class DatasetSpec:
     mean: tuple[float, ...]  # per channel, pixels in [0, 1]
     std: tuple[float, ...]
     val_size: int  # images carved from the training set for validation
-    augment: bool  # pad-4 crop + flip make sense (natural images, not digits)
+    augment: bool  # trained on augmented batches by default (natural images; digits are not)
+    crop_pad: int = 4  # augmentation: a random crop inside a zero pad of this many pixels (a shift)
+    flip: bool = True  # augmentation: mirrored left-right half the time (not for digits: a mirrored 2 is no 2)
     urls: tuple[str, ...] = ()  # tried in order; {name} is a file name, or one archive URL
     archive: str | None = None  # the files come inside this tar.gz
     archive_md5: str | None = None
@@ -152,7 +154,7 @@ def read_cifar100(folder: Path) -> Arrays:
 DATASETS: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec(
         name="mnist", folder="mnist", read=read_mnist, num_classes=10, image_shape=(1, 28, 28),
-        mean=(0.1307,), std=(0.3081,), val_size=6000, augment=False,
+        mean=(0.1307,), std=(0.3081,), val_size=6000, augment=False, crop_pad=2, flip=False,
         files={
             "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
             "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
