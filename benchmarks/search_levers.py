@@ -22,6 +22,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+LONG = ["--channel-scope", "sensitivity", "--distill", "1", "--bits-ladder", "layer", "--finetune-epochs", "4",
+        "--short-epochs", "1", "--centroid-epochs", "3", "--recover-epochs", "10", "--recover-rounds", "3",
+        "--recover-step-epochs", "4", "--refine", "3"]
 ROWS = {  # name: the flags that differ
     "layer": ["--channel-scope", "layer"],
     "sens": ["--channel-scope", "sensitivity"],
@@ -38,6 +41,10 @@ ROWS = {  # name: the flags that differ
     # (index widths held at the former fixed 8 / 5, so that only the ladder differs)
     "sens-layer-kd-w85": ["--channel-scope", "sensitivity", "--bits-ladder", "layer", "--distill", "1",
                           "--index-bits-conv", "8", "--index-bits-fc", "5"],
+    # long budgets for a model whose epochs take seconds (LeNet-300-100): 4-epoch fine-tunes, a finer
+    # sparsity step, 10-epoch recoveries with 4-epoch rungs, 3 centroid epochs; with and without the pull
+    "long": LONG,
+    "long-pen": [*LONG, "--compress-penalty", "1"],
 }
 
 
@@ -52,14 +59,22 @@ def row(checkpoint: str, work: Path, name: str, max_drop: str) -> dict:
             sys.exit(f"{name}: {done.stderr.strip()[-500:]}")
         out.write_text(done.stdout)
     summary = json.loads(out.read_text())
-    found = {"flags": " ".join(ROWS[name]), "command": " ".join(["slimzip", *cmd[3:]]),
+    found = {"model": _model(checkpoint), "flags": " ".join(ROWS[name]), "command": " ".join(["slimzip", *cmd[3:]]),
              "file_bytes": summary["file_bytes"], "ratio": round(summary["compression_ratio"], 1),
              "compression_ratio": summary["compression_ratio"], "test_accuracy": summary["test_accuracy"],
-             "val_accuracy": summary["val_accuracy"], "knobs": summary["knobs"], "search": summary["search"]}
+             "val_accuracy": summary["val_accuracy"], "baseline_test_accuracy": summary.get("baseline_test_accuracy"),
+             "baseline_val_accuracy": summary["baseline_val_accuracy"], "knobs": summary["knobs"],
+             "search": summary["search"]}
     flags = ROWS[name]
     if "--bits-ladder" in flags and flags[flags.index("--bits-ladder") + 1] == "layer":
         found["before_layer_ladder"] = before_layer_ladder(work / f"{name}.run", summary)
     return found
+
+
+def _model(checkpoint: str) -> str:
+    """The registry name of the checkpoint's model (its directory's name if it has none)."""
+    config = Path(checkpoint) / "config.json"
+    return json.loads(config.read_text())["model"]["name"] if config.is_file() else Path(checkpoint).name
 
 
 def before_layer_ladder(run: Path, summary: dict) -> dict:

@@ -621,22 +621,24 @@ def _lower_bits(search: "Search", best: Candidate) -> None:
     one bit fewer per step, while its file meets the target (the first miss ends the ladder). The winner
     sits at the target with no accuracy to spare, so the few smallest files each try (``run_search``).
     ``--bits-ladder split``: from where the joint ladder ended, conv alone, then linear alone, the same way.
-    A step that changes no layer's bits is not tried (conv bits of an MLP), and one that leaves the file
-    as large ends its ladder."""
+    A step that gives every layer the bits of a file already tried ends its ladder (conv bits of an MLP
+    change nothing; its linear ladder after the joint one tries what the joint one missed), and so does
+    one that leaves the file as large."""
     cfg = search.cfg
     last, size = (cfg.bits_conv, cfg.bits_fc), best.file_bytes
+    tried_bits = {_layers_at(search, best, last)}
     for step in LADDERS[cfg.bits_ladder] if cfg.min_bits else ():
-        while (bits := step(last, cfg.min_bits)) is not None and _changes(search, best, last, bits):
+        while (bits := step(last, cfg.min_bits)) is not None and (layers := _layers_at(search, best, bits)) \
+                not in tried_bits:
+            tried_bits.add(layers)
             if (tried := _with_bits(search, best, bits)) is None or tried.file_bytes >= size:
                 break
             last, size = bits, tried.file_bytes
 
 
-def _changes(search: "Search", c: Candidate, bits: Bits, lower: Bits) -> bool:
-    """Whether sharing ``c``'s weights at ``lower`` instead of ``bits`` changes any layer's codebook bits
-    (a kind with no layer, as conv in an MLP, changes none)."""
-    kinds = {b: {name: kind for name, (_, kind) in search.run.layer_weights(c, b).items()} for b in (bits, lower)}
-    return kinds[bits] != kinds[lower]
+def _layers_at(search: "Search", c: Candidate, bits: Bits) -> tuple[tuple[str, int], ...]:
+    """Each layer's codebook bits when ``c``'s weights are shared at ``bits`` (conv, linear)."""
+    return tuple(sorted((name, kind) for name, (_, kind) in search.run.layer_weights(c, bits).items()))
 
 
 def _lower_layers(search: "Search", winner: Candidate | None) -> None:
