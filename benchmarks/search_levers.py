@@ -45,6 +45,9 @@ ROWS = {  # name: the flags that differ
     # sparsity step, 10-epoch recoveries with 4-epoch rungs, 3 centroid epochs; with and without the pull
     "long": LONG,
     "long-pen": [*LONG, "--compress-penalty", "1"],
+    # the same, distilled from a LeNet-5 (`slimzip train --model lenet-5-bn --bn-l1 1e-4 --augment --epochs 30
+    # --label-smoothing 0.1 --out runs/lenet-5-bn-aug`) instead of the input model: a CNN teaching an MLP
+    "long-pen-teacher": [*LONG, "--compress-penalty", "1", "--teacher", "runs/lenet-5-bn-aug"],
 }
 
 

@@ -641,3 +641,56 @@ def test_layer_ladder_writes_each_layers_bits_into_the_file(capsys, tiny, tmp_pa
     assert shared == {name: apart.get(name, knobs["bits_fc"]) for name in shared}  # an MLP: every layer linear
     tried = sqlite3.connect(tmp_path / "run" / "journal.sqlite").execute("SELECT key FROM candidates").fetchall()
     assert any(":l" in key for (key,) in tried)  # the ladder lowered single layers
+
+
+def test_a_teacher_of_another_architecture_is_what_the_search_distills_from(capsys, tiny, tmp_path):
+    """``--teacher``: every fine-tune learns from another checkpoint's outputs (a CNN teaching an MLP here),
+    so the same search's candidates differ from those distilled from the input model; the journal records
+    the teacher (a resume with another is refused); a teacher that cannot teach is one line, exit 2."""
+    teacher = tmp_path / "lenet-5"
+    assert main(["train", "--model", "lenet-5", "--epochs", "1", "--subset", "2000", "--out", str(teacher),
+                 "--quiet"]) == 0
+    base = ["compress", str(tiny), "--max-drop", "5", "--search", "heuristic", "--step", "0.5", "--refine", "0",
+            "--train-subset", "1000", "--min-bits", "0", "--distill", "1", "--quiet", "--json"]
+    capsys.readouterr()
+    runs = {}
+    for name, extra in (("self", []), ("cnn", ["--teacher", str(teacher)])):
+        assert main([*base, *extra, "--out", str(tmp_path / f"{name}.slz"), "--run-dir", str(tmp_path / name)]) == 0
+        capsys.readouterr()
+        db = sqlite3.connect(tmp_path / name / "journal.sqlite")
+        runs[name] = db.execute("SELECT key, val_accuracy FROM candidates WHERE epochs >= 1 ORDER BY id").fetchall()
+        config = json.loads(db.execute("SELECT value FROM meta WHERE name = 'config'").fetchone()[0])
+        assert ("teacher_sha256" in config) == (name == "cnn")
+    same = [(a, b) for (k, a), (k2, b) in zip(runs["self"], runs["cnn"]) if k == k2]
+    assert same and any(a != b for a, b in same)  # the same fine-tunes, another teacher: other accuracies
+    code = main([*base, "--teacher", str(tiny), "--out", str(tmp_path / "cnn.slz"), "--run-dir", str(tmp_path / "cnn")])
+    assert code == 2 and "holds a different run" in capsys.readouterr().err
+    cifar = tmp_path / "cifar"
+    assert main(["train", "--model", "resnet20", "--epochs", "1", "--subset", "64", "--batch-size", "64",
+                 "--out", str(cifar), "--quiet"]) == 0
+    capsys.readouterr()
+    for extra, message in ((["--teacher", str(cifar)], "trained on cifar10, not mnist"),
+                           (["--teacher", str(tmp_path / "nothere")], "nothere"),
+                           (["--teacher", str(teacher), "--distill", "0"], "--distill")):
+        code = main([*base, *extra, "--out", str(tmp_path / "x.slz"), "--run-dir", str(tmp_path / "x")])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x.slz").exists()
+
+
+def test_a_teacher_must_take_the_images_and_give_the_models_outputs(mnist_loaders):
+    """The Python API's ``teacher=``: checked on a validation batch before anything trains."""
+    import torch
+    from torch import nn
+
+    from slimzip.core import _teacher
+    from slimzip.models import create_model
+
+    model = create_model("lenet-300-100")
+    for teacher, message in ((nn.Sequential(nn.Flatten(), nn.Linear(784, 100)), "same classes"),
+                             (nn.Sequential(nn.Flatten(), nn.Linear(3072, 10)), "does not take this data's images")):
+        with pytest.raises(SlimzipError, match=message):
+            _teacher(teacher, SearchConfig(distill=1.0), model, mnist_loaders, torch.device("cpu"))
+    fine = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    assert _teacher(fine, SearchConfig(distill=1.0), model, mnist_loaders, torch.device("cpu")) is fine
+    assert model.training  # the shape check leaves the student as it found it

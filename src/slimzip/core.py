@@ -98,18 +98,23 @@ def _input_shape(loaders: Loaders) -> tuple[int, ...]:
     return tuple(loaders.val.x.shape[1:])
 
 
-def digest(model: nn.Module, loaders: Loaders) -> dict:
-    """What identifies a search's input for its journal: a hash of the weights and of the data."""
+def weights_sha256(model: nn.Module) -> str:
+    """A hash of a model's state (names and values)."""
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def digest(model: nn.Module, loaders: Loaders) -> dict:
+    """What identifies a search's input for its journal: a hash of the weights and of the data."""
     d = hashlib.sha256()
     for loader in (loaders.train, loaders.val):
         d.update(str(tuple(loader.x.shape)).encode())
         d.update(loader.x[:256].cpu().contiguous().numpy().tobytes())
         d.update(loader.y.cpu().numpy().tobytes())
-    return {"model_sha256": h.hexdigest(), "data_sha256": d.hexdigest()}
+    return {"model_sha256": weights_sha256(model), "data_sha256": d.hexdigest()}
 
 
 # --- train, search and compress ------------------------------------------------------------------
@@ -144,7 +149,7 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
            verbose: bool = True, spec: dict | None = None, identity: dict | None = None,
            file_meta: dict | None = None, defaults: dict | None = None, workers: int = 1,
            ray_address: str | None = None, full_train: Any = None, max_epochs: float | None = None,
-           seed: int | None = None) -> Compressed:
+           seed: int | None = None, teacher: nn.Module | None = None) -> Compressed:
     """The smallest .slz file whose decoded model meets a validation-accuracy target (``target_accuracy``
     as a fraction, or ``max_drop`` points below ``model``'s own), searching channel ratio x weight sparsity
     with ``strategy`` ('heuristic', 'grid', 'frontier'; default ``SearchConfig``'s); ``max_epochs``: the
@@ -153,7 +158,8 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
     resumes a killed search (default: a temporary directory, not resumable). ``spec`` (a registry spec),
     ``identity``, ``file_meta``, ``defaults`` and ``full_train`` (the whole training split beside loaders
     already cut to ``train_subset``) are for the path-based API. With ``config.recover_epochs`` the best
-    candidates are retrained on the whole training split (recovery) and the search goes on from them."""
+    candidates are retrained on the whole training split (recovery) and the search goes on from them.
+    ``teacher``: what distillation learns from instead of ``model`` (default: ``config.teacher``'s checkpoint)."""
     cfg = _with_tools(merged(config or SearchConfig(), strategy=strategy, max_epochs=max_epochs).validate())
     train_cfg = _seeded(train_config or DEFAULT_TRAIN, seed)
     dev = torch.device(device)
@@ -162,12 +168,14 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
     check_finite(model, "the model")
     baseline = evaluate(model, loaders.val)[1]
     target = _target(baseline, target_accuracy, max_drop)
+    teacher = _teacher(teacher, cfg, model, loaders, dev)
     config_json = json.loads(json.dumps({**(identity or digest(model, loaders)), "baseline_val_accuracy": baseline,
-                                         "target_accuracy": target, "search": dataclasses.asdict(cfg)}))
+                                         "target_accuracy": target, "search": dataclasses.asdict(cfg),
+                                         **({"teacher_sha256": weights_sha256(teacher)} if teacher else {})}))
     with _run_directory(run_dir) as run, RunDir(run, config_json, defaults).claim():
         journal = Journal(run / "journal.sqlite", config_json, defaults)
         pipeline = CandidatePipeline(model, spec, _input_shape(loaders), loaders, train_cfg, cfg, run,
-                                     verbose=verbose, file_meta=file_meta, full_train=full_train)
+                                     verbose=verbose, file_meta=file_meta, full_train=full_train, teacher=teacher)
         goal = "the smallest file" if cfg.objective == "bytes" else "the most accurate file within the budgets"
         log(f"searching ({cfg.strategy}) for {goal} at val accuracy >= {pct(target)} "
             f"(baseline {pct(baseline)}); journal {run / 'journal.sqlite'}", verbose=verbose)
@@ -194,6 +202,35 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
         if run_dir is not None:  # as the command line's: `slimzip report` reads it
             atomic_write_json(run / "summary.json", {**done.summary(), "candidates": candidates, "run_dir": str(run)})
     return done
+
+
+def _teacher(teacher: nn.Module | None, cfg: SearchConfig, model: nn.Module, loaders: Loaders,
+             dev: torch.device) -> nn.Module | None:
+    """The model to distill from instead of ``model`` (``teacher``, else ``cfg.teacher``'s checkpoint), checked
+    on a few validation images to give ``model``'s outputs; None: ``model`` itself."""
+    if teacher is None and cfg.teacher is not None:
+        from .checkpoint import load_checkpoint
+
+        teacher = load_checkpoint(cfg.teacher, dev)[0]
+    if teacher is None:
+        return None
+    teacher = teacher.to(dev).eval()
+    check_finite(teacher, "the teacher")
+    x = next(iter(loaders.val))[0][:2]
+    was = model.training
+    try:
+        with torch.no_grad():
+            want = tuple(model.eval()(x).shape)
+            try:
+                got = tuple(teacher(x).shape)
+            except (RuntimeError, ValueError, TypeError) as e:
+                raise SlimzipError(f"the teacher does not take this data's images ({str(e).splitlines()[0]})") from None
+    finally:
+        model.train(was)
+    if got != want:
+        raise SlimzipError(f"the teacher gives outputs of shape {got} for the model's {want}: distillation needs the "
+                           "same classes")
+    return teacher
 
 
 def _proxy_loaders(train: Any, val: Any, test: Any, cfg: SearchConfig, train_cfg: TrainConfig, dev: torch.device,

@@ -113,3 +113,13 @@ def _checkpoint_loaders(meta: dict, batch_size: int, device: torch.device, data_
     return create_loaders(meta["dataset"], data_dir=data_dir, batch_size=batch_size, device=device,
                           augment=opts.get("augment"), normalize=opts.get("normalize", "standard"), seed=seed,
                           subset=subset if subset is not None else opts.get("subset"), stats=_stats(meta))
+
+
+def load_teacher(path: str | None, dataset: str, device: torch.device) -> torch.nn.Module | None:
+    """A distillation teacher from a checkpoint directory, checked to be for the same dataset."""
+    if path is None:
+        return None
+    model, meta = load_checkpoint(path, device)
+    if meta.get("dataset") != dataset:
+        raise SlimzipError(f"teacher {path} was trained on {meta.get('dataset')}, not {dataset}")
+    return model

@@ -23,7 +23,7 @@ from ..trainer import TrainConfig, distillation, evaluate, fit
 from ..structured import METHODS, ChannelPruner, build_model, gradual_prune, ratio_after, widths
 from ..runs import RunDir
 from ..summaries import DropNetSummary, PruneSummary
-from .common import _checkpoint_loaders, _checkpoint_recipe, check_fits, resolve_device
+from .common import _checkpoint_loaders, _checkpoint_recipe, check_fits, load_teacher, resolve_device
 
 # DropNet's training (its Keras code: plain SGD at 0.1, batch 32, early stopping with patience 5)
 
@@ -58,7 +58,7 @@ def prune_channels(checkpoint: str | os.PathLike, out: str | os.PathLike, config
     run_dir.claim()
     loaders = _checkpoint_loaders(meta, train_cfg.batch_size, dev, data_dir, seed)
     before = _snapshot(model, shape, loaders.val)
-    terms = [distillation(_teacher(teacher, dataset, dev) or copy.deepcopy(model), distill)] \
+    terms = [distillation(load_teacher(teacher, dataset, dev) or copy.deepcopy(model), distill)] \
         if distill and finetune_epochs else []  # the given teacher checkpoint, else the model before pruning
     model, plan, history, first = _resume_passes(out, passes, dev, model, spec.get("plan"))
     def pruner_at(step: int) -> ChannelPruner:
@@ -140,16 +140,6 @@ def _check_prune_args(checkpoint: str | os.PathLike, out: Path, cfg: PruneConfig
         raise SlimzipError("--out must be a new directory; the input checkpoint is never modified")
     if cfg.method not in METHODS:
         raise SlimzipError(f"unknown method {cfg.method!r}; choose from: {', '.join(METHODS)}")
-
-
-def _teacher(path: str | None, dataset: str, device: torch.device) -> torch.nn.Module | None:
-    """A distillation teacher from a checkpoint directory, checked to be for the same dataset."""
-    if path is None:
-        return None
-    model, meta = load_checkpoint(path, device)
-    if meta.get("dataset") != dataset:
-        raise SlimzipError(f"teacher {path} was trained on {meta.get('dataset')}, not {dataset}")
-    return model
 
 
 def dropnet(model_name: str, dataset: str | None, out: str | os.PathLike, *, metric: str = "min_layer",

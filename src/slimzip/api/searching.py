@@ -13,7 +13,7 @@ from ..errors import SlimzipError, check_range
 from ..progress import log
 from ..models.user import is_user_source
 from ..summaries import CompareSummary, SearchSummary
-from .common import _checkpoint_loaders, _checkpoint_recipe, _file_data, _slz_path, resolve_device
+from .common import _checkpoint_loaders, _checkpoint_recipe, _file_data, _slz_path, load_teacher, resolve_device
 
 if TYPE_CHECKING:
     from ..searcher import SearchConfig
@@ -43,6 +43,7 @@ def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchCo
     run = Path(run_dir) if run_dir else out.with_suffix(".run")
     dev = resolve_device(device)
     model, meta, train_cfg, loaders, full_train = _prepared(checkpoint, cfg, dev, data_dir, seed)
+    teacher = load_teacher(cfg.teacher, meta.get("dataset"), dev)
     t0 = time.perf_counter()
     result = core.search(model, loaders, None, config=cfg, train_config=train_cfg, out=out, run_dir=run, device=dev,
                          verbose=verbose, spec=None if is_user_source(meta["model"]["name"]) else meta["model"],
@@ -50,7 +51,7 @@ def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchCo
                                    **({"seed": seed} if seed is not None else {})}, seed=seed,
                          file_meta={"dataset": meta["dataset"], **_file_data(meta)}, defaults=search_defaults(),
                          target_accuracy=target_accuracy, max_drop=max_drop, workers=workers, ray_address=ray_address,
-                         full_train=full_train)
+                         full_train=full_train, teacher=teacher)
     summary: SearchSummary = {**result.summary(), "file": str(out),
                "baseline_test_accuracy": meta.get("metrics", {}).get("test_accuracy"), "candidates": result.candidates,
                "run_dir": str(run), "wall_seconds_this_call": time.perf_counter() - t0}
@@ -70,7 +71,9 @@ def estimate(checkpoint: str | os.PathLike, cfg: "SearchConfig", *, target_accur
     from ..trainer import evaluate
     from ..unstructured import prunable_weights
 
-    model, meta, train_cfg, loaders, full_train = _prepared(checkpoint, cfg, resolve_device(device), data_dir)
+    dev = resolve_device(device)
+    model, meta, train_cfg, loaders, full_train = _prepared(checkpoint, cfg, dev, data_dir)
+    core._teacher(load_teacher(cfg.teacher, meta.get("dataset"), dev), cfg, model, loaders, dev)  # checked too
     baseline = evaluate(model, loaders.val)[1]
     target = core._target(baseline, target_accuracy, max_drop)
     per_image = _seconds_per_image(model, loaders.train, train_cfg)

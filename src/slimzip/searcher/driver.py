@@ -51,6 +51,8 @@ class SearchConfig(TuneConfig, CodingConfig):
     scope: str = knob("global", "weight-pruning threshold: global or layer")
     distill: float = knob(0.0, "search: weight of knowledge distillation from the input model in every fine-tune "
                                "(0: off; the frozen teacher's forward passes are not counted as epochs)")
+    teacher: str | None = knob(None, "search: distill from this checkpoint directory instead of the input model "
+                                     "(same dataset; a stronger model, even of another architecture)")
     train_subset: int | None = knob(None, "search: fine-tune on the first N training images only", positive=True)
     max_epochs: float | None = knob(None, "search: budget in fine-tune epochs; the best file found within it wins")
     min_bits: int = knob(2, "search: then lower the winner's codebook bits one by one down to this while it meets "
@@ -121,6 +123,8 @@ class SearchConfig(TuneConfig, CodingConfig):
             raise SlimzipError(f"recovery learning rate must be in (0, 10), got {self.recover_lr}")
         check_range("recovery distillation weight", self.recover_distill, 0.0, 100.0)
         check_range("compression penalty", self.compress_penalty, 0.0, 1e6)
+        if self.teacher is not None and not (self.distill or (self.recover_epochs and self.recover_distill)):
+            raise SlimzipError("--teacher is the model to distill from: give --distill a weight above 0 too")
         for name in BUDGETS:
             if getattr(self, name) is not None:
                 check_range(name.replace("_", " "), getattr(self, name), 1e-3 if name == "max_latency_ms" else 1,

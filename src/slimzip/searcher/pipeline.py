@@ -41,11 +41,13 @@ class CandidatePipeline:
     """``RunCandidate`` for any model (see ``driver.RunCandidate``). ``spec``: the registry spec of ``base``
     (files then name it), or None for a user's model (files then store its graph, ``graph.describe``).
     ``loaders.train``: the proxy's training images (``train_subset``); ``full_train``: the whole training
-    split that recovery trains on (default: ``loaders.train``)."""
+    split that recovery trains on (default: ``loaders.train``); ``teacher``: the frozen model fine-tunes and
+    recovery distill from (default: ``base``)."""
 
     def __init__(self, base: nn.Module, spec: dict | None, input_shape: tuple[int, ...], loaders: Loaders,
                  train_cfg: TrainConfig, cfg: SearchConfig, run_dir: Path, verbose: bool = True,
-                 file_meta: dict | None = None, full_train: DeviceLoader | None = None):
+                 file_meta: dict | None = None, full_train: DeviceLoader | None = None,
+                 teacher: nn.Module | None = None):
         self.base, self.spec, self.shape = base, spec, input_shape
         self.file_meta = dict(file_meta or {})  # what every candidate file's manifest records besides the model
         self.loaders, self.train_cfg, self.cfg, self.dir, self.verbose = loaders, train_cfg, cfg, run_dir, verbose
@@ -53,8 +55,9 @@ class CandidatePipeline:
         self.device = next(base.parameters()).device
         self._channels: int | None = None  # counted when a candidate first removes channels (``channels``)
         self.sensitivity: Sensitivity | None = None  # set by ``prepare`` for --channel-scope sensitivity
-        # --distill: every fine-tune also matches the input model's softened outputs (a frozen copy)
-        self.terms = [distillation(copy.deepcopy(base), cfg.distill)] if cfg.distill else []
+        self.teacher = teacher if teacher is not None else base
+        # --distill: every fine-tune also matches the teacher's softened outputs (a frozen copy)
+        self.terms = [distillation(copy.deepcopy(self.teacher), cfg.distill)] if cfg.distill else []
 
     def prepare(self) -> Sensitivity | None:
         """What every candidate shares, made once before the search (a resumed run reads it back): the
@@ -139,10 +142,10 @@ class CandidatePipeline:
 
     def _recover(self, model: nn.Module, masks: Masks | None, epochs: int) -> float:
         """Recovery: ``epochs`` passes over the whole training split at ``recover_lr`` (cosine), distilled
-        from the input model, the pruned weights held at zero, optionally pulled towards shared values
-        (``compress_penalty``). Returns the epochs."""
+        from the teacher (the input model unless ``--teacher``), the pruned weights held at zero, optionally
+        pulled towards shared values (``compress_penalty``). Returns the epochs."""
         c = self.cfg
-        terms = [*([distillation(copy.deepcopy(self.base), c.recover_distill)] if c.recover_distill else []),
+        terms = [*([distillation(copy.deepcopy(self.teacher), c.recover_distill)] if c.recover_distill else []),
                  *([sharing_penalty(c.compress_penalty)] if c.compress_penalty else [])]
         cfg = dataclasses.replace(self._tune_config(epochs), lr=c.recover_lr)
         fit(model, self.full_train, None, cfg, after_step=[mask_hook(masks)] if masks else [], loss_terms=terms,
