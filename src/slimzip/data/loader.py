@@ -1,8 +1,8 @@
 """The validation split and the device-resident loader.
 
 The whole dataset sits on the training device as uint8; each batch is gathered, augmented as a batch
-(a random crop inside a zero pad, a horizontal flip: the dataset's own) and normalised there. No DataLoader workers, no per-image Python,
-no torchvision.
+(a random crop inside a zero pad, a horizontal flip: the dataset's own) and normalised there. No DataLoader
+workers, no per-image Python, no torchvision.
 """
 
 from __future__ import annotations
