@@ -125,6 +125,9 @@ class _Replaying:
     def __call__(self, *args, **kw):
         return self.fake(*args, **kw)
 
+    def layer_weights(self, c, bits):
+        return self.fake.layer_weights(c, bits)
+
 
 @pytest.mark.parametrize("kw, message", [({"recover_epochs": -1}, "recover epochs"),
                                          ({"recover_rounds": 101}, "recover rounds"),
