@@ -27,7 +27,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from .checkpoint import atomic_write_bytes, atomic_write_json
+from .checkpoint import atomic_write_bytes, atomic_write_json, load_checkpoint
 from .config import CompressConfig, merged
 from .codec import decode_model, self_describing
 from .container import decode_container
@@ -209,8 +209,6 @@ def _teacher(teacher: nn.Module | None, cfg: SearchConfig, model: nn.Module, loa
     """The model to distill from instead of ``model`` (``teacher``, else ``cfg.teacher``'s checkpoint), checked
     on a few validation images to give ``model``'s outputs; None: ``model`` itself."""
     if teacher is None and cfg.teacher is not None:
-        from .checkpoint import load_checkpoint
-
         teacher = load_checkpoint(cfg.teacher, dev)[0]
     if teacher is None:
         return None
