@@ -630,19 +630,17 @@ def _lower_bits(search: "Search", best: Candidate) -> None:
     one that leaves the file as large."""
     cfg = search.cfg
     last, size = (cfg.bits_conv, cfg.bits_fc), best.file_bytes
-    tried_bits = {_layers_at(search, best, last)}
+    kinds = {name: kind for name, (_, kind) in search.run.layer_weights(best, (0, 1)).items()}  # 0 conv, 1 linear
+
+    def layers_at(bits: Bits) -> tuple[tuple[str, int], ...]:  # each layer's codebook bits at ``bits``
+        return tuple(sorted((name, bits[kind]) for name, kind in kinds.items()))
+    tried_bits = {layers_at(last)}
     for step in LADDERS[cfg.bits_ladder] if cfg.min_bits else ():
-        while (bits := step(last, cfg.min_bits)) is not None and (layers := _layers_at(search, best, bits)) \
-                not in tried_bits:
+        while (bits := step(last, cfg.min_bits)) is not None and (layers := layers_at(bits)) not in tried_bits:
             tried_bits.add(layers)
             if (tried := _with_bits(search, best, bits)) is None or tried.file_bytes >= size:
                 break
             last, size = bits, tried.file_bytes
-
-
-def _layers_at(search: "Search", c: Candidate, bits: Bits) -> tuple[tuple[str, int], ...]:
-    """Each layer's codebook bits when ``c``'s weights are shared at ``bits`` (conv, linear)."""
-    return tuple(sorted((name, kind) for name, (_, kind) in search.run.layer_weights(c, bits).items()))
 
 
 def _lower_layers(search: "Search", winner: Candidate | None) -> None:
