@@ -3,6 +3,7 @@ failed candidates), and the real pipeline end to end on a tiny checkpoint."""
 
 import dataclasses
 import json
+import math
 import sqlite3
 import subprocess
 import sys
@@ -195,6 +196,39 @@ def test_split_ladder_skips_a_kind_that_has_no_layer(tmp_path):
     steps = [k.split(":b")[1] for k in fake.calls if k.startswith(winner) and ":b" in k]
     assert steps == ["7/4", "6/3", "5/2"]  # the joint ladder to its first miss; conv alone changes no layer,
     # and linear alone (6/2) gives the layers the bits of the 5/2 file that missed: neither is tried
+
+
+class RateCosts(Landscape):
+    """Entropy-constrained sharing: each doubling of the share rate saves a tenth of the bytes; rates up to
+    0.01 cost no accuracy, larger ones a point."""
+
+    def __call__(self, knobs, parent, *, share_rate=None, **kw):
+        out = super().__call__(knobs, parent, **kw)
+        if share_rate is not None:
+            doublings = math.log2(share_rate / 0.005) + 1
+            out = {**out, "file_bytes": int(out["file_bytes"] * 0.9 ** doublings),
+                   "val_accuracy": out["val_accuracy"] - (0.01 if share_rate > 0.01 else 0.0)}
+        return out
+
+
+def test_rate_ladder_raises_the_winners_share_rate_while_it_meets_the_target(tmp_path):
+    """``--max-share-rate``: after the bits ladders the smallest file is shared again at 0.005, 0.01, ...
+    (its pruned model, its bits), and the ladder stops at the first rate that misses the target."""
+    from slimzip.searcher.driver import candidate_share_rate, stage
+
+    target = 0.985
+    off, quiet = _search(tmp_path / "b", "heuristic", target=target, fake=RateCosts())
+    assert not any(":x" in k for k in quiet.calls)  # off by default
+    laddered, fake = _search(tmp_path / "c", "heuristic", target=target, fake=RateCosts(), max_share_rate=0.08)
+    rates = [float(k.split(":x")[1]) for k in fake.calls if ":x" in k]
+    assert rates == [0.005, 0.01, 0.02]  # the first miss ends the ladder: 0.04 is never tried
+    assert candidate_share_rate(laddered.best, laddered_cfg := SearchConfig(max_share_rate=0.08)) == 0.01
+    assert candidate_share_rate(off.best, laddered_cfg) == 0.0
+    assert stage(laddered.best) == "share rate 0.01" and laddered.best.meets(target)
+    assert laddered.best.file_bytes < off.best.file_bytes
+    assert laddered.best.knobs == off.best.knobs and laddered.best.parent in (off.best.id, off.best.parent)
+    with pytest.raises(SlimzipError, match="max share rate"):
+        SearchConfig(max_share_rate=2).validate()
 
 
 def test_journal_refuses_a_different_search(tmp_path):
@@ -641,6 +675,50 @@ def test_layer_ladder_writes_each_layers_bits_into_the_file(capsys, tiny, tmp_pa
     assert shared == {name: apart.get(name, knobs["bits_fc"]) for name in shared}  # an MLP: every layer linear
     tried = sqlite3.connect(tmp_path / "run" / "journal.sqlite").execute("SELECT key FROM candidates").fetchall()
     assert any(":l" in key for (key,) in tried)  # the ladder lowered single layers
+
+
+def test_rate_ladder_runs_the_real_pipeline_and_reports_the_winners_rate(capsys, tiny, tmp_path):
+    """The real pipeline: the rate ladder re-shares the winner's pruned model at 0.005 first; the summary's
+    knobs name the share rate of the file that won, and that file reads back."""
+    from slimzip.api.files import inspect_file
+
+    capsys.readouterr()
+    assert main(["compress", str(tiny), "--max-drop", "2", "--search", "heuristic", "--step", "0.5", "--refine", "0",
+                 "--train-subset", "1000", "--min-bits", "0", "--centroid-epochs", "0", "--max-share-rate", "0.01",
+                 "--out", str(tmp_path / "x.slz"), "--run-dir", str(tmp_path / "run"), "--quiet", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    db = sqlite3.connect(tmp_path / "run" / "journal.sqlite")
+    keys = [k for (k,) in db.execute("SELECT key FROM candidates ORDER BY id")]
+    assert any(k.endswith(":x0.005") for k in keys)
+    won = out["knobs"].get("share_rate", 0.0)
+    assert won in (0.0, 0.005, 0.01) and (won == 0.0) == (not keys[out["knobs"]["candidate"] - 1].count(":x"))
+    assert inspect_file(tmp_path / "x.slz")["file_bytes"] == out["file_bytes"]
+
+
+def test_a_finished_search_resumes_with_other_ladders_and_reuses_its_walk(capsys, tiny, tmp_path):
+    """The ladders' settings (--min-bits, --bits-ladder, --max-share-rate) may change when a search is run
+    again in its run directory: every candidate of the walk is read back from the journal, only the new
+    ladder steps train; any other setting is still refused (exit 2)."""
+    base = ["compress", str(tiny), "--max-drop", "2", "--search", "heuristic", "--step", "0.5", "--refine", "0",
+            "--train-subset", "1000", "--centroid-epochs", "0", "--out", str(tmp_path / "x.slz"),
+            "--run-dir", str(tmp_path / "run"), "--quiet", "--json"]
+    db = tmp_path / "run" / "journal.sqlite"
+
+    def keys() -> list[str]:
+        return [k for (k,) in sqlite3.connect(db).execute("SELECT key FROM candidates ORDER BY id")]
+    capsys.readouterr()
+    assert main([*base, "--min-bits", "0"]) == 0
+    first = json.loads(capsys.readouterr().out)["file_bytes"]
+    walk = keys()
+    assert not any(":b" in k or ":x" in k for k in walk)
+    capsys.readouterr()
+    assert main([*base, "--min-bits", "4", "--max-share-rate", "0.01"]) == 0
+    after = keys()
+    assert after[:len(walk)] == walk and all(":b" in k or ":x" in k for k in after[len(walk):])
+    assert any(":b" in k for k in after) and any(":x" in k for k in after)
+    assert json.loads(capsys.readouterr().out)["file_bytes"] <= first
+    assert main([*base, "--min-bits", "4", "--max-share-rate", "0.01", "--bits-conv", "4"]) == 2
+    assert "different run" in capsys.readouterr().err and keys() == after
 
 
 def test_a_teacher_of_another_architecture_is_what_the_search_distills_from(capsys, tiny, tmp_path):

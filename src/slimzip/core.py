@@ -38,9 +38,9 @@ from .measure import dense_fp32_bytes, measure
 from .progress import log, pct
 from .reader import load
 from .runs import RunDir
-from .searcher import Journal, Knobs, SearchConfig, run_search
+from .searcher import Candidate, Journal, Knobs, SearchConfig, run_search
 from .searcher.driver import (BUDGETS, DEVICE_BUDGETS, broken_budgets, candidate_bits, candidate_layer_bits,
-                              over_budget, refused)
+                              candidate_share_rate, over_budget, refused)
 from .settings import RENAMED
 from .searcher.pipeline import CandidatePipeline
 from .trainer import TrainConfig, evaluate, fit
@@ -194,14 +194,22 @@ def search(model: nn.Module, train: Any, val: Any, test: Any = None, *, target_a
         candidates = [c.as_dict() for c in result.candidates]
         if result.best is None:
             _refuse_infeasible(result, cfg, pipeline, out, run, target, baseline)
-        best, bits = result.best, candidate_bits(result.best, cfg)
-        knobs = {**dataclasses.asdict(best.knobs), "bits_conv": bits[0], "bits_fc": bits[1], "candidate": best.id,
-                 **({"layer_bits": layers} if (layers := candidate_layer_bits(best)) else {})}
-        done = _finish(model, pipeline.file_path(best.key).read_bytes(), out, loaders, baseline, target, knobs,
+        best = result.best
+        done = _finish(model, pipeline.file_path(best.key).read_bytes(), out, loaders, baseline, target,
+                       _winner_knobs(best, cfg),
                        result.cost(), candidates, best.val_accuracy, result.margin)
         if run_dir is not None:  # as the command line's: `slimzip report` reads it
             atomic_write_json(run / "summary.json", {**done.summary(), "candidates": candidates, "run_dir": str(run)})
     return done
+
+
+def _winner_knobs(best: Candidate, cfg: SearchConfig) -> dict:
+    """What the summary says of the winner's knobs: channels, sparsity, codebook bits (single layers' apart),
+    its share rate when not 0, and its journal id."""
+    bits = candidate_bits(best, cfg)
+    return {**dataclasses.asdict(best.knobs), "bits_conv": bits[0], "bits_fc": bits[1], "candidate": best.id,
+            **({"layer_bits": layers} if (layers := candidate_layer_bits(best)) else {}),
+            **({"share_rate": rate} if (rate := candidate_share_rate(best, cfg)) else {})}
 
 
 def _teacher(teacher: nn.Module | None, cfg: SearchConfig, model: nn.Module, loaders: Loaders,

@@ -35,9 +35,10 @@ class RunDir:
         self.path = Path(self.path)
         self.config = json.loads(json.dumps(self.config))  # as it reads back from disk (tuples become lists)
 
-    def _matches(self, saved: Any) -> bool:
+    def _matches(self, saved: Any, resuming: bool = False) -> bool:
         extra = self.added_later or {}
-        return same_settings(saved, self.config, {**extra, "train": {**TRAIN_DEFAULTS, **extra.get("train", {})}})
+        return same_settings(saved, self.config, {**extra, "train": {**TRAIN_DEFAULTS, **extra.get("train", {})}},
+                             resuming)
 
     def finished(self) -> dict | None:
         """The summary of this run if it finished (summary and checkpoint written) with these settings."""
@@ -58,7 +59,7 @@ class RunDir:
                 saved = json.loads(path.read_text())
             except json.JSONDecodeError:
                 saved = None
-            if not self._matches(saved):
+            if not self._matches(saved, resuming=True):
                 raise SlimzipError(f"{run} holds a different run (config.json differs); use a new --out directory")
         elif run.exists() and not _never_started(run):
             raise SlimzipError(f"{run} exists and is not a slimzip run directory; use a new --out directory")

@@ -26,12 +26,28 @@ def upgrade(saved: Any) -> Any:
     return out
 
 
-def same_settings(saved: Any, config: Any, defaults: Any = None) -> bool:
+# Settings a resumed run may change, per section: they choose only which candidates a search's last stage
+# (its bits and rate ladders) tries, and each such candidate's journal key names what it used (its codebook
+# bits, its share rate), so every journaled candidate stays valid under the new ones.
+FREE_ON_RESUME: dict[str, tuple[str, ...]] = {"search": ("min_bits", "bits_ladder", "max_share_rate")}
+
+
+def same_settings(saved: Any, config: Any, defaults: Any = None, resuming: bool = False) -> bool:
     """Whether a run directory's saved settings are ``config``. A setting added to slimzip after the run
     was made is absent from ``saved``; it matches when ``config`` holds its default (``defaults``: nested
     like ``config``, default values only), so an upgrade does not orphan finished runs; a renamed one is
-    read under its new name (``RENAMED``)."""
-    return _same(upgrade(saved), config, defaults)
+    read under its new name (``RENAMED``). ``resuming``: the settings in ``FREE_ON_RESUME`` may differ."""
+    saved = upgrade(saved)
+    if resuming:
+        saved, config = _without_free(saved), _without_free(config)
+    return _same(saved, config, defaults)
+
+
+def _without_free(config: Any) -> Any:
+    if not isinstance(config, dict):
+        return config
+    return {k: {n: v for n, v in section.items() if n not in FREE_ON_RESUME[k]}
+            if k in FREE_ON_RESUME and isinstance(section, dict) else section for k, section in config.items()}
 
 
 def _same(saved: Any, config: Any, defaults: Any = None) -> bool:

@@ -60,6 +60,8 @@ class SearchConfig(TuneConfig, CodingConfig):
     bits_ladder: str = knob("joint", "search: joint (conv and linear bits one fewer together), split (after the "
                                      "joint ladder, conv alone, then linear alone) or layer (after the split ladder, "
                                      "each layer alone, the most kept weights x bits first)")
+    max_share_rate: float = knob(0.0, "search: last, raise the winner's --share-rate (doubling from 0.005) up to "
+                                      "this while its file meets the target and shrinks (0: off)")
     speculate: str = knob("off", "frontier: on = climb each move's alternative (the staircase's other knob, a gallop "
                                  "step's bisection) at the same time, on another worker; its cost is counted")
     recover_epochs: int = knob(0, "recovery: full-training-split epochs that retrain the proxy search's best "
@@ -99,6 +101,7 @@ class SearchConfig(TuneConfig, CodingConfig):
         check_range("max sparsity", self.max_sparsity, 0.0, 1.0, high_open=True)
         check_range("refine", self.refine, 0, 10)
         check_range("min bits", self.min_bits, 0, 16)
+        check_range("max share rate", self.max_share_rate, 0.0, 1.0)
         if self.speculate not in SPECULATE:
             raise unknown("speculate", self.speculate, list(SPECULATE))
         if self.objective not in OBJECTIVES:
@@ -155,6 +158,11 @@ def candidate_bits(c: Candidate, cfg: SearchConfig) -> tuple[int, int]:
     return cfg.bits_conv, cfg.bits_fc
 
 
+def candidate_share_rate(c: Candidate, cfg: SearchConfig) -> float:
+    """The share rate of a candidate's file: a rate-ladder step's own, else the config's."""
+    return float(m.group(1)) if (m := re.search(r":x([0-9.e+-]+)", c.key)) is not None else cfg.share_rate
+
+
 LayerBits = tuple[tuple[str, int], ...]  # codebook bits of single layers (weight name, bits), sorted by name
 
 
@@ -173,7 +181,7 @@ class RunCandidate(Protocol):
 
     def __call__(self, knobs: Knobs, parent: Candidate | None, *, key: str, epochs: float, rounds: int,
                  centroid_epochs: int, bits: tuple[int, int] | None = None, recover: bool = False,
-                 layer_bits: LayerBits = ()) -> dict: ...
+                 layer_bits: LayerBits = (), share_rate: float | None = None) -> dict: ...
 
     def layer_weights(self, c: Candidate, bits: tuple[int, int]) -> dict[str, tuple[int, int]]: ...
 
@@ -234,21 +242,23 @@ class Search:
 
     def evaluate(self, knobs: Knobs, parent: Candidate | None, *, epochs: float, rounds: int = 1,
                  centroid_epochs: int = 0, reserved: bool = False, bits: tuple[int, int] | None = None,
-                 speculative: bool = False, recover: bool = False, layer_bits: LayerBits = ()) -> Candidate:
+                 speculative: bool = False, recover: bool = False, layer_bits: LayerBits = (),
+                 share_rate: float | None = None) -> Candidate:
         """The candidate at ``knobs`` warm-started from ``parent``: from the journal if it was finished
         before, else run now (a diverged run is recorded as failed, not raised). Raises ``OutOfBudget``
         instead of running one that would not fit ``max_epochs`` (``reserved``: the winner's polish).
         ``bits``: the codebook bits (conv, linear) of this candidate's file, if not the config's;
-        ``layer_bits``: single layers' bits, if not their kind's.
+        ``layer_bits``: single layers' bits, if not their kind's; ``share_rate``: the sharing's, if not the config's.
         ``speculative``: run ahead of the strategy's need; it counts in the cost but is one of the search's
         candidates (one the winner is chosen from) only when the strategy asks for it later.
         ``recover``: ``parent`` retrained at its own knobs for ``epochs`` passes over the whole training
         split (``recover_epochs``); outside the proxy's budget, counted as recovery epochs."""
-        key = _key(knobs, parent, epochs, rounds, centroid_epochs, bits, recover, layer_bits)
+        key = _key(knobs, parent, epochs, rounds, centroid_epochs, bits, recover, layer_bits, share_rate)
         if (done := self.journal.get(key)) is None:
             if not (reserved or recover):
                 self._check_budget(epochs * max(rounds, 1) + centroid_epochs)
-            done = self._run(key, knobs, parent, epochs, rounds, centroid_epochs, bits, recover, layer_bits)
+            done = self._run(key, knobs, parent, epochs, rounds, centroid_epochs, bits, recover, layer_bits,
+                             share_rate)
         self._keep(key, done, speculative)
         return done
 
@@ -269,7 +279,7 @@ class Search:
         for knobs, parent, kw in requests:
             kw = {"rounds": 1, "centroid_epochs": 0, **kw}
             key = _key(knobs, parent, kw["epochs"], kw["rounds"], kw["centroid_epochs"], kw.get("bits"),
-                       kw.get("recover", False), kw.get("layer_bits", ()))
+                       kw.get("recover", False), kw.get("layer_bits", ()), kw.get("share_rate"))
             # a key some request asks for outright is not speculative
             speculative[key] = kw.pop("speculative", False) and speculative.get(key, True)
             keyed.append((key, knobs, parent, kw))
@@ -306,11 +316,12 @@ class Search:
 
     def _run(self, key: str, knobs: Knobs, parent: Candidate | None, epochs: float, rounds: int,
              centroid_epochs: int, bits: tuple[int, int] | None = None, recover: bool = False,
-             layer_bits: LayerBits = ()) -> Candidate:
+             layer_bits: LayerBits = (), share_rate: float | None = None) -> Candidate:
         t0 = time.perf_counter()
         kwargs = {"key": key, "epochs": epochs, "rounds": rounds, "centroid_epochs": centroid_epochs,
                   **({"bits": bits} if bits else {}), **({"recover": True} if recover else {}),
-                  **({"layer_bits": layer_bits} if layer_bits else {})}
+                  **({"layer_bits": layer_bits} if layer_bits else {}),
+                  **({"share_rate": share_rate} if share_rate is not None else {})}
         if self.pool is not None:  # on a worker too, so that every candidate runs with the same threads
             return self._record(key, knobs, parent, epochs, self.pool.map([(knobs, parent, kwargs)])[0])
         try:
@@ -364,12 +375,15 @@ class Search:
 
 
 def _key(knobs: Knobs, parent: Candidate | None, epochs: float, rounds: int, centroid_epochs: int,
-         bits: tuple[int, int] | None, recover: bool = False, layer_bits: LayerBits = ()) -> str:
+         bits: tuple[int, int] | None, recover: bool = False, layer_bits: LayerBits = (),
+         share_rate: float | None = None) -> str:
     """A candidate's identity in the journal: its knobs, its parent and its training (``:r``: a recovery,
-    whose epochs are passes over the whole training split; ``:l``: single layers' codebook bits)."""
+    whose epochs are passes over the whole training split; ``:x``: its share rate; ``:l``: single layers'
+    codebook bits)."""
     layers = ":l" + ",".join(f"{name}={b}" for name, b in layer_bits) if layer_bits else ""
     return (f"p{parent.id if parent else 0}:c{knobs.channel_ratio:g}:s{knobs.sparsity:g}:e{epochs:g}:n{rounds}"
-            f":q{centroid_epochs}" + (f":b{bits[0]}/{bits[1]}" if bits else "") + layers + (":r" if recover else ""))
+            f":q{centroid_epochs}" + (f":b{bits[0]}/{bits[1]}" if bits else "")
+            + (f":x{share_rate:g}" if share_rate is not None else "") + layers + (":r" if recover else ""))
 
 
 def is_recovery(c: Candidate) -> bool:
@@ -378,9 +392,11 @@ def is_recovery(c: Candidate) -> bool:
 
 def stage(c: Candidate) -> str:
     """What a candidate is, from its key: a screen (no training), a fine-tune, a recovery, the winner's
-    centroid polish or a bits-ladder step (with its conv / linear codebook bits)."""
+    centroid polish, a bits-ladder step (with its conv / linear codebook bits) or a rate-ladder step."""
     if is_recovery(c):
         return "recovery"
+    if rate := re.search(r":x([0-9.e+-]+)(?::l[^:]+)?$", c.key):
+        return f"share rate {rate[1]}"
     if bits := re.search(r":b(\d+)/(\d+)(?::l([^:]+))?$", c.key):
         return f"bits {bits[1]}/{bits[2]}" + (f", {bits[3].count('=')} layers apart" if bits[3] else "")
     if re.search(r":e0:n0:q[1-9]", c.key):
@@ -494,6 +510,7 @@ def run_search(cfg: SearchConfig, target: float, baseline: float, journal: Journ
                 _lower_bits(search, candidate)
             if cfg.bits_ladder == "layer" and cfg.min_bits:
                 _lower_layers(search, smallest(list(search.seen.values()), target, cfg))
+            _raise_rate(search, smallest(list(search.seen.values()), target, cfg))
     candidates = list(search.seen.values())
     return SearchResult(smallest(candidates, target, cfg), candidates, target, margin, cfg.strategy, setup,
                         search.speculative(), proxy_share)
@@ -574,7 +591,7 @@ Bits = tuple[int, int]  # codebook bits (conv, linear)
 def _fewer(conv: int, fc: int) -> Callable[[Bits, int], Bits | None]:
     """A ladder step: ``conv`` / ``fc`` bits fewer, not below the floor (None: nothing left to lower)."""
     def step(bits: Bits, floor: int) -> Bits | None:
-        lower = (max(bits[0] - conv, floor), max(bits[1] - fc, floor))
+        lower = (max(bits[0] - conv, min(floor, bits[0])), max(bits[1] - fc, min(floor, bits[1])))  # never raised
         return lower if lower != bits else None
     return step
 
@@ -600,7 +617,7 @@ def _smallest_few(candidates: list[Candidate], threshold: float, k: int,
                   cfg: SearchConfig | None = None) -> list[Candidate]:
     """The ``k`` smallest files meeting ``threshold`` among the pruned candidates (not bits-ladder steps);
     with ``cfg``, within its budgets but bytes and flash (fewer bits can still bring a file under those)."""
-    ok = sorted((c for c in candidates if c.meets(threshold) and ":b" not in c.key
+    ok = sorted((c for c in candidates if c.meets(threshold) and ":b" not in c.key and ":x" not in c.key
                  and set(broken_budgets(c, cfg)) <= LOWERED_BY_BITS),
                 key=lambda c: (c.file_bytes, -(c.val_accuracy or 0.0), c.id))
     few: list[Candidate] = []
@@ -665,19 +682,40 @@ def _lower_layers(search: "Search", winner: Candidate | None) -> None:
             bits, size = trial, tried.file_bytes
 
 
+RATE_START = 0.005  # the rate ladder's first share rate (``--max-share-rate``); each step doubles it
+
+
+def _raise_rate(search: "Search", winner: Candidate | None) -> None:
+    """``--max-share-rate``, after the bits ladders: the smallest file's pruned model shared again (same bits,
+    same centroid fine-tune) with entropy-constrained sharing, the rate doubling from ``RATE_START`` (or from
+    twice the config's) while the file meets the target and shrinks (the first miss ends the ladder)."""
+    cfg = search.cfg
+    if winner is None or cfg.max_share_rate <= cfg.share_rate:
+        return
+    pruned, size = _shared_from(search, winner), winner.file_bytes
+    bits = candidate_bits(winner, cfg) if ":b" in winner.key else None
+    layers = tuple(sorted(candidate_layer_bits(winner).items()))
+    rate = max(2 * cfg.share_rate, RATE_START)
+    while rate <= cfg.max_share_rate + 1e-12:
+        if (tried := _with_bits(search, pruned, bits, layers, rate)) is None or tried.file_bytes >= size:
+            return
+        size, rate = tried.file_bytes, 2 * rate
+
+
 def _shared_from(search: "Search", c: Candidate) -> Candidate:
-    """The pruned candidate a centroid polish or a bits-ladder step shared its weights from (else ``c``)."""
-    if stage(c) != "centroids" and not stage(c).startswith("bits"):
+    """The pruned candidate a centroid polish or a bits- or rate-ladder step shared its weights from (else ``c``)."""
+    if stage(c) != "centroids" and not stage(c).startswith(("bits", "share rate")):
         return c
     return next(p for p in search.seen.values() if p.id == c.parent)
 
 
-def _with_bits(search: "Search", best: Candidate, bits: Bits, layer_bits: LayerBits = ()) -> Candidate | None:
-    """``best`` shared with ``bits`` (and ``layer_bits``), if it meets the target (None: it misses, or the
-    budget is spent)."""
+def _with_bits(search: "Search", best: Candidate, bits: Bits | None, layer_bits: LayerBits = (),
+               share_rate: float | None = None) -> Candidate | None:
+    """``best`` shared with ``bits`` (and ``layer_bits``, ``share_rate``), if it meets the target (None: it
+    misses, or the budget is spent)."""
     try:
         tried = search.evaluate(best.knobs, best, epochs=0, rounds=0, centroid_epochs=search.cfg.centroid_epochs,
-                                bits=bits, layer_bits=layer_bits)
+                                bits=bits, layer_bits=layer_bits, share_rate=share_rate)
     except OutOfBudget:
         return None
     return tried if tried.meets(search.target) else None

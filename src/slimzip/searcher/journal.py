@@ -98,8 +98,11 @@ class Journal:
         if row is None:
             with self.db:
                 self.db.execute("INSERT INTO meta VALUES ('config', ?)", (text,))
-        elif not same_settings(json.loads(row[0]), config, defaults):
+        elif not same_settings(json.loads(row[0]), config, defaults, resuming=True):
             raise SlimzipError(f"{self.path} belongs to a search with other settings; use a new run directory")
+        else:  # the same search, its ladders perhaps with other settings (``FREE_ON_RESUME``): recorded as now
+            with self.db:
+                self.db.execute("UPDATE meta SET value = ? WHERE name = 'config'", (text,))
 
     def get(self, key: str) -> Candidate | None:
         row = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM candidates WHERE key = ?", (key,)).fetchone()

@@ -190,7 +190,7 @@ class CandidatePipeline:
 
     def __call__(self, knobs: Knobs, parent: Candidate | None, *, key: str, epochs: float, rounds: int,
                  centroid_epochs: int, bits: tuple[int, int] | None = None, recover: bool = False,
-                 layer_bits: LayerBits = ()) -> dict:
+                 layer_bits: LayerBits = (), share_rate: float | None = None) -> dict:
         model, plan = self._load(parent)
         start = parent.knobs if parent else Knobs()
         removed = [parent.channels_removed if parent else 0]
@@ -221,7 +221,7 @@ class CandidatePipeline:
                 spent[0] += self._calibrate(pruned.model, key)
             pruned = remove_dead_units(pruned, self.shape, self.verbose)
             self._save_trunk(key, pruned.model, pruned.plan)
-            data = self._code(pruned.model, pruned.plan, knobs, centroid_epochs, bits, dict(layer_bits))
+            data = self._code(pruned.model, pruned.plan, knobs, centroid_epochs, bits, dict(layer_bits), share_rate)
             spent[0] += centroid_epochs
         except CANDIDATE_FAILURES as e:
             e.epochs = spent[0]  # type: ignore[attr-defined]
@@ -253,12 +253,16 @@ class CandidatePipeline:
         save_tensors(path, model.state_dict())
 
     def _code(self, model: nn.Module, plan: dict, knobs: Knobs, centroid_epochs: int,
-              bits: tuple[int, int] | None = None, layer_bits: dict[str, int] | None = None) -> bytes:
+              bits: tuple[int, int] | None = None, layer_bits: dict[str, int] | None = None,
+              share_rate: float | None = None) -> bytes:
         """Share weights (k-means; ``bits``: conv and linear codebook bits, default the config's;
-        ``layer_bits``: single layers' bits), fine-tune the centroids, and code the file."""
+        ``layer_bits``: single layers' bits; ``share_rate``: the entropy-constrained sharing's, default the
+        config's), fine-tune the centroids, and code the file."""
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise FloatingPointError("weights are not finite")
         cfg = self.compress_config(knobs, bits)
+        if share_rate is not None:
+            cfg = dataclasses.replace(cfg, share_rate=share_rate)
         layers = share_weights(model, masks_from_zeros(model), cfg.bits_conv, cfg.bits_fc,
                                self._tune_config(centroid_epochs), self.loaders.train, None, verbose=self.verbose,
                                loss_terms=self.terms, rate=cfg.share_rate, layer_bits=layer_bits)
