@@ -45,6 +45,9 @@ ROWS = {  # name: the flags that differ
     # sparsity step, 10-epoch recoveries with 4-epoch rungs, 3 centroid epochs; with and without the pull
     "long": LONG,
     "long-pen": [*LONG, "--compress-penalty", "1"],
+    # the same, then the rate ladder (entropy-constrained sharing of the winner at 0.005 ... 0.04); run in a copy
+    # of long-pen's run directory, it reads the walk back and trains only the ladder's new steps
+    "long-pen-rate": [*LONG, "--compress-penalty", "1", "--max-share-rate", "0.04"],
     # the same, distilled from a LeNet-5 (`slimzip train --model lenet-5-bn --bn-l1 1e-4 --augment --epochs 30
     # --label-smoothing 0.1 --out runs/lenet-5-bn-aug`) instead of the input model: a CNN teaching an MLP
     "long-pen-teacher": [*LONG, "--compress-penalty", "1", "--teacher", "runs/lenet-5-bn-aug"],
@@ -69,8 +72,10 @@ def row(checkpoint: str, work: Path, name: str, max_drop: str) -> dict:
              "baseline_val_accuracy": summary["baseline_val_accuracy"], "knobs": summary["knobs"],
              "search": summary["search"]}
     flags = ROWS[name]
+    if "--max-share-rate" in flags:
+        found["before_rate_ladder"] = before_ladder(work / f"{name}.run", summary, (":x",))
     if "--bits-ladder" in flags and flags[flags.index("--bits-ladder") + 1] == "layer":
-        found["before_layer_ladder"] = before_layer_ladder(work / f"{name}.run", summary)
+        found["before_layer_ladder"] = before_ladder(work / f"{name}.run", summary, (":l", ":x"))
     return found
 
 
@@ -80,14 +85,15 @@ def _model(checkpoint: str) -> str:
     return json.loads(config.read_text())["model"]["name"] if config.is_file() else Path(checkpoint).name
 
 
-def before_layer_ladder(run: Path, summary: dict) -> dict:
-    """The smallest file of a ``--bits-ladder layer`` run that meets its target among the candidates before
-    that ladder (no single layer's bits apart), with its decoded test accuracy: what the ladder saved."""
+def before_ladder(run: Path, summary: dict, markers: tuple[str, ...]) -> dict:
+    """The smallest file of a run that meets its target among the candidates before a ladder (no key with one
+    of ``markers``: ``:l`` single layers' bits apart, ``:x`` a share rate), with its decoded test accuracy: what
+    the ladder saved; ``ladder_epochs``: what the first marker's steps cost."""
     from slimzip.searcher.driver import artifact_name
 
     db = sqlite3.connect(run / "journal.sqlite")
     rows = db.execute("SELECT id, key, val_accuracy, file_bytes, epochs FROM candidates WHERE status = 'ok'").fetchall()
-    ok = [r for r in rows if ":l" not in r[1] and r[2] >= summary["target_accuracy"] - 1e-12]
+    ok = [r for r in rows if not any(m in r[1] for m in markers) and r[2] >= summary["target_accuracy"] - 1e-12]
     cid, key, val, size, _ = min(ok, key=lambda r: (r[3], -r[2], r[0]))
     path = run / "files" / f"{artifact_name(key)}.slz"
     done = subprocess.run([sys.executable, "-m", "slimzip", "eval", str(path), "--json"], capture_output=True, text=True)
@@ -95,7 +101,7 @@ def before_layer_ladder(run: Path, summary: dict) -> dict:
         sys.exit(f"{path}: {done.stderr.strip()[-500:]}")
     return {"candidate": cid, "file_bytes": size, "compression_ratio": summary["compression_ratio"] * summary[
         "file_bytes"] / size, "val_accuracy": val, "test_accuracy": json.loads(done.stdout)["accuracy"],
-            "layer_ladder_epochs": sum(r[4] for r in rows if ":l" in r[1])}
+            "ladder_epochs": sum(r[4] for r in rows if markers[0] in r[1])}
 
 
 def main() -> None:

@@ -503,6 +503,22 @@ def test_a_search_run_made_before_folded_batchnorm_does_not_resume_into_it():
     assert same_settings(before, {"search": {**now["search"], "fold_bn": False}}, search_defaults())
 
 
+def test_a_search_run_made_before_recovery_rungs_resumes_only_without_them():
+    """A run made before ``--recover-step-epochs`` walked from a recovered model with proxy fine-tunes: it
+    resumes with 0 (the walk it journaled), not into rungs it never ran; a resume may change its ladders."""
+    from slimzip.api import search_defaults
+    from slimzip.settings import same_settings
+
+    now = {"search": dataclasses.asdict(SearchConfig(recover_epochs=3))}
+    before = {"search": {k: v for k, v in now["search"].items() if k != "recover_step_epochs"}}
+    assert not same_settings(before, now, search_defaults(), resuming=True)
+    rungless = {"search": {**now["search"], "recover_step_epochs": 0}}
+    assert same_settings(before, rungless, search_defaults())
+    laddered = {"search": {**rungless["search"], "min_bits": 3, "bits_ladder": "layer", "max_share_rate": 0.04}}
+    assert same_settings(before, laddered, search_defaults(), resuming=True)
+    assert not same_settings(before, laddered, search_defaults())  # a finished run's summary is not reused
+
+
 def _path(result):
     """What a search decided: the knobs, training and outcome of every candidate it asked for, in order."""
     return [(c.knobs, c.key.split(":", 1)[1], c.status, c.val_accuracy, c.file_bytes) for c in result.candidates]

@@ -21,10 +21,11 @@ if TYPE_CHECKING:
 
 def search_defaults() -> dict:
     """What a search run directory made before a setting existed implicitly used: its default, except
-    that files stored BatchNorm unfolded then (so such a run does not resume into the new encoder)."""
+    that files stored BatchNorm unfolded then (so such a run does not resume into the new encoder) and
+    walks from a recovered model fine-tuned on the proxy's images (no recovery rungs)."""
     from ..searcher import SearchConfig
 
-    return {"search": {**dataclasses.asdict(SearchConfig()), "fold_bn": False}}
+    return {"search": {**dataclasses.asdict(SearchConfig()), "fold_bn": False, "recover_step_epochs": 0}}
 
 
 def search(checkpoint: str | os.PathLike, out: str | os.PathLike, cfg: "SearchConfig", *,
