@@ -214,7 +214,7 @@ class RateCosts(Landscape):
 def test_rate_ladder_raises_the_winners_share_rate_while_it_meets_the_target(tmp_path):
     """``--max-share-rate``: after the bits ladders the smallest file is shared again at 0.005, 0.01, ...
     (its pruned model, its bits), and the ladder stops at the first rate that misses the target."""
-    from slimzip.searcher.driver import candidate_share_rate, stage
+    from slimzip.searcher.driver import candidate_share_rate, rate_ladder, stage
 
     target = 0.985
     off, quiet = _search(tmp_path / "b", "heuristic", target=target, fake=RateCosts())
@@ -227,6 +227,9 @@ def test_rate_ladder_raises_the_winners_share_rate_while_it_meets_the_target(tmp
     assert stage(laddered.best) == "share rate 0.01" and laddered.best.meets(target)
     assert laddered.best.file_bytes < off.best.file_bytes
     assert laddered.best.knobs == off.best.knobs and laddered.best.parent in (off.best.id, off.best.parent)
+    assert rate_ladder(SearchConfig(max_share_rate=0.04)) == [0.005, 0.01, 0.02, 0.04]
+    assert rate_ladder(SearchConfig(share_rate=0.01, max_share_rate=0.05)) == [0.02, 0.04]
+    assert rate_ladder(SearchConfig()) == [] == rate_ladder(SearchConfig(share_rate=0.02, max_share_rate=0.01))
     with pytest.raises(SlimzipError, match="max share rate"):
         SearchConfig(max_share_rate=2).validate()
 

@@ -685,21 +685,29 @@ def _lower_layers(search: "Search", winner: Candidate | None) -> None:
 RATE_START = 0.005  # the rate ladder's first share rate (``--max-share-rate``); each step doubles it
 
 
+def rate_ladder(cfg: SearchConfig) -> list[float]:
+    """The share rates the rate ladder tries after the bits ladders: doubling from ``RATE_START`` (or from twice
+    ``share_rate``) up to ``max_share_rate`` (none when that is not above ``share_rate``)."""
+    rates, rate = [], max(2 * cfg.share_rate, RATE_START)
+    while cfg.max_share_rate > cfg.share_rate and rate <= cfg.max_share_rate + 1e-12:
+        rates, rate = [*rates, rate], 2 * rate
+    return rates
+
+
 def _raise_rate(search: "Search", winner: Candidate | None) -> None:
     """``--max-share-rate``, after the bits ladders: the smallest file's pruned model shared again (same bits,
     same centroid fine-tune) with entropy-constrained sharing, the rate doubling from ``RATE_START`` (or from
     twice the config's) while the file meets the target and shrinks (the first miss ends the ladder)."""
     cfg = search.cfg
-    if winner is None or cfg.max_share_rate <= cfg.share_rate:
+    if winner is None:
         return
     pruned, size = _shared_from(search, winner), winner.file_bytes
     bits = candidate_bits(winner, cfg) if ":b" in winner.key else None
     layers = tuple(sorted(candidate_layer_bits(winner).items()))
-    rate = max(2 * cfg.share_rate, RATE_START)
-    while rate <= cfg.max_share_rate + 1e-12:
+    for rate in rate_ladder(cfg):
         if (tried := _with_bits(search, pruned, bits, layers, rate)) is None or tried.file_bytes >= size:
             return
-        size, rate = tried.file_bytes, 2 * rate
+        size = tried.file_bytes
 
 
 def _shared_from(search: "Search", c: Candidate) -> Candidate:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from .driver import BITS_CANDIDATES, RATE_START, SearchConfig
+from .driver import BITS_CANDIDATES, SearchConfig, rate_ladder
 from .strategies import _axis
 
 
@@ -44,14 +44,6 @@ BOUNDS: dict[str, Callable[[SearchConfig], Bound]] = {"grid": _grid, "heuristic"
                                                                    "frontier": _frontier}
 
 
-def _rate_steps(cfg: SearchConfig) -> int:
-    """The rate ladder's steps (``--max-share-rate``): doublings from its first rate up to the largest."""
-    rate, steps = max(2 * cfg.share_rate, RATE_START), 0
-    while cfg.max_share_rate > cfg.share_rate and rate <= cfg.max_share_rate + 1e-12:
-        rate, steps = 2 * rate, steps + 1
-    return steps
-
-
 def search_bounds(cfg: SearchConfig, layers: int = 0) -> dict:
     """The proxy search's candidates and epochs (at most; exactly for the grid; a budget caps the epochs),
     the winner's polish (centroids, bits ladders; ``layers``: the model's shared layers, which the layer
@@ -63,8 +55,7 @@ def search_bounds(cfg: SearchConfig, layers: int = 0) -> dict:
     bases = BITS_CANDIDATES + (1 if cfg.recover_epochs else 0)  # and the smallest recovered file
     per_layer = layers * max(max(cfg.bits_conv, cfg.bits_fc) - cfg.min_bits, 0) \
         if cfg.min_bits and cfg.bits_ladder == "layer" else 0  # once, from the smallest file
-    rates = _rate_steps(cfg)
-    polish = cfg.centroid_epochs * (1 + bases * max(ladder, 0) + per_layer + rates)
+    polish = cfg.centroid_epochs * (1 + bases * max(ladder, 0) + per_layer + len(rate_ladder(cfg)))
     recovery = (0.0, 0.0)
     if cfg.recover_epochs:
         rungs = moves * cfg.recover_step_epochs  # every step of a walk from a recovered model, at most
