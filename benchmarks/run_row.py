@@ -4,6 +4,7 @@ the command that made it. For searches run with ``slimzip compress`` by hand (a 
 ladders, a strategy finished on its own) whose numbers the docs quote beside a benchmark's rows.
 
 Usage: python benchmarks/run_row.py RUN_DIR --results FILE.json --section S --name N --command "slimzip ..."
+       [--before-ladders]   (also the smallest files before the layer and the rate ladders, decoded and scored)
 """
 
 from __future__ import annotations
@@ -35,10 +36,19 @@ def main() -> None:
     p.add_argument("--section", required=True)
     p.add_argument("--name", required=True)
     p.add_argument("--command", required=True, help="the command that made the run (recorded as given)")
+    p.add_argument("--before-ladders", action="store_true",
+                   help="also the smallest file before the layer ladder and before the rate ladder (what each saved)")
     args = p.parse_args()
     path = Path(args.results)
     payload = json.loads(path.read_text()) if path.is_file() else {}
-    payload.setdefault(args.section, {})[args.name] = found = row(Path(args.run), args.command)
+    found = row(Path(args.run), args.command)
+    if args.before_ladders:
+        from search_levers import before_ladder  # benchmarks/search_levers.py
+
+        summary = json.loads((Path(args.run) / "summary.json").read_text())
+        found["before_layer_ladder"] = before_ladder(Path(args.run), summary, (":l", ":x"))
+        found["before_rate_ladder"] = before_ladder(Path(args.run), summary, (":x",))
+    payload.setdefault(args.section, {})[args.name] = found
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"{args.name}: {found['file_bytes']:,} B ({found['compression_ratio']:.1f}x), test "
           f"{100 * found['test_accuracy']:.2f}% (baseline {100 * found['baseline_test_accuracy']:.2f}%); wrote {path}")
