@@ -93,6 +93,8 @@ def before_ladder(run: Path, summary: dict, markers: tuple[str, ...]) -> dict:
 
     db = sqlite3.connect(run / "journal.sqlite")
     rows = db.execute("SELECT id, key, val_accuracy, file_bytes, epochs FROM candidates WHERE status = 'ok'").fetchall()
+    asked = {c["id"] for c in summary.get("candidates", [])} or {r[0] for r in rows}  # this search's, not the
+    rows = [r for r in rows if r[0] in asked]  # journal's others (a run directory copied from another search)
     ok = [r for r in rows if not any(m in r[1] for m in markers) and r[2] >= summary["target_accuracy"] - 1e-12]
     cid, key, val, size, _ = min(ok, key=lambda r: (r[3], -r[2], r[0]))
     path = run / "files" / f"{artifact_name(key)}.slz"
