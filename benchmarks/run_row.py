@@ -17,8 +17,9 @@ COST = ("strategy", "candidates", "epochs", "full_data_epochs", "recovery_epochs
         "wall_seconds")
 
 
-def row(run: Path, command: str) -> dict:
-    """The row of the search finished in ``run`` (its ``summary.json``)."""
+def row(run: Path, command: str, before_ladders: bool = False) -> dict:
+    """The row of the search finished in ``run`` (its ``summary.json``); ``before_ladders``: with the smallest
+    files before its layer and its rate ladders (``search_levers.before_ladder``)."""
     summary = json.loads((run / "summary.json").read_text())
     model = json.loads((Path(json.loads((run / "config.json").read_text())["checkpoint"]) / "config.json")
                        .read_text())["model"]["name"]
@@ -26,7 +27,15 @@ def row(run: Path, command: str) -> dict:
             "val_accuracy": summary["val_accuracy"], "test_accuracy": summary["test_accuracy"],
             "baseline_test_accuracy": summary["baseline_test_accuracy"],
             "target_val_accuracy": summary["target_accuracy"], "knobs": summary["knobs"],
-            "cost": {k: summary["search"][k] for k in COST if k in summary["search"]}, "command": command}
+            "cost": {k: summary["search"][k] for k in COST if k in summary["search"]}, "command": command,
+            **(_before_ladders(run, summary) if before_ladders else {})}
+
+
+def _before_ladders(run: Path, summary: dict) -> dict:
+    from search_levers import before_ladder  # benchmarks/search_levers.py
+
+    return {"before_layer_ladder": before_ladder(run, summary, (":l", ":x")),
+            "before_rate_ladder": before_ladder(run, summary, (":x",))}
 
 
 def main() -> None:
@@ -41,13 +50,7 @@ def main() -> None:
     args = p.parse_args()
     path = Path(args.results)
     payload = json.loads(path.read_text()) if path.is_file() else {}
-    found = row(Path(args.run), args.command)
-    if args.before_ladders:
-        from search_levers import before_ladder  # benchmarks/search_levers.py
-
-        summary = json.loads((Path(args.run) / "summary.json").read_text())
-        found["before_layer_ladder"] = before_ladder(Path(args.run), summary, (":l", ":x"))
-        found["before_rate_ladder"] = before_ladder(Path(args.run), summary, (":x",))
+    found = row(Path(args.run), args.command, args.before_ladders)
     payload.setdefault(args.section, {})[args.name] = found
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"{args.name}: {found['file_bytes']:,} B ({found['compression_ratio']:.1f}x), test "

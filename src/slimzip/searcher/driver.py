@@ -689,15 +689,17 @@ def rate_ladder(cfg: SearchConfig) -> list[float]:
     """The share rates the rate ladder tries after the bits ladders: doubling from ``RATE_START`` (or from twice
     ``share_rate``) up to ``max_share_rate`` (none when that is not above ``share_rate``)."""
     rates, rate = [], max(2 * cfg.share_rate, RATE_START)
-    while cfg.max_share_rate > cfg.share_rate and rate <= cfg.max_share_rate + 1e-12:
-        rates, rate = [*rates, rate], 2 * rate
+    if cfg.max_share_rate > cfg.share_rate:
+        while rate <= cfg.max_share_rate + 1e-12:
+            rates.append(rate)
+            rate *= 2
     return rates
 
 
 def _raise_rate(search: "Search", winner: Candidate | None) -> None:
     """``--max-share-rate``, after the bits ladders: the smallest file's pruned model shared again (same bits,
-    same centroid fine-tune) with entropy-constrained sharing, the rate doubling from ``RATE_START`` (or from
-    twice the config's) while the file meets the target and shrinks (the first miss ends the ladder)."""
+    same centroid fine-tune) with entropy-constrained sharing at each of ``rate_ladder``'s rates while the file
+    meets the target and shrinks (the first miss ends the ladder)."""
     cfg = search.cfg
     if winner is None:
         return

@@ -100,7 +100,7 @@ class Journal:
                 self.db.execute("INSERT INTO meta VALUES ('config', ?)", (text,))
         elif not same_settings(json.loads(row[0]), config, defaults, resuming=True):
             raise SlimzipError(f"{self.path} belongs to a search with other settings; use a new run directory")
-        else:  # the same search, its ladders perhaps with other settings (``FREE_ON_RESUME``): recorded as now
+        elif row[0] != text:  # the same search, its ladders with other settings (``FREE_ON_RESUME``): as now
             with self.db:
                 self.db.execute("UPDATE meta SET value = ? WHERE name = 'config'", (text,))
 

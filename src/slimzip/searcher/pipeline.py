@@ -78,8 +78,11 @@ class CandidatePipeline:
         atomic_write_json(path, dataclasses.asdict(self.sensitivity))
         return self.sensitivity
 
-    def compress_config(self, knobs: Knobs, bits: tuple[int, int] | None = None) -> CompressConfig:
-        return dataclasses.replace(self.cfg.coding(bits), channel_ratio=knobs.channel_ratio, sparsity=knobs.sparsity)
+    def compress_config(self, knobs: Knobs, bits: tuple[int, int] | None = None,
+                        share_rate: float | None = None) -> CompressConfig:
+        """A candidate file's coding: the config's, at ``knobs``, with ``bits`` and ``share_rate`` where given."""
+        cfg = dataclasses.replace(self.cfg.coding(bits), channel_ratio=knobs.channel_ratio, sparsity=knobs.sparsity)
+        return cfg if share_rate is None else dataclasses.replace(cfg, share_rate=share_rate)
 
     def file_path(self, key: str) -> Path:
         return self.dir / "files" / f"{artifact_name(key)}.slz"
@@ -260,9 +263,7 @@ class CandidatePipeline:
         config's), fine-tune the centroids, and code the file."""
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise FloatingPointError("weights are not finite")
-        cfg = self.compress_config(knobs, bits)
-        if share_rate is not None:
-            cfg = dataclasses.replace(cfg, share_rate=share_rate)
+        cfg = self.compress_config(knobs, bits, share_rate)
         layers = share_weights(model, masks_from_zeros(model), cfg.bits_conv, cfg.bits_fc,
                                self._tune_config(centroid_epochs), self.loaders.train, None, verbose=self.verbose,
                                loss_terms=self.terms, rate=cfg.share_rate, layer_bits=layer_bits)
