@@ -187,6 +187,15 @@ def test_real_search_recovers_on_the_whole_training_split_and_ships_the_decoded_
     second = json.loads(capsys.readouterr().out)
     assert db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0] == count
     assert second["file_bytes"] == first["file_bytes"]
+    # more rounds in the same run directory: the rounds run are replayed from the journal, the walk goes on
+    keys = [k for (k,) in db.execute("SELECT key FROM candidates ORDER BY id")]
+    more = [*argv[:argv.index("--recover-rounds") + 1], "2", *argv[argv.index("--recover-rounds") + 2:]]
+    assert main(more) == 0
+    third = json.loads(capsys.readouterr().out)
+    assert [k for (k,) in db.execute("SELECT key FROM candidates ORDER BY id")][:len(keys)] == keys
+    assert third["file_bytes"] <= first["file_bytes"] and third["search"]["recoveries"] >= cost["recoveries"]
+    longer = [*argv[:argv.index("--recover-epochs") + 1], "2", *argv[argv.index("--recover-epochs") + 2:]]
+    assert main(longer) == 2 and "different run" in capsys.readouterr().err  # what a candidate was: refused
 
 
 class Forced(Recovering):

@@ -26,10 +26,12 @@ def upgrade(saved: Any) -> Any:
     return out
 
 
-# Settings a resumed run may change, per section: they choose only which candidates a search's last stage
-# (its bits and rate ladders) tries, and each such candidate's journal key names what it used (its codebook
-# bits, its share rate), so every journaled candidate stays valid under the new ones.
-FREE_ON_RESUME: dict[str, tuple[str, ...]] = {"search": ("min_bits", "bits_ladder", "max_share_rate")}
+# Settings a resumed run may change, per section: they choose only how far a search goes on, never what a
+# journaled candidate was: the ladders' settings pick which candidates its last stage tries (each one's key
+# names its codebook bits and share rate); more prune / recover rounds replay the rounds already run from
+# the journal (a walk is a function of its candidates' results) and walk on from the last recovered model.
+FREE_ON_RESUME: dict[str, tuple[str, ...]] = {"search": ("min_bits", "bits_ladder", "max_share_rate",
+                                                         "recover_rounds")}
 
 
 def same_settings(saved: Any, config: Any, defaults: Any = None, resuming: bool = False) -> bool:
