@@ -11,6 +11,7 @@ from slimzip.codec import decode_model, encode_model, model_table
 from slimzip.container import VERSION, ContainerError, decode_container, read_container, write_container
 from slimzip.data import get_dataset_spec
 from slimzip.deep_compression import CompressConfig
+from slimzip.errors import SlimzipError
 from slimzip.inspection import inspect_container
 from slimzip.models import MODELS, create_model
 from slimzip.sharing import WeightSharer, kmeans_1d, tie_centroids_, untie_centroids_
@@ -49,6 +50,39 @@ def test_pruner_hits_the_sparsity(scope):
             assert (w == 0).float().mean().item() == pytest.approx(0.8, abs=0.01), name
     kept = torch.cat([w[m].abs() for w, m in zip(prunable_weights(model).values(), masks.values())])
     assert kept.min() > 0
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_row_pattern_prunes_whole_rows_and_never_revives_a_weight(scope):
+    """``pattern='row'``: a conv kernel's row, or 4 neighbouring inputs of a linear layer (the last run of a
+    row shorter), is kept or pruned whole, by its mean magnitude; a second round prunes only kept weights;
+    the file codes those positions in fewer bytes than single weights' at the same sparsity."""
+    model = create_model("lenet-5-bn").eval()
+    masks = MagnitudePruner(sparsity=0.6, scope=scope, pattern="row").fit(model).masks_
+    apply_masks_(model, masks)
+    assert sparsity_of(model) == pytest.approx(0.6, abs=0.01)
+    for name, m in masks.items():
+        rows = m.reshape(-1, m.shape[-1]) if m.dim() > 2 else m[:, :m.shape[1] // 4 * 4].reshape(m.shape[0], -1, 4)
+        assert (rows.all(-1) | ~rows.any(-1)).all(), name  # every row all kept or all pruned
+    before = {k: m.clone() for k, m in masks.items()}
+    masks = MagnitudePruner(sparsity=0.8, scope=scope, pattern="row").fit(model).masks_
+    assert all(not (m & ~before[k]).any() for k, m in masks.items())
+    apply_masks_(model, masks)
+    assert sparsity_of(model) == pytest.approx(0.8, abs=0.01)
+    sizes = {}
+    for pattern in ("weight", "row"):
+        torch.manual_seed(0)
+        m = create_model("lenet-5-bn").eval()
+        pm = MagnitudePruner(sparsity=0.9, scope=scope, pattern=pattern).fit(m).masks_
+        apply_masks_(m, pm)
+        layers = WeightSharer(bits_conv=4, bits_fc=4).fit(m, pm).layers_
+        blob = encode_model(m, {"name": "lenet-5-bn", "kwargs": {}}, layers, CompressConfig(), {"dataset": "mnist"})
+        container = decode_container(blob)
+        table = model_table(container, decode_model(container))
+        sizes[pattern] = inspect_container(container, table)["components"]["indices"]
+    assert sizes["row"] < 0.8 * sizes["weight"]
+    with pytest.raises(SlimzipError, match="pruning pattern"):
+        MagnitudePruner(pattern="block").fit(model)
 
 
 def test_mask_hook_survives_momentum():

@@ -13,6 +13,7 @@ from .errors import SlimzipError, check_range, unknown
 from .options import knob
 from .settings import CHANNEL_SCOPES, RENAMED
 
+PRUNE_PATTERNS = ("weight", "row")  # what magnitude pruning removes at once (unstructured.PATTERNS)
 RAW_DTYPE_NAMES = ("float16", "float32", "uint8")  # how small tensors are stored (codec.RAW_DTYPES + 8-bit affine)
 
 EXPORT_FORMATS = ("onnx", "onnx-int8", "tflite-int8", "c", "c-dense")  # `slimzip export`: fp32 ONNX, int8 ONNX,
@@ -151,6 +152,9 @@ class TuneConfig:
                                       "profile on val)")
     prune_steps: int = knob(3, "prune-retrain rounds; sparsity rises geometrically over them (a search: the "
                                "grid's per candidate)", positive=True)
+    prune_pattern: str = knob("weight", "what weight pruning removes: weight (each alone, by magnitude) or row "
+                                        "(whole conv kernel rows and runs of 4 linear inputs, by mean magnitude: "
+                                        "positions that code in fewer bits)")
     centroid_epochs: int = knob(1, "centroid fine-tuning epochs after weight sharing (a search: its winner's)")
     lr: float = knob(0.01, "retraining / fine-tuning learning rate (cosine within each round or step)")
 
@@ -158,6 +162,8 @@ class TuneConfig:
         if self.channel_scope not in CHANNEL_SCOPES:
             raise unknown("channel scope", self.channel_scope, list(CHANNEL_SCOPES))
         check_range("prune steps", self.prune_steps, 1, 1000)
+        if self.prune_pattern not in PRUNE_PATTERNS:
+            raise unknown("pruning pattern", self.prune_pattern, list(PRUNE_PATTERNS))
         check_range("centroid epochs", self.centroid_epochs, 0, 1000)
         if not (self.lr > 0 and self.lr < 10):
             raise SlimzipError(f"learning rate must be in (0, 10), got {self.lr}")

@@ -37,10 +37,11 @@ class Pruned:
 
 
 def prune_and_retrain(model: nn.Module, plan: dict, masks: "Masks | None", *, remove_channels: RemoveChannels | None,
-                      sparsities: Sequence[float], scope: str, tune: Tune, verbose: bool = True) -> Pruned:
+                      sparsities: Sequence[float], scope: str, tune: Tune, verbose: bool = True,
+                      pattern: str = "weight") -> Pruned:
     """The deep-compression sequence that ``compress`` and every search candidate run: remove channels
     (structured first) and fine-tune; then prune weights to each of ``sparsities`` in turn (magnitude,
-    ``scope``), fine-tuning with the masks held after each. ``masks`` (None: no weights pruned yet) are
+    ``scope``; ``pattern``: single weights or whole rows), fine-tuning with the masks held after each. ``masks`` (None: no weights pruned yet) are
     the current masks, rebuilt from the zeros after channels go."""
     spent = 0.0
     if remove_channels is not None:
@@ -49,7 +50,7 @@ def prune_and_retrain(model: nn.Module, plan: dict, masks: "Masks | None", *, re
         masks = masks_from_zeros(model) if masks is not None else None
         spent += tune(model, masks)
     for i, sparsity in enumerate(sparsities):
-        masks = MagnitudePruner(sparsity=sparsity, scope=scope).fit(model).masks_
+        masks = MagnitudePruner(sparsity=sparsity, scope=scope, pattern=pattern).fit(model).masks_
         apply_masks_(model, masks)
         log(f"pruning round {i + 1}/{len(sparsities)}: sparsity {sparsity:.4f}", verbose=verbose)
         spent += tune(model, masks)

@@ -12,11 +12,34 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .config import PRUNE_PATTERNS
 from .errors import SlimzipError, check_range, unknown
 
 Masks = dict[str, torch.Tensor]
 SCOPES = ("layer", "global")
 CRITERIA = ("percentile", "std")
+LINEAR_ROW = 4  # a linear layer's row: this many neighbouring inputs of one output (a conv's: a kernel row)
+
+
+def _weight_scores(w: torch.Tensor) -> torch.Tensor:
+    return w.abs()
+
+
+def _row_scores(w: torch.Tensor) -> torch.Tensor:
+    """Each weight scored by the mean magnitude of its row (a conv kernel's row of ``kw`` weights; a
+    linear layer's ``LINEAR_ROW`` neighbouring inputs, the last row shorter), so a row is kept or pruned
+    whole: its positions code as one gap and a run of ones."""
+    flat = w.abs().reshape(-1, w.shape[-1])
+    width = w.shape[-1] if w.dim() > 2 else LINEAR_ROW
+    pad = -flat.shape[1] % width
+    rows = torch.nn.functional.pad(flat, (0, pad)).reshape(flat.shape[0], -1, width)
+    counts = torch.nn.functional.pad(torch.ones_like(flat), (0, pad)).reshape(rows.shape).sum(-1, keepdim=True)
+    mean = (rows.sum(-1, keepdim=True) / counts).expand(rows.shape)
+    return mean.reshape(flat.shape[0], -1)[:, :flat.shape[1]].reshape(w.shape)
+
+
+# what a weight's magnitude is judged by: its own (unstructured) or its row's (structured positions)
+PATTERNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = dict(zip(PRUNE_PATTERNS, (_weight_scores, _row_scores)))
 
 
 def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -45,6 +68,7 @@ class MagnitudePruner:
     criterion: str = "percentile"
     sensitivity: float = 1.0  # criterion 'std' only
     layer_sparsity: dict[str, float] = field(default_factory=dict)  # per-layer overrides, scope 'layer'
+    pattern: str = "weight"  # 'row': kernel rows (conv) and runs of LINEAR_ROW inputs (linear) pruned whole
 
     def fit(self, model: nn.Module) -> "MagnitudePruner":
         check_range("sparsity", self.sparsity, 0.0, 1.0, high_open=True)
@@ -52,21 +76,26 @@ class MagnitudePruner:
             raise unknown("pruning scope", self.scope, list(SCOPES))
         if self.criterion not in CRITERIA:
             raise unknown("pruning criterion", self.criterion, list(CRITERIA))
+        if self.pattern not in PATTERNS:
+            raise unknown("pruning pattern", self.pattern, list(PATTERNS))
         weights = prunable_weights(model)
         if unknown_layers := set(self.layer_sparsity) - set(weights):
             raise SlimzipError(f"layer_sparsity names weights the model does not have: {sorted(unknown_layers)}")
         with torch.no_grad():
-            self.thresholds_ = self._thresholds(weights)
-            self.masks_ = {k: w.abs() > self.thresholds_[k] for k, w in weights.items()}
+            scores = {k: PATTERNS[self.pattern](w.detach()) for k, w in weights.items()}
+            self.thresholds_ = self._thresholds(weights, scores)
+            self.masks_ = {k: s > self.thresholds_[k] for k, s in scores.items()}
+            if self.pattern != "weight":  # a kept row never revives a weight pruned before
+                self.masks_ = {k: m & (weights[k] != 0) for k, m in self.masks_.items()}
         return self
 
-    def _thresholds(self, weights: dict[str, torch.Tensor]) -> dict[str, float]:
+    def _thresholds(self, weights: dict[str, torch.Tensor], scores: dict[str, torch.Tensor]) -> dict[str, float]:
         if self.criterion == "std":
             return {k: self.sensitivity * float(w.std()) for k, w in weights.items()}
         if self.scope == "global":
-            t = _threshold(torch.cat([w.flatten() for w in weights.values()]), self.sparsity)
-            return dict.fromkeys(weights, t)
-        return {k: _threshold(w, self.layer_sparsity.get(k, self.sparsity)) for k, w in weights.items()}
+            t = _threshold(torch.cat([s.flatten() for s in scores.values()]), self.sparsity)
+            return dict.fromkeys(scores, t)
+        return {k: _threshold(s, self.layer_sparsity.get(k, self.sparsity)) for k, s in scores.items()}
 
 
 @torch.no_grad()

@@ -215,7 +215,8 @@ class CandidatePipeline:
                 model, plan, masks_from_zeros(model) if start.sparsity > 0 else None,
                 remove_channels=remove_channels if knobs.channel_ratio > start.channel_ratio else None,
                 sparsities=sparsity_steps(start.sparsity, knobs.sparsity, max(rounds, 1))
-                if knobs.sparsity > start.sparsity else [], scope=self.cfg.scope, tune=tune, verbose=self.verbose)
+                if knobs.sparsity > start.sparsity else [], scope=self.cfg.scope, tune=tune, verbose=self.verbose,
+                pattern=self.cfg.prune_pattern)
             if recover:  # the same point, retrained on the whole training split
                 spent[0] += self._recover(pruned.model, pruned.masks, int(epochs))
             elif knobs == start:  # the same point, trained further (a screened candidate's fine-tune)
