@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from machine import cpu_name  # benchmarks/machine.py
-
-ROOT = Path(__file__).resolve().parents[1]
+from share_rate import ROOT, compress_fixed  # benchmarks/share_rate.py: one fixed-knob compress, its JSON
 KNOBS = "--bits-conv 4 --bits-fc 2 --raw-dtype uint8 --scope global --retrain-epochs 1 --prune-steps 3"
 
 
@@ -49,20 +46,15 @@ def main() -> None:
 
 
 def _run(args, pattern: str, sparsity: float, out: Path) -> dict:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "slimzip", "compress", args.checkpoint, *args.knobs.split(),
-                           "--sparsity", str(sparsity), "--prune-pattern", pattern, "--out", str(out), "--json",
-                           "--quiet"], cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True)
-    result = json.loads(done.stdout)
-    parts = result["components"]  # the file's bytes by part, as slimzip inspect counts them
+    result = compress_fixed(args.checkpoint, args.knobs, out, "--sparsity", str(sparsity), "--prune-pattern", pattern)
+    parts = result["components"]
     model = json.loads((Path(args.checkpoint) / "model.json").read_text())["config"]["model"]["name"]
     print(f"{pattern} at sparsity {sparsity:g}: {result['file_bytes']:,} B, test {result['test_accuracy']:.4f}",
           flush=True)
     return {"model": model, "pattern": pattern, "sparsity": sparsity, "file": str(out),
             "file_bytes": result["file_bytes"], "codes_bytes": parts["codes"], "indices_bytes": parts["indices"],
             "compression_ratio": result["compression_ratio"], "val_accuracy": result.get("val_accuracy"),
-            "test_accuracy": result["test_accuracy"], "cost": {"wall_seconds": round(time.perf_counter() - t0, 1)}}
+            "test_accuracy": result["test_accuracy"], "cost": {"wall_seconds": result["wall_seconds"]}}
 
 
 if __name__ == "__main__":

@@ -54,19 +54,24 @@ def main() -> None:
     print(f"wrote {path}")
 
 
-def _run(args, rate: float, out: Path) -> dict:
+def compress_fixed(checkpoint: str, knobs: str, out: Path, *flags: str) -> dict:
+    """``slimzip compress CHECKPOINT KNOBS FLAGS --out OUT --json`` (fixed knobs): its JSON (file bytes, ratio,
+    val / test accuracy of the decoded file, ``components``: the file's bytes by part, as ``slimzip inspect``
+    counts them), plus ``wall_seconds``."""
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "slimzip", "compress", args.checkpoint, *args.knobs.split(),
-                           "--share-rate", str(rate), "--out", str(out), "--json", "--quiet"],
-                          cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True)
-    result = json.loads(done.stdout)
-    container = read_container(out)
-    parts = inspect_container(container, model_table(container, decode_model(container)))["components"]
+    done = subprocess.run([sys.executable, "-m", "slimzip", "compress", checkpoint, *knobs.split(), *flags,
+                           "--out", str(out), "--json", "--quiet"], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                          check=True)
+    return {**json.loads(done.stdout), "wall_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _run(args, rate: float, out: Path) -> dict:
+    result = compress_fixed(args.checkpoint, args.knobs, out, "--share-rate", str(rate))
     return {"model": result.get("model"), "share_rate": rate, "file": str(out), "file_bytes": result["file_bytes"],
-            "codes_bytes": parts["codes"], "compression_ratio": result["compression_ratio"],
+            "codes_bytes": result["components"]["codes"], "compression_ratio": result["compression_ratio"],
             "test_accuracy": result["test_accuracy"], "val_accuracy": result.get("val_accuracy"),
-            "cost": {"wall_seconds": round(time.perf_counter() - t0, 1)}}
+            "cost": {"wall_seconds": result["wall_seconds"]}}
 
 
 def _reshared(run: Path, rates: list[float], work: Path) -> list[dict]:

@@ -41,8 +41,8 @@ def prune_and_retrain(model: nn.Module, plan: dict, masks: "Masks | None", *, re
                       pattern: str = "weight") -> Pruned:
     """The deep-compression sequence that ``compress`` and every search candidate run: remove channels
     (structured first) and fine-tune; then prune weights to each of ``sparsities`` in turn (magnitude,
-    ``scope``; ``pattern``: single weights or whole rows), fine-tuning with the masks held after each. ``masks`` (None: no weights pruned yet) are
-    the current masks, rebuilt from the zeros after channels go."""
+    ``scope``; ``pattern``: single weights or whole rows), fine-tuning with the masks held after each.
+    ``masks`` (None: no weights pruned yet) are the current masks, rebuilt from the zeros after channels go."""
     spent = 0.0
     if remove_channels is not None:
         model, removed = remove_channels(model)

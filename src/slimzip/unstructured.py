@@ -26,16 +26,13 @@ def _weight_scores(w: torch.Tensor) -> torch.Tensor:
 
 
 def _row_scores(w: torch.Tensor) -> torch.Tensor:
-    """Each weight scored by the mean magnitude of its row (a conv kernel's row of ``kw`` weights; a
+    """Each kept weight scored by the mean magnitude of its row (a conv kernel's row of ``kw`` weights; a
     linear layer's ``LINEAR_ROW`` neighbouring inputs, the last row shorter), so a row is kept or pruned
-    whole: its positions code as one gap and a run of ones."""
-    flat = w.abs().reshape(-1, w.shape[-1])
+    whole: its positions code as one gap and a run of ones. A weight pruned before scores 0, as it does
+    alone, so a kept row never revives it."""
     width = w.shape[-1] if w.dim() > 2 else LINEAR_ROW
-    pad = -flat.shape[1] % width
-    rows = torch.nn.functional.pad(flat, (0, pad)).reshape(flat.shape[0], -1, width)
-    counts = torch.nn.functional.pad(torch.ones_like(flat), (0, pad)).reshape(rows.shape).sum(-1, keepdim=True)
-    mean = (rows.sum(-1, keepdim=True) / counts).expand(rows.shape)
-    return mean.reshape(flat.shape[0], -1)[:, :flat.shape[1]].reshape(w.shape)
+    rows = torch.nn.functional.avg_pool1d(w.abs().reshape(-1, 1, w.shape[-1]), width, ceil_mode=True)
+    return rows.repeat_interleave(width, -1)[..., :w.shape[-1]].reshape(w.shape) * (w != 0)
 
 
 # what a weight's magnitude is judged by: its own (unstructured) or its row's (structured positions)
@@ -85,8 +82,6 @@ class MagnitudePruner:
             scores = {k: PATTERNS[self.pattern](w.detach()) for k, w in weights.items()}
             self.thresholds_ = self._thresholds(weights, scores)
             self.masks_ = {k: s > self.thresholds_[k] for k, s in scores.items()}
-            if self.pattern != "weight":  # a kept row never revives a weight pruned before
-                self.masks_ = {k: m & (weights[k] != 0) for k, m in self.masks_.items()}
         return self
 
     def _thresholds(self, weights: dict[str, torch.Tensor], scores: dict[str, torch.Tensor]) -> dict[str, float]:
