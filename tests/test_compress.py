@@ -275,16 +275,51 @@ def test_hostile_manifests_are_rejected(edit, message):
     (lambda m: _row(m, "s").__setitem__(5, -1), "out of range"),  # nnz
     (lambda m: _row(m, "r").__setitem__(1, "float64"), "unknown dtype"),
     (lambda m: m["tensors"].__setitem__(m["tensors"].index(_row(m, "r")), ["c", 1e30]), "exactly once"),
+    (lambda m: m["model"].update(plan={"features.1": "!!"}), "not a count of kept channels"),
+    (lambda m: m["model"].update(plan={"features.1": 0}), "not a count of kept channels"),
+    (lambda m: m["model"].update(plan={"features.1": False}), "not a count of kept channels"),
+    (lambda m: m["model"].update(plan={"features.1": 301}), r"kept indices must be distinct, in \[0, 300\)"),
+])
+def test_hostile_compact_manifests_are_rejected(edit, message):
+    """Version 4 to 6 rows and count plans: every field checked like version 3's keyed entries."""
+    _, _, blob = _compressed("lenet-300-100")
+    assert decode_container(blob).version == VERSION >= 6
+    with pytest.raises(ContainerError, match=message):
+        decode_model(decode_container(_forge(blob, edit)))
+
+
+@pytest.mark.parametrize("edit, message", [
     (lambda m: m["model"].update(plan={"features.1": "!!"}), "not base64"),
     (lambda m: m["model"].update(plan={"features.1": "AAA="}), "shortest bitmask"),
     (lambda m: m["model"].update(plan={"features.1": 5}), "bitmask string"),
 ])
-def test_hostile_compact_manifests_are_rejected(edit, message):
-    """Version 4 and 5 rows and bitmask plans: every field checked like version 3's keyed entries."""
-    _, _, blob = _compressed("lenet-300-100")
-    assert decode_container(blob).version == VERSION >= 4
+def test_hostile_bitmask_plans_are_rejected(edit, message):
+    """Versions 4 and 5 store the plan as bitmasks, still read and checked."""
+    _, _, blob = _compressed("lenet-300-100", version=5)
     with pytest.raises(ContainerError, match=message):
         decode_model(decode_container(_forge(blob, edit)))
+
+
+def test_count_plans_rebuild_the_model_the_bitmask_plan_rebuilt():
+    """Version 6 stores how many channels a root keeps, not which: the file is smaller and decodes to
+    the same tensors and the same outputs as the version-5 file of the same pruned model."""
+    from slimzip.structured import ChannelPruner
+
+    torch.manual_seed(0)
+    model = create_model("lenet-5-bn").eval()
+    pruner = ChannelPruner(importance="l1", channel_ratio=0.6, scope="layer").fit(model, (1, 28, 28))
+    model = pruner.transform(model, (1, 28, 28)).eval()
+    assert any(kept != list(range(len(kept))) for kept in pruner.plan_.values())  # not the first n channels
+    masks = MagnitudePruner(sparsity=0.8).fit(model).masks_
+    apply_masks_(model, masks)
+    layers = WeightSharer(bits_conv=4, bits_fc=3).fit(model, masks).layers_
+    spec = {"name": "lenet-5-bn", "kwargs": {}, "plan": pruner.plan_}
+    v5, v6 = (encode_model(model, spec, layers, CompressConfig(), version=v) for v in (5, 6))
+    assert decode_container(v6).manifest["model"]["plan"] == {k: len(v) for k, v in pruner.plan_.items()}
+    a, b = decode_model(decode_container(v5)), decode_model(decode_container(v6))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    x = torch.randn(4, 1, 28, 28)
+    assert torch.equal(a(x), b(x)) and len(v6) < len(v5)
 
 
 def test_compact_files_are_smaller_and_decode_to_the_same_weights():
@@ -323,8 +358,8 @@ def test_unknown_flags_and_manifest_bombs_are_rejected():
     old[8:10] = (1).to_bytes(2, "little")
     old = bytes(old[:-4]) + TRAILER.pack(zlib.crc32(bytes(old[:-4])))
     assert decode_container(old).manifest["format"] == "slimzip-model"
-    old = old[:8] + (6).to_bytes(2, "little") + old[10:-4]
-    with pytest.raises(ContainerError, match="version 6"):
+    old = old[:8] + (VERSION + 1).to_bytes(2, "little") + old[10:-4]
+    with pytest.raises(ContainerError, match=f"version {VERSION + 1}"):
         decode_container(old + TRAILER.pack(zlib.crc32(old)))
     bomb = zlib.compress(b" " * (80 << 20), 9)  # inflates past the 64 MiB manifest limit
     raw = HEADER.pack(MAGIC, 1, 1, len(bomb), zlib.crc32(bomb)) + bomb

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .coding import CODECS, FormatError, can_code, entropy_bits, gaps_decode, gaps_encode
-from .compact import MAX_CENTROIDS, compact_layer, compact_manifest, expand_rows, masks_to_plan
+from .compact import MAX_CENTROIDS, compact_layer, compact_manifest, expand_rows, plan_form
 from .container import VERSION, Container, ContainerError, encode_container
 from .errors import SlimzipError
 from .graph import GraphError, build as build_graph, traced
@@ -238,7 +238,7 @@ def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], c
     manifest = {"format": FORMAT, "model": spec, "config": dataclasses.asdict(cfg), "tensors": tensors,
                 **(extra or {})}
     if compact:
-        return encode_container(*compact_manifest(manifest, sections), version=version)
+        return encode_container(*compact_manifest(manifest, sections, version), version=version)
     return encode_container(manifest, sections, version=version)
 
 
@@ -270,7 +270,7 @@ def _model_from_manifest(manifest: dict, model: nn.Module | None = None, contain
     user's own class) narrowed to the stored plan."""
     spec = check_model_spec(manifest, container_version, model is not None)
     if container_version >= SINCE["compact"] and "plan" in spec:
-        spec = {**spec, "plan": masks_to_plan(spec["plan"])}
+        spec = {**spec, "plan": plan_form(container_version)[1](spec["plan"])}
     if model is not None:
         return _narrowed(model, spec)
     if "graph" in spec:

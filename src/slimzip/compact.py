@@ -1,5 +1,5 @@
-"""The version-4 manifest: the tensor table as positional rows, channel plans as bitmasks, codebooks of
-the used centroids only, in float16 (docs/FORMAT.md, "Version 4").
+"""The version-4 manifest: the tensor table as positional rows, channel plans as bitmasks (version 6: as
+counts), codebooks of the used centroids only, in float16 (docs/FORMAT.md, "Version 4", "Version 6").
 
 Names, shapes and section numbers are not stored: the rows follow the rebuilt model's tensor names in
 sorted order (code points; the same whatever order a model registers them in), each row takes the next
@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -54,6 +54,25 @@ def plan_to_masks(plan: dict[str, list[int]]) -> dict[str, str]:
     return out
 
 
+def plan_to_counts(plan: dict[str, list[int]]) -> dict[str, int]:
+    """Version 6: how many channels each root keeps. The file's tensors are the narrowed ones, so which
+    channels were kept does not change the model: the reader keeps the first ``n``."""
+    return {root: len(kept) for root, kept in plan.items()}
+
+
+def counts_to_plan(counts: Any) -> dict[str, list[int]]:
+    """The inverse of ``plan_to_counts`` (the kept channels renumbered from 0), every field checked."""
+    if not isinstance(counts, dict):
+        raise ContainerError("the channel plan is malformed (want {layer: number of kept channels})")
+    plan = {}
+    for root, n in counts.items():
+        if type(n) is not int or not 1 <= n <= MAX_PLAN_CHANNELS:
+            raise ContainerError(f"the channel plan of {root!r} is not a count of kept channels "
+                                 f"(an integer in [1, {MAX_PLAN_CHANNELS}])")
+        plan[root] = list(range(n))
+    return plan
+
+
 def masks_to_plan(masks: Any) -> dict[str, list[int]]:
     """The inverse of ``plan_to_masks``, every field checked."""
     if not isinstance(masks, dict):
@@ -73,9 +92,20 @@ def masks_to_plan(masks: Any) -> dict[str, list[int]]:
     return plan
 
 
-def compact_manifest(manifest: dict, sections: list[bytes]) -> tuple[dict, list[bytes]]:
-    """A keyed (version-3) manifest and its sections as version 4: rows in name order with their sections
-    in the same order, a bitmask plan, no write-time config."""
+SINCE_COUNTS = 6  # the version that stores channel plans as counts
+# how a compact manifest stores the channel plan, by the version that introduced the form: (writer, reader)
+PLAN_FORMS: dict[int, tuple[Callable[[dict], dict], Callable[[Any], dict[str, list[int]]]]] = {
+    4: (plan_to_masks, masks_to_plan), SINCE_COUNTS: (plan_to_counts, counts_to_plan)}
+
+
+def plan_form(version: int) -> tuple[Callable[[dict], dict], Callable[[Any], dict[str, list[int]]]]:
+    """The (writer, reader) of the channel plan in a compact manifest of ``version``."""
+    return PLAN_FORMS[max(v for v in PLAN_FORMS if v <= version)]
+
+
+def compact_manifest(manifest: dict, sections: list[bytes], version: int) -> tuple[dict, list[bytes]]:
+    """A keyed (version-3) manifest and its sections as version 4 or later: rows in name order with their
+    sections in the same order, the plan as bitmasks (version 6: counts), no write-time config."""
     rows, ordered = [], []
     for e in sorted(manifest["tensors"], key=lambda e: e["name"]):
         ordered += [sections[e[key]] for key in SECTIONS[e["encoding"]]]
@@ -86,8 +116,10 @@ def compact_manifest(manifest: dict, sections: list[bytes]) -> tuple[dict, list[
             tag = TAGS[e["encoding"]]
             rows.append([tag] + [e[f] for f in ROWS[tag][1]])
     model = dict(manifest["model"])
+    if "graph" in model and version >= SINCE_COUNTS:
+        model.pop("plan", None)  # the graph is the narrowed model: its plan would change nothing
     if model.get("plan"):
-        model["plan"] = plan_to_masks(model["plan"])
+        model["plan"] = plan_form(version)[0](model["plan"])
     else:
         model.pop("plan", None)
     return {**{k: v for k, v in manifest.items() if k not in ("tensors", "config")}, "model": model,

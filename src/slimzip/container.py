@@ -22,9 +22,9 @@ from .atomic import atomic_write_bytes
 from .errors import SlimzipError
 
 MAGIC = b"\x89SLZ\r\n\x1a\n"  # PNG-style: catches text-mode and truncation damage early
-VERSION = 5  # written; 2 added 'constant' tensors, 3 the model graph, 4 the compact manifest, 5 the adaptive
-# coder (docs/FORMAT.md)
-READABLE = (1, 2, 3, 4, 5)
+VERSION = 6  # written; 2 added 'constant' tensors, 3 the model graph, 4 the compact manifest, 5 the adaptive
+# coder, 6 channel plans as counts (docs/FORMAT.md)
+READABLE = (1, 2, 3, 4, 5, 6)
 LENGTHS_ONLY = 4  # from this version the section table lists lengths only (the file CRC covers the bytes)
 # From version 4 a deflated manifest is raw DEFLATE (RFC 1951) with this preset dictionary: the words every
 # manifest repeats cost a back-reference instead of their letters (a LeNet's manifest: 354 -> 229 bytes).

@@ -84,12 +84,15 @@ def valid_files() -> dict[str, bytes]:
     files["lenet-5-bn-plan-unfolded.slz"] = encode_model(model, spec, layers,
                                                          CompressConfig(coder="huffman", fold_bn=False), version=3)
     files["v4-lenet-5-bn-plan-auto.slz"] = encode_model(model, spec, layers, CompressConfig(coder="auto"), version=4)
-    files["v5-lenet-5-bn-adaptive.slz"] = encode_model(model, spec, layers, CompressConfig(coder="adaptive"))
+    files["v5-lenet-5-bn-adaptive.slz"] = encode_model(model, spec, layers, CompressConfig(coder="adaptive"), version=5)
+    files["v6-lenet-5-bn-plan-counts.slz"] = encode_model(model, spec, layers, CompressConfig(coder="auto"), version=6)
     gm = portable(net, graph)
     files["v4-graph-huffman.slz"] = encode_model(gm, {"graph": graph, "plan": {}}, _shared(gm, 0.5, (3, 3)),
                                                  CompressConfig(coder="huffman"), version=4)
     files["v5-graph-auto.slz"] = encode_model(gm, {"graph": graph, "plan": {}}, _shared(gm, 0.5, (3, 3)),
-                                              CompressConfig(coder="auto"))
+                                              CompressConfig(coder="auto"), version=5)
+    files["v6-graph-auto.slz"] = encode_model(gm, {"graph": graph, "plan": {}}, _shared(gm, 0.5, (3, 3)),
+                                              CompressConfig(coder="auto"), version=6)
     model = create_model("lenet-300-100")
     with torch.no_grad():
         model.state_dict()["features.3.weight"].zero_()  # every weight of a layer pruned: empty streams
@@ -99,7 +102,7 @@ def valid_files() -> dict[str, bytes]:
             model, {"name": "lenet-300-100", "kwargs": {}}, layers, CompressConfig(coder=coder, raw_dtype="float32"),
             version=3)
     files["v5-lenet-300-100-adaptive.slz"] = encode_model(model, {"name": "lenet-300-100", "kwargs": {}}, layers,
-                                                          CompressConfig(coder="adaptive"))
+                                                          CompressConfig(coder="adaptive"), version=5)
     # informative and unknown top-level fields are ignored, in version 4 too
     files["v4-lenet-5-bn-with-config.slz"] = _manifest_edit(
         lambda m: m.update(config={"sparsity": 0.8}, metrics=[0.99], unknown="ignored"))(files["v4-lenet-5-bn-plan-auto.slz"])
@@ -384,6 +387,16 @@ INVALID: dict[str, tuple[str, Callable[[bytes], bytes], str]] = {
         lambda m: m["model"]["plan"].update({"features.0": []})), "channel plan is malformed"),
     "v4-plan-malformed": ("v4-lenet-5-bn-plan-auto.slz", _manifest_edit(lambda m: m["model"].update(plan=[1])),
                           "channel plan is malformed"),
+    "v6-plan-malformed": ("v6-lenet-5-bn-plan-counts.slz", _manifest_edit(lambda m: m["model"].update(plan=[1])),
+                          "number of kept channels"),
+    "v6-plan-bitmask": ("v6-lenet-5-bn-plan-counts.slz", _manifest_edit(
+        lambda m: m["model"]["plan"].update({"features.0": "8A=="})), "not a count of kept channels"),
+    "v6-plan-zero": ("v6-lenet-5-bn-plan-counts.slz", _manifest_edit(
+        lambda m: m["model"]["plan"].update({"features.0": 0})), "not a count of kept channels"),
+    "v6-plan-bool": ("v6-lenet-5-bn-plan-counts.slz", _manifest_edit(
+        lambda m: m["model"]["plan"].update({"features.0": True})), "not a count of kept channels"),
+    "v6-plan-wider-than-layer": ("v6-lenet-5-bn-plan-counts.slz", _manifest_edit(
+        lambda m: m["model"]["plan"].update({"features.0": 21})), "kept indices must be distinct"),
     "v4-plan-not-base64": ("v4-lenet-5-bn-plan-auto.slz", _manifest_edit(
         lambda m: m["model"]["plan"].update({"features.0": "!!!!"})), "not base64"),
     "graph-malformed": ("graph-rans.slz", _manifest_edit(lambda m: _graph(m).pop("nodes")), "graph is malformed"),
