@@ -1,5 +1,6 @@
 """Deep compression: pruning, sharing, the .slz container and its decoder."""
 
+import math
 import subprocess
 import sys
 
@@ -368,17 +369,25 @@ def test_unknown_flags_and_manifest_bombs_are_rejected():
 
 
 def test_uint8_small_tensors_are_within_half_a_step_and_smaller():
-    """raw_dtype uint8 (version 4): BN scale / shift and biases as lo + step x q, q a byte; each decoded value
-    within half a step of the float32 one, and the file smaller than with float16."""
+    """raw_dtype uint8 (version 4; version 6 with a float16 lo and step): BN scale / shift and biases as
+    lo + step x q, q a byte; each decoded value within half a step of the float32 one, the step at most a
+    float16 rounding coarser than (max - min) / 255, and the file smaller than with float16."""
+    from slimzip.codec import quantized_parts
+
     model, _, f16 = _compressed("lenet-5-bn", raw_dtype="float32")
+    sizes = {v: len(_compressed("lenet-5-bn", raw_dtype="uint8", version=v)[2]) for v in (5, 6)}
     _, _, u8 = _compressed("lenet-5-bn", raw_dtype="uint8")
-    a, b = decode_model(decode_container(f16)), decode_model(decode_container(u8))
-    rows = [r for r in decode_container(u8).manifest["tensors"] if r[0] == "q"]
-    assert rows and len(u8) < len(f16) - 2 * sum(1 for _ in rows)
+    c = decode_container(u8)
+    a, b = decode_model(decode_container(f16)), decode_model(c)
+    rows = [r for r in c.manifest["tensors"] if r[0] == "q"]
+    assert rows and len(u8) < len(f16) - 2 * sum(1 for _ in rows) and sizes[6] == sizes[5] - 4 * len(rows)
+    steps = {e["name"]: quantized_parts(c, e, math.prod(e["shape"]))[1] for e in model_table(c, b)
+             if e["encoding"] == "quantized"}
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
-        if x.dtype.is_floating_point and x.numel() and not torch.equal(x, y):
-            step = float(x.max() - x.min()) / 255
-            assert (x - y).abs().max() <= step / 2 + 1e-6 * float(x.abs().max()), name
+        if name in steps:
+            span = float(x.max() - x.min())
+            assert span / 255 <= steps[name] <= (span + 2 ** -10 * float(x.abs().max())) / 255 * (1 + 2 ** -9), name
+            assert (x - y).abs().max() <= steps[name] / 2 + 1e-6 * float(x.abs().max()), name
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -391,10 +400,11 @@ def test_hostile_quantized_rows_are_rejected(edit, message):
         decode_model(decode_container(_forge(blob, edit)))
 
 
-def test_quantized_sections_need_a_finite_lo_and_a_step_of_at_least_zero():
+@pytest.mark.parametrize("version, header", [(5, "<ff"), (6, "<ee")])
+def test_quantized_sections_need_a_finite_lo_and_a_step_of_at_least_zero(version, header):
     import struct
 
-    _, _, blob = _compressed("lenet-5-bn", raw_dtype="uint8")
+    _, _, blob = _compressed("lenet-5-bn", raw_dtype="uint8", version=version)
     c = decode_container(blob)
     manifest = {k: v for k, v in c.manifest.items() if k != "sections"}
     table = model_table(c, decode_model(c))
@@ -402,6 +412,6 @@ def test_quantized_sections_need_a_finite_lo_and_a_step_of_at_least_zero():
     from slimzip.container import encode_container
     for lo, step in ((float("nan"), 0.1), (0.0, -1.0), (float("inf"), 0.0)):
         sections = list(c.sections)
-        sections[q["data"]] = struct.pack("<ff", lo, step) + sections[q["data"]][8:]
+        sections[q["data"]] = struct.pack(header, lo, step) + sections[q["data"]][struct.calcsize(header):]
         with pytest.raises(ContainerError, match="step >= 0"):
             decode_model(decode_container(encode_container(manifest, sections, version=c.version)))

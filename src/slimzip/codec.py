@@ -225,16 +225,9 @@ def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], c
                             "codes": add(code_bytes), "index": add(index_bytes),
                             "code_entropy": round(entropy_bits(codes), 4),
                             "index_entropy": round(entropy_bits(gaps), 4)})
-        elif cfg.raw_dtype == "uint8" and compact:
-            lo, step, q = quantize_uint8(value.detach().cpu().float().numpy())
-            tensors.append({"name": name, "shape": list(value.shape), "encoding": "quantized",
-                            "data": add(np.array([lo, step], dtype="<f4").tobytes() + q.tobytes())})
         else:
-            dtype = "float16" if cfg.raw_dtype == "uint8" else cfg.raw_dtype  # version 3 has no uint8 tensors
-            np_dtype = np.dtype(RAW_DTYPES[dtype][0])
-            tensors.append({"name": name, "shape": list(value.shape), "encoding": "raw", "dtype": dtype,
-                            "data": add(value.detach().cpu().float().numpy().astype(np_dtype.newbyteorder("<"))
-                                        .tobytes())})
+            fields, data = _small_tensor(value.detach().cpu().float().numpy(), cfg.raw_dtype, compact, version)
+            tensors.append({"name": name, "shape": list(value.shape), **fields, "data": add(data)})
     manifest = {"format": FORMAT, "model": spec, "config": dataclasses.asdict(cfg), "tensors": tensors,
                 **(extra or {})}
     if compact:
@@ -342,12 +335,46 @@ def _constant(entry: dict) -> float:
     return float(value)
 
 
-def quantize_uint8(values: np.ndarray) -> tuple[float, float, np.ndarray]:
-    """(lo, step, q): values ~ lo + step x q with q in [0, 255] (float32 arithmetic, as decoded)."""
+QUANTIZED_HEADER = {4: "<f4", 6: "<f2"}  # the dtype of a quantized section's lo and step, by the version that set it
+
+
+def quantized_header(version: int) -> np.dtype:
+    return np.dtype(QUANTIZED_HEADER[max(v for v in QUANTIZED_HEADER if v <= version)])
+
+
+def _small_tensor(values: np.ndarray, raw_dtype: str, compact: bool, version: int) -> tuple[dict, bytes]:
+    """A tensor the codebooks do not share: uint8 steps when asked for (a compact file whose lo and step fit
+    the version's header dtype), else raw in ``raw_dtype`` (float32 when float16 would overflow)."""
+    if raw_dtype == "uint8" and compact:
+        header = quantized_header(version)
+        found = quantize_uint8(values, header)
+        if found is not None:
+            lo, step, q = found
+            return {"encoding": "quantized"}, np.array([lo, step], dtype=header).tobytes() + q.tobytes()
+    dtype = "float16" if raw_dtype == "uint8" else raw_dtype  # version 3 has no uint8 tensors
+    if dtype == "float16" and values.size and np.abs(values).max() > FLOAT16_MAX:
+        dtype = "float32"
+    np_dtype = np.dtype(RAW_DTYPES[dtype][0]).newbyteorder("<")
+    return {"encoding": "raw", "dtype": dtype}, values.astype(np_dtype).tobytes()
+
+
+def quantize_uint8(values: np.ndarray, header: np.dtype = np.dtype("<f4")) -> tuple[float, float, np.ndarray] | None:
+    """(lo, step, q): values ~ lo + step x q with q in [0, 255] (float32 arithmetic, as decoded), lo and step
+    exact in ``header`` (lo rounded down, step up, so that [lo, lo + 255 step] covers the values); None when
+    they do not fit it."""
     if values.size == 0:
         return 0.0, 0.0, np.zeros(values.shape, dtype=np.uint8)
+    kind = header.type
     lo, hi = np.float32(values.min()), np.float32(values.max())
-    step = np.float32((hi - lo) / np.float32(255))
+    lo_h = kind(lo)
+    if np.float32(lo_h) > lo:
+        lo_h = np.nextafter(lo_h, kind(-np.inf))
+    step_h = kind((hi - np.float32(lo_h)) / np.float32(255))
+    while np.isfinite(step_h) and np.float32(lo_h) + np.float32(255) * np.float32(step_h) < hi:
+        step_h = np.nextafter(step_h, kind(np.inf))
+    lo, step = np.float32(lo_h), np.float32(step_h)
+    if not (np.isfinite(lo) and np.isfinite(step)):
+        return None
     if step == 0:
         return float(lo), 0.0, np.zeros(values.shape, dtype=np.uint8)
     return float(lo), float(step), np.clip(np.rint((values - lo) / step), 0, 255).astype(np.uint8)
@@ -355,6 +382,17 @@ def quantize_uint8(values: np.ndarray) -> tuple[float, float, np.ndarray]:
 
 def dequantize_uint8(lo: float, step: float, q: np.ndarray) -> np.ndarray:
     return (np.float32(lo) + np.float32(step) * q.astype(np.float32)).astype(np.float32)
+
+
+def quantized_parts(container: Container, entry: dict, numel: int) -> tuple[float, float, np.ndarray]:
+    """A quantized section's (lo, step, q), checked: its header dtype is the file version's."""
+    data, header = _section(container, entry, "data"), quantized_header(container.version)
+    if len(data) != 2 * header.itemsize + numel:
+        raise ContainerError(f"tensor {entry['name']}: {len(data)} bytes for {numel} values")
+    lo, step = (float(v) for v in np.frombuffer(data[:2 * header.itemsize], dtype=header))
+    if not (math.isfinite(lo) and math.isfinite(step) and step >= 0):
+        raise ContainerError(f"tensor {entry['name']}: lo and step must be finite numbers, step >= 0")
+    return lo, step, np.frombuffer(data[2 * header.itemsize:], dtype=np.uint8)
 
 
 def _decode_tensor(container: Container, entry: dict, like: torch.Tensor) -> torch.Tensor:
@@ -370,13 +408,7 @@ def _decode_tensor(container: Container, entry: dict, like: torch.Tensor) -> tor
             raise ContainerError(f"tensor {entry['name']}: {len(data)} bytes for {numel} values")
         return torch.from_numpy(np.frombuffer(data, dtype=np_dtype).astype(np.float32)).reshape(like.shape)
     if entry.get("encoding") == "quantized":
-        data = _section(container, entry, "data")
-        if len(data) != 8 + numel:
-            raise ContainerError(f"tensor {entry['name']}: {len(data)} bytes for {numel} values")
-        lo, step = np.frombuffer(data[:8], dtype="<f4")
-        if not (np.isfinite(lo) and np.isfinite(step) and step >= 0):
-            raise ContainerError(f"tensor {entry['name']}: lo and step must be finite numbers, step >= 0")
-        return torch.from_numpy(dequantize_uint8(lo, step, np.frombuffer(data[8:], dtype=np.uint8))).reshape(like.shape)
+        return torch.from_numpy(dequantize_uint8(*quantized_parts(container, entry, numel))).reshape(like.shape)
     if entry.get("encoding") != "shared":
         raise ContainerError(f"tensor {entry.get('name')}: unknown encoding")
     return decode_shared(container, entry, like.shape).weight()

@@ -86,6 +86,8 @@ def valid_files() -> dict[str, bytes]:
     files["v4-lenet-5-bn-plan-auto.slz"] = encode_model(model, spec, layers, CompressConfig(coder="auto"), version=4)
     files["v5-lenet-5-bn-adaptive.slz"] = encode_model(model, spec, layers, CompressConfig(coder="adaptive"), version=5)
     files["v6-lenet-5-bn-plan-counts.slz"] = encode_model(model, spec, layers, CompressConfig(coder="auto"), version=6)
+    files["v6-lenet-5-bn-uint8.slz"] = encode_model(model, spec, layers, CompressConfig(coder="auto", raw_dtype="uint8"),
+                                                    version=6)
     gm = portable(net, graph)
     files["v4-graph-huffman.slz"] = encode_model(gm, {"graph": graph, "plan": {}}, _shared(gm, 0.5, (3, 3)),
                                                  CompressConfig(coder="huffman"), version=4)
@@ -456,6 +458,9 @@ INVALID: dict[str, tuple[str, Callable[[bytes], bytes], str]] = {
                             "payload is corrupt"),
     "v5-adaptive-too-large": ("v5-lenet-300-100-adaptive.slz", _adaptive_too_large, "larger than slimzip writes"),
     "v4-quantized-length": ("v4-graph-huffman.slz", _v4_quantized(lambda n: bytes(8 + n + 1)), "bytes for"),
+    "v6-quantized-float32-header": ("v6-graph-auto.slz", _v4_quantized(lambda n: bytes(8 + n)), "bytes for"),
+    "v6-quantized-nan": ("v6-graph-auto.slz", _v4_quantized(lambda n: struct.pack("<ee", float("nan"), 1.0) +
+                                                             bytes(n)), "must be finite"),
     "v4-quantized-nan": ("v4-graph-huffman.slz", _v4_quantized(lambda n: struct.pack("<ff", float("nan"), 1.0) +
                                                                 bytes(n)), "must be finite"),
     "codebook-nan": ("graph-rans.slz", _section_edit("codebook", lambda d: b"\x00\x00\xc0\x7f" + d[4:]), "not finite"),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..codec import RAW_DTYPES, _section, decode_shared, model_table
+from ..codec import RAW_DTYPES, _section, decode_shared, model_table, quantized_parts
 from ..coding import gaps_decode, gaps_encode
 from ..container import Container
 from ..errors import SlimzipError
@@ -75,9 +75,8 @@ def _stored(container: Container, entry: dict, shape: tuple[int, ...]) -> Stored
     if encoding == "constant":
         return Vector(shape, lo=float(entry["value"]))
     if encoding == "quantized":
-        data = _section(container, entry, "data")
-        lo, step = (float(v) for v in np.frombuffer(data[:8], dtype="<f4"))
-        return Vector(shape, q=np.frombuffer(data[8:], dtype=np.uint8).copy(), lo=lo, step=step)
+        lo, step, q = quantized_parts(container, entry, math.prod(shape))
+        return Vector(shape, q=q.copy(), lo=lo, step=step)
     if encoding == "raw":
         dtype = np.dtype(RAW_DTYPES[entry["dtype"]][0]).newbyteorder("<")
         return Vector(shape, values=np.frombuffer(_section(container, entry, "data"), dtype=dtype).astype(np.float32))
