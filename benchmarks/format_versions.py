@@ -1,0 +1,83 @@
+"""What each .slz format version costs for the same compressed model: every file is decoded and written
+again as version 4, 5 and 6 (the same codebooks, codes and kept positions; each version's coders, the
+writer choosing per stream and per tensor as it does), then read back and scored on the test split.
+
+Version 5 adds the table-free adaptive coder, version 6 stores channel plans as counts and the small
+tensors' lo and step in float16. A file's small tensors are quantized again from its decoded values
+(uint8 files) and its BatchNorm folded again, so the test accuracy of each row is measured, not assumed.
+
+Usage: python benchmarks/format_versions.py FILE.slz [FILE.slz ...] [--out benchmarks/results/format_versions.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+from slimzip.api.files import inspect_file
+from slimzip.api.training import evaluate_path
+from slimzip.codec import decode_model, decode_shared, encode_model, model_table
+from slimzip.compact import plan_form
+from slimzip.config import CompressConfig
+from slimzip.container import VERSION, read_container
+from slimzip.measure import dense_fp32_bytes
+from slimzip.models import create_model
+from machine import cpu_name  # benchmarks/machine.py
+
+VERSIONS = tuple(range(4, VERSION + 1))
+
+
+def rewrite(path: Path, version: int) -> bytes:
+    """The file's model and shared layers, written as ``version``."""
+    container = read_container(path)
+    model = decode_model(container)
+    table = model_table(container, model)
+    layers = {e["name"]: decode_shared(container, e, e["shape"]) for e in table if e["encoding"] == "shared"}
+    spec = dict(container.manifest["model"])
+    if "plan" in spec:
+        spec["plan"] = plan_form(container.version)[1](spec["plan"])
+    uint8 = any(e["encoding"] == "quantized" for e in table)
+    cfg = CompressConfig(coder="auto", raw_dtype="uint8" if uint8 else "float16")
+    extra = {k: container.manifest[k] for k in ("dataset", "data") if k in container.manifest}
+    return encode_model(model, spec, layers, cfg, extra, version=version)
+
+
+def row(path: Path, version: int, work: Path) -> dict:
+    out = work / f"{path.stem}-v{version}.slz"
+    out.write_bytes(rewrite(path, version))
+    info = inspect_file(out)
+    acc = evaluate_path(out)["accuracy"]
+    spec = info["model"]  # the ratio is over the full-width model's dense fp32 bytes, as compress reports it
+    dense = dense_fp32_bytes(create_model(spec["name"], **spec.get("kwargs", {}))) if "name" in spec else \
+        sum(t["weights"] for t in info["tensors"]) * 4
+    return {"model": info["architecture"], "version": version, "file_bytes": info["file_bytes"],
+            "compression_ratio": round(dense / info["file_bytes"], 1), "test_accuracy": round(acc, 4),
+            "components": info["components"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/format_versions.json"))
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in args.files:
+            rows += [{"file": str(path), **row(path, v, Path(tmp))} for v in VERSIONS]
+    print(f"{'file':<32} {'version':>7} {'bytes':>8} {'ratio':>8} {'test acc':>8}  components")
+    for r in rows:
+        parts = ", ".join(f"{k} {v:,}" for k, v in r["components"].items())
+        print(f"{r['file'][-32:]:<32} {r['version']:>7} {r['file_bytes']:>8,} {r['compression_ratio']:>7}x "
+              f"{100 * r['test_accuracy']:>7.2f}%  {parts}")
+    command = "python benchmarks/format_versions.py " + " ".join(map(str, args.files))
+    args.out.write_text(json.dumps({"machine": {"cpu": cpu_name()}, "command": command, "rows": rows}, indent=1) + "\n")
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
