@@ -6,7 +6,8 @@ Version 5 adds the table-free adaptive coder, version 6 stores channel plans as 
 tensors' lo and step in float16. A file's small tensors are quantized again from its decoded values
 (uint8 files) and its BatchNorm folded again, so the test accuracy of each row is measured, not assumed.
 
-Usage: python benchmarks/format_versions.py FILE.slz [FILE.slz ...] [--out benchmarks/results/format_versions.json]
+Usage: python benchmarks/format_versions.py FILE.slz [FILE.slz ...] [--raw-bits 8,5,4]
+       [--out benchmarks/results/format_versions.json]
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from machine import cpu_name  # benchmarks/machine.py
 VERSIONS = tuple(range(4, VERSION + 1))
 
 
-def rewrite(path: Path, version: int) -> bytes:
-    """The file's model and shared layers, written as ``version``."""
+def rewrite(path: Path, version: int, raw_bits: int = 8) -> bytes:
+    """The file's model and shared layers, written as ``version`` (small tensors in ``raw_bits``-bit steps)."""
     container = read_container(path)
     model = decode_model(container)
     table = model_table(container, model)
@@ -41,20 +42,20 @@ def rewrite(path: Path, version: int) -> bytes:
     if "plan" in spec:
         spec["plan"] = plan_form(container.version)[1](spec["plan"])
     uint8 = any(e["encoding"] == "quantized" for e in table)
-    cfg = CompressConfig(coder="auto", raw_dtype="uint8" if uint8 else "float16")
+    cfg = CompressConfig(coder="auto", raw_dtype="uint8" if uint8 else "float16", raw_bits=raw_bits)
     extra = {k: container.manifest[k] for k in ("dataset", "data") if k in container.manifest}
     return encode_model(model, spec, layers, cfg, extra, version=version)
 
 
-def row(path: Path, version: int, work: Path) -> dict:
-    out = work / f"{path.stem}-v{version}.slz"
-    out.write_bytes(rewrite(path, version))
+def row(path: Path, version: int, work: Path, raw_bits: int = 8) -> dict:
+    out = work / f"{path.stem}-v{version}-{raw_bits}.slz"
+    out.write_bytes(rewrite(path, version, raw_bits))
     info = inspect_file(out)
     acc = evaluate_path(out)["accuracy"]
     spec = info["model"]  # the ratio is over the full-width model's dense fp32 bytes, as compress reports it
     dense = dense_fp32_bytes(create_model(spec["name"], **spec.get("kwargs", {}))) if "name" in spec else \
         sum(t["weights"] for t in info["tensors"]) * 4
-    return {"model": info["architecture"], "version": version, "file_bytes": info["file_bytes"],
+    return {"model": info["architecture"], "version": version, "raw_bits": raw_bits, "file_bytes": info["file_bytes"],
             "compression_ratio": round(dense / info["file_bytes"], 1), "test_accuracy": round(acc, 4),
             "components": info["components"]}
 
@@ -62,6 +63,8 @@ def row(path: Path, version: int, work: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument("--raw-bits", default="8", help="comma-separated small-tensor step bits to try at the "
+                        "newest version (uint8 files; decoded small tensors quantized again, the rows scored)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/format_versions.json"))
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -69,12 +72,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for path in args.files:
             rows += [{"file": str(path), **row(path, v, Path(tmp))} for v in VERSIONS]
-    print(f"{'file':<32} {'version':>7} {'bytes':>8} {'ratio':>8} {'test acc':>8}  components")
+            rows += [{"file": str(path), **row(path, VERSION, Path(tmp), int(b))} for b in args.raw_bits.split(",")
+                     if int(b) != 8]
+    print(f"{'file':<32} {'version':>7} {'raw bits':>8} {'bytes':>8} {'ratio':>8} {'test acc':>8}  components")
     for r in rows:
         parts = ", ".join(f"{k} {v:,}" for k, v in r["components"].items())
-        print(f"{r['file'][-32:]:<32} {r['version']:>7} {r['file_bytes']:>8,} {r['compression_ratio']:>7}x "
+        print(f"{r['file'][-32:]:<32} {r['version']:>7} {r['raw_bits']:>8} {r['file_bytes']:>8,} {r['compression_ratio']:>7}x "
               f"{100 * r['test_accuracy']:>7.2f}%  {parts}")
-    command = "python benchmarks/format_versions.py " + " ".join(map(str, args.files))
+    command = "python benchmarks/format_versions.py " + " ".join(map(str, args.files)) + \
+        (f" --raw-bits {args.raw_bits}" if args.raw_bits != "8" else "")
     args.out.write_text(json.dumps({"machine": {"cpu": cpu_name()}, "command": command, "rows": rows}, indent=1) + "\n")
     print(f"-> {args.out}")
 

@@ -368,27 +368,55 @@ def test_unknown_flags_and_manifest_bombs_are_rejected():
         decode_container(raw + TRAILER.pack(zlib.crc32(raw)))
 
 
-def test_uint8_small_tensors_are_within_half_a_step_and_smaller():
-    """raw_dtype uint8 (version 4; version 6 with a float16 lo and step): BN scale / shift and biases as
-    lo + step x q, q a byte; each decoded value within half a step of the float32 one, the step at most a
-    float16 rounding coarser than (max - min) / 255, and the file smaller than with float16."""
+@pytest.mark.parametrize("bits", [8, 5, 1])
+def test_uint8_small_tensors_are_within_half_a_step_and_smaller(bits):
+    """raw_dtype uint8 (version 4; version 6 with a float16 lo and step, and ``raw_bits``-bit steps packed):
+    BN scale / shift and biases as lo + step x q; each decoded value within half a step of the float32 one,
+    the step at most a float16 rounding coarser than (max - min) / (2^bits - 1), each section exactly its
+    header and packed bits, and the file smaller than with float16."""
     from slimzip.codec import quantized_parts
 
     model, _, f16 = _compressed("lenet-5-bn", raw_dtype="float32")
     v5 = decode_container(_compressed("lenet-5-bn", raw_dtype="uint8", version=5)[2])
-    _, _, u8 = _compressed("lenet-5-bn", raw_dtype="uint8")
+    _, _, u8 = _compressed("lenet-5-bn", raw_dtype="uint8", raw_bits=bits)
     c = decode_container(u8)
     a, b = decode_model(decode_container(f16)), decode_model(c)
-    rows = [r for r in c.manifest["tensors"] if r[0] == "q"]
-    assert rows and len(u8) < len(f16) - 2 * sum(1 for _ in rows)
-    assert sum(map(len, v5.sections)) - sum(map(len, c.sections)) == 4 * len(rows)  # float16 lo and step
-    steps = {e["name"]: quantized_parts(c, e, math.prod(e["shape"]))[1] for e in model_table(c, b)
-             if e["encoding"] == "quantized"}
+    table = [e for e in model_table(c, b) if e["encoding"] in ("quantized", "packed")]
+    assert table and {e["encoding"] for e in table} == {"quantized" if bits == 8 else "packed"}
+    assert len(u8) < len(f16) - 2 * len(table)
+    numels = [math.prod(e["shape"]) for e in table]
+    assert sum(map(len, v5.sections)) - sum(map(len, c.sections)) == sum(4 + n - (n * bits + 7) // 8 for n in numels)
+    steps = {e["name"]: quantized_parts(c, e, n)[1] for e, n in zip(table, numels)}
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         if name in steps:
-            span = float(x.max() - x.min())
-            assert span / 255 <= steps[name] <= (span + 2 ** -10 * float(x.abs().max())) / 255 * (1 + 2 ** -9), name
+            span, top = float(x.max() - x.min()), 2 ** bits - 1
+            assert span / top <= steps[name] <= (span + 2 ** -10 * float(x.abs().max())) / top * (1 + 2 ** -9), name
             assert (x - y).abs().max() <= steps[name] / 2 + 1e-6 * float(x.abs().max()), name
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda data: data[:-1], "bytes for"),
+    (lambda data: data[:-1] + bytes([data[-1] | 1]), "padding bits"),
+])
+def test_hostile_packed_sections_are_rejected(edit, message):
+    """A packed section is exactly its float16 header and its bits, the padding zero; packed rows exist from
+    version 6 and hold 1 to 8 bits."""
+    from slimzip.container import encode_container
+
+    _, _, blob = _compressed("lenet-5-bn", raw_dtype="uint8", raw_bits=3)
+    c = decode_container(blob)
+    manifest = {k: v for k, v in c.manifest.items() if k != "sections"}
+    entry = next(e for e in model_table(c, decode_model(c))
+                 if e["encoding"] == "packed" and math.prod(e["shape"]) * 3 % 8)
+    sections = list(c.sections)
+    sections[entry["data"]] = edit(sections[entry["data"]])
+    with pytest.raises(ContainerError, match=message):
+        decode_model(decode_container(encode_container(manifest, sections, version=c.version)))
+    for version, row, message in ((5, ["p", 3], "from format version 6"), (6, ["p", 9], "out of range"),
+                                  (6, ["p", True], "out of range")):
+        forged = {**manifest, "tensors": [row if r[0] == "p" else r for r in manifest["tensors"]]}
+        with pytest.raises(ContainerError, match=message):
+            decode_model(decode_container(encode_container(forged, list(c.sections), version=version)))
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -38,13 +38,16 @@ class EncodeSettings(Protocol):
     fold_bn: bool
     coder: str
     raw_dtype: str
+    raw_bits: int
     index_bits_conv: int
     index_bits_fc: int
 
 
-SECTION_KEYS = {"raw": ("data",), "shared": ("codebook", "codes", "index"), "constant": (), "quantized": ("data",)}
+SECTION_KEYS = {"raw": ("data",), "shared": ("codebook", "codes", "index"), "constant": (), "quantized": ("data",),
+                "packed": ("data",)}
 ENCODINGS = tuple(SECTION_KEYS)
-SINCE = {"constant": 2, "graph": 3, "compact": 4, "quantized": 4, "adaptive": 5}  # the version that introduced it
+SINCE = {"constant": 2, "graph": 3, "compact": 4, "quantized": 4, "adaptive": 5, "packed": 6}  # the version that
+# introduced it
 
 
 # --- encoding ------------------------------------------------------------------------------------
@@ -226,7 +229,8 @@ def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], c
                             "code_entropy": round(entropy_bits(codes), 4),
                             "index_entropy": round(entropy_bits(gaps), 4)})
         else:
-            fields, data = _small_tensor(value.detach().cpu().float().numpy(), cfg.raw_dtype, compact, version)
+            fields, data = _small_tensor(value.detach().cpu().float().numpy(), cfg.raw_dtype, cfg.raw_bits, compact,
+                                         version)
             tensors.append({"name": name, "shape": list(value.shape), **fields, "data": add(data)})
     manifest = {"format": FORMAT, "model": spec, "config": dataclasses.asdict(cfg), "tensors": tensors,
                 **(extra or {})}
@@ -342,15 +346,21 @@ def quantized_header(version: int) -> np.dtype:
     return np.dtype(QUANTIZED_HEADER[max(v for v in QUANTIZED_HEADER if v <= version)])
 
 
-def _small_tensor(values: np.ndarray, raw_dtype: str, compact: bool, version: int) -> tuple[dict, bytes]:
-    """A tensor the codebooks do not share: uint8 steps when asked for (a compact file whose lo and step fit
-    the version's header dtype), else raw in ``raw_dtype`` (float32 when float16 would overflow)."""
+def _small_tensor(values: np.ndarray, raw_dtype: str, raw_bits: int, compact: bool,
+                  version: int) -> tuple[dict, bytes]:
+    """A tensor the codebooks do not share: steps of a byte when asked for (a compact file whose lo and step
+    fit the version's header dtype; version 6: ``raw_bits``-bit steps, packed), else raw in ``raw_dtype``
+    (float32 when float16 would overflow)."""
     if raw_dtype == "uint8" and compact:
         header = quantized_header(version)
-        found = quantize_uint8(values, header)
+        bits = raw_bits if version >= SINCE["packed"] else 8
+        found = quantize_uint8(values, header, bits)
         if found is not None:
             lo, step, q = found
-            return {"encoding": "quantized"}, np.array([lo, step], dtype=header).tobytes() + q.tobytes()
+            head = np.array([lo, step], dtype=header).tobytes()
+            if bits == 8:
+                return {"encoding": "quantized"}, head + q.tobytes()
+            return {"encoding": "packed", "bits": bits}, head + pack_bits(q, bits)
     dtype = "float16" if raw_dtype == "uint8" else raw_dtype  # version 3 has no uint8 tensors
     if dtype == "float16" and values.size and np.abs(values).max() > FLOAT16_MAX:
         dtype = "float32"
@@ -358,26 +368,39 @@ def _small_tensor(values: np.ndarray, raw_dtype: str, compact: bool, version: in
     return {"encoding": "raw", "dtype": dtype}, values.astype(np_dtype).tobytes()
 
 
-def quantize_uint8(values: np.ndarray, header: np.dtype = np.dtype("<f4")) -> tuple[float, float, np.ndarray] | None:
-    """(lo, step, q): values ~ lo + step x q with q in [0, 255] (float32 arithmetic, as decoded), lo and step
-    exact in ``header`` (lo rounded down, step up, so that [lo, lo + 255 step] covers the values); None when
-    they do not fit it."""
+def quantize_uint8(values: np.ndarray, header: np.dtype = np.dtype("<f4"),
+                   bits: int = 8) -> tuple[float, float, np.ndarray] | None:
+    """(lo, step, q): values ~ lo + step x q with q in [0, 2^bits - 1] (float32 arithmetic, as decoded), lo and
+    step exact in ``header`` (lo rounded down, step up, so that [lo, lo + top x step] covers the values); None
+    when they do not fit it."""
     if values.size == 0:
         return 0.0, 0.0, np.zeros(values.shape, dtype=np.uint8)
-    kind = header.type
+    kind, top = header.type, np.float32(2 ** bits - 1)
     lo, hi = np.float32(values.min()), np.float32(values.max())
     lo_h = kind(lo)
     if np.float32(lo_h) > lo:
         lo_h = np.nextafter(lo_h, kind(-np.inf))
-    step_h = kind((hi - np.float32(lo_h)) / np.float32(255))
-    while np.isfinite(step_h) and np.float32(lo_h) + np.float32(255) * np.float32(step_h) < hi:
+    step_h = kind((hi - np.float32(lo_h)) / top)
+    while np.isfinite(step_h) and np.float32(lo_h) + top * np.float32(step_h) < hi:
         step_h = np.nextafter(step_h, kind(np.inf))
     lo, step = np.float32(lo_h), np.float32(step_h)
     if not (np.isfinite(lo) and np.isfinite(step)):
         return None
     if step == 0:
         return float(lo), 0.0, np.zeros(values.shape, dtype=np.uint8)
-    return float(lo), float(step), np.clip(np.rint((values - lo) / step), 0, 255).astype(np.uint8)
+    return float(lo), float(step), np.clip(np.rint((values - lo) / step), 0, top).astype(np.uint8)
+
+
+def pack_bits(q: np.ndarray, bits: int) -> bytes:
+    """``bits``-bit unsigned integers, most significant bit first, back to back, zero-padded to a byte."""
+    planes = np.unpackbits(q.reshape(-1, 1).astype(np.uint8), axis=1)[:, 8 - bits:]
+    return np.packbits(planes.reshape(-1)).tobytes()
+
+
+def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
+    """The inverse of ``pack_bits`` (the caller checks the length and the padding)."""
+    planes = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[:count * bits].reshape(count, bits)
+    return np.packbits(np.pad(planes, ((0, 0), (8 - bits, 0))), axis=1).reshape(-1)
 
 
 def dequantize_uint8(lo: float, step: float, q: np.ndarray) -> np.ndarray:
@@ -385,14 +408,21 @@ def dequantize_uint8(lo: float, step: float, q: np.ndarray) -> np.ndarray:
 
 
 def quantized_parts(container: Container, entry: dict, numel: int) -> tuple[float, float, np.ndarray]:
-    """A quantized section's (lo, step, q), checked: its header dtype is the file version's."""
+    """A quantized or packed section's (lo, step, q), checked: its header dtype is the file version's, a
+    packed one's ``bits`` in [1, 8] and its padding bits zero."""
     data, header = _section(container, entry, "data"), quantized_header(container.version)
-    if len(data) != 2 * header.itemsize + numel:
+    bits = _int_field(entry, "bits", 1, 8) if entry["encoding"] == "packed" else 8
+    if len(data) != 2 * header.itemsize + (numel * bits + 7) // 8:
         raise ContainerError(f"tensor {entry['name']}: {len(data)} bytes for {numel} values")
     lo, step = (float(v) for v in np.frombuffer(data[:2 * header.itemsize], dtype=header))
     if not (math.isfinite(lo) and math.isfinite(step) and step >= 0):
         raise ContainerError(f"tensor {entry['name']}: lo and step must be finite numbers, step >= 0")
-    return lo, step, np.frombuffer(data[2 * header.itemsize:], dtype=np.uint8)
+    body = data[2 * header.itemsize:]
+    if bits == 8:
+        return lo, step, np.frombuffer(body, dtype=np.uint8)
+    if numel * bits % 8 and body[-1] & ((1 << (8 - numel * bits % 8)) - 1):
+        raise ContainerError(f"tensor {entry['name']}: the padding bits after its packed values are not zero")
+    return lo, step, unpack_bits(body, bits, numel)
 
 
 def _decode_tensor(container: Container, entry: dict, like: torch.Tensor) -> torch.Tensor:
@@ -407,7 +437,7 @@ def _decode_tensor(container: Container, entry: dict, like: torch.Tensor) -> tor
         if len(data) != numel * np_dtype.itemsize:
             raise ContainerError(f"tensor {entry['name']}: {len(data)} bytes for {numel} values")
         return torch.from_numpy(np.frombuffer(data, dtype=np_dtype).astype(np.float32)).reshape(like.shape)
-    if entry.get("encoding") == "quantized":
+    if entry.get("encoding") in ("quantized", "packed"):
         return torch.from_numpy(dequantize_uint8(*quantized_parts(container, entry, numel))).reshape(like.shape)
     if entry.get("encoding") != "shared":
         raise ContainerError(f"tensor {entry.get('name')}: unknown encoding")
@@ -499,8 +529,9 @@ def _check_table(container: Container, entries: list[dict], state: dict[str, tor
             _constant(entry)
             if container.version < SINCE["constant"]:
                 raise ContainerError(f"tensor {entry['name']}: constant tensors exist from format version 2")
-        if entry["encoding"] == "quantized" and container.version < SINCE["quantized"]:
-            raise ContainerError(f"tensor {entry['name']}: quantized tensors exist from format version 4")
+        if entry["encoding"] in ("quantized", "packed") and container.version < SINCE[entry["encoding"]]:
+            raise ContainerError(f"tensor {entry['name']}: {entry['encoding']} tensors exist from format version "
+                                 f"{SINCE[entry['encoding']]}")
     _sections_used_once(container, entries)
     return names
 

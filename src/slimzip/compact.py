@@ -27,9 +27,11 @@ ROWS: dict[str, tuple[str, tuple[str, ...]]] = {
     "c": ("constant", ("value",)),
     "s": ("shared", ("centroids", "index_bits", "codes_coder", "index_coder", "nnz", "gap_symbols")),
     "q": ("quantized", ()),
+    "p": ("packed", ("bits",)),
 }
 TAGS = {encoding: tag for tag, (encoding, _) in ROWS.items()}
-SECTIONS = {"raw": ("data",), "constant": (), "shared": ("codebook", "codes", "index"), "quantized": ("data",)}
+SECTIONS = {"raw": ("data",), "constant": (), "shared": ("codebook", "codes", "index"), "quantized": ("data",),
+            "packed": ("data",)}
 MAX_CENTROIDS = 1 << 16
 MAX_PLAN_CHANNELS = 1 << 20
 

@@ -124,6 +124,8 @@ class CodingConfig:
     coder: str = knob("auto", "adaptive, rans, huffman, fixed, or auto: the smallest of them for each stream")
     raw_dtype: str = knob("float16", "float16, float32 or uint8 (8-bit affine, .slz version 4) for BN, biases and "
                                      "other small tensors")
+    raw_bits: int = knob(8, "with --raw-dtype uint8: the small tensors' steps in this many bits, packed (1-8; "
+                            ".slz version 6); BatchNorm scale and shift often hold at 4-5")
     fold_bn: bool = knob(True, "store BatchNorm as scale + shift (a preceding bias folded in): exact in eval mode "
                                "and smaller (--no-fold-bn: its four tensors as they are)", flag="--no-fold-bn")
     share_rate: float = knob(0.0, "entropy-constrained weight sharing: each weight's code chosen for its squared "
@@ -141,6 +143,7 @@ class CodingConfig:
         if self.raw_dtype not in RAW_DTYPE_NAMES:
             raise unknown("raw dtype", self.raw_dtype, list(RAW_DTYPE_NAMES))
         check_range("share rate", self.share_rate, 0.0, 1.0)
+        check_range("raw bits", self.raw_bits, 1, 8)
 
 
 @dataclass(frozen=True)

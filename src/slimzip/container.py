@@ -43,12 +43,12 @@ DICTIONARY = (
     b'["r","float32"],["r","float16"],["c",1.0],["c",0.0],["r","float16"],["c",0.0],['
 )
 # Version 6 appends the words its compact manifests repeat: registry names, count plans, the adaptive coder's
-# rows and uint8 small tensors (a LeNet-5's manifest: 154 -> 117 bytes).
+# rows and uint8 and packed small tensors (a LeNet-5's manifest: 154 -> 117 bytes).
 DICTIONARY_V6 = DICTIONARY + (
     b'"dataset":"mnist","format":"slimzip-model","model":{"kwargs":{},"name":"lenet-5-bn","lenet-300-100","resnet56",'
     b'"vgg11","densenet40","plan":{"features.4":"features.9":"layer2.0.conv1":"layer3.0.conv1":},"sections":[8,16,'
     b'"tensors":[["q"],["c",0.0],["c",1.0],["q"],["s",4,2,"fixed","adaptive",],["s",8,3,"adaptive","adaptive",],'
-    b'["s",16,4,"rans","adaptive",],["q"],["c",0.0],'
+    b'["s",16,4,"rans","adaptive",],["q"],["c",0.0],["p",6],["c",0.0],["c",1.0],["p",5],["p",4],["c",0.0],'
 )
 DICTIONARIES = {LENGTHS_ONLY: DICTIONARY, 6: DICTIONARY_V6}  # by the version that introduced it
 HEADER = struct.Struct("<8sHHII")  # magic, version, flags, manifest length, manifest crc32

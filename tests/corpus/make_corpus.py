@@ -28,6 +28,7 @@ from torch import nn
 
 from slimzip.codec import decode_model, encode_model, model_table
 from slimzip.coding import RansCodec
+from slimzip.compact import counts_to_plan, plan_to_masks
 from slimzip.container import (HEADER, MAGIC, TRAILER, decode_container, deflate_manifest, encode_container,
                                inflate_manifest)
 from slimzip.deep_compression import CompressConfig
@@ -88,6 +89,8 @@ def valid_files() -> dict[str, bytes]:
     files["v6-lenet-5-bn-plan-counts.slz"] = encode_model(model, spec, layers, CompressConfig(coder="auto"), version=6)
     files["v6-lenet-5-bn-uint8.slz"] = encode_model(model, spec, layers, CompressConfig(coder="auto", raw_dtype="uint8"),
                                                     version=6)
+    files["v6-lenet-5-bn-packed-5.slz"] = encode_model(
+        model, spec, layers, CompressConfig(coder="auto", raw_dtype="uint8", raw_bits=5), version=6)
     gm = portable(net, graph)
     files["v4-graph-huffman.slz"] = encode_model(gm, {"graph": graph, "plan": {}}, _shared(gm, 0.5, (3, 3)),
                                                  CompressConfig(coder="huffman"), version=4)
@@ -210,6 +213,28 @@ def _v4_quantized(data: Callable[[int], bytes]) -> Callable[[bytes], bytes]:
                 manifest["tensors"][i], sections[taken] = ["q"], data(len(sections[taken]) // 2)
                 break
             taken += {"r": 1, "q": 1, "s": 3, "c": 0}[row[0]]
+        return encode_container(manifest, sections, version=version)
+    return make
+
+
+def _as_version(version: int) -> Callable[[bytes], bytes]:
+    """A version-6 file's manifest and sections declared (and deflated) as ``version``, its plan as bitmasks."""
+    def make(blob: bytes) -> bytes:
+        manifest, sections, _ = _parts(blob)
+        if "plan" in manifest["model"]:
+            manifest["model"]["plan"] = plan_to_masks(counts_to_plan(manifest["model"]["plan"]))
+        return encode_container(manifest, sections, version=version)
+    return make
+
+
+def _v6_packed(edit: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+    """The first packed row's section (one whose values end inside a byte) edited by ``edit``."""
+    def make(blob: bytes) -> bytes:
+        manifest, sections, version = _parts(blob)
+        container = decode_container(blob)
+        entry = next(e for e in model_table(container, decode_model(container))
+                     if e["encoding"] == "packed" and math.prod(e["shape"]) * e["bits"] % 8)
+        sections[entry["data"]] = edit(sections[entry["data"]])
         return encode_container(manifest, sections, version=version)
     return make
 
@@ -461,6 +486,12 @@ INVALID: dict[str, tuple[str, Callable[[bytes], bytes], str]] = {
     "v6-quantized-float32-header": ("v6-graph-auto.slz", _v4_quantized(lambda n: bytes(8 + n)), "bytes for"),
     "v6-quantized-nan": ("v6-graph-auto.slz", _v4_quantized(lambda n: struct.pack("<ee", float("nan"), 1.0) +
                                                              bytes(n)), "must be finite"),
+    "v6-packed-length": ("v6-lenet-5-bn-packed-5.slz", _v6_packed(lambda d: d[:-1]), "bytes for"),
+    "v6-packed-padding": ("v6-lenet-5-bn-packed-5.slz", _v6_packed(lambda d: d[:-1] + bytes([d[-1] | 1])),
+                          "padding bits"),
+    "v6-packed-bits-9": ("v6-lenet-5-bn-packed-5.slz", _manifest_edit(
+        lambda m: [r.__setitem__(1, 9) for r in m["tensors"] if r[0] == "p"]), "out of range"),
+    "v6-packed-in-v5": ("v6-lenet-5-bn-packed-5.slz", _as_version(5), "from format version 6"),
     "v4-quantized-nan": ("v4-graph-huffman.slz", _v4_quantized(lambda n: struct.pack("<ff", float("nan"), 1.0) +
                                                                 bytes(n)), "must be finite"),
     "codebook-nan": ("graph-rans.slz", _section_edit("codebook", lambda d: b"\x00\x00\xc0\x7f" + d[4:]), "not finite"),

@@ -74,7 +74,7 @@ def _stored(container: Container, entry: dict, shape: tuple[int, ...]) -> Stored
     encoding = entry["encoding"]
     if encoding == "constant":
         return Vector(shape, lo=float(entry["value"]))
-    if encoding == "quantized":
+    if encoding in ("quantized", "packed"):
         lo, step, q = quantized_parts(container, entry, math.prod(shape))
         return Vector(shape, q=q.copy(), lo=lo, step=step)
     if encoding == "raw":
