@@ -21,8 +21,7 @@ import torch
 
 from slimzip.api.files import inspect_file
 from slimzip.api.training import evaluate_path
-from slimzip.codec import decode_model, decode_shared, encode_model, model_table
-from slimzip.compact import plan_form
+from slimzip.codec import recode
 from slimzip.config import CompressConfig
 from slimzip.container import VERSION, read_container
 from slimzip.measure import dense_fp32_bytes
@@ -35,16 +34,9 @@ VERSIONS = tuple(range(4, VERSION + 1))
 def rewrite(path: Path, version: int, raw_bits: int = 8) -> bytes:
     """The file's model and shared layers, written as ``version`` (small tensors in ``raw_bits``-bit steps)."""
     container = read_container(path)
-    model = decode_model(container)
-    table = model_table(container, model)
-    layers = {e["name"]: decode_shared(container, e, e["shape"]) for e in table if e["encoding"] == "shared"}
-    spec = dict(container.manifest["model"])
-    if "plan" in spec:
-        spec["plan"] = plan_form(container.version)[1](spec["plan"])
-    uint8 = any(e["encoding"] == "quantized" for e in table)
+    uint8 = any(row[0] in ("q", "p") for row in container.manifest["tensors"] if isinstance(row, list))
     cfg = CompressConfig(coder="auto", raw_dtype="uint8" if uint8 else "float16", raw_bits=raw_bits)
-    extra = {k: container.manifest[k] for k in ("dataset", "data") if k in container.manifest}
-    return encode_model(model, spec, layers, cfg, extra, version=version)
+    return recode(path.read_bytes(), cfg, version)
 
 
 def row(path: Path, version: int, work: Path, raw_bits: int = 8) -> dict:

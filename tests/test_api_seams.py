@@ -155,3 +155,25 @@ def test_prune_channels_takes_one_config_and_refuses_what_contradicts_it(tmp_pat
     with pytest.raises(SlimzipError, match="channel ratio must be in"):
         prune_channels(tmp_path / "none", tmp_path / "out", channel_ratio=1.5)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_raw_ladder_recodes_the_winners_small_tensors_while_the_target_holds(tmp_path):
+    """``min_raw_bits``: after the search, the winner's small tensors one bit fewer at a time, no training; the
+    file shrinks, keeps its other streams, and records the bits its packed rows hold; resumed with the ladder
+    off, the same journal gives the file before it."""
+    from slimzip.container import decode_container
+
+    torch.manual_seed(0)
+    common = dict(**FAST, raw_dtype="uint8", strategy="heuristic")
+    args = (Small(), _data(128, 0), _data(64, 1))
+    lowered = slimzip.search(*args, max_drop=50.0, max_epochs=2, seed=3, run_dir=tmp_path / "run", verbose=False,
+                             config=SearchConfig(**common, min_raw_bits=2))
+    plain = slimzip.search(*args, max_drop=50.0, max_epochs=2, seed=3, run_dir=tmp_path / "run", verbose=False,
+                           config=SearchConfig(**common))
+    bits = lowered.knobs["raw_bits"]
+    assert 2 <= bits < 8 and "raw_bits" not in plain.knobs and lowered.val_accuracy >= lowered.target_accuracy
+    assert lowered.file_bytes < plain.file_bytes
+    rows = decode_container(lowered.data).manifest["tensors"]
+    assert {tuple(r) for r in rows if r[0] in "pq"} == {("p", bits)}
+    shared = [r for r in rows if r[0] == "s"]
+    assert shared == [r for r in decode_container(plain.data).manifest["tensors"] if r[0] == "s"]

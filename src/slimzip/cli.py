@@ -407,7 +407,7 @@ COMPRESS_GROUPS = {  # compress's options by concern (the search's others: "sear
     "fixed knobs (no target)": ["channel_ratio", "sparsity", "retrain_epochs"],
     "pruning": ["scope", "channel_scope", "prune_pattern", "prune_steps", "lr", "centroid_epochs"],
     "the file's coding": ["bits_conv", "bits_fc", "index_bits_conv", "index_bits_fc", "coder", "raw_dtype", "raw_bits",
-                          "fold_bn", "share_rate", "min_bits", "bits_ladder", "max_share_rate"],
+                          "fold_bn", "share_rate", "min_bits", "bits_ladder", "max_share_rate", "min_raw_bits"],
     "search: budgets (a file over one is infeasible)": ["objective", "max_bytes", "max_params", "max_macs", "max_flash",
                                                          "max_ram", "max_latency_ms"],
     "search: recovery (on the whole training split)": ["recover_epochs", "recover_rounds", "recover_step_epochs",

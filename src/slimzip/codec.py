@@ -19,7 +19,7 @@ from torch import nn
 
 from .coding import CODECS, FormatError, can_code, entropy_bits, gaps_decode, gaps_encode
 from .compact import MAX_CENTROIDS, compact_layer, compact_manifest, expand_rows, plan_form
-from .container import VERSION, Container, ContainerError, encode_container
+from .container import VERSION, Container, ContainerError, decode_container, encode_container
 from .errors import SlimzipError
 from .graph import GraphError, build as build_graph, traced
 from .sharing import FLOAT16_MAX, SharedLayer
@@ -237,6 +237,20 @@ def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], c
     if compact:
         return encode_container(*compact_manifest(manifest, sections, version), version=version)
     return encode_container(manifest, sections, version=version)
+
+
+def recode(data: bytes, cfg: EncodeSettings, version: int = VERSION) -> bytes:
+    """A file that rebuilds its model alone, written again with ``cfg``'s coding as ``version``: the same
+    architecture, codebooks, codes and kept positions; small tensors coded again from their decoded values."""
+    container = decode_container(data)
+    model = decode_model(container)
+    table = model_table(container, model)
+    layers = {e["name"]: decode_shared(container, e, e["shape"]) for e in table if e["encoding"] == "shared"}
+    spec = dict(container.manifest["model"])
+    if "plan" in spec and container.version >= SINCE["compact"]:
+        spec["plan"] = plan_form(container.version)[1](spec["plan"])
+    extra = {k: v for k, v in container.manifest.items() if k in ("dataset", "data")}
+    return encode_model(model, spec, layers, cfg, extra, version=version)
 
 
 # --- decoding ------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def upgrade(saved: Any) -> Any:
 # names its codebook bits and share rate); more prune / recover rounds replay the rounds already run from
 # the journal (a walk is a function of its candidates' results) and walk on from the last recovered model.
 FREE_ON_RESUME: dict[str, tuple[str, ...]] = {"search": ("min_bits", "bits_ladder", "max_share_rate",
-                                                         "recover_rounds")}
+                                                         "recover_rounds", "min_raw_bits")}
 
 
 def same_settings(saved: Any, config: Any, defaults: Any = None, resuming: bool = False) -> bool:

@@ -62,6 +62,8 @@ class SearchConfig(TuneConfig, CodingConfig):
                                      "each layer alone, the most kept weights x bits first)")
     max_share_rate: float = knob(0.0, "search: last, raise the winner's --share-rate (doubling from 0.005) up to "
                                       "this while its file meets the target and shrinks (0: off)")
+    min_raw_bits: int = knob(0, "search: last, re-code the winner's small tensors (--raw-dtype uint8) one bit "
+                                "fewer at a time down to this while its file meets the target (1-8; 0: off)")
     speculate: str = knob("off", "frontier: on = climb each move's alternative (the staircase's other knob, a gallop "
                                  "step's bisection) at the same time, on another worker; its cost is counted")
     recover_epochs: int = knob(0, "recovery: full-training-split epochs that retrain the proxy search's best "
@@ -102,6 +104,7 @@ class SearchConfig(TuneConfig, CodingConfig):
         check_range("refine", self.refine, 0, 10)
         check_range("min bits", self.min_bits, 0, 16)
         check_range("max share rate", self.max_share_rate, 0.0, 1.0)
+        check_range("min raw bits", self.min_raw_bits, 0, 8)
         if self.speculate not in SPECULATE:
             raise unknown("speculate", self.speculate, list(SPECULATE))
         if self.objective not in OBJECTIVES:
