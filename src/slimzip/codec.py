@@ -19,7 +19,7 @@ from torch import nn
 
 from .coding import CODECS, FormatError, can_code, entropy_bits, gaps_decode, gaps_encode
 from .compact import MAX_CENTROIDS, compact_layer, compact_manifest, expand_rows, plan_form
-from .container import VERSION, Container, ContainerError, decode_container, encode_container
+from .container import FIXED_COSTS, VERSION, Container, ContainerError, decode_container, encode_container
 from .errors import SlimzipError
 from .graph import GraphError, build as build_graph, traced
 from .sharing import FLOAT16_MAX, SharedLayer
@@ -46,8 +46,8 @@ class EncodeSettings(Protocol):
 SECTION_KEYS = {"raw": ("data",), "shared": ("codebook", "codes", "index"), "constant": (), "quantized": ("data",),
                 "packed": ("data",)}
 ENCODINGS = tuple(SECTION_KEYS)
-SINCE = {"constant": 2, "graph": 3, "compact": 4, "quantized": 4, "adaptive": 5, "packed": 6}  # the version that
-# introduced it
+SINCE = {"constant": 2, "graph": 3, "compact": 4, "quantized": 4, "adaptive": 5,
+         "packed": FIXED_COSTS}  # the version that introduced it
 
 
 # --- encoding ------------------------------------------------------------------------------------
@@ -353,10 +353,12 @@ def _constant(entry: dict) -> float:
     return float(value)
 
 
-QUANTIZED_HEADER = {4: "<f4", 6: "<f2"}  # the dtype of a quantized section's lo and step, by the version that set it
+# the dtype of a quantized section's lo and step, by the version that set it
+QUANTIZED_HEADER = {SINCE["quantized"]: "<f4", FIXED_COSTS: "<f2"}
 
 
 def quantized_header(version: int) -> np.dtype:
+    """The dtype of a quantized or packed section's ``lo`` and ``step`` in a file of ``version``."""
     return np.dtype(QUANTIZED_HEADER[max(v for v in QUANTIZED_HEADER if v <= version)])
 
 

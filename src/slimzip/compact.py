@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .container import ContainerError
+from .container import FIXED_COSTS, LENGTHS_ONLY, ContainerError
 from .sharing import SharedLayer
 
 # row tag -> (encoding, the row's fields after the tag)
@@ -94,10 +94,9 @@ def masks_to_plan(masks: Any) -> dict[str, list[int]]:
     return plan
 
 
-SINCE_COUNTS = 6  # the version that stores channel plans as counts
 # how a compact manifest stores the channel plan, by the version that introduced the form: (writer, reader)
 PLAN_FORMS: dict[int, tuple[Callable[[dict], dict], Callable[[Any], dict[str, list[int]]]]] = {
-    4: (plan_to_masks, masks_to_plan), SINCE_COUNTS: (plan_to_counts, counts_to_plan)}
+    LENGTHS_ONLY: (plan_to_masks, masks_to_plan), FIXED_COSTS: (plan_to_counts, counts_to_plan)}
 
 
 def plan_form(version: int) -> tuple[Callable[[dict], dict], Callable[[Any], dict[str, list[int]]]]:
@@ -118,7 +117,7 @@ def compact_manifest(manifest: dict, sections: list[bytes], version: int) -> tup
             tag = TAGS[e["encoding"]]
             rows.append([tag] + [e[f] for f in ROWS[tag][1]])
     model = dict(manifest["model"])
-    if "graph" in model and version >= SINCE_COUNTS:
+    if "graph" in model and version >= FIXED_COSTS:
         model.pop("plan", None)  # the graph is the narrowed model: its plan would change nothing
     if model.get("plan"):
         model["plan"] = plan_form(version)[0](model["plan"])

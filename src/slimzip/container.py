@@ -26,6 +26,8 @@ VERSION = 6  # written; 2 added 'constant' tensors, 3 the model graph, 4 the com
 # coder, 6 channel plans as counts (docs/FORMAT.md)
 READABLE = (1, 2, 3, 4, 5, 6)
 LENGTHS_ONLY = 4  # from this version the section table lists lengths only (the file CRC covers the bytes)
+FIXED_COSTS = 6  # the version that trims a file's fixed costs: count plans, float16 quantization headers, packed
+# small tensors, a longer manifest dictionary
 # From version 4 a deflated manifest is raw DEFLATE (RFC 1951) with this preset dictionary: the words every
 # manifest repeats cost a back-reference instead of their letters (a LeNet's manifest: 354 -> 229 bytes).
 DICTIONARY = (
@@ -50,7 +52,7 @@ DICTIONARY_V6 = DICTIONARY + (
     b'"tensors":[["q"],["c",0.0],["c",1.0],["q"],["s",4,2,"fixed","adaptive",],["s",8,3,"adaptive","adaptive",],'
     b'["s",16,4,"rans","adaptive",],["q"],["c",0.0],["p",6],["c",0.0],["c",1.0],["p",5],["p",4],["c",0.0],'
 )
-DICTIONARIES = {LENGTHS_ONLY: DICTIONARY, 6: DICTIONARY_V6}  # by the version that introduced it
+DICTIONARIES = {LENGTHS_ONLY: DICTIONARY, FIXED_COSTS: DICTIONARY_V6}  # by the version that introduced it
 HEADER = struct.Struct("<8sHHII")  # magic, version, flags, manifest length, manifest crc32
 TRAILER = struct.Struct("<I")  # crc32 of everything before it
 MAX_MANIFEST = 64 << 20  # bytes; a real manifest is a few KB per hundred tensors
