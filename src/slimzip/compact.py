@@ -117,8 +117,6 @@ def compact_manifest(manifest: dict, sections: list[bytes], version: int) -> tup
             tag = TAGS[e["encoding"]]
             rows.append([tag] + [e[f] for f in ROWS[tag][1]])
     model = dict(manifest["model"])
-    if "graph" in model and version >= FIXED_COSTS:
-        model.pop("plan", None)  # the graph is the narrowed model: its plan would change nothing
     if model.get("plan"):
         model["plan"] = plan_form(version)[0](model["plan"])
     else:
