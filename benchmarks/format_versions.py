@@ -16,12 +16,13 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from slimzip.api.files import inspect_file
 from slimzip.api.training import evaluate_path
-from slimzip.codec import recode
+from slimzip.codec import recoder
 from slimzip.config import CompressConfig
 from slimzip.container import VERSION, read_container
 from slimzip.measure import dense_fp32_bytes
@@ -31,17 +32,19 @@ from machine import cpu_name  # benchmarks/machine.py
 VERSIONS = tuple(range(4, VERSION + 1))
 
 
-def rewrite(path: Path, version: int, raw_bits: int = 8) -> bytes:
-    """The file's model and shared layers, written as ``version`` (small tensors in ``raw_bits``-bit steps)."""
+def rewrites(path: Path) -> Callable[[int, int], bytes]:
+    """The file decoded once; ``write(version, raw_bits)``: its model and shared layers written as ``version``
+    (small tensors in ``raw_bits``-bit steps when the file stores them in steps)."""
     container = read_container(path)
     uint8 = any(row[0] in ("q", "p") for row in container.manifest["tensors"] if isinstance(row, list))
-    cfg = CompressConfig(coder="auto", raw_dtype="uint8" if uint8 else "float16", raw_bits=raw_bits)
-    return recode(path.read_bytes(), cfg, version)
+    write = recoder(container)
+    return lambda version, raw_bits: write(CompressConfig(coder="auto", raw_dtype="uint8" if uint8 else "float16",
+                                                          raw_bits=raw_bits), version)
 
 
-def row(path: Path, version: int, work: Path, raw_bits: int = 8) -> dict:
+def row(path: Path, write: Callable[[int, int], bytes], version: int, work: Path, raw_bits: int = 8) -> dict:
     out = work / f"{path.stem}-v{version}-{raw_bits}.slz"
-    out.write_bytes(rewrite(path, version, raw_bits))
+    out.write_bytes(write(version, raw_bits))
     info = inspect_file(out)
     acc = evaluate_path(out)["accuracy"]
     spec = info["model"]  # the ratio is over the full-width model's dense fp32 bytes, as compress reports it
@@ -63,9 +66,10 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for path in args.files:
-            rows += [{"file": str(path), **row(path, v, Path(tmp))} for v in VERSIONS]
-            rows += [{"file": str(path), **row(path, VERSION, Path(tmp), int(b))} for b in args.raw_bits.split(",")
-                     if int(b) != 8]
+            write = rewrites(path)
+            rows += [{"file": str(path), **row(path, write, v, Path(tmp))} for v in VERSIONS]
+            rows += [{"file": str(path), **row(path, write, VERSION, Path(tmp), int(b))}
+                     for b in args.raw_bits.split(",") if int(b) != 8]
     print(f"{'file':<32} {'version':>7} {'raw bits':>8} {'bytes':>8} {'ratio':>8} {'test acc':>8}  components")
     for r in rows:
         parts = ", ".join(f"{k} {v:,}" for k, v in r["components"].items())

@@ -11,15 +11,15 @@ import copy
 import dataclasses
 import math
 import warnings
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from .coding import CODECS, FormatError, can_code, entropy_bits, gaps_decode, gaps_encode
-from .compact import MAX_CENTROIDS, compact_layer, compact_manifest, expand_rows, plan_form
-from .container import FIXED_COSTS, VERSION, Container, ContainerError, decode_container, encode_container
+from .compact import AFFINE, MAX_CENTROIDS, SECTIONS, compact_layer, compact_manifest, expand_rows, plan_form
+from .container import FIXED_COSTS, VERSION, Container, ContainerError, encode_container, in_effect
 from .errors import SlimzipError
 from .graph import GraphError, build as build_graph, traced
 from .sharing import FLOAT16_MAX, SharedLayer
@@ -43,9 +43,7 @@ class EncodeSettings(Protocol):
     index_bits_fc: int
 
 
-SECTION_KEYS = {"raw": ("data",), "shared": ("codebook", "codes", "index"), "constant": (), "quantized": ("data",),
-                "packed": ("data",)}
-ENCODINGS = tuple(SECTION_KEYS)
+ENCODINGS = tuple(SECTIONS)
 SINCE = {"constant": 2, "graph": 3, "compact": 4, "quantized": 4, "adaptive": 5,
          "packed": FIXED_COSTS}  # the version that introduced it
 
@@ -239,10 +237,10 @@ def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], c
     return encode_container(manifest, sections, version=version)
 
 
-def recode(data: bytes, cfg: EncodeSettings, version: int = VERSION) -> bytes:
-    """A file that rebuilds its model alone, written again with ``cfg``'s coding as ``version``: the same
-    architecture, codebooks, codes and kept positions; small tensors coded again from their decoded values."""
-    container = decode_container(data)
+def recoder(container: Container) -> Callable[..., bytes]:
+    """A file that rebuilds its model alone, decoded once; the returned ``write(cfg, version=VERSION)`` writes
+    it again with ``cfg``'s coding as ``version``: the same architecture, codebooks, codes and kept positions,
+    small tensors coded again from their decoded values."""
     model = decode_model(container)
     table = model_table(container, model)
     layers = {e["name"]: decode_shared(container, e, e["shape"]) for e in table if e["encoding"] == "shared"}
@@ -250,7 +248,10 @@ def recode(data: bytes, cfg: EncodeSettings, version: int = VERSION) -> bytes:
     if "plan" in spec and container.version >= SINCE["compact"]:
         spec["plan"] = plan_form(container.version)[1](spec["plan"])
     extra = {k: v for k, v in container.manifest.items() if k in ("dataset", "data")}
-    return encode_model(model, spec, layers, cfg, extra, version=version)
+
+    def write(cfg: EncodeSettings, version: int = VERSION) -> bytes:
+        return encode_model(model, spec, layers, cfg, extra, version=version)
+    return write
 
 
 # --- decoding ------------------------------------------------------------------------------------
@@ -359,7 +360,7 @@ QUANTIZED_HEADER = {SINCE["quantized"]: "<f4", FIXED_COSTS: "<f2"}
 
 def quantized_header(version: int) -> np.dtype:
     """The dtype of a quantized or packed section's ``lo`` and ``step`` in a file of ``version``."""
-    return np.dtype(QUANTIZED_HEADER[max(v for v in QUANTIZED_HEADER if v <= version)])
+    return np.dtype(in_effect(QUANTIZED_HEADER, version))
 
 
 def _small_tensor(values: np.ndarray, raw_dtype: str, raw_bits: int, compact: bool,
@@ -370,7 +371,7 @@ def _small_tensor(values: np.ndarray, raw_dtype: str, raw_bits: int, compact: bo
     if raw_dtype == "uint8" and compact:
         header = quantized_header(version)
         bits = raw_bits if version >= SINCE["packed"] else 8
-        found = quantize_uint8(values, header, bits)
+        found = quantize_affine(values, header, bits)
         if found is not None:
             lo, step, q = found
             head = np.array([lo, step], dtype=header).tobytes()
@@ -384,7 +385,7 @@ def _small_tensor(values: np.ndarray, raw_dtype: str, raw_bits: int, compact: bo
     return {"encoding": "raw", "dtype": dtype}, values.astype(np_dtype).tobytes()
 
 
-def quantize_uint8(values: np.ndarray, header: np.dtype = np.dtype("<f4"),
+def quantize_affine(values: np.ndarray, header: np.dtype = np.dtype("<f4"),
                    bits: int = 8) -> tuple[float, float, np.ndarray] | None:
     """(lo, step, q): values ~ lo + step x q with q in [0, 2^bits - 1] (float32 arithmetic, as decoded), lo and
     step exact in ``header`` (lo rounded down, step up, so that [lo, lo + top x step] covers the values); None
@@ -419,7 +420,7 @@ def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
     return np.packbits(np.pad(planes, ((0, 0), (8 - bits, 0))), axis=1).reshape(-1)
 
 
-def dequantize_uint8(lo: float, step: float, q: np.ndarray) -> np.ndarray:
+def dequantize_affine(lo: float, step: float, q: np.ndarray) -> np.ndarray:
     return (np.float32(lo) + np.float32(step) * q.astype(np.float32)).astype(np.float32)
 
 
@@ -453,8 +454,8 @@ def _decode_tensor(container: Container, entry: dict, like: torch.Tensor) -> tor
         if len(data) != numel * np_dtype.itemsize:
             raise ContainerError(f"tensor {entry['name']}: {len(data)} bytes for {numel} values")
         return torch.from_numpy(np.frombuffer(data, dtype=np_dtype).astype(np.float32)).reshape(like.shape)
-    if entry.get("encoding") in ("quantized", "packed"):
-        return torch.from_numpy(dequantize_uint8(*quantized_parts(container, entry, numel))).reshape(like.shape)
+    if entry.get("encoding") in AFFINE:
+        return torch.from_numpy(dequantize_affine(*quantized_parts(container, entry, numel))).reshape(like.shape)
     if entry.get("encoding") != "shared":
         raise ContainerError(f"tensor {entry.get('name')}: unknown encoding")
     return decode_shared(container, entry, like.shape).weight()
@@ -545,7 +546,7 @@ def _check_table(container: Container, entries: list[dict], state: dict[str, tor
             _constant(entry)
             if container.version < SINCE["constant"]:
                 raise ContainerError(f"tensor {entry['name']}: constant tensors exist from format version 2")
-        if entry["encoding"] in ("quantized", "packed") and container.version < SINCE[entry["encoding"]]:
+        if entry["encoding"] in AFFINE and container.version < SINCE[entry["encoding"]]:
             raise ContainerError(f"tensor {entry['name']}: {entry['encoding']} tensors exist from format version "
                                  f"{SINCE[entry['encoding']]}")
     _sections_used_once(container, entries)
@@ -614,7 +615,7 @@ def _sections_used_once(container: Container, entries: list[dict]) -> None:
     used = []
     for entry in entries:
         encoding = entry.get("encoding")
-        keys = SECTION_KEYS.get(encoding, ()) if isinstance(encoding, str) else ()
+        keys = SECTIONS.get(encoding, ()) if isinstance(encoding, str) else ()
         used += [entry.get(k) for k in keys]
     if not all(type(u) is int for u in used) or sorted(used) != list(range(len(container.sections))):
         raise ContainerError("the tensor table does not use every section exactly once")

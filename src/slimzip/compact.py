@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .container import FIXED_COSTS, LENGTHS_ONLY, ContainerError
+from .container import FIXED_COSTS, LENGTHS_ONLY, ContainerError, in_effect
 from .sharing import SharedLayer
 
 # row tag -> (encoding, the row's fields after the tag)
@@ -31,7 +31,8 @@ ROWS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 TAGS = {encoding: tag for tag, (encoding, _) in ROWS.items()}
 SECTIONS = {"raw": ("data",), "constant": (), "shared": ("codebook", "codes", "index"), "quantized": ("data",),
-            "packed": ("data",)}
+            "packed": ("data",)}  # each encoding's section fields, in file order
+AFFINE = ("quantized", "packed")  # lo + step x q, q a byte or packed bits
 MAX_CENTROIDS = 1 << 16
 MAX_PLAN_CHANNELS = 1 << 20
 
@@ -101,7 +102,7 @@ PLAN_FORMS: dict[int, tuple[Callable[[dict], dict], Callable[[Any], dict[str, li
 
 def plan_form(version: int) -> tuple[Callable[[dict], dict], Callable[[Any], dict[str, list[int]]]]:
     """The (writer, reader) of the channel plan in a compact manifest of ``version``."""
-    return PLAN_FORMS[max(v for v in PLAN_FORMS if v <= version)]
+    return in_effect(PLAN_FORMS, version)
 
 
 def compact_manifest(manifest: dict, sections: list[bytes], version: int) -> tuple[dict, list[bytes]]:

@@ -17,9 +17,12 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from .atomic import atomic_write_bytes
 from .errors import SlimzipError
+
+T = TypeVar("T")
 
 MAGIC = b"\x89SLZ\r\n\x1a\n"  # PNG-style: catches text-mode and truncation damage early
 VERSION = 6  # written; 2 added 'constant' tensors, 3 the model graph, 4 the compact manifest, 5 the adaptive
@@ -124,9 +127,14 @@ def decode_container(blob: bytes) -> Container:
     return Container(manifest, sections, len(blob), version)
 
 
+def in_effect(by_version: dict[int, T], version: int) -> T:
+    """What a file of ``version`` uses from a table keyed by the version that introduced each entry."""
+    return by_version[max(v for v in by_version if v <= version)]
+
+
 def dictionary(version: int) -> bytes:
     """The preset DEFLATE dictionary of a version-4-or-later manifest."""
-    return DICTIONARIES[max(v for v in DICTIONARIES if v <= version)]
+    return in_effect(DICTIONARIES, version)
 
 
 def deflate_manifest(body: bytes, version: int = VERSION) -> bytes:

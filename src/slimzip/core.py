@@ -29,7 +29,7 @@ from torch import nn
 
 from .checkpoint import atomic_write_bytes, atomic_write_json, load_checkpoint
 from .config import CompressConfig, merged
-from .codec import decode_model, recode, self_describing
+from .codec import decode_model, recoder, self_describing
 from .container import decode_container
 from .data import Loaders
 from .data.adapt import as_loader, as_loaders
@@ -210,11 +210,14 @@ def _lower_raw_bits(data: bytes, cfg: SearchConfig, loaders: Loaders, target: fl
     training; the rest of the file unchanged) while the decoded file meets the target; the smallest such file
     wins. Returns the file, its small tensors' bits and its validation accuracy."""
     kept = (data, cfg.raw_bits, val)
-    if not cfg.min_raw_bits or cfg.raw_dtype != "uint8" or cfg.objective != "bytes" or \
-            not self_describing(decode_container(data).manifest):
+    if not cfg.min_raw_bits or cfg.raw_dtype != "uint8" or cfg.objective != "bytes":
         return kept
+    container = decode_container(data)
+    if not self_describing(container.manifest):
+        return kept
+    write = recoder(container)  # the winner decoded once, written at each step
     for bits in range(cfg.raw_bits - 1, cfg.min_raw_bits - 1, -1):
-        trial = recode(data, dataclasses.replace(cfg, raw_bits=bits))
+        trial = write(dataclasses.replace(cfg, raw_bits=bits))
         acc = evaluate(decode_model(decode_container(trial)).to(loaders.val.x.device), loaders.val)[1]
         log(f"small tensors in {bits} bits: val {pct(acc)} ({'meets' if acc >= target else 'misses'} "
             f"{pct(target)}), {len(trial):,} B", verbose=verbose)

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..codec import RAW_DTYPES, _section, decode_shared, model_table, quantized_parts
 from ..coding import gaps_decode, gaps_encode
+from ..compact import AFFINE
 from ..container import Container
 from ..errors import SlimzipError
 
@@ -74,7 +75,7 @@ def _stored(container: Container, entry: dict, shape: tuple[int, ...]) -> Stored
     encoding = entry["encoding"]
     if encoding == "constant":
         return Vector(shape, lo=float(entry["value"]))
-    if encoding in ("quantized", "packed"):
+    if encoding in AFFINE:
         lo, step, q = quantized_parts(container, entry, math.prod(shape))
         return Vector(shape, q=q.copy(), lo=lo, step=step)
     if encoding == "raw":
