@@ -115,7 +115,7 @@ def test_index_width_zero_picks_the_smallest_position_stream_and_it_decodes(dens
     numel = 60_000
     dense = rng.random(numel) < density * (1 + np.sin(np.arange(numel) / 500))  # density varies along the tensor
     positions = np.flatnonzero(dense)
-    width, gaps, (coder, data) = encode_positions(positions, 0, "auto")
+    width, gaps, (coder, data, _) = encode_positions(positions, 0, "auto")
     sizes = {w: len(encode_positions(positions, w, "auto")[2][1]) for w in INDEX_WIDTHS}
     assert width in INDEX_WIDTHS and len(data) == sizes[width] and len(data) <= 1.02 * min(sizes.values())
     decoded = gaps_decode(CODECS[coder].decode(data, len(gaps), 2 ** width), width, numel)

@@ -11,15 +11,17 @@ import copy
 import dataclasses
 import math
 import warnings
-from typing import Callable, Protocol
+from typing import Callable, NamedTuple, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from .coding import CODECS, FormatError, can_code, entropy_bits, gaps_decode, gaps_encode
-from .compact import AFFINE, MAX_CENTROIDS, SECTIONS, compact_layer, compact_manifest, expand_rows, plan_form
-from .container import FIXED_COSTS, VERSION, Container, ContainerError, encode_container, in_effect
+from .coding import (ADAPTIVE_WORK, CODECS, FormatError, adaptive_cost, can_code, entropy_bits, gaps_decode, gaps_encode, joint_decode,
+                     joint_encode, joint_work)
+from .compact import (AFFINE, JOINT, MAX_CENTROIDS, SECTIONS, STREAMS, compact_layer, compact_manifest, entry_sections,
+                      expand_rows, joint_streams, plan_form)
+from .container import FIXED_COSTS, JOINT_STREAM, VERSION, Container, ContainerError, encode_container, in_effect
 from .errors import SlimzipError
 from .graph import GraphError, build as build_graph, traced
 from .sharing import FLOAT16_MAX, SharedLayer
@@ -45,7 +47,7 @@ class EncodeSettings(Protocol):
 
 ENCODINGS = tuple(SECTIONS)
 SINCE = {"constant": 2, "graph": 3, "compact": 4, "quantized": 4, "adaptive": 5,
-         "packed": FIXED_COSTS}  # the version that introduced it
+         "packed": FIXED_COSTS, "joint": JOINT_STREAM}  # the version that introduced it
 
 
 # --- encoding ------------------------------------------------------------------------------------
@@ -54,49 +56,66 @@ def _index_bits(module: nn.Module, cfg: EncodeSettings) -> int:
     return cfg.index_bits_conv if isinstance(module, nn.Conv2d) else cfg.index_bits_fc
 
 
-def encode_stream(symbols: np.ndarray, alphabet: int, coder: str, version: int = VERSION) -> tuple[str, bytes]:
+class Stream(NamedTuple):
+    """A coded stream: its coder, its bytes (none for a stream in the joint stream) and what it costs the
+    file in bytes (its bytes and its section's entry in the table; in the joint stream, its information)."""
+
+    coder: str
+    data: bytes
+    cost: float
+
+
+SECTION_COST = 2  # bytes a section's entry in the table costs (a length and a comma), beside its data
+
+
+def encode_stream(symbols: np.ndarray, alphabet: int, coder: str, version: int = VERSION,
+                  joint: bool = False) -> Stream:
     """Code one stream with ``coder``, or with whichever coder gives the fewest bytes ('auto') among those a
-    file of format ``version`` may hold and that can code this stream (``adaptive`` bounds its work)."""
+    file of format ``version`` may hold and that can code this stream (``adaptive`` bounds its work);
+    ``joint``: the joint stream (version 7) is one of them, whose cost is the stream's information."""
     usable = [n for n in CODECS if SINCE.get(n, 1) <= version and can_code(n, len(symbols), alphabet)]
     if coder != "auto" and coder not in usable:
         raise SlimzipError(f"coder {coder!r} cannot code this file ({len(symbols):,} symbols in [0, {alphabet}) in "
                            f"a version-{version} file); use --coder auto")
     names = usable if coder == "auto" else [coder]
-    return min(((n, CODECS[n].encode(symbols, alphabet)) for n in names), key=lambda c: len(c[1]))
+    coded = [Stream(n, data, len(data) + SECTION_COST) for n in names for data in [CODECS[n].encode(symbols, alphabet)]]
+    if joint and coder == "auto" and version >= SINCE[JOINT] and can_code("adaptive", len(symbols), alphabet):
+        coded.append(Stream(JOINT, b"", adaptive_cost(symbols, alphabet)[0] / 8))
+    return min(coded, key=lambda c: c.cost)
 
 
 INDEX_WIDTHS = range(2, 13)  # the gap symbol widths (index bits) the writer weighs for a tensor
 INDEX_WIDTHS_CODED = 3  # the widths its estimate ranks first, each coded before the descent
 
 
-def encode_positions(positions: np.ndarray, index_bits: int, coder: str,
-                     version: int = VERSION) -> tuple[int, np.ndarray, tuple[str, bytes]]:
+def encode_positions(positions: np.ndarray, index_bits: int, coder: str, version: int = VERSION,
+                     joint: bool = False) -> tuple[int, np.ndarray, Stream]:
     """A tensor's kept (sorted, flat) positions as gap symbols of ``index_bits`` bits, coded; 0: the width
-    whose stream is smallest, near enough: the widths ranked by an estimate of their stream (the symbols'
+    whose stream costs least, near enough: the widths ranked by an estimate of their stream (the symbols'
     order-0 entropy, plus what an adaptive model pays to learn each distinct symbol), the first few coded,
-    then a descent to either side of the smallest while the coded stream shrinks.
-    Returns (width, symbols, (coder, bytes))."""
+    then a descent to either side of the cheapest while the cost falls.
+    Returns (width, symbols, stream)."""
     if index_bits:
         gaps = gaps_encode(positions, index_bits)
-        return index_bits, gaps, encode_stream(gaps, 2 ** index_bits, coder, version)
+        return index_bits, gaps, encode_stream(gaps, 2 ** index_bits, coder, version, joint)
     symbols = {width: gaps_encode(positions, width) for width in INDEX_WIDTHS}
-    tried: dict[int, tuple[int, np.ndarray, tuple[str, bytes]]] = {}
+    tried: dict[int, tuple[int, np.ndarray, Stream]] = {}
 
-    def coded(width: int) -> tuple[int, np.ndarray, tuple[str, bytes]]:
+    def coded(width: int) -> tuple[int, np.ndarray, Stream]:
         if width not in tried:
-            tried[width] = (width, symbols[width], encode_stream(symbols[width], 2 ** width, coder, version))
+            tried[width] = (width, symbols[width], encode_stream(symbols[width], 2 ** width, coder, version, joint))
         return tried[width]
 
     def estimate(width: int) -> float:
         gaps = symbols[width]
         return len(gaps) * entropy_bits(gaps) + np.count_nonzero(np.bincount(gaps)) * (1 + np.log2(len(gaps) + 1))
 
-    def size(c: tuple[int, np.ndarray, tuple[str, bytes]]) -> int:
-        return len(c[2][1])
-    best = min((coded(w) for w in sorted(INDEX_WIDTHS, key=estimate)[:INDEX_WIDTHS_CODED]), key=size)
+    def cost(c: tuple[int, np.ndarray, Stream]) -> float:
+        return c[2].cost
+    best = min((coded(w) for w in sorted(INDEX_WIDTHS, key=estimate)[:INDEX_WIDTHS_CODED]), key=cost)
     for step in (-1, 1):
         width = best[0] + step
-        while width in INDEX_WIDTHS and size(coded(width)) < size(best):
+        while width in INDEX_WIDTHS and cost(coded(width)) < cost(best):
             best, width = coded(width), width + step
     return best
 
@@ -204,6 +223,7 @@ def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], c
     state, constants = model.state_dict(), {}
     if cfg.fold_bn:
         state, constants = fold_batchnorm(model, spec_input_shape(spec), frozenset(layers))
+    joint = version >= SINCE[JOINT] and compact and cfg.coder == "auto"
     for name, value in state.items():
         if name.endswith("num_batches_tracked"):
             continue  # a training counter; inference never reads it
@@ -211,21 +231,8 @@ def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], c
             tensors.append({"name": name, "shape": list(value.shape), "encoding": "constant",
                             "value": constants[name]})
         elif name in layers:
-            layer = layers[name]
-            positions = np.flatnonzero(layer.mask.numpy().reshape(-1))
-            index_bits, gaps, (index_coder, index_bytes) = encode_positions(
-                positions, _index_bits(modules[name.rsplit(".", 1)[0]], cfg), cfg.coder, version)
-            codes = layer.codes.numpy()
-            alphabet = len(layer.centroids) if compact else 2 ** layer.bits
-            code_coder, code_bytes = encode_stream(codes, alphabet, cfg.coder, version)
-            size = {"centroids": alphabet} if compact else {"bits": layer.bits}
-            tensors.append({"name": name, "shape": list(value.shape), "encoding": "shared", **size,
-                            "index_bits": index_bits, "coders": {"codes": code_coder, "index": index_coder},
-                            "nnz": len(codes), "gap_symbols": len(gaps),
-                            "codebook": add(layer.centroids.numpy().astype("<f2" if compact else "<f4").tobytes()),
-                            "codes": add(code_bytes), "index": add(index_bytes),
-                            "code_entropy": round(entropy_bits(codes), 4),
-                            "index_entropy": round(entropy_bits(gaps), 4)})
+            tensors.append(_shared_entry(name, value.shape, layers[name], _index_bits(modules[name.rsplit(".", 1)[0]], cfg),
+                                         cfg.coder, compact, version, joint, add))
         else:
             fields, data = _small_tensor(value.detach().cpu().float().numpy(), cfg.raw_dtype, cfg.raw_bits, compact,
                                          version)
@@ -233,8 +240,48 @@ def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], c
     manifest = {"format": FORMAT, "model": spec, "config": dataclasses.asdict(cfg), "tensors": tensors,
                 **(extra or {})}
     if compact:
-        return encode_container(*compact_manifest(manifest, sections, version), version=version)
+        return encode_container(*compact_manifest(manifest, sections, version, _joint_section(tensors, add)),
+                                version=version)
     return encode_container(manifest, sections, version=version)
+
+
+def _shared_entry(name: str, shape: torch.Size, layer: SharedLayer, index_bits: int, coder: str, compact: bool,
+                  version: int, joint: bool, add: Callable[[bytes], int]) -> dict:
+    """A shared tensor's keyed entry, its codebook and coded streams added as sections (a stream held in the
+    joint stream keeps its symbols in the entry, for ``_joint_section``)."""
+    positions = np.flatnonzero(layer.mask.numpy().reshape(-1))
+    index_bits, gaps, index = encode_positions(positions, index_bits, coder, version, joint)
+    codes = layer.codes.numpy()
+    alphabet = len(layer.centroids) if compact else 2 ** layer.bits
+    streams = {"codes": (encode_stream(codes, alphabet, coder, version, joint), codes, alphabet),
+               "index": (index, gaps, 2 ** index_bits)}
+    size = {"centroids": alphabet} if compact else {"bits": layer.bits}
+    entry = {"name": name, "shape": list(shape), "encoding": "shared", **size, "index_bits": index_bits,
+             "coders": {k: s.coder for k, (s, _, _) in streams.items()}, "nnz": len(codes), "gap_symbols": len(gaps),
+             "codebook": add(layer.centroids.numpy().astype("<f2" if compact else "<f4").tobytes()),
+             "code_entropy": round(entropy_bits(codes), 4), "index_entropy": round(entropy_bits(gaps), 4)}
+    for key, (stream, symbols, alphabet) in streams.items():
+        if stream.coder == JOINT:
+            entry.setdefault("symbols", {})[key] = (symbols, alphabet)
+        else:
+            entry[key] = add(stream.data)
+    return entry
+
+
+def _joint_section(tensors: list[dict], add: Callable[[bytes], int]) -> bytes | None:
+    """The joint stream of a version-7 file: its streams in row order (names sorted), codes first, while their
+    work fits ``ADAPTIVE_WORK`` (a stream past it is coded alone, adaptively, in its own section); None when no
+    stream is held in it. Removes the symbols ``_shared_entry`` left in the entries."""
+    streams: list[tuple[np.ndarray, int]] = []
+    for e, key in joint_streams(sorted(tensors, key=lambda e: e["name"])):
+        symbols, alphabet = e["symbols"][key]
+        if joint_work([(len(x), a) for x, a in streams] + [(len(symbols), alphabet)]) <= ADAPTIVE_WORK:
+            streams.append((symbols, alphabet))
+        else:
+            e["coders"][key], e[key] = "adaptive", add(CODECS["adaptive"].encode(symbols, alphabet))
+    for e in tensors:
+        e.pop("symbols", None)
+    return joint_encode(streams) if streams else None
 
 
 def recoder(container: Container) -> Callable[..., bytes]:
@@ -461,10 +508,19 @@ def _decode_tensor(container: Container, entry: dict, like: torch.Tensor) -> tor
     return decode_shared(container, entry, like.shape).weight()
 
 
-def decode_shared(container: Container, entry: dict, shape: torch.Size | list[int]) -> SharedLayer:
-    """A shared tensor's codebook, codes and kept positions exactly as stored, every field checked
-    against ``shape`` (the registry model's) before anything is decoded. Version 4: ``centroids`` float16
-    entries, codes below that; before: ``2**bits`` float32 entries."""
+class SharedFields(NamedTuple):
+    alphabet: int  # codebook entries (codes are below it)
+    bits: int
+    codebook_dtype: str
+    index_bits: int
+    nnz: int
+    gap_count: int
+
+
+def shared_fields(container: Container, entry: dict, shape: torch.Size | list[int]) -> SharedFields:
+    """A shared tensor's fields, each checked against ``shape`` (the model's) and the file's version before
+    anything is decoded. Version 4: ``centroids`` float16 entries, codes below that; before: ``2**bits``
+    float32 entries."""
     numel = math.prod(shape)
     if container.version >= SINCE["compact"]:
         alphabet, codebook_dtype = _int_field(entry, "centroids", 1, MAX_CENTROIDS), "<f2"
@@ -473,11 +529,12 @@ def decode_shared(container: Container, entry: dict, shape: torch.Size | list[in
         bits = _int_field(entry, "bits", 1, 16)
         alphabet, codebook_dtype = 2 ** bits, "<f4"
     coders = entry.get("coders")
-    if not isinstance(coders, dict) or not all(isinstance(coders.get(k), str) and coders[k] in CODECS
-                                               for k in ("codes", "index")):
+    if not isinstance(coders, dict) or not all(isinstance(coders.get(k), str) and coders[k] in (*CODECS, JOINT)
+                                               for k in STREAMS):
         raise ContainerError(f"tensor {entry.get('name')}: unknown encoding")
-    if "adaptive" in coders.values() and container.version < SINCE["adaptive"]:
-        raise ContainerError(f"tensor {entry['name']}: the adaptive coder exists from format version 5")
+    for coder in set(coders.values()) & {"adaptive", JOINT}:
+        if container.version < SINCE[coder]:
+            raise ContainerError(f"tensor {entry['name']}: the {coder} coder exists from format version {SINCE[coder]}")
     for key in ("code_entropy", "index_entropy"):  # informational (inspect shows them), still checked
         v = entry.get(key, 0.0)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not _finite(v) or not 0 <= v <= 64:
@@ -485,24 +542,55 @@ def decode_shared(container: Container, entry: dict, shape: torch.Size | list[in
     index_bits = _int_field(entry, "index_bits", 1, 16)
     nnz = _int_field(entry, "nnz", 0, numel)
     gap_count = _int_field(entry, "gap_symbols", nnz, nnz + numel // (2 ** index_bits - 1) + 1)
+    return SharedFields(alphabet, bits, codebook_dtype, index_bits, nnz, gap_count)
+
+
+def _stream_specs(fields: SharedFields) -> dict[str, tuple[int, int]]:
+    """A shared tensor's streams as (symbols, alphabet)."""
+    return {"codes": (fields.nnz, fields.alphabet), "index": (fields.gap_count, 2 ** fields.index_bits)}
+
+
+def decode_shared(container: Container, entry: dict, shape: torch.Size | list[int]) -> SharedLayer:
+    """A shared tensor's codebook, codes and kept positions exactly as stored, every field checked
+    against ``shape`` (the registry model's) before anything is decoded; a stream held in the joint stream
+    was decoded with the table (``tensor_table``)."""
+    f = shared_fields(container, entry, shape)
     codebook = _section(container, entry, "codebook")
-    if len(codebook) != np.dtype(codebook_dtype).itemsize * alphabet:
+    if len(codebook) != np.dtype(f.codebook_dtype).itemsize * f.alphabet:
         raise ContainerError(f"tensor {entry['name']}: codebook has the wrong size")
-    centroids = np.frombuffer(codebook, dtype=codebook_dtype).astype(np.float32)
+    centroids = np.frombuffer(codebook, dtype=f.codebook_dtype).astype(np.float32)
     if not np.isfinite(centroids).all():
         raise ContainerError(f"tensor {entry['name']}: codebook holds a value that is not finite")
+    specs = _stream_specs(f)
     try:
-        codes = CODECS[coders["codes"]].decode(_section(container, entry, "codes"), nnz, alphabet)
-        gaps = CODECS[coders["index"]].decode(_section(container, entry, "index"), gap_count, 2 ** index_bits)
-        positions = gaps_decode(gaps, index_bits, numel)
+        codes, gaps = (entry["symbols"][key][0] if entry["coders"][key] == JOINT else
+                       CODECS[entry["coders"][key]].decode(_section(container, entry, key), *specs[key])
+                       for key in STREAMS)
+        positions = gaps_decode(gaps, f.index_bits, math.prod(shape))
     except FormatError as e:
         raise ContainerError(f"tensor {entry['name']}: {e}") from None
-    if len(positions) != nnz:
-        raise ContainerError(f"tensor {entry['name']}: index holds {len(positions)} weights, expected {nnz}")
-    mask = np.zeros(numel, dtype=bool)
+    if len(positions) != f.nnz:
+        raise ContainerError(f"tensor {entry['name']}: index holds {len(positions)} weights, expected {f.nnz}")
+    mask = np.zeros(math.prod(shape), dtype=bool)
     mask[positions] = True
     return SharedLayer(torch.from_numpy(centroids), torch.from_numpy(np.asarray(codes, dtype=np.int64)),
-                       torch.from_numpy(mask).reshape(shape), bits)
+                       torch.from_numpy(mask).reshape(shape), f.bits)
+
+
+def _decode_joint(container: Container, entries: list[dict]) -> list[dict]:
+    """Version 7: the joint stream (the last section) decoded, each of its streams' symbols and bits left in
+    its entry (``entry["symbols"][stream] = (symbols, bits)``); the fields it needs are checked first."""
+    held = joint_streams(entries)
+    if not held:
+        return entries
+    specs = [_stream_specs(shared_fields(container, e, e["shape"]))[key] for e, key in held]  # rows: shared
+    try:
+        decoded = joint_decode(container.sections[-1], specs)
+    except FormatError as e:
+        raise ContainerError(str(e)) from None
+    for (e, key), stream in zip(held, decoded):
+        e.setdefault("symbols", {})[key] = stream
+    return entries
 
 
 def decode_model(container: Container, model: nn.Module | None = None) -> nn.Module:
@@ -583,7 +671,7 @@ def tensor_table(container: Container, state: dict[str, torch.Tensor]) -> list[d
     entries = container.manifest.get("tensors")
     if container.version >= SINCE["compact"]:
         shapes = {k: list(v.shape) for k, v in state.items()}
-        return expand_rows(entries, shapes, len(container.sections))
+        return _decode_joint(container, expand_rows(entries, shapes, len(container.sections)))
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise ContainerError("manifest has no tensor table")
     return entries
@@ -615,9 +703,10 @@ def _sections_used_once(container: Container, entries: list[dict]) -> None:
     used = []
     for entry in entries:
         encoding = entry.get("encoding")
-        keys = SECTIONS.get(encoding, ()) if isinstance(encoding, str) else ()
+        keys = entry_sections(entry) if isinstance(encoding, str) else ()
         used += [entry.get(k) for k in keys]
-    if not all(type(u) is int for u in used) or sorted(used) != list(range(len(container.sections))):
+    sections = len(container.sections) - (1 if joint_streams(entries) else 0)  # the joint stream: the last
+    if not all(type(u) is int for u in used) or sorted(used) != list(range(sections)):
         raise ContainerError("the tensor table does not use every section exactly once")
 
 

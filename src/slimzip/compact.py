@@ -33,6 +33,8 @@ TAGS = {encoding: tag for tag, (encoding, _) in ROWS.items()}
 SECTIONS = {"raw": ("data",), "constant": (), "shared": ("codebook", "codes", "index"), "quantized": ("data",),
             "packed": ("data",)}  # each encoding's section fields, in file order
 AFFINE = ("quantized", "packed")  # lo + step x q, q a byte or packed bits
+JOINT = "joint"  # the coder of a stream held in the file's joint stream (version 7): the stream has no section
+STREAMS = ("codes", "index")  # a shared tensor's coded streams, in the order they sit in the joint stream
 MAX_CENTROIDS = 1 << 16
 MAX_PLAN_CHANNELS = 1 << 20
 
@@ -105,12 +107,26 @@ def plan_form(version: int) -> tuple[Callable[[dict], dict], Callable[[Any], dic
     return in_effect(PLAN_FORMS, version)
 
 
-def compact_manifest(manifest: dict, sections: list[bytes], version: int) -> tuple[dict, list[bytes]]:
+def entry_sections(entry: dict) -> tuple[str, ...]:
+    """The section fields a keyed entry takes, in file order: its encoding's, less the streams held in the
+    joint stream."""
+    coders = entry.get("coders") if isinstance(entry.get("coders"), dict) else {}
+    return tuple(k for k in SECTIONS.get(entry.get("encoding"), ()) if coders.get(k) != JOINT)
+
+
+def joint_streams(entries: list[dict]) -> list[tuple[dict, str]]:
+    """(entry, stream) of every stream held in the joint stream, in its order: rows in order, codes first."""
+    return [(e, k) for e in entries if isinstance(e.get("coders"), dict) for k in STREAMS if e["coders"].get(k) == JOINT]
+
+
+def compact_manifest(manifest: dict, sections: list[bytes], version: int,
+                     joint: bytes | None = None) -> tuple[dict, list[bytes]]:
     """A keyed (version-3) manifest and its sections as version 4 or later: rows in name order with their
-    sections in the same order, the plan as bitmasks (version 6: counts), no write-time config."""
+    sections in the same order, the plan as bitmasks (version 6: counts), no write-time config;
+    version 7: the joint stream (``joint``) the last section."""
     rows, ordered = [], []
     for e in sorted(manifest["tensors"], key=lambda e: e["name"]):
-        ordered += [sections[e[key]] for key in SECTIONS[e["encoding"]]]
+        ordered += [sections[e[key]] for key in entry_sections(e)]
         if e["encoding"] == "shared":
             rows.append(["s", e["centroids"], e["index_bits"], e["coders"]["codes"], e["coders"]["index"], e["nnz"],
                          e["gap_symbols"]])
@@ -123,12 +139,13 @@ def compact_manifest(manifest: dict, sections: list[bytes], version: int) -> tup
     else:
         model.pop("plan", None)
     return {**{k: v for k, v in manifest.items() if k not in ("tensors", "config")}, "model": model,
-            "tensors": rows}, ordered
+            "tensors": rows}, ordered + ([joint] if joint is not None else [])
 
 
 def expand_rows(rows: Any, shapes: dict[str, list[int]], sections: int) -> list[dict]:
     """Version-4 rows as keyed entries, named and shaped by the model (``shapes``; rows in sorted name
-    order), each taking the next sections; every section must be taken exactly once."""
+    order), each taking the next sections; every section must be taken exactly once (the last is the joint
+    stream when a row holds a stream in it)."""
     if not isinstance(rows, list) or len(rows) != len(shapes):
         raise ContainerError("the file's tensors do not match the model's (one row per tensor, in order)")
     entries, taken = [], 0
@@ -140,10 +157,10 @@ def expand_rows(rows: Any, shapes: dict[str, list[int]], sections: int) -> list[
         entry: dict[str, Any] = {"name": name, "shape": shape, "encoding": encoding, **dict(zip(fields, row[1:]))}
         if encoding == "shared":
             entry["coders"] = {"codes": entry.pop("codes_coder"), "index": entry.pop("index_coder")}
-        for key in SECTIONS[encoding]:
+        for key in entry_sections(entry):
             entry[key] = taken
             taken += 1
         entries.append(entry)
-    if taken != sections:
+    if taken != sections - (1 if joint_streams(entries) else 0):
         raise ContainerError("the tensor table does not use every section exactly once")
     return entries

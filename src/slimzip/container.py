@@ -25,12 +25,14 @@ from .errors import SlimzipError
 T = TypeVar("T")
 
 MAGIC = b"\x89SLZ\r\n\x1a\n"  # PNG-style: catches text-mode and truncation damage early
-VERSION = 6  # written; 2 added 'constant' tensors, 3 the model graph, 4 the compact manifest, 5 the adaptive
-# coder, 6 channel plans as counts (docs/FORMAT.md)
-READABLE = (1, 2, 3, 4, 5, 6)
+VERSION = 7  # written; 2 added 'constant' tensors, 3 the model graph, 4 the compact manifest, 5 the adaptive
+# coder, 6 channel plans as counts, 7 the joint stream (docs/FORMAT.md)
+READABLE = (1, 2, 3, 4, 5, 6, 7)
 LENGTHS_ONLY = 4  # from this version the section table lists lengths only (the file CRC covers the bytes)
 FIXED_COSTS = 6  # the version that trims a file's fixed costs: count plans, float16 quantization headers, packed
 # small tensors, a longer manifest dictionary
+JOINT_STREAM = 7  # the version whose coded streams may share one coder (the joint stream), and whose header drops
+# the manifest's crc32 (the file's covers it)
 # From version 4 a deflated manifest is raw DEFLATE (RFC 1951) with this preset dictionary: the words every
 # manifest repeats cost a back-reference instead of their letters (a LeNet's manifest: 354 -> 229 bytes).
 DICTIONARY = (
@@ -55,8 +57,29 @@ DICTIONARY_V6 = DICTIONARY + (
     b'"tensors":[["q"],["c",0.0],["c",1.0],["q"],["s",4,2,"fixed","adaptive",],["s",8,3,"adaptive","adaptive",],'
     b'["s",16,4,"rans","adaptive",],["q"],["c",0.0],["p",6],["c",0.0],["c",1.0],["p",5],["p",4],["c",0.0],'
 )
-DICTIONARIES = {LENGTHS_ONLY: DICTIONARY, FIXED_COSTS: DICTIONARY_V6}  # by the version that introduced it
+# Version 7 appends the tensor rows of the MNIST registry models as version 7 writes them (LeNet-300-100-BN with
+# uint8 small tensors; LeNet-5-BN with uint8, 7-, 6-, 4- and 5-bit ones), shared rows without their counts: a
+# registry model's rows repeat in every one of its files (a LeNet-5-BN manifest: 104 -> 90 bytes).
+DICTIONARY_V7 = DICTIONARY_V6 + (
+    b'"tensors":[["q"],["s",8,2,"joint","joint",],["c",0.0],["s",8,9,"joint","joint",],["q"],["c",0.0],["c",1.0],["q'
+    b'"],["c",0.0],["s",16,2,"joint","joint",],["q"],["c",0.0],["c",1.0],["q"]]"tensors":[["q"],["s",4,2,"joint","jo'
+    b'int",],["c",0.0],["s",8,2,"joint","joint",],["q"],["c",0.0],["c",1.0],["q"],["q"],["c",0.0],["c",1.0],["q"],["'
+    b'c",0.0],["s",8,2,"joint","joint",],["q"],["c",0.0],["c",1.0],["q"],["c",0.0],["s",4,2,"joint","joint",]]"tenso'
+    b'rs":[["p",7],["s",4,2,"joint","joint",],["c",0.0],["s",8,2,"joint","joint",],["p",7],["c",0.0],["c",1.0],["p",'
+    b'7],["p",7],["c",0.0],["c",1.0],["p",7],["c",0.0],["s",8,2,"joint","joint",],["p",7],["c",0.0],["c",1.0],["p",7'
+    b'],["c",0.0],["s",4,2,"joint","joint",]]"tensors":[["p",6],["s",4,2,"joint","joint",],["c",0.0],["s",8,2,"joint'
+    b'","joint",],["p",6],["c",0.0],["c",1.0],["p",6],["p",6],["c",0.0],["c",1.0],["p",6],["c",0.0],["s",8,2,"joint"'
+    b',"joint",],["p",6],["c",0.0],["c",1.0],["p",6],["c",0.0],["s",4,2,"joint","joint",]]"tensors":[["p",4],["s",4,'
+    b'2,"joint","joint",],["c",0.0],["s",8,2,"joint","joint",],["p",4],["c",0.0],["c",1.0],["p",4],["p",4],["c",0.0]'
+    b',["c",1.0],["p",4],["c",0.0],["s",8,2,"joint","joint",],["p",4],["c",0.0],["c",1.0],["p",4],["c",0.0],["s",4,2'
+    b',"joint","joint",]]"tensors":[["p",5],["s",4,2,"joint","joint",],["c",0.0],["s",8,2,"joint","joint",],["p",5],'
+    b'["c",0.0],["c",1.0],["p",5],["p",5],["c",0.0],["c",1.0],["p",5],["c",0.0],["s",8,2,"joint","joint",],["p",5],['
+    b'"c",0.0],["c",1.0],["p",5],["c",0.0],["s",4,2,"joint","joint",]]'
+)
+DICTIONARIES = {LENGTHS_ONLY: DICTIONARY, FIXED_COSTS: DICTIONARY_V6, JOINT_STREAM: DICTIONARY_V7}  # by the version
+# that introduced it
 HEADER = struct.Struct("<8sHHII")  # magic, version, flags, manifest length, manifest crc32
+HEADER_V7 = struct.Struct("<8sHHI")  # from version 7: magic, version, flags, manifest length (the file crc32 covers it)
 TRAILER = struct.Struct("<I")  # crc32 of everything before it
 MAX_MANIFEST = 64 << 20  # bytes; a real manifest is a few KB per hundred tensors
 MAX_FILE = 8 << 30  # bytes
@@ -88,9 +111,16 @@ def encode_container(manifest: dict, sections: list[bytes], deflate: bool = True
     body = json.dumps({**manifest, "sections": table}, separators=(",", ":"), sort_keys=True).encode()
     if deflate:
         body = deflate_manifest(body, version)
-    head = HEADER.pack(MAGIC, version, FLAG_DEFLATE if deflate else 0, len(body), zlib.crc32(body))
+    flags = FLAG_DEFLATE if deflate else 0
+    head = HEADER_V7.pack(MAGIC, version, flags, len(body)) if version >= JOINT_STREAM else \
+        HEADER.pack(MAGIC, version, flags, len(body), zlib.crc32(body))
     blob = head + body + b"".join(sections)
     return blob + TRAILER.pack(zlib.crc32(blob))
+
+
+def header_size(version: int) -> int:
+    """The fixed header's bytes in a file of ``version`` (version 7 drops the manifest's crc32)."""
+    return (HEADER_V7 if version >= JOINT_STREAM else HEADER).size
 
 
 def write_container(path: str | os.PathLike, manifest: dict, sections: list[bytes]) -> int:
@@ -102,24 +132,31 @@ def write_container(path: str | os.PathLike, manifest: dict, sections: list[byte
 
 def decode_container(blob: bytes) -> Container:
     """Parse and verify a container held in memory."""
-    if len(blob) < HEADER.size + TRAILER.size:
+    if len(blob) < HEADER_V7.size + TRAILER.size:
         raise ContainerError(f"file too short for a .slz container ({len(blob)} bytes)")
-    magic, version, flags, mlen, mcrc = HEADER.unpack_from(blob)
+    magic, version = struct.unpack_from("<8sH", blob)
     if magic != MAGIC:
         raise ContainerError("not a .slz file (bad magic bytes)")
     if version not in READABLE:
         raise ContainerError(f".slz version {version} is not supported (this slimzip reads versions "
                              f"{', '.join(map(str, READABLE))})")
+    if len(blob) < header_size(version) + TRAILER.size:
+        raise ContainerError(f"file too short for a .slz container ({len(blob)} bytes)")
+    if version >= JOINT_STREAM:
+        _, _, flags, mlen = HEADER_V7.unpack_from(blob)
+        mcrc = None
+    else:
+        _, _, flags, mlen, mcrc = HEADER.unpack_from(blob)
     if flags & ~FLAG_DEFLATE:
         raise ContainerError(f"unknown flags {flags:#x}")
     (fcrc,) = TRAILER.unpack_from(blob, len(blob) - TRAILER.size)
     if zlib.crc32(blob[:-TRAILER.size]) != fcrc:
         raise ContainerError("file checksum mismatch (truncated or corrupted)")
-    payload_start = HEADER.size + mlen
+    payload_start = header_size(version) + mlen
     if mlen > MAX_MANIFEST or payload_start > len(blob) - TRAILER.size:
         raise ContainerError("manifest length is past the end of the file")
-    body = blob[HEADER.size:payload_start]
-    if zlib.crc32(body) != mcrc:
+    body = blob[header_size(version):payload_start]
+    if mcrc is not None and zlib.crc32(body) != mcrc:
         raise ContainerError("manifest checksum mismatch")
     manifest = _parse_manifest(inflate_manifest(body, version) if flags & FLAG_DEFLATE else body)
     payload = memoryview(blob)[payload_start:len(blob) - TRAILER.size]

@@ -28,7 +28,7 @@ from torch import nn
 
 from slimzip.codec import decode_model, encode_model, model_table
 from slimzip.coding import RansCodec
-from slimzip.compact import counts_to_plan, plan_to_masks
+from slimzip.compact import counts_to_plan, plan_form
 from slimzip.container import (HEADER, MAGIC, TRAILER, decode_container, deflate_manifest, encode_container,
                                inflate_manifest)
 from slimzip.deep_compression import CompressConfig
@@ -91,6 +91,8 @@ def valid_files() -> dict[str, bytes]:
                                                     version=6)
     files["v6-lenet-5-bn-packed-5.slz"] = encode_model(
         model, spec, layers, CompressConfig(coder="auto", raw_dtype="uint8", raw_bits=5), version=6)
+    files["v7-lenet-5-bn-joint.slz"] = encode_model(
+        model, spec, layers, CompressConfig(coder="auto", raw_dtype="uint8", raw_bits=5), version=7)
     gm = portable(net, graph)
     files["v4-graph-huffman.slz"] = encode_model(gm, {"graph": graph, "plan": {}}, _shared(gm, 0.5, (3, 3)),
                                                  CompressConfig(coder="huffman"), version=4)
@@ -98,6 +100,8 @@ def valid_files() -> dict[str, bytes]:
                                               CompressConfig(coder="auto"), version=5)
     files["v6-graph-auto.slz"] = encode_model(gm, {"graph": graph, "plan": {}}, _shared(gm, 0.5, (3, 3)),
                                               CompressConfig(coder="auto"), version=6)
+    files["v7-graph-joint.slz"] = encode_model(gm, {"graph": graph, "plan": {}}, _shared(gm, 0.5, (3, 3)),
+                                               CompressConfig(coder="auto", raw_dtype="uint8"), version=7)
     model = create_model("lenet-300-100")
     with torch.no_grad():
         model.state_dict()["features.3.weight"].zero_()  # every weight of a layer pruned: empty streams
@@ -108,6 +112,8 @@ def valid_files() -> dict[str, bytes]:
             version=3)
     files["v5-lenet-300-100-adaptive.slz"] = encode_model(model, {"name": "lenet-300-100", "kwargs": {}}, layers,
                                                           CompressConfig(coder="adaptive"), version=5)
+    files["v7-lenet-300-100-empty-layer-joint.slz"] = encode_model(
+        model, {"name": "lenet-300-100", "kwargs": {}}, layers, CompressConfig(coder="auto"), version=7)
     # informative and unknown top-level fields are ignored, in version 4 too
     files["v4-lenet-5-bn-with-config.slz"] = _manifest_edit(
         lambda m: m.update(config={"sparsity": 0.8}, metrics=[0.99], unknown="ignored"))(files["v4-lenet-5-bn-plan-auto.slz"])
@@ -218,11 +224,12 @@ def _v4_quantized(data: Callable[[int], bytes]) -> Callable[[bytes], bytes]:
 
 
 def _as_version(version: int) -> Callable[[bytes], bytes]:
-    """A version-6 file's manifest and sections declared (and deflated) as ``version``, its plan as bitmasks."""
+    """A version-6-or-later file's manifest and sections declared (and deflated) as ``version``, its plan in
+    that version's form."""
     def make(blob: bytes) -> bytes:
         manifest, sections, _ = _parts(blob)
         if "plan" in manifest["model"]:
-            manifest["model"]["plan"] = plan_to_masks(counts_to_plan(manifest["model"]["plan"]))
+            manifest["model"]["plan"] = plan_form(version)[0](counts_to_plan(manifest["model"]["plan"]))
         return encode_container(manifest, sections, version=version)
     return make
 
@@ -290,6 +297,48 @@ def _adaptive_too_large(blob: bytes) -> bytes:
             sections[taken + 1] = bytes(math.ceil(numel * max(1, math.ceil(math.log2(row[1]))) / 8))
             break
         taken += {"r": 1, "q": 1, "s": 3, "c": 0}[row[0]]
+    return encode_container(manifest, sections, version=version)
+
+
+def _v7_joint(edit: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+    """The joint stream (a version-7 file's last section) edited by ``edit``."""
+    def make(blob: bytes) -> bytes:
+        manifest, sections, version = _parts(blob)
+        sections[-1] = edit(sections[-1])
+        return encode_container(manifest, sections, version=version)
+    return make
+
+
+def _joint_padding(blob: bytes) -> bytes:
+    """The last prior byte's padding bits set (the file holds a number of joint streams not a multiple of 4)."""
+    manifest, sections, version = _parts(blob)
+    streams = sum(row[3:5].count("joint") for row in manifest["tensors"] if row[0] == "s")
+    assert 2 * streams % 8, "the source file's priors end on a byte"
+    head, data = (2 * streams + 7) // 8, sections[-1]
+    sections[-1] = data[:head - 1] + bytes([data[head - 1] | 1]) + data[head:]
+    return encode_container(manifest, sections, version=version)
+
+
+def _joint_too_large(blob: bytes) -> bytes:
+    """LeNet-300-100's fc1 (235,200 weights) as every weight kept, its 16-bit gaps in the joint stream (a model
+    of 65,536 symbols per block: past ``ADAPTIVE_WORK``), fixed-width codes."""
+    manifest, sections, version = _parts(blob)
+    taken = 0
+    names = sorted(k for k in create_model("lenet-300-100").state_dict() if not k.endswith("num_batches_tracked"))
+    for name, row in zip(names, manifest["tensors"]):  # rows in name order
+        if name == "features.1.weight":
+            numel = 300 * 784
+            codes_at = taken + 1 if row[3] != "joint" else None
+            row[2:7] = [16, "fixed", "joint", numel, numel]
+            code_bytes = bytes(math.ceil(numel * max(1, math.ceil(math.log2(row[1]))) / 8))
+            if codes_at is None:
+                sections.insert(taken + 1, code_bytes)
+            else:
+                sections[codes_at] = code_bytes
+                if len(sections) > taken + 2:  # its index section leaves: the stream is joint now
+                    del sections[taken + 2]
+            break
+        taken += 3 - row[3:5].count("joint") if row[0] == "s" else {"r": 1, "q": 1, "c": 0, "p": 1}[row[0]]
     return encode_container(manifest, sections, version=version)
 
 
@@ -482,6 +531,13 @@ INVALID: dict[str, tuple[str, Callable[[bytes], bytes], str]] = {
     "v5-adaptive-corrupt": ("v5-lenet-5-bn-adaptive.slz", _v5_adaptive(lambda d: d[:-4] + b"\0\0\0\0"),
                             "payload is corrupt"),
     "v5-adaptive-too-large": ("v5-lenet-300-100-adaptive.slz", _adaptive_too_large, "larger than slimzip writes"),
+    "v7-joint-words-left": ("v7-lenet-5-bn-joint.slz", _v7_joint(lambda d: d + b"\1\0\0\0"), "words left over"),
+    "v7-joint-corrupt": ("v7-lenet-5-bn-joint.slz", _v7_joint(lambda d: d[:-4] + b"\0\0\0\0"), "joint stream is corrupt"),
+    "v7-joint-not-words": ("v7-lenet-5-bn-joint.slz", _v7_joint(lambda d: d[:-1]), "not whole 32-bit words"),
+    "v7-joint-empty": ("v7-lenet-5-bn-joint.slz", _v7_joint(lambda d: b""), "truncated"),
+    "v7-joint-padding": ("v7-lenet-300-100-empty-layer-joint.slz", _joint_padding, "padding bits"),
+    "v7-joint-in-v6": ("v7-lenet-5-bn-joint.slz", _as_version(6), "from format version 7"),
+    "v7-joint-too-large": ("v7-lenet-300-100-empty-layer-joint.slz", _joint_too_large, "larger than slimzip writes"),
     "v4-quantized-length": ("v4-graph-huffman.slz", _v4_quantized(lambda n: bytes(8 + n + 1)), "bytes for"),
     "v6-quantized-float32-header": ("v6-graph-auto.slz", _v4_quantized(lambda n: bytes(8 + n)), "bytes for"),
     "v6-quantized-nan": ("v6-graph-auto.slz", _v4_quantized(lambda n: struct.pack("<ee", float("nan"), 1.0) +
