@@ -1,9 +1,9 @@
 """What each .slz format version costs for the same compressed model: every file is decoded and written
-again as version 4, 5 and 6 (the same codebooks, codes and kept positions; each version's coders, the
+again as version 4, 5, 6 and 7 (the same codebooks, codes and kept positions; each version's coders, the
 writer choosing per stream and per tensor as it does), then read back and scored on the test split.
 
 Version 5 adds the table-free adaptive coder, version 6 stores channel plans as counts and the small
-tensors' lo and step in float16. A file's small tensors are quantized again from its decoded values
+tensors' lo and step in float16, version 7 codes the streams in one joint stream. A file's small tensors are quantized again from its decoded values
 (uint8 files) and its BatchNorm folded again, so the test accuracy of each row is measured, not assumed.
 
 Usage: python benchmarks/format_versions.py FILE.slz [FILE.slz ...] [--raw-bits 8,5,4]

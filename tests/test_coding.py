@@ -120,3 +120,34 @@ def test_index_width_zero_picks_the_smallest_position_stream_and_it_decodes(dens
     assert width in INDEX_WIDTHS and len(data) == sizes[width] and len(data) <= 1.02 * min(sizes.values())
     decoded = gaps_decode(CODECS[coder].decode(data, len(gaps), 2 ** width), width, numel)
     assert np.array_equal(decoded, positions)
+
+
+@settings(max_examples=25, deadline=None)
+@given(streams=st.lists(symbol_arrays(), min_size=0, max_size=6))
+def test_the_joint_stream_round_trips_and_attributes_every_bit(streams):
+    """Several adaptive streams in one coder (format version 7) decode to themselves, in order; the bits each
+    took add up to the coder's words less at most its final state."""
+    from slimzip.coding import joint_decode, joint_encode
+
+    data = joint_encode(streams)
+    out = joint_decode(data, [(len(x), a) for x, a in streams])
+    assert all(np.array_equal(y, x) for (y, _), (x, _) in zip(out, streams)) and len(out) == len(streams)
+    head = (2 * len(streams) + 7) // 8
+    assert 0 <= 8 * (len(data) - head) - sum(bits for _, bits in out) <= 64
+
+
+def test_the_joint_stream_is_smaller_than_its_streams_apart_and_refuses_damage():
+    from slimzip.coding import adaptive_cost, joint_decode, joint_encode
+
+    rng = np.random.default_rng(3)
+    streams = [(np.minimum(rng.geometric(0.3, n) - 1, 15), 16) for n in (40, 300, 2000, 7)]
+    data = joint_encode(streams)
+    apart = sum(len(CODECS["adaptive"].encode(x, a)) for x, a in streams)
+    assert len(data) <= apart - 3 * 4  # a final state and a prior byte saved per stream but one
+    assert len(data) <= sum(adaptive_cost(x, a)[0] for x, a in streams) / 8 + 1 + 8  # its information + one state
+    specs = [(len(x), a) for x, a in streams]
+    for bad in (data + b"\1\0\0\0", data[:-1], data[:-4] + bytes(4), b""):
+        with pytest.raises(FormatError):
+            joint_decode(bad, specs)
+    with pytest.raises(FormatError, match="larger than slimzip writes"):
+        joint_decode(data, [(2 ** 20, 2 ** 16)] * 4)

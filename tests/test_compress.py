@@ -444,3 +444,37 @@ def test_quantized_sections_need_a_finite_lo_and_a_step_of_at_least_zero(version
         sections[q["data"]] = struct.pack(header, lo, step) + sections[q["data"]][struct.calcsize(header):]
         with pytest.raises(ContainerError, match="step >= 0"):
             decode_model(decode_container(encode_container(manifest, sections, version=c.version)))
+
+
+def test_version_7_holds_the_streams_in_one_joint_stream_and_decodes_the_same_weights():
+    """``--coder auto`` at version 7 puts a stream in the joint stream when its information there costs less
+    than its own section; the model decodes to the version-6 file's weights in fewer bytes, ``inspect``'s
+    components still add up, and an explicit coder writes no joint stream."""
+    from slimzip.inspection import inspect_container
+
+    _, _, v7 = _compressed("lenet-5-bn", coder="auto", raw_dtype="uint8")
+    _, _, v6 = _compressed("lenet-5-bn", coder="auto", raw_dtype="uint8", version=6)
+    c7, c6 = decode_container(v7), decode_container(v6)
+    a, b = decode_model(c7), decode_model(c6)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    rows = [r for r in c7.manifest["tensors"] if r[0] == "s"]
+    assert any("joint" in r[3:5] for r in rows) and len(v7) < len(v6) - 4 * sum(r[3:5].count("joint") for r in rows) + 8
+    assert sum(inspect_container(c7, model_table(c7, a))["components"].values()) == len(v7)
+    _, _, apart = _compressed("lenet-5-bn", coder="adaptive", raw_dtype="uint8")
+    assert not any("joint" in r for r in decode_container(apart).manifest["tensors"])
+
+
+def test_streams_past_the_joint_streams_work_bound_are_coded_apart(monkeypatch):
+    """The joint stream's work (blocks x alphabet, summed) stays within ``ADAPTIVE_WORK``: a stream that
+    would take it past is written in its own adaptive section, and the file decodes the same."""
+    from slimzip import codec, coding
+
+    _, _, whole = _compressed("lenet-5-bn", coder="auto")
+    expected = decode_model(decode_container(whole)).state_dict()
+    monkeypatch.setattr(coding, "ADAPTIVE_WORK", 2600)  # the largest stream fits, not the sum
+    monkeypatch.setattr(codec, "ADAPTIVE_WORK", 2600)
+    _, _, split = _compressed("lenet-5-bn", coder="auto")
+    rows = decode_container(split).manifest["tensors"]
+    assert any("adaptive" in r for r in rows) and any("joint" in r for r in rows)
+    decoded = decode_model(decode_container(split)).state_dict()
+    assert all(torch.equal(decoded[k], expected[k]) for k in expected)
