@@ -89,7 +89,7 @@ def _paths(obj, prefix=()):
 
 def mutate(blob: bytes, rng: random.Random) -> bytes:
     container = decode_container(blob)
-    manifest = copy.deepcopy({k: v for k, v in container.manifest.items() if k != "sections"})
+    manifest = copy.deepcopy(container.manifest)
     sections = list(container.sections)
     for _ in range(rng.choice([1, 1, 1, 2, 3])):
         paths = [p for p, _ in _paths(manifest) if p]
@@ -121,7 +121,7 @@ def mutate_graph(blob: bytes, rng: random.Random) -> bytes | None:
     """A mutation that knows the graph: a layer argument, a node's argument or target, or a node moved,
     each to a value a careless writer or an attacker might put there (None: the file has no graph)."""
     container = decode_container(blob)
-    manifest = copy.deepcopy({k: v for k, v in container.manifest.items() if k != "sections"})
+    manifest = copy.deepcopy(container.manifest)
     graph = manifest.get("model", {}).get("graph") if isinstance(manifest.get("model"), dict) else None
     if not isinstance(graph, dict):
         return None

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from slimzip.codec import decode_model, encode_model, model_table
-from slimzip.container import VERSION, ContainerError, decode_container, read_container, write_container
+from slimzip.container import VERSION, ContainerError, decode_container, encode_container, read_container, \
+    write_container
 from slimzip.data import get_dataset_spec
 from slimzip.deep_compression import CompressConfig
 from slimzip.errors import SlimzipError
@@ -238,9 +239,8 @@ def _row(manifest: dict, tag: str) -> list:
 def _forge(blob: bytes, edit) -> bytes:
     """Re-encode a container with an edited manifest and valid checksums: a hostile, not a damaged, file."""
     c = decode_container(blob)
-    manifest = {k: v for k, v in c.manifest.items() if k != "sections"}
+    manifest = dict(c.manifest)  # encode_container writes the section table (version 7: the one given)
     edit(manifest)
-    from slimzip.container import encode_container
 
     return encode_container(manifest, c.sections, version=c.version)
 
@@ -275,14 +275,14 @@ def test_hostile_manifests_are_rejected(edit, message):
     (lambda m: _row(m, "s").__setitem__(1, 2 ** 17), "out of range"),
     (lambda m: _row(m, "s").__setitem__(5, -1), "out of range"),  # nnz
     (lambda m: _row(m, "r").__setitem__(1, "float64"), "unknown dtype"),
-    (lambda m: m["tensors"].__setitem__(m["tensors"].index(_row(m, "r")), ["c", 1e30]), "exactly once"),
+    (lambda m: m["tensors"].__setitem__(m["tensors"].index(_row(m, "r")), ["c", 1e30]), "do not add up"),
     (lambda m: m["model"].update(plan={"features.1": "!!"}), "not a count of kept channels"),
     (lambda m: m["model"].update(plan={"features.1": 0}), "not a count of kept channels"),
     (lambda m: m["model"].update(plan={"features.1": False}), "not a count of kept channels"),
     (lambda m: m["model"].update(plan={"features.1": 301}), r"kept indices must be distinct, in \[0, 300\)"),
 ])
 def test_hostile_compact_manifests_are_rejected(edit, message):
-    """Version 4 to 6 rows and count plans: every field checked like version 3's keyed entries."""
+    """Version 4 to 7 rows and count plans: every field checked like version 3's keyed entries."""
     _, _, blob = _compressed("lenet-300-100")
     assert decode_container(blob).version == VERSION >= 6
     with pytest.raises(ContainerError, match=message):
@@ -336,8 +336,10 @@ def test_compact_files_are_smaller_and_decode_to_the_same_weights():
 def test_write_is_atomic_and_reports_size(tmp_path):
     size = write_container(tmp_path / "a.slz", {"format": "x"}, [b"abc", b""])
     assert size == (tmp_path / "a.slz").stat().st_size
-    c = read_container(tmp_path / "a.slz")
-    assert c.sections == [b"abc", b""] and [p.name for p in tmp_path.iterdir()] == ["a.slz"]
+    c = read_container(tmp_path / "a.slz")  # version 7: the payload, cut when a tensor table is read
+    assert c.payload == b"abc" and c.sections == [b"abc"] and [p.name for p in tmp_path.iterdir()] == ["a.slz"]
+    old = decode_container(encode_container({"format": "x"}, [b"abc", b""], version=6))
+    assert old.sections == [b"abc", b""]
 
 
 def test_auto_coder_is_never_larger_than_any_single_coder():
@@ -401,17 +403,17 @@ def test_uint8_small_tensors_are_within_half_a_step_and_smaller(bits):
 def test_hostile_packed_sections_are_rejected(edit, message):
     """A packed section is exactly its float16 header and its bits, the padding zero; packed rows exist from
     version 6 and hold 1 to 8 bits."""
-    from slimzip.container import encode_container
 
-    _, _, blob = _compressed("lenet-5-bn", raw_dtype="uint8", raw_bits=3)
-    c = decode_container(blob)
-    manifest = {k: v for k, v in c.manifest.items() if k != "sections"}
-    entry = next(e for e in model_table(c, decode_model(c))
-                 if e["encoding"] == "packed" and math.prod(e["shape"]) * 3 % 8)
-    sections = list(c.sections)
-    sections[entry["data"]] = edit(sections[entry["data"]])
-    with pytest.raises(ContainerError, match=message):
-        decode_model(decode_container(encode_container(manifest, sections, version=c.version)))
+    for version in (6, 7):  # version 7 implies the section's length: a shorter one misplaces every later section
+        _, _, blob = _compressed("lenet-5-bn", raw_dtype="uint8", raw_bits=3, version=version)
+        c = decode_container(blob)
+        manifest = dict(c.manifest)  # encode_container writes the section table (version 7: the one given)
+        entry = next(e for e in model_table(c, decode_model(c))
+                     if e["encoding"] == "packed" and math.prod(e["shape"]) * 3 % 8)
+        sections = list(c.sections)
+        sections[entry["data"]] = edit(sections[entry["data"]])
+        with pytest.raises(ContainerError, match=message if version == 6 or message != "bytes for" else "add up"):
+            decode_model(decode_container(encode_container(manifest, sections, version=c.version)))
     for version, row, message in ((5, ["p", 3], "from format version 6"), (6, ["p", 9], "out of range"),
                                   (6, ["p", True], "out of range")):
         forged = {**manifest, "tensors": [row if r[0] == "p" else r for r in manifest["tensors"]]}
@@ -421,7 +423,7 @@ def test_hostile_packed_sections_are_rejected(edit, message):
 
 @pytest.mark.parametrize("edit, message", [
     (lambda m: _row(m, "q").append(0.5), "malformed row"),
-    (lambda m: m["tensors"].__setitem__(m["tensors"].index(_row(m, "q")), ["r", "float16"]), "bytes for"),
+    (lambda m: m["tensors"].__setitem__(m["tensors"].index(_row(m, "q")), ["r", "float16"]), "add up"),  # v7: implied
 ])
 def test_hostile_quantized_rows_are_rejected(edit, message):
     _, _, blob = _compressed("lenet-5-bn", raw_dtype="uint8")
@@ -435,10 +437,9 @@ def test_quantized_sections_need_a_finite_lo_and_a_step_of_at_least_zero(version
 
     _, _, blob = _compressed("lenet-5-bn", raw_dtype="uint8", version=version)
     c = decode_container(blob)
-    manifest = {k: v for k, v in c.manifest.items() if k != "sections"}
+    manifest = dict(c.manifest)  # encode_container writes the section table (version 7: the one given)
     table = model_table(c, decode_model(c))
     q = next(e for e in table if e["encoding"] == "quantized")
-    from slimzip.container import encode_container
     for lo, step in ((float("nan"), 0.1), (0.0, -1.0), (float("inf"), 0.0)):
         sections = list(c.sections)
         sections[q["data"]] = struct.pack(header, lo, step) + sections[q["data"]][struct.calcsize(header):]

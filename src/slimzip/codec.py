@@ -20,8 +20,8 @@ from torch import nn
 from .coding import (ADAPTIVE_WORK, CODECS, FormatError, adaptive_cost, can_code, entropy_bits, gaps_decode, gaps_encode, joint_decode,
                      joint_encode, joint_work)
 from .compact import (AFFINE, JOINT, MAX_CENTROIDS, SECTIONS, STREAMS, compact_layer, compact_manifest, entry_sections,
-                      expand_rows, joint_streams, plan_form)
-from .container import FIXED_COSTS, JOINT_STREAM, VERSION, Container, ContainerError, encode_container, in_effect
+                      expand_rows, implied, joint_streams, plan_form)
+from .container import FIXED_COSTS, IMPLIED_LENGTHS, JOINT_STREAM, VERSION, Container, ContainerError, encode_container, in_effect
 from .errors import SlimzipError
 from .graph import GraphError, build as build_graph, traced
 from .sharing import FLOAT16_MAX, SharedLayer
@@ -577,6 +577,47 @@ def decode_shared(container: Container, entry: dict, shape: torch.Size | list[in
                        torch.from_numpy(mask).reshape(shape), f.bits)
 
 
+def _implied_length(container: Container, entry: dict, key: str) -> int:
+    """The length of a section a version-7 row implies (``compact.implied``), its fields checked first."""
+    numel = math.prod(entry["shape"])
+    if entry["encoding"] == "shared":
+        f = shared_fields(container, entry, entry["shape"])
+        if key == "codebook":
+            return 2 * f.alphabet
+        count, alphabet = _stream_specs(f)[key]
+        return (count * max(1, math.ceil(math.log2(alphabet))) + 7) // 8
+    if entry["encoding"] == "raw":
+        if not isinstance(entry.get("dtype"), str) or entry["dtype"] not in RAW_DTYPES:
+            raise ContainerError(f"tensor {entry['name']}: unknown dtype")
+        return numel * np.dtype(RAW_DTYPES[entry["dtype"]][0]).itemsize
+    bits = _int_field(entry, "bits", 1, 8) if entry["encoding"] == "packed" else 8
+    return 2 * quantized_header(container.version).itemsize + (numel * bits + 7) // 8
+
+
+def _cut_payload(container: Container, entries: list[dict]) -> list[dict]:
+    """Version 7: the payload cut into the rows' sections, in place (``Container.sections``): each section's
+    length implied by its row and shape or, for a coded stream that is not ``fixed``, the next length of the
+    table; the joint stream, when a row names it, is the rest. Returns ``entries``."""
+    table = container.manifest.get("sections", [])
+    if not all(type(n) is int and n >= 0 for n in table):
+        raise ContainerError("section table: every length must be a non-negative integer")
+    listed, lengths = iter(table), []
+    for entry in entries:
+        for key in entry_sections(entry):
+            length = _implied_length(container, entry, key) if implied(entry, key) else next(listed, None)
+            if length is None:
+                raise ContainerError("the section table lists fewer lengths than the file's coded streams")
+            lengths.append(length)
+    if next(listed, None) is not None:
+        raise ContainerError("the section table lists more lengths than the file's coded streams")
+    rest = len(container.payload) - sum(lengths)
+    if rest < 0 or (rest and not joint_streams(entries)):
+        raise ContainerError("section lengths do not add up to the payload")
+    starts = np.cumsum([0] + lengths + ([rest] if joint_streams(entries) else [])).tolist()
+    container.sections[:] = [container.payload[a:b] for a, b in zip(starts, starts[1:])]
+    return entries
+
+
 def _decode_joint(container: Container, entries: list[dict]) -> list[dict]:
     """Version 7: the joint stream (the last section) decoded, each of its streams' symbols and bits left in
     its entry (``entry["symbols"][stream] = (symbols, bits)``); the fields it needs are checked first."""
@@ -671,6 +712,8 @@ def tensor_table(container: Container, state: dict[str, torch.Tensor]) -> list[d
     entries = container.manifest.get("tensors")
     if container.version >= SINCE["compact"]:
         shapes = {k: list(v.shape) for k, v in state.items()}
+        if container.version >= IMPLIED_LENGTHS:
+            return _decode_joint(container, _cut_payload(container, expand_rows(entries, shapes, None)))
         return _decode_joint(container, expand_rows(entries, shapes, len(container.sections)))
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise ContainerError("manifest has no tensor table")

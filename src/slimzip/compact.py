@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .container import FIXED_COSTS, LENGTHS_ONLY, ContainerError, in_effect
+from .container import FIXED_COSTS, IMPLIED_LENGTHS, LENGTHS_ONLY, ContainerError, in_effect
 from .sharing import SharedLayer
 
 # row tag -> (encoding, the row's fields after the tag)
@@ -114,6 +114,12 @@ def entry_sections(entry: dict) -> tuple[str, ...]:
     return tuple(k for k in SECTIONS.get(entry.get("encoding"), ()) if coders.get(k) != JOINT)
 
 
+def implied(entry: dict, key: str) -> bool:
+    """Whether a version-7 reader knows the length of an entry's ``key`` section from its row and shape: all
+    but the coded streams whose coder is not ``fixed``."""
+    return key not in STREAMS or entry["coders"][key] == "fixed"
+
+
 def joint_streams(entries: list[dict]) -> list[tuple[dict, str]]:
     """(entry, stream) of every stream held in the joint stream, in its order: rows in order, codes first."""
     return [(e, k) for e in entries if isinstance(e.get("coders"), dict) for k in STREAMS if e["coders"].get(k) == JOINT]
@@ -123,10 +129,11 @@ def compact_manifest(manifest: dict, sections: list[bytes], version: int,
                      joint: bytes | None = None) -> tuple[dict, list[bytes]]:
     """A keyed (version-3) manifest and its sections as version 4 or later: rows in name order with their
     sections in the same order, the plan as bitmasks (version 6: counts), no write-time config;
-    version 7: the joint stream (``joint``) the last section."""
-    rows, ordered = [], []
+    version 7: the joint stream (``joint``) the last section, and a table of the lengths the rows do not imply."""
+    rows, ordered, explicit = [], [], []
     for e in sorted(manifest["tensors"], key=lambda e: e["name"]):
         ordered += [sections[e[key]] for key in entry_sections(e)]
+        explicit += [len(sections[e[key]]) for key in entry_sections(e) if not implied(e, key)]
         if e["encoding"] == "shared":
             rows.append(["s", e["centroids"], e["index_bits"], e["coders"]["codes"], e["coders"]["index"], e["nnz"],
                          e["gap_symbols"]])
@@ -138,14 +145,15 @@ def compact_manifest(manifest: dict, sections: list[bytes], version: int,
         model["plan"] = plan_form(version)[0](model["plan"])
     else:
         model.pop("plan", None)
+    table = {"sections": explicit} if version >= IMPLIED_LENGTHS else {}
     return {**{k: v for k, v in manifest.items() if k not in ("tensors", "config")}, "model": model,
-            "tensors": rows}, ordered + ([joint] if joint is not None else [])
+            "tensors": rows, **table}, ordered + ([joint] if joint is not None else [])
 
 
-def expand_rows(rows: Any, shapes: dict[str, list[int]], sections: int) -> list[dict]:
+def expand_rows(rows: Any, shapes: dict[str, list[int]], sections: int | None) -> list[dict]:
     """Version-4 rows as keyed entries, named and shaped by the model (``shapes``; rows in sorted name
     order), each taking the next sections; every section must be taken exactly once (the last is the joint
-    stream when a row holds a stream in it)."""
+    stream when a row holds a stream in it; ``sections`` None: version 7, whose payload is cut by the rows)."""
     if not isinstance(rows, list) or len(rows) != len(shapes):
         raise ContainerError("the file's tensors do not match the model's (one row per tensor, in order)")
     entries, taken = [], 0
@@ -161,6 +169,6 @@ def expand_rows(rows: Any, shapes: dict[str, list[int]], sections: int) -> list[
             entry[key] = taken
             taken += 1
         entries.append(entry)
-    if taken != sections - (1 if joint_streams(entries) else 0):
+    if sections is not None and taken != sections - (1 if joint_streams(entries) else 0):
         raise ContainerError("the tensor table does not use every section exactly once")
     return entries

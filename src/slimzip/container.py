@@ -33,6 +33,7 @@ FIXED_COSTS = 6  # the version that trims a file's fixed costs: count plans, flo
 # small tensors, a longer manifest dictionary
 JOINT_STREAM = 7  # the version whose coded streams may share one coder (the joint stream), and whose header drops
 # the manifest's crc32 (the file's covers it)
+IMPLIED_LENGTHS = 7  # the version whose section table lists only the lengths the tensor rows do not imply
 # From version 4 a deflated manifest is raw DEFLATE (RFC 1951) with this preset dictionary: the words every
 # manifest repeats cost a back-reference instead of their letters (a LeNet's manifest: 354 -> 229 bytes).
 DICTIONARY = (
@@ -92,23 +93,33 @@ class ContainerError(SlimzipError):
 
 @dataclass(frozen=True)
 class Container:
+    """A decoded container. Version 7 lists only the lengths its rows do not imply: until the tensor table is
+    read (``codec.tensor_table`` cuts ``payload`` into the rows' sections, in place) ``sections`` is the whole
+    payload as one section."""
+
     manifest: dict
     sections: list[bytes]
     file_bytes: int
     version: int = VERSION  # the format version the file declares
+    payload: bytes = b""  # version 7: every section, concatenated
 
 
 def encode_container(manifest: dict, sections: list[bytes], deflate: bool = True, version: int = VERSION) -> bytes:
     """Lay out the sections, record them in the manifest (version 4: their lengths; before: offset,
     length and crc32 each), and serialise."""
-    if version >= LENGTHS_ONLY:
-        table: list = [len(data) for data in sections]
+    if version >= IMPLIED_LENGTHS:  # the caller lists the lengths the rows do not imply (compact_manifest)
+        table = manifest.get("sections")
+    elif version >= LENGTHS_ONLY:
+        table = [len(data) for data in sections]
     else:
         table, offset = [], 0
         for data in sections:
             table.append({"offset": offset, "length": len(data), "crc32": zlib.crc32(data)})
             offset += len(data)
-    body = json.dumps({**manifest, "sections": table}, separators=(",", ":"), sort_keys=True).encode()
+    manifest = {k: v for k, v in manifest.items() if k != "sections"}
+    if table or version < IMPLIED_LENGTHS:
+        manifest["sections"] = table
+    body = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
     if deflate:
         body = deflate_manifest(body, version)
     flags = FLAG_DEFLATE if deflate else 0
@@ -158,8 +169,10 @@ def decode_container(blob: bytes) -> Container:
     body = blob[header_size(version):payload_start]
     if mcrc is not None and zlib.crc32(body) != mcrc:
         raise ContainerError("manifest checksum mismatch")
-    manifest = _parse_manifest(inflate_manifest(body, version) if flags & FLAG_DEFLATE else body)
+    manifest = _parse_manifest(inflate_manifest(body, version) if flags & FLAG_DEFLATE else body, version)
     payload = memoryview(blob)[payload_start:len(blob) - TRAILER.size]
+    if version >= IMPLIED_LENGTHS:
+        return Container(manifest, [bytes(payload)], len(blob), version, bytes(payload))
     sections = _lengths(manifest, payload) if version >= LENGTHS_ONLY else _sections(manifest, payload)
     return Container(manifest, sections, len(blob), version)
 
@@ -209,13 +222,15 @@ def _no_constant(name: str) -> None:
     raise ContainerError(f"manifest holds {name}, which is not JSON")
 
 
-def _parse_manifest(body: bytes) -> dict:
-    """Strict JSON (RFC 8259): UTF-8, no duplicate keys, no NaN / Infinity."""
+def _parse_manifest(body: bytes, version: int) -> dict:
+    """Strict JSON (RFC 8259): UTF-8, no duplicate keys, no NaN / Infinity; a section table (version 7: a
+    list of lengths, absent when the rows imply every one)."""
     try:
         manifest = json.loads(body.decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ContainerError(f"manifest is not valid JSON ({type(e).__name__})") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("sections"), list):
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("sections", [] if version >= IMPLIED_LENGTHS
+                                                                       else None), list):
         raise ContainerError("manifest has no section table")
     return manifest
 

@@ -93,6 +93,7 @@ def valid_files() -> dict[str, bytes]:
         model, spec, layers, CompressConfig(coder="auto", raw_dtype="uint8", raw_bits=5), version=6)
     files["v7-lenet-5-bn-joint.slz"] = encode_model(
         model, spec, layers, CompressConfig(coder="auto", raw_dtype="uint8", raw_bits=5), version=7)
+    files["v7-lenet-5-bn-rans.slz"] = encode_model(model, spec, layers, CompressConfig(coder="rans"), version=7)
     gm = portable(net, graph)
     files["v4-graph-huffman.slz"] = encode_model(gm, {"graph": graph, "plan": {}}, _shared(gm, 0.5, (3, 3)),
                                                  CompressConfig(coder="huffman"), version=4)
@@ -123,8 +124,11 @@ def valid_files() -> dict[str, bytes]:
 # --- invalid files: one broken rule each, from a valid file -------------------------------------
 
 def _parts(blob: bytes) -> tuple[dict, list[bytes], int]:
+    """A file's manifest, sections and version (version 7: its payload cut by its rows, its table kept)."""
     c = decode_container(blob)
-    return {k: v for k, v in c.manifest.items() if k != "sections"}, list(c.sections), c.version
+    if c.version >= 7:
+        decode_model(c)
+    return dict(c.manifest), list(c.sections), c.version
 
 
 def _manifest_edit(edit: Callable[[dict], None]) -> Callable[[bytes], bytes]:
@@ -301,7 +305,8 @@ def _adaptive_too_large(blob: bytes) -> bytes:
 
 
 def _v7_joint(edit: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
-    """The joint stream (a version-7 file's last section) edited by ``edit``."""
+    """The joint stream (a version-7 file's last section; in a file without one, its last tensor's) edited by
+    ``edit``."""
     def make(blob: bytes) -> bytes:
         manifest, sections, version = _parts(blob)
         sections[-1] = edit(sections[-1])
@@ -531,6 +536,11 @@ INVALID: dict[str, tuple[str, Callable[[bytes], bytes], str]] = {
     "v5-adaptive-corrupt": ("v5-lenet-5-bn-adaptive.slz", _v5_adaptive(lambda d: d[:-4] + b"\0\0\0\0"),
                             "payload is corrupt"),
     "v5-adaptive-too-large": ("v5-lenet-300-100-adaptive.slz", _adaptive_too_large, "larger than slimzip writes"),
+    "v7-table-fewer": ("v7-lenet-5-bn-rans.slz", _manifest_edit(lambda m: m["sections"].pop()), "fewer lengths"),
+    "v7-table-more": ("v7-lenet-5-bn-rans.slz", _manifest_edit(lambda m: m["sections"].append(0)), "more lengths"),
+    "v7-table-negative": ("v7-lenet-5-bn-rans.slz", _manifest_edit(lambda m: m["sections"].__setitem__(0, -1)),
+                          "non-negative integer"),
+    "v7-payload-past-sections": ("v7-lenet-5-bn-rans.slz", _v7_joint(lambda d: d + b"\0"), "do not add up"),
     "v7-joint-words-left": ("v7-lenet-5-bn-joint.slz", _v7_joint(lambda d: d + b"\1\0\0\0"), "words left over"),
     "v7-joint-corrupt": ("v7-lenet-5-bn-joint.slz", _v7_joint(lambda d: d[:-4] + b"\0\0\0\0"), "joint stream is corrupt"),
     "v7-joint-not-words": ("v7-lenet-5-bn-joint.slz", _v7_joint(lambda d: d[:-1]), "not whole 32-bit words"),
