@@ -53,14 +53,16 @@ def seed_files() -> list[bytes]:
             blobs.append(encode_model(model, {"name": name, "kwargs": {}}, layers, CompressConfig(), version=version))
     from slimzip.structured import ChannelPruner
 
-    model = create_model("lenet-5-bn").eval()  # version 6: a plan as counts, small tensors packed in 5 bits
+    model = create_model("lenet-5-bn").eval()  # version 6 and 7: a plan as counts, small tensors packed in 5 bits
     pruner = ChannelPruner(importance="l1", channel_ratio=0.5, scope="layer").fit(model, (1, 28, 28))
     model = pruner.transform(model, (1, 28, 28))
     masks = MagnitudePruner(sparsity=0.8).fit(model).masks_
     apply_masks_(model, masks)
     layers = WeightSharer(bits_conv=3, bits_fc=2).fit(model, masks).layers_
-    blobs.append(encode_model(model, {"name": "lenet-5-bn", "kwargs": {}, "plan": pruner.plan_}, layers,
-                              CompressConfig(raw_dtype="uint8", raw_bits=5), version=6))
+    for version, cfg in ((6, CompressConfig(raw_dtype="uint8", raw_bits=5)),  # version 7: the joint stream, and
+                         (7, CompressConfig(raw_dtype="uint8", raw_bits=5)), (7, CompressConfig(coder="rans"))):  # a table
+        blobs.append(encode_model(model, {"name": "lenet-5-bn", "kwargs": {}, "plan": pruner.plan_}, layers, cfg,
+                                  version=version))
     from slimzip.graph import describe, portable
 
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
@@ -70,9 +72,9 @@ def seed_files() -> list[bytes]:
     masks = MagnitudePruner(sparsity=0.5).fit(gm).masks_
     apply_masks_(gm, masks)
     layers = WeightSharer(bits_conv=2, bits_fc=2).fit(gm, masks).layers_
-    for version in (3, 4, 6):
+    for version in (3, 4, 6, 7):
         blobs.append(encode_model(gm, {"graph": graph, "plan": {}}, layers, CompressConfig(raw_dtype="uint8", raw_bits=4)
-                                  if version == 6 else CompressConfig(), version=version))
+                                  if version >= 6 else CompressConfig(), version=version))
     return blobs
 
 

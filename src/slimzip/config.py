@@ -121,7 +121,8 @@ class CodingConfig:
     index_bits_conv: int = knob(0, "relative-index bits, conv layers (fillers past 2^bits - 1; 0: per tensor, the "
                                    "width whose position stream is smallest)")
     index_bits_fc: int = knob(0, "relative-index bits, linear layers (0: per tensor, the smallest stream's)")
-    coder: str = knob("auto", "adaptive, rans, huffman, fixed, or auto: the smallest of them for each stream")
+    coder: str = knob("auto", "adaptive, rans, huffman, fixed, or auto: the smallest of them for each stream, or the "
+                             "file's joint stream (one adaptive coder for every stream) where that is smaller")
     raw_dtype: str = knob("float16", "float16, float32 or uint8 (8-bit affine, .slz version 4) for BN, biases and "
                                      "other small tensors")
     raw_bits: int = knob(8, "with --raw-dtype uint8: the small tensors' steps in this many bits, packed (1-8; "
