@@ -17,11 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .coding import (ADAPTIVE_WORK, CODECS, FormatError, adaptive_cost, can_code, entropy_bits, gaps_decode, gaps_encode, joint_decode,
-                     joint_encode, joint_work)
+from .coding import (ADAPTIVE_WORK, CODECS, FormatError, adaptive_cost, can_code, entropy_bits, fixed_bytes,
+                     gaps_decode, gaps_encode, joint_decode, joint_encode, joint_work)
 from .compact import (AFFINE, JOINT, MAX_CENTROIDS, SECTIONS, STREAMS, compact_layer, compact_manifest, entry_sections,
                       expand_rows, implied, joint_streams, plan_form)
-from .container import FIXED_COSTS, IMPLIED_LENGTHS, JOINT_STREAM, VERSION, Container, ContainerError, encode_container, in_effect
+from .container import (FIXED_COSTS, IMPLIED_LENGTHS, JOINT_STREAM, VERSION, Container, ContainerError,
+                        encode_container, in_effect)
 from .errors import SlimzipError
 from .graph import GraphError, build as build_graph, traced
 from .sharing import FLOAT16_MAX, SharedLayer
@@ -231,8 +232,9 @@ def encode_model(model: nn.Module, spec: dict, layers: dict[str, SharedLayer], c
             tensors.append({"name": name, "shape": list(value.shape), "encoding": "constant",
                             "value": constants[name]})
         elif name in layers:
-            tensors.append(_shared_entry(name, value.shape, layers[name], _index_bits(modules[name.rsplit(".", 1)[0]], cfg),
-                                         cfg.coder, compact, version, joint, add))
+            index_bits = _index_bits(modules[name.rsplit(".", 1)[0]], cfg)
+            tensors.append(_shared_entry(name, value.shape, layers[name], index_bits, cfg.coder, compact, version,
+                                         joint, add))
         else:
             fields, data = _small_tensor(value.detach().cpu().float().numpy(), cfg.raw_dtype, cfg.raw_bits, compact,
                                          version)
@@ -546,7 +548,7 @@ def shared_fields(container: Container, entry: dict, shape: torch.Size | list[in
 
 
 def _stream_specs(fields: SharedFields) -> dict[str, tuple[int, int]]:
-    """A shared tensor's streams as (symbols, alphabet)."""
+    """A shared tensor's streams as (symbol count, alphabet)."""
     return {"codes": (fields.nnz, fields.alphabet), "index": (fields.gap_count, 2 ** fields.index_bits)}
 
 
@@ -584,8 +586,7 @@ def _implied_length(container: Container, entry: dict, key: str) -> int:
         f = shared_fields(container, entry, entry["shape"])
         if key == "codebook":
             return 2 * f.alphabet
-        count, alphabet = _stream_specs(f)[key]
-        return (count * max(1, math.ceil(math.log2(alphabet))) + 7) // 8
+        return fixed_bytes(*_stream_specs(f)[key])
     if entry["encoding"] == "raw":
         if not isinstance(entry.get("dtype"), str) or entry["dtype"] not in RAW_DTYPES:
             raise ContainerError(f"tensor {entry['name']}: unknown dtype")

@@ -92,17 +92,26 @@ def _windows(payload: np.ndarray, bitpos: np.ndarray) -> np.ndarray:
     return (v >> (8 - (bitpos & 7)).astype(np.uint32)) & 0xFFFF
 
 
+def fixed_width(alphabet: int) -> int:
+    """The ``fixed`` coder's bits per symbol (at least 1)."""
+    return max(1, math.ceil(math.log2(alphabet)))
+
+
+def fixed_bytes(count: int, alphabet: int) -> int:
+    """The length of a ``fixed`` stream of ``count`` symbols (version 7 implies it)."""
+    return (count * fixed_width(alphabet) + 7) // 8
+
+
 class FixedCodec:
     """Fixed-width bit packing: the baseline the entropy coders are measured against."""
 
     def encode(self, symbols: np.ndarray, alphabet: int) -> bytes:
         symbols = _check_symbols(symbols, alphabet)
-        width = max(1, math.ceil(math.log2(alphabet)))
-        return _pack_bits(symbols, np.full(len(symbols), width, dtype=np.int64))[0]
+        return _pack_bits(symbols, np.full(len(symbols), fixed_width(alphabet), dtype=np.int64))[0]
 
     def decode(self, data: bytes, count: int, alphabet: int) -> np.ndarray:
-        width = max(1, math.ceil(math.log2(alphabet)))
-        if len(data) != (count * width + 7) // 8:
+        width = fixed_width(alphabet)
+        if len(data) != fixed_bytes(count, alphabet):
             raise FormatError("fixed-width stream has the wrong length")
         bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
         if bits[count * width:].any():

@@ -122,7 +122,8 @@ def implied(entry: dict, key: str) -> bool:
 
 def joint_streams(entries: list[dict]) -> list[tuple[dict, str]]:
     """(entry, stream) of every stream held in the joint stream, in its order: rows in order, codes first."""
-    return [(e, k) for e in entries if isinstance(e.get("coders"), dict) for k in STREAMS if e["coders"].get(k) == JOINT]
+    return [(e, k) for e in entries if isinstance(e.get("coders"), dict)
+            for k in STREAMS if e["coders"].get(k) == JOINT]
 
 
 def compact_manifest(manifest: dict, sections: list[bytes], version: int,

@@ -11,9 +11,9 @@ def inspect_container(container: Container, table: list[dict] | None = None) -> 
     """Per-tensor rows (weights, kept %, bits per weight for codes and indices, bytes) and the bytes of
     every component, which add up to the file size. ``table``: the keyed tensor entries
     (``codec.model_table``; needed from version 4, whose rows hold no names or shapes)."""
-    rows, parts = [], {"header": header_size(container.version) + TRAILER.size, "manifest": 0, "codebooks": 0, "codes": 0,
-                       "indices": 0, "raw": 0}
-    parts["manifest"] = container.file_bytes - header_size(container.version) - TRAILER.size - sum(len(s) for s in container.sections)
+    fixed = header_size(container.version) + TRAILER.size
+    rows, parts = [], {"header": fixed, "manifest": 0, "codebooks": 0, "codes": 0, "indices": 0, "raw": 0}
+    parts["manifest"] = container.file_bytes - fixed - sum(len(s) for s in container.sections)
     for e in table if table is not None else container.manifest.get("tensors", []):
         numel = math.prod(e["shape"])
         if e["encoding"] == "shared":
