@@ -275,10 +275,12 @@ def _joint_section(tensors: list[dict], add: Callable[[bytes], int]) -> bytes | 
     work fits ``ADAPTIVE_WORK`` (a stream past it is coded alone, adaptively, in its own section); None when no
     stream is held in it. Removes the symbols ``_shared_entry`` left in the entries."""
     streams: list[tuple[np.ndarray, int]] = []
+    work = 0
     for e, key in joint_streams(sorted(tensors, key=lambda e: e["name"])):
         symbols, alphabet = e["symbols"][key]
-        if joint_work([(len(x), a) for x, a in streams] + [(len(symbols), alphabet)]) <= ADAPTIVE_WORK:
+        if work + joint_work([(len(symbols), alphabet)]) <= ADAPTIVE_WORK:
             streams.append((symbols, alphabet))
+            work += joint_work([(len(symbols), alphabet)])
         else:
             e["coders"][key], e[key] = "adaptive", add(CODECS["adaptive"].encode(symbols, alphabet))
     for e in tensors:
@@ -611,10 +613,10 @@ def _cut_payload(container: Container, entries: list[dict]) -> list[dict]:
             lengths.append(length)
     if next(listed, None) is not None:
         raise ContainerError("the section table lists more lengths than the file's coded streams")
-    rest = len(container.payload) - sum(lengths)
-    if rest < 0 or (rest and not joint_streams(entries)):
+    rest, joint = len(container.payload) - sum(lengths), bool(joint_streams(entries))
+    if rest < 0 or (rest and not joint):
         raise ContainerError("section lengths do not add up to the payload")
-    starts = np.cumsum([0] + lengths + ([rest] if joint_streams(entries) else [])).tolist()
+    starts = np.cumsum([0] + lengths + ([rest] if joint else [])).tolist()
     container.sections[:] = [container.payload[a:b] for a, b in zip(starts, starts[1:])]
     return entries
 

@@ -421,7 +421,11 @@ def adaptive_cost(symbols: np.ndarray, alphabet: int) -> tuple[float, int]:
     symbols = _check_symbols(symbols, alphabet)
     if alphabet <= 1 or len(symbols) == 0:
         return 0.0, ADAPTIVE_PRIORS[0]
-    blocks, before = _block_counts(symbols, alphabet)
+    return _prior_costs(*_block_counts(symbols, alphabet))
+
+
+def _prior_costs(blocks: list[np.ndarray], before: np.ndarray) -> tuple[float, int]:
+    """(bits, k) of an adaptive stream's blocks under its cheapest prior ``k``."""
     costs = []
     for k in ADAPTIVE_PRIORS:
         p = before + 2.0 ** -k
@@ -448,12 +452,11 @@ def joint_encode(streams: list[tuple[np.ndarray, int]]) -> bytes:
     import constriction
 
     coder = constriction.stream.stack.AnsCoder()
-    priors = []
-    for symbols, alphabet in streams:
-        priors.append(adaptive_cost(symbols, alphabet)[1])
-    for (symbols, alphabet), k in zip(reversed(streams), reversed(priors)):
-        if alphabet > 1 and len(symbols):
-            _push_adaptive(coder, *_block_counts(_check_symbols(symbols, alphabet), alphabet), k)
+    coded = [_block_counts(_check_symbols(x, a), a) if a > 1 and len(x) else None for x, a in streams]
+    priors = [_prior_costs(*c)[1] if c else ADAPTIVE_PRIORS[0] for c in coded]
+    for c, k in zip(reversed(coded), reversed(priors)):  # LIFO: the last stream first
+        if c:
+            _push_adaptive(coder, *c, k)
     head = _pack2([ADAPTIVE_PRIORS.index(k) for k in priors])
     return head + coder.get_compressed().astype("<u4").tobytes()
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from slimzip.codec import decode_model, encode_model, model_table
-from slimzip.coding import RansCodec
+from slimzip.coding import RansCodec, fixed_bytes
 from slimzip.compact import counts_to_plan, plan_form
 from slimzip.container import (HEADER, MAGIC, TRAILER, decode_container, deflate_manifest, encode_container,
                                inflate_manifest)
@@ -288,20 +288,26 @@ def _v5_adaptive(edit: Callable[[bytes], bytes], stream: str = "codes") -> Calla
     return make
 
 
-def _adaptive_too_large(blob: bytes) -> bytes:
-    """The first shared row (LeNet-300-100's fc1, 235,200 weights) as every weight kept, 16-bit gaps coded
-    adaptively (a model of 65,536 symbols per block: past ``ADAPTIVE_WORK``), fixed-width codes."""
-    manifest, sections, version = _parts(blob)
-    taken = 0
+def _fc1_every_weight_kept(index_coder: str) -> Callable[[bytes], bytes]:
+    """LeNet-300-100's fc1 (235,200 weights) as every weight kept, its 16-bit gaps coded ``index_coder``
+    (``adaptive`` or ``joint``: a model of 65,536 symbols per block, past ``ADAPTIVE_WORK``), fixed-width codes
+    (zeros) in a section of their own; a gap section the row had stays, none is added."""
     names = sorted(k for k in create_model("lenet-300-100").state_dict() if not k.endswith("num_batches_tracked"))
-    for name, row in zip(names, manifest["tensors"]):  # rows in name order
-        if name == "features.1.weight":
-            numel = 300 * 784
-            row[2:7] = [16, "fixed", "adaptive", numel, numel]
-            sections[taken + 1] = bytes(math.ceil(numel * max(1, math.ceil(math.log2(row[1]))) / 8))
-            break
-        taken += {"r": 1, "q": 1, "s": 3, "c": 0}[row[0]]
-    return encode_container(manifest, sections, version=version)
+
+    def make(blob: bytes) -> bytes:
+        manifest, sections, version = _parts(blob)
+        taken = 0
+        for name, row in zip(names, manifest["tensors"]):  # rows in name order
+            own = 3 - row[3:5].count("joint") if row[0] == "s" else {"r": 1, "q": 1, "c": 0, "p": 1}[row[0]]
+            if name == "features.1.weight":
+                numel = 300 * 784
+                old, codes = sections[taken:taken + own], bytes(fixed_bytes(numel, row[1]))
+                row[2:7] = [16, "fixed", index_coder, numel, numel]
+                sections[taken:taken + own] = [old[0], codes] + (old[2:3] if index_coder != "joint" else [])
+                break
+            taken += own
+        return encode_container(manifest, sections, version=version)
+    return make
 
 
 def _v7_joint(edit: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
@@ -321,29 +327,6 @@ def _joint_padding(blob: bytes) -> bytes:
     assert 2 * streams % 8, "the source file's priors end on a byte"
     head, data = (2 * streams + 7) // 8, sections[-1]
     sections[-1] = data[:head - 1] + bytes([data[head - 1] | 1]) + data[head:]
-    return encode_container(manifest, sections, version=version)
-
-
-def _joint_too_large(blob: bytes) -> bytes:
-    """LeNet-300-100's fc1 (235,200 weights) as every weight kept, its 16-bit gaps in the joint stream (a model
-    of 65,536 symbols per block: past ``ADAPTIVE_WORK``), fixed-width codes."""
-    manifest, sections, version = _parts(blob)
-    taken = 0
-    names = sorted(k for k in create_model("lenet-300-100").state_dict() if not k.endswith("num_batches_tracked"))
-    for name, row in zip(names, manifest["tensors"]):  # rows in name order
-        if name == "features.1.weight":
-            numel = 300 * 784
-            codes_at = taken + 1 if row[3] != "joint" else None
-            row[2:7] = [16, "fixed", "joint", numel, numel]
-            code_bytes = bytes(math.ceil(numel * max(1, math.ceil(math.log2(row[1]))) / 8))
-            if codes_at is None:
-                sections.insert(taken + 1, code_bytes)
-            else:
-                sections[codes_at] = code_bytes
-                if len(sections) > taken + 2:  # its index section leaves: the stream is joint now
-                    del sections[taken + 2]
-            break
-        taken += 3 - row[3:5].count("joint") if row[0] == "s" else {"r": 1, "q": 1, "c": 0, "p": 1}[row[0]]
     return encode_container(manifest, sections, version=version)
 
 
@@ -535,7 +518,8 @@ INVALID: dict[str, tuple[str, Callable[[bytes], bytes], str]] = {
                                "words left over"),
     "v5-adaptive-corrupt": ("v5-lenet-5-bn-adaptive.slz", _v5_adaptive(lambda d: d[:-4] + b"\0\0\0\0"),
                             "payload is corrupt"),
-    "v5-adaptive-too-large": ("v5-lenet-300-100-adaptive.slz", _adaptive_too_large, "larger than slimzip writes"),
+    "v5-adaptive-too-large": ("v5-lenet-300-100-adaptive.slz", _fc1_every_weight_kept("adaptive"),
+                              "larger than slimzip writes"),
     "v7-table-fewer": ("v7-lenet-5-bn-rans.slz", _manifest_edit(lambda m: m["sections"].pop()), "fewer lengths"),
     "v7-table-more": ("v7-lenet-5-bn-rans.slz", _manifest_edit(lambda m: m["sections"].append(0)), "more lengths"),
     "v7-table-negative": ("v7-lenet-5-bn-rans.slz", _manifest_edit(lambda m: m["sections"].__setitem__(0, -1)),
@@ -547,7 +531,8 @@ INVALID: dict[str, tuple[str, Callable[[bytes], bytes], str]] = {
     "v7-joint-empty": ("v7-lenet-5-bn-joint.slz", _v7_joint(lambda d: b""), "truncated"),
     "v7-joint-padding": ("v7-lenet-300-100-empty-layer-joint.slz", _joint_padding, "padding bits"),
     "v7-joint-in-v6": ("v7-lenet-5-bn-joint.slz", _as_version(6), "from format version 7"),
-    "v7-joint-too-large": ("v7-lenet-300-100-empty-layer-joint.slz", _joint_too_large, "larger than slimzip writes"),
+    "v7-joint-too-large": ("v7-lenet-300-100-empty-layer-joint.slz", _fc1_every_weight_kept("joint"),
+                           "larger than slimzip writes"),
     "v4-quantized-length": ("v4-graph-huffman.slz", _v4_quantized(lambda n: bytes(8 + n + 1)), "bytes for"),
     "v6-quantized-float32-header": ("v6-graph-auto.slz", _v4_quantized(lambda n: bytes(8 + n)), "bytes for"),
     "v6-quantized-nan": ("v6-graph-auto.slz", _v4_quantized(lambda n: struct.pack("<ee", float("nan"), 1.0) +
