@@ -6,7 +6,9 @@ For each shared tensor of a .slz file, the streams the file stores before entrop
 weights' codebook indices and the gap symbols of their positions) are coded with ``fixed``, ``huffman``,
 ``rans`` and ``adaptive``; "v4 auto" is the smallest per stream without ``adaptive`` (what .slz version 4
 wrote), "v5 auto" the smallest with it (version 5), "+ widths" the same with each tensor's gap-symbol width
-chosen by the writer (``--index-bits-* 0``, what slimzip writes now; the codes as "v5 auto"). DeepCABAC codes the same
+chosen by the writer (``--index-bits-* 0``; the codes as "v5 auto"), "v7 file" and "v8 file" the streams of the
+file written again as version 7 (the joint stream) and 8 (+ code streams under the context model; what slimzip
+writes now): codes, indices and the joint stream's priors and final state. DeepCABAC codes the same
 levels as one dense integer tensor per layer (codebook mode: the codebook with a zero inserted, each weight
 its signed index from the zero, a pruned weight 0), positions and values at once; its bytes are the
 payload of ``deepCABAC.Encoder`` after ``initCtxModels``. Codebooks, small tensors and the manifest are the
@@ -29,10 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from slimzip.codec import decode_model, encode_positions
+from slimzip.codec import decode_model, encode_positions, model_table
 from slimzip.coding import CODECS, can_code
-from slimzip.container import read_container
+from slimzip.container import decode_container, read_container
 from slimzip.deploy.stored import Stream, stored_tensors
+from slimzip.inspection import inspect_container
+from format_versions import rewrites  # benchmarks/format_versions.py
 from machine import cpu_name  # benchmarks/machine.py
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,11 +56,12 @@ def main() -> None:
         rows[file] = _file_row(Path(file), cabac)
         rows[file]["seconds"] = round(time.perf_counter() - t0, 2)
     print(f"{'file':<52} {'model':<14} {'kept':>7} {'v4 auto':>8} {'v5 auto':>8} {'saved':>6} {'+ widths':>8} "
-          f"{'DeepCABAC':>9}")
+          f"{'v7 file':>8} {'v8 file':>8} {'DeepCABAC':>9}")
     for file, r in rows.items():
         cab = f"{r['deepcabac']:>9,}" if r["deepcabac"] is not None else f"{'absent':>9}"
         print(f"{file[-52:]:<52} {r['model']:<14} {r['kept']:>7,} {r['v4_auto']:>8,} {r['v5_auto']:>8,} "
-              f"{100 * (1 - r['v5_auto'] / r['v4_auto']):>5.1f}% {r['v5_width']:>8,} {cab}")
+              f"{100 * (1 - r['v5_auto'] / r['v4_auto']):>5.1f}% {r['v5_width']:>8,} {r['v7_file']:>8,} "
+              f"{r['v8_file']:>8,} {cab}")
     result = {"machine": {"cpu": cpu_name()}, "command": "python benchmarks/coders.py " + " ".join(args.files),
               "deepcabac": f"nncodec {cabac[1]}" if cabac else None, "rows": rows}
     path = ROOT / "benchmarks" / "results" / "coders.json"
@@ -71,8 +76,20 @@ def _file_row(path: Path, cabac) -> dict:
     tensors = {name: _tensor_row(s, cabac) for name, s in streams.items()}
     total = {key: sum(t[key] for t in tensors.values()) for key in ("v4_auto", "v5_auto", "v5_width")}
     return {"model": container.manifest.get("model", {}).get("name", "graph"), "file_bytes": container.file_bytes,
-            "kept": sum(s.kept for s in streams.values()), **total,
+            "kept": sum(s.kept for s in streams.values()), **total, **_written(path),
             "deepcabac": sum(t["deepcabac"] for t in tensors.values()) if cabac else None, "tensors": tensors}
+
+
+def _written(path: Path) -> dict:
+    """The streams' bytes in the file written again as version 7 (the joint stream) and 8 (+ context members):
+    codes, indices and the joint stream's priors and final state, as ``inspect`` counts them."""
+    write = rewrites(path)
+    out = {}
+    for version in (7, 8):
+        container = decode_container(write(version, 8))
+        parts = inspect_container(container, model_table(container, decode_model(container)))["components"]
+        out[f"v{version}_file"] = parts["codes"] + parts["indices"] + parts.get("stream", 0)
+    return out
 
 
 def _tensor_row(s: Stream, cabac) -> dict:

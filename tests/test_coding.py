@@ -127,7 +127,7 @@ def test_index_width_zero_picks_the_smallest_position_stream_and_it_decodes(dens
 def test_the_joint_stream_round_trips_and_attributes_every_bit(streams):
     """Several adaptive streams in one coder (format version 7) decode to themselves, in order; the bits each
     took add up to the coder's words less at most its final state."""
-    from slimzip.coding import joint_decode, joint_encode
+    from slimzip.joint import joint_decode, joint_encode
 
     data = joint_encode(streams)
     out = joint_decode(data, [(len(x), a) for x, a in streams])
@@ -137,7 +137,8 @@ def test_the_joint_stream_round_trips_and_attributes_every_bit(streams):
 
 
 def test_the_joint_stream_is_smaller_than_its_streams_apart_and_refuses_damage():
-    from slimzip.coding import adaptive_cost, joint_decode, joint_encode
+    from slimzip.coding import adaptive_cost
+    from slimzip.joint import joint_decode, joint_encode
 
     rng = np.random.default_rng(3)
     streams = [(np.minimum(rng.geometric(0.3, n) - 1, 15), 16) for n in (40, 300, 2000, 7)]

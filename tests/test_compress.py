@@ -453,7 +453,7 @@ def test_version_7_holds_the_streams_in_one_joint_stream_and_decodes_the_same_we
     components still add up, and an explicit coder writes no joint stream."""
     from slimzip.inspection import inspect_container
 
-    _, _, v7 = _compressed("lenet-5-bn", coder="auto", raw_dtype="uint8")
+    _, _, v7 = _compressed("lenet-5-bn", coder="auto", raw_dtype="uint8", version=7)
     _, _, v6 = _compressed("lenet-5-bn", coder="auto", raw_dtype="uint8", version=6)
     c7, c6 = decode_container(v7), decode_container(v6)
     a, b = decode_model(c7), decode_model(c6)

@@ -54,6 +54,7 @@ def test_invalid_files_are_refused_naming_the_rule(name, capsys):
 
 READER = {  # the reader's modules, and in each the functions that run only when writing a file
     "container": set(), "compact": {"plan_to_masks", "compact_manifest"}, "coding": set(),
+    "joint": {"joint_encode"}, "contexts": {"push", "cost"},
     "codec": {"file_model", "encode_model"},
     "graph": {"_encode", "_target_name", "traced", "_dtype_name", "portable", "_check_round_trip", "describe"},
 }
@@ -94,6 +95,7 @@ NOT_IN_CORPUS = {
     "the model graph is inconsistent",  # fx's own lint after slimzip's checks, kept as a guard
     "bad section reference",  # every reference is checked whole first (each section used once); kept as a guard
     "malformed shape", "claims more than",  # inspect of a file storing no model: tests/test_reliability.py
+    "kept positions do not match its count",  # a context stream's count is its row's nnz, checked against the positions
 }
 
 

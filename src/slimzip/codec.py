@@ -17,12 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import contexts
 from .coding import (ADAPTIVE_WORK, CODECS, FormatError, adaptive_cost, can_code, entropy_bits, fixed_bytes,
-                     gaps_decode, gaps_encode, joint_decode, joint_encode, joint_work)
-from .compact import (AFFINE, JOINT, MAX_CENTROIDS, SECTIONS, STREAMS, compact_layer, compact_manifest, entry_sections,
-                      expand_rows, implied, joint_streams, plan_form)
-from .container import (FIXED_COSTS, IMPLIED_LENGTHS, JOINT_STREAM, VERSION, Container, ContainerError,
+                     gaps_decode, gaps_encode)
+from .compact import (AFFINE, CONTEXT, HELD, JOINT, MAX_CENTROIDS, SECTIONS, STREAMS, compact_layer, compact_manifest,
+                      context_streams, entry_sections, expand_rows, has_joint_stream, implied, joint_streams, plan_form)
+from .container import (CONTEXT_CODES, FIXED_COSTS, IMPLIED_LENGTHS, JOINT_STREAM, VERSION, Container, ContainerError,
                         encode_container, in_effect)
+from .joint import JointReader, context_work, joint_encode, joint_work
 from .errors import SlimzipError
 from .graph import GraphError, build as build_graph, traced
 from .sharing import FLOAT16_MAX, SharedLayer
@@ -48,7 +50,7 @@ class EncodeSettings(Protocol):
 
 ENCODINGS = tuple(SECTIONS)
 SINCE = {"constant": 2, "graph": 3, "compact": 4, "quantized": 4, "adaptive": 5,
-         "packed": FIXED_COSTS, "joint": JOINT_STREAM}  # the version that introduced it
+         "packed": FIXED_COSTS, "joint": JOINT_STREAM, "context": CONTEXT_CODES}  # the version that introduced it
 
 
 # --- encoding ------------------------------------------------------------------------------------
@@ -257,26 +259,44 @@ def _shared_entry(name: str, shape: torch.Size, layer: SharedLayer, index_bits: 
     alphabet = len(layer.centroids) if compact else 2 ** layer.bits
     streams = {"codes": (encode_stream(codes, alphabet, coder, version, joint), codes, alphabet),
                "index": (index, gaps, 2 ** index_bits)}
+    if joint and version >= SINCE[CONTEXT] and contexts.fits(len(codes), alphabet):
+        streams["codes"] = _context_choice(streams["codes"], positions, shape, layer.centroids.numpy())
     size = {"centroids": alphabet} if compact else {"bits": layer.bits}
     entry = {"name": name, "shape": list(shape), "encoding": "shared", **size, "index_bits": index_bits,
-             "coders": {k: s.coder for k, (s, _, _) in streams.items()}, "nnz": len(codes), "gap_symbols": len(gaps),
+             "coders": {k: v[0].coder for k, v in streams.items()}, "nnz": len(codes), "gap_symbols": len(gaps),
              "codebook": add(layer.centroids.numpy().astype("<f2" if compact else "<f4").tobytes()),
              "code_entropy": round(entropy_bits(codes), 4), "index_entropy": round(entropy_bits(gaps), 4)}
-    for key, (stream, symbols, alphabet) in streams.items():
-        if stream.coder == JOINT:
-            entry.setdefault("symbols", {})[key] = (symbols, alphabet)
+    for key, (stream, *held) in streams.items():
+        if stream.coder in HELD:
+            entry.setdefault("symbols", {})[key] = tuple(held)
         else:
             entry[key] = add(stream.data)
     return entry
 
 
+def _context_choice(best: tuple, positions: np.ndarray, shape: torch.Size, codebook: np.ndarray) -> tuple:
+    """A code stream's ``(stream, codes, alphabet)`` as a context member of the joint stream when its information
+    under the context model is less than ``best``'s cost (``best`` kept beside it: the writer falls back to it
+    when the file's context streams pass their bounds)."""
+    stream, codes, alphabet = best
+    plan = contexts.plan(positions, tuple(shape), codebook)
+    bits, _ = contexts.cost(codes, alphabet, plan)
+    if bits / 8 < stream.cost and plan.steps <= contexts.CONTEXT_STEPS:
+        return Stream(CONTEXT, b"", bits / 8), codes, alphabet, plan, stream
+    return best
+
+
 def _joint_section(tensors: list[dict], add: Callable[[bytes], int]) -> bytes | None:
-    """The joint stream of a version-7 file: its streams in row order (names sorted), codes first, while their
-    work fits ``ADAPTIVE_WORK`` (a stream past it is coded alone, adaptively, in its own section); None when no
-    stream is held in it. Removes the symbols ``_shared_entry`` left in the entries."""
+    """The joint stream of a version-7 file: its adaptive members in row order (names sorted), codes first, while
+    their work fits ``ADAPTIVE_WORK`` (a stream past it is coded alone, adaptively, in its own section), then its
+    context members (version 8) while theirs fits the context bounds (a stream past them takes the coding it had
+    before the context model); None when no stream is held in it. Removes the symbols ``_shared_entry`` left in
+    the entries."""
+    rows = sorted(tensors, key=lambda e: e["name"])
+    members = _context_members(rows, add)
     streams: list[tuple[np.ndarray, int]] = []
     work = 0
-    for e, key in joint_streams(sorted(tensors, key=lambda e: e["name"])):
+    for e, key in joint_streams(rows):
         symbols, alphabet = e["symbols"][key]
         if work + joint_work([(len(symbols), alphabet)]) <= ADAPTIVE_WORK:
             streams.append((symbols, alphabet))
@@ -285,7 +305,23 @@ def _joint_section(tensors: list[dict], add: Callable[[bytes], int]) -> bytes | 
             e["coders"][key], e[key] = "adaptive", add(CODECS["adaptive"].encode(symbols, alphabet))
     for e in tensors:
         e.pop("symbols", None)
-    return joint_encode(streams) if streams else None
+    return joint_encode(streams, members) if streams or members else None
+
+
+def _context_members(rows: list[dict], add: Callable[[bytes], int]) -> list[tuple]:
+    """The context members ``(codes, alphabet, plan)`` of the joint stream, in row order, while their work and
+    steps fit; a code stream past them goes back to its coding before the context model."""
+    members: list[tuple] = []
+    for e in context_streams(rows):
+        codes, alphabet, plan, before = e["symbols"]["codes"]
+        if context_work([(len(m[0]), m[1]) for m in members] + [(len(codes), alphabet)]) <= contexts.CONTEXT_WORK \
+                and sum(m[2].steps for m in members) + plan.steps <= contexts.CONTEXT_STEPS:
+            members.append((codes, alphabet, plan))
+        elif before.coder == JOINT:
+            e["coders"]["codes"], e["symbols"]["codes"] = JOINT, (codes, alphabet)
+        else:
+            e["coders"]["codes"], e["codes"] = before.coder, add(before.data)
+    return members
 
 
 def recoder(container: Container) -> Callable[..., bytes]:
@@ -512,6 +548,9 @@ def _decode_tensor(container: Container, entry: dict, like: torch.Tensor) -> tor
     return decode_shared(container, entry, like.shape).weight()
 
 
+STREAM_CODERS = {"codes": (*CODECS, *HELD), "index": (*CODECS, JOINT)}  # only a code stream has contexts
+
+
 class SharedFields(NamedTuple):
     alphabet: int  # codebook entries (codes are below it)
     bits: int
@@ -533,12 +572,15 @@ def shared_fields(container: Container, entry: dict, shape: torch.Size | list[in
         bits = _int_field(entry, "bits", 1, 16)
         alphabet, codebook_dtype = 2 ** bits, "<f4"
     coders = entry.get("coders")
-    if not isinstance(coders, dict) or not all(isinstance(coders.get(k), str) and coders[k] in (*CODECS, JOINT)
+    if not isinstance(coders, dict) or not all(isinstance(coders.get(k), str) and coders[k] in STREAM_CODERS[k]
                                                for k in STREAMS):
         raise ContainerError(f"tensor {entry.get('name')}: unknown encoding")
-    for coder in set(coders.values()) & {"adaptive", JOINT}:
+    for coder in set(coders.values()) & {"adaptive", *HELD}:
         if container.version < SINCE[coder]:
             raise ContainerError(f"tensor {entry['name']}: the {coder} coder exists from format version {SINCE[coder]}")
+    if coders["codes"] == CONTEXT and not 1 < alphabet <= contexts.CONTEXT_ALPHABET:
+        raise ContainerError(f"tensor {entry['name']}: a context stream's codebook has 2 to "
+                             f"{contexts.CONTEXT_ALPHABET} entries")
     for key in ("code_entropy", "index_entropy"):  # informational (inspect shows them), still checked
         v = entry.get(key, 0.0)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not _finite(v) or not 0 <= v <= 64:
@@ -559,26 +601,41 @@ def decode_shared(container: Container, entry: dict, shape: torch.Size | list[in
     against ``shape`` (the registry model's) before anything is decoded; a stream held in the joint stream
     was decoded with the table (``tensor_table``)."""
     f = shared_fields(container, entry, shape)
+    centroids = _codebook(container, entry, f)
+    try:
+        codes = _stream_symbols(container, entry, "codes", f)
+        positions = _positions(container, entry, shape, f)
+    except FormatError as e:
+        raise ContainerError(f"tensor {entry['name']}: {e}") from None
+    mask = np.zeros(math.prod(shape), dtype=bool)
+    mask[positions] = True
+    return SharedLayer(torch.from_numpy(centroids), torch.from_numpy(np.asarray(codes, dtype=np.int64)),
+                       torch.from_numpy(mask).reshape(shape), f.bits)
+
+
+def _codebook(container: Container, entry: dict, f: SharedFields) -> np.ndarray:
     codebook = _section(container, entry, "codebook")
     if len(codebook) != np.dtype(f.codebook_dtype).itemsize * f.alphabet:
         raise ContainerError(f"tensor {entry['name']}: codebook has the wrong size")
     centroids = np.frombuffer(codebook, dtype=f.codebook_dtype).astype(np.float32)
     if not np.isfinite(centroids).all():
         raise ContainerError(f"tensor {entry['name']}: codebook holds a value that is not finite")
-    specs = _stream_specs(f)
-    try:
-        codes, gaps = (entry["symbols"][key][0] if entry["coders"][key] == JOINT else
-                       CODECS[entry["coders"][key]].decode(_section(container, entry, key), *specs[key])
-                       for key in STREAMS)
-        positions = gaps_decode(gaps, f.index_bits, math.prod(shape))
-    except FormatError as e:
-        raise ContainerError(f"tensor {entry['name']}: {e}") from None
+    return centroids
+
+
+def _stream_symbols(container: Container, entry: dict, key: str, f: SharedFields) -> np.ndarray:
+    """A shared tensor's decoded ``key`` stream: from the joint stream (decoded with the table) or its section."""
+    if entry["coders"][key] in HELD:
+        return entry["symbols"][key][0]
+    return CODECS[entry["coders"][key]].decode(_section(container, entry, key), *_stream_specs(f)[key])
+
+
+def _positions(container: Container, entry: dict, shape: torch.Size | list[int], f: SharedFields) -> np.ndarray:
+    """A shared tensor's kept (sorted, flat) positions, exactly ``nnz`` of them."""
+    positions = gaps_decode(_stream_symbols(container, entry, "index", f), f.index_bits, math.prod(shape))
     if len(positions) != f.nnz:
         raise ContainerError(f"tensor {entry['name']}: index holds {len(positions)} weights, expected {f.nnz}")
-    mask = np.zeros(math.prod(shape), dtype=bool)
-    mask[positions] = True
-    return SharedLayer(torch.from_numpy(centroids), torch.from_numpy(np.asarray(codes, dtype=np.int64)),
-                       torch.from_numpy(mask).reshape(shape), f.bits)
+    return positions
 
 
 def _implied_length(container: Container, entry: dict, key: str) -> int:
@@ -613,7 +670,7 @@ def _cut_payload(container: Container, entries: list[dict]) -> list[dict]:
             lengths.append(length)
     if next(listed, None) is not None:
         raise ContainerError("the section table lists more lengths than the file's coded streams")
-    rest, joint = len(container.payload) - sum(lengths), bool(joint_streams(entries))
+    rest, joint = len(container.payload) - sum(lengths), has_joint_stream(entries)
     if rest < 0 or (rest and not joint):
         raise ContainerError("section lengths do not add up to the payload")
     starts = np.cumsum([0] + lengths + ([rest] if joint else [])).tolist()
@@ -622,19 +679,42 @@ def _cut_payload(container: Container, entries: list[dict]) -> list[dict]:
 
 
 def _decode_joint(container: Container, entries: list[dict]) -> list[dict]:
-    """Version 7: the joint stream (the last section) decoded, each of its streams' symbols and bits left in
-    its entry (``entry["symbols"][stream] = (symbols, bits)``); the fields it needs are checked first."""
-    held = joint_streams(entries)
-    if not held:
+    """Version 7: the joint stream (the last section) decoded, each of its members' symbols and bits left in
+    its entry (``entry["symbols"][stream] = (symbols, bits)``): the adaptive members, then the context members
+    (version 8), each once its tensor's positions are known. The fields it needs are checked first, and the
+    members' work against the bounds the writer keeps."""
+    held, context = joint_streams(entries), context_streams(entries)
+    if not held and not context:
         return entries
     specs = [_stream_specs(shared_fields(container, e, e["shape"]))[key] for e, key in held]  # rows: shared
+    context_specs = [_stream_specs(shared_fields(container, e, e["shape"]))["codes"] for e in context]
+    if joint_work(specs) > ADAPTIVE_WORK or context_work(context_specs) > contexts.CONTEXT_WORK:
+        raise ContainerError("the joint stream is larger than slimzip writes")
     try:
-        decoded = joint_decode(container.sections[-1], specs)
+        reader = JointReader(container.sections[-1], len(held) + len(context))
+        for (e, key), spec in zip(held, specs):
+            e.setdefault("symbols", {})[key] = reader.adaptive(*spec)
+        steps = 0
+        for e, (count, alphabet) in zip(context, context_specs):
+            plan = _context_plan(container, e)
+            steps += plan.steps
+            if steps > contexts.CONTEXT_STEPS:
+                raise FormatError("the context streams take more steps than slimzip writes")
+            e.setdefault("symbols", {})["codes"] = reader.context(count, alphabet, plan)
+        reader.close()
     except FormatError as e:
         raise ContainerError(str(e)) from None
-    for (e, key), stream in zip(held, decoded):
-        e.setdefault("symbols", {})[key] = stream
     return entries
+
+
+def _context_plan(container: Container, entry: dict) -> contexts.CodeContext:
+    """The coding order and context inputs of a context member: its tensor's positions and codebook."""
+    f = shared_fields(container, entry, entry["shape"])
+    try:
+        positions = _positions(container, entry, entry["shape"], f)
+    except FormatError as e:
+        raise ContainerError(f"tensor {entry['name']}: {e}") from None
+    return contexts.plan(positions, entry["shape"], _codebook(container, entry, f))
 
 
 def decode_model(container: Container, model: nn.Module | None = None) -> nn.Module:
@@ -751,7 +831,7 @@ def _sections_used_once(container: Container, entries: list[dict]) -> None:
         encoding = entry.get("encoding")
         keys = entry_sections(entry) if isinstance(encoding, str) else ()
         used += [entry.get(k) for k in keys]
-    sections = len(container.sections) - (1 if joint_streams(entries) else 0)  # the joint stream: the last
+    sections = len(container.sections) - (1 if has_joint_stream(entries) else 0)  # the joint stream: the last
     if not all(type(u) is int for u in used) or sorted(used) != list(range(sections)):
         raise ContainerError("the tensor table does not use every section exactly once")
 

@@ -66,7 +66,7 @@ class Codec(Protocol):
     def decode(self, data: bytes, count: int, alphabet: int) -> np.ndarray: ...
 
 
-def _check_symbols(symbols: np.ndarray, alphabet: int) -> np.ndarray:
+def check_symbols(symbols: np.ndarray, alphabet: int) -> np.ndarray:
     symbols = np.asarray(symbols, dtype=np.int64)
     if symbols.ndim != 1:
         raise ValueError("symbols must be a 1-D array")
@@ -106,7 +106,7 @@ class FixedCodec:
     """Fixed-width bit packing: the baseline the entropy coders are measured against."""
 
     def encode(self, symbols: np.ndarray, alphabet: int) -> bytes:
-        symbols = _check_symbols(symbols, alphabet)
+        symbols = check_symbols(symbols, alphabet)
         return _pack_bits(symbols, np.full(len(symbols), fixed_width(alphabet), dtype=np.int64))[0]
 
     def decode(self, data: bytes, count: int, alphabet: int) -> np.ndarray:
@@ -175,7 +175,7 @@ class HuffmanCodec:
     """
 
     def encode(self, symbols: np.ndarray, alphabet: int) -> bytes:
-        symbols = _check_symbols(symbols, alphabet)
+        symbols = check_symbols(symbols, alphabet)
         lengths = huffman_lengths(np.bincount(symbols, minlength=alphabet))
         codes = canonical_codes(lengths)
         used = np.flatnonzero(lengths)
@@ -270,7 +270,7 @@ class RansCodec:
     """
 
     def encode(self, symbols: np.ndarray, alphabet: int) -> bytes:
-        symbols = _check_symbols(symbols, alphabet)
+        symbols = check_symbols(symbols, alphabet)
         counts = np.bincount(symbols, minlength=alphabet)
         used = np.flatnonzero(counts)
         table = struct.pack("<I", len(used)) + b"".join(struct.pack("<HI", int(s), int(counts[s])) for s in used)
@@ -350,12 +350,12 @@ class AdaptiveCodec:
         return (len(adaptive_blocks(count)) - 1) * alphabet <= ADAPTIVE_WORK
 
     def encode(self, symbols: np.ndarray, alphabet: int) -> bytes:
-        symbols = _check_symbols(symbols, alphabet)
+        symbols = check_symbols(symbols, alphabet)
         if not self.fits(len(symbols), alphabet):
             raise ValueError(f"a stream of {len(symbols)} symbols in [0, {alphabet}) is too large to code adaptively")
         if alphabet <= 1:  # one symbol carries no information: the prior byte alone
             return bytes([ADAPTIVE_PRIORS[0]])
-        blocks, before = _block_counts(symbols, alphabet)
+        blocks, before = block_counts(symbols, alphabet)
         return min((self._encode(blocks, before, k) for k in ADAPTIVE_PRIORS), key=len)
 
     @staticmethod
@@ -364,7 +364,7 @@ class AdaptiveCodec:
         import constriction
 
         coder = constriction.stream.stack.AnsCoder()
-        _push_adaptive(coder, blocks, before, k)
+        push_adaptive(coder, blocks, before, k)
         return bytes([k]) + coder.get_compressed().astype("<u4").tobytes()
 
     def decode(self, data: bytes, count: int, alphabet: int) -> np.ndarray:
@@ -383,7 +383,7 @@ class AdaptiveCodec:
 
         try:
             coder = constriction.stream.stack.AnsCoder(np.frombuffer(data[1:], dtype="<u4").astype(np.uint32))
-            out = _pop_adaptive(coder, count, alphabet, k)
+            out = pop_adaptive(coder, count, alphabet, k)
         except Exception as e:  # constriction raises its own error types on corrupt input
             raise FormatError(f"adaptive payload is corrupt ({e})") from None
         if not coder.is_empty():
@@ -391,7 +391,7 @@ class AdaptiveCodec:
         return out
 
 
-def _block_counts(symbols: np.ndarray, alphabet: int) -> tuple[list[np.ndarray], np.ndarray]:
+def block_counts(symbols: np.ndarray, alphabet: int) -> tuple[list[np.ndarray], np.ndarray]:
     """An adaptive stream's blocks and, for each, the counts of every symbol in the blocks before it."""
     bounds = adaptive_blocks(len(symbols))
     blocks = [symbols[a:b].astype(np.int32) for a, b in zip(bounds, bounds[1:])]
@@ -399,14 +399,14 @@ def _block_counts(symbols: np.ndarray, alphabet: int) -> tuple[list[np.ndarray],
     return blocks, before
 
 
-def _push_adaptive(coder, blocks: list[np.ndarray], before: np.ndarray, k: int) -> None:
+def push_adaptive(coder, blocks: list[np.ndarray], before: np.ndarray, k: int) -> None:
     """Encode one adaptive stream onto an ANS stack (the last block first, so that it decodes first to last)."""
     for block, counts in zip(reversed(blocks), before[::-1]):
         coder.encode_reverse(block, _categorical(counts + 2.0 ** -k))
 
 
-def _pop_adaptive(coder, count: int, alphabet: int, k: int) -> np.ndarray:
-    """Decode one adaptive stream of ``count`` symbols from an ANS stack (``_push_adaptive``'s inverse)."""
+def pop_adaptive(coder, count: int, alphabet: int, k: int) -> np.ndarray:
+    """Decode one adaptive stream of ``count`` symbols from an ANS stack (``push_adaptive``'s inverse)."""
     bounds, out = adaptive_blocks(count), np.zeros(count, dtype=np.int64)
     counts = np.zeros(alphabet, dtype=np.float64)
     for a, b in zip(bounds, bounds[1:]):
@@ -418,13 +418,13 @@ def _pop_adaptive(coder, count: int, alphabet: int, k: int) -> np.ndarray:
 def adaptive_cost(symbols: np.ndarray, alphabet: int) -> tuple[float, int]:
     """(bits, k): the information content of ``symbols`` under the adaptive model with the prior ``k`` of
     ``ADAPTIVE_PRIORS`` that makes it smallest: what the stream adds to a joint stream."""
-    symbols = _check_symbols(symbols, alphabet)
+    symbols = check_symbols(symbols, alphabet)
     if alphabet <= 1 or len(symbols) == 0:
         return 0.0, ADAPTIVE_PRIORS[0]
-    return _prior_costs(*_block_counts(symbols, alphabet))
+    return prior_costs(*block_counts(symbols, alphabet))
 
 
-def _prior_costs(blocks: list[np.ndarray], before: np.ndarray) -> tuple[float, int]:
+def prior_costs(blocks: list[np.ndarray], before: np.ndarray) -> tuple[float, int]:
     """(bits, k) of an adaptive stream's blocks under its cheapest prior ``k``."""
     costs = []
     for k in ADAPTIVE_PRIORS:
@@ -432,72 +432,6 @@ def _prior_costs(blocks: list[np.ndarray], before: np.ndarray) -> tuple[float, i
         p = p / p.sum(axis=1, keepdims=True)
         costs.append((-sum(float(np.log2(p[j][block]).sum()) for j, block in enumerate(blocks)), k))
     return min(costs)
-
-
-# --- the joint stream (format version 7) -----------------------------------------------------------
-
-def joint_work(streams: list[tuple[int, int]]) -> int:
-    """Blocks x alphabet of a joint stream's ``(count, alphabet)`` streams: bounded by ``ADAPTIVE_WORK``."""
-    return sum((len(adaptive_blocks(count)) - 1) * alphabet for count, alphabet in streams)
-
-
-def joint_encode(streams: list[tuple[np.ndarray, int]]) -> bytes:
-    """Several adaptive streams ``(symbols, alphabet)`` in one range-ANS coder, each with its own adaptive
-    model and prior: one coder's final state instead of one per stream, and no lengths between them.
-
-    Layout: the streams' priors, 2 bits each (an index into ``ADAPTIVE_PRIORS``, first stream in the high
-    bits of byte 0), zero-padded to a byte; then the coder's u32 words."""
-    if joint_work([(len(x), a) for x, a in streams]) > ADAPTIVE_WORK:
-        raise ValueError("these streams are too large to code as one joint stream")
-    import constriction
-
-    coder = constriction.stream.stack.AnsCoder()
-    coded = [_block_counts(_check_symbols(x, a), a) if a > 1 and len(x) else None for x, a in streams]
-    priors = [_prior_costs(*c)[1] if c else ADAPTIVE_PRIORS[0] for c in coded]
-    for c, k in zip(reversed(coded), reversed(priors)):  # LIFO: the last stream first
-        if c:
-            _push_adaptive(coder, *c, k)
-    head = _pack2([ADAPTIVE_PRIORS.index(k) for k in priors])
-    return head + coder.get_compressed().astype("<u4").tobytes()
-
-
-def joint_decode(data: bytes, streams: list[tuple[int, int]]) -> list[tuple[np.ndarray, float]]:
-    """``joint_encode``'s inverse for streams of ``(count, alphabet)``: each stream's symbols and the bits it
-    took of the coder (what ``inspect`` attributes to it)."""
-    if joint_work(streams) > ADAPTIVE_WORK:
-        raise FormatError("the joint stream is larger than slimzip writes")
-    head = (2 * len(streams) + 7) // 8
-    if len(data) < head or (len(data) - head) % 4:
-        raise FormatError("joint stream truncated or not whole 32-bit words after its priors")
-    priors = _unpack2(data[:head], len(streams))
-    if 2 * len(streams) % 8 and data[head - 1] & ((1 << (8 - 2 * len(streams) % 8)) - 1):
-        raise FormatError("joint stream: the padding bits after its priors are not zero")
-    import constriction
-
-    out = []
-    try:
-        coder = constriction.stream.stack.AnsCoder(np.frombuffer(data[head:], dtype="<u4").astype(np.uint32))
-        for (count, alphabet), k in zip(streams, priors):
-            before = coder.num_valid_bits()
-            symbols = np.zeros(count, dtype=np.int64) if alphabet <= 1 else \
-                _pop_adaptive(coder, count, alphabet, ADAPTIVE_PRIORS[k])
-            out.append((symbols, float(before - coder.num_valid_bits())))
-    except Exception as e:  # constriction raises its own error types on corrupt input
-        raise FormatError(f"joint stream is corrupt ({e})") from None
-    if not coder.is_empty():
-        raise FormatError("joint stream is corrupt (words left over)")
-    return out
-
-
-def _pack2(values: list[int]) -> bytes:
-    """2-bit values, the first in the high bits of the first byte, zero-padded to a byte."""
-    q = np.array(values, dtype=np.uint8).reshape(-1, 1)
-    return np.packbits(np.unpackbits(q, axis=1)[:, 6:].reshape(-1)).tobytes()
-
-
-def _unpack2(data: bytes, count: int) -> list[int]:
-    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[:2 * count].reshape(count, 2)
-    return (bits[:, 0] * 2 + bits[:, 1]).astype(int).tolist()
 
 
 def can_code(name: str, count: int, alphabet: int) -> bool:

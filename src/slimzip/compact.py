@@ -34,6 +34,8 @@ SECTIONS = {"raw": ("data",), "constant": (), "shared": ("codebook", "codes", "i
             "packed": ("data",)}  # each encoding's section fields, in file order
 AFFINE = ("quantized", "packed")  # lo + step x q, q a byte or packed bits
 JOINT = "joint"  # the coder of a stream held in the file's joint stream (version 7): the stream has no section
+CONTEXT = "context"  # the coder of a code stream held in the joint stream under the context model (version 8)
+HELD = (JOINT, CONTEXT)  # the coders whose stream sits in the joint stream
 STREAMS = ("codes", "index")  # a shared tensor's coded streams, in the order they sit in the joint stream
 MAX_CENTROIDS = 1 << 16
 MAX_PLAN_CHANNELS = 1 << 20
@@ -111,7 +113,7 @@ def entry_sections(entry: dict) -> tuple[str, ...]:
     """The section fields a keyed entry takes, in file order: its encoding's, less the streams held in the
     joint stream."""
     coders = entry.get("coders") if isinstance(entry.get("coders"), dict) else {}
-    return tuple(k for k in SECTIONS.get(entry.get("encoding"), ()) if coders.get(k) != JOINT)
+    return tuple(k for k in SECTIONS.get(entry.get("encoding"), ()) if coders.get(k) not in HELD)
 
 
 def implied(entry: dict, key: str) -> bool:
@@ -121,9 +123,19 @@ def implied(entry: dict, key: str) -> bool:
 
 
 def joint_streams(entries: list[dict]) -> list[tuple[dict, str]]:
-    """(entry, stream) of every stream held in the joint stream, in its order: rows in order, codes first."""
+    """(entry, stream) of every adaptive member of the joint stream, in its order: rows in order, codes first."""
     return [(e, k) for e in entries if isinstance(e.get("coders"), dict)
             for k in STREAMS if e["coders"].get(k) == JOINT]
+
+
+def context_streams(entries: list[dict]) -> list[dict]:
+    """The entries whose code stream is a context member of the joint stream (after the adaptive ones), in order."""
+    return [e for e in entries if isinstance(e.get("coders"), dict) and e["coders"].get("codes") == CONTEXT]
+
+
+def has_joint_stream(entries: list[dict]) -> bool:
+    """Whether the file's last section is a joint stream: some row holds a stream in it."""
+    return bool(joint_streams(entries) or context_streams(entries))
 
 
 def compact_manifest(manifest: dict, sections: list[bytes], version: int,
@@ -170,6 +182,6 @@ def expand_rows(rows: Any, shapes: dict[str, list[int]], sections: int | None) -
             entry[key] = taken
             taken += 1
         entries.append(entry)
-    if sections is not None and taken != sections - (1 if joint_streams(entries) else 0):
+    if sections is not None and taken != sections - (1 if has_joint_stream(entries) else 0):
         raise ContainerError("the tensor table does not use every section exactly once")
     return entries

@@ -25,14 +25,15 @@ from .errors import SlimzipError
 T = TypeVar("T")
 
 MAGIC = b"\x89SLZ\r\n\x1a\n"  # PNG-style: catches text-mode and truncation damage early
-VERSION = 7  # written; 2 added 'constant' tensors, 3 the model graph, 4 the compact manifest, 5 the adaptive
-# coder, 6 channel plans as counts, 7 the joint stream (docs/FORMAT.md)
-READABLE = (1, 2, 3, 4, 5, 6, 7)
+VERSION = 8  # written; 2 added 'constant' tensors, 3 the model graph, 4 the compact manifest, 5 the adaptive
+# coder, 6 channel plans as counts, 7 the joint stream, 8 context-modelled codes (docs/FORMAT.md)
+READABLE = (1, 2, 3, 4, 5, 6, 7, 8)
 LENGTHS_ONLY = 4  # from this version the section table lists lengths only (the file CRC covers the bytes)
 FIXED_COSTS = 6  # the version that trims a file's fixed costs: count plans, float16 quantization headers, packed
 # small tensors, a longer manifest dictionary
 JOINT_STREAM = 7  # the version whose coded streams may share one coder (the joint stream), and whose header drops
 # the manifest's crc32 (the file's covers it)
+CONTEXT_CODES = 8  # the version whose code streams may be coded under the context model (``contexts``)
 IMPLIED_LENGTHS = 7  # the version whose section table lists only the lengths the tensor rows do not imply
 # From version 4 a deflated manifest is raw DEFLATE (RFC 1951) with this preset dictionary: the words every
 # manifest repeats cost a back-reference instead of their letters (a LeNet's manifest: 354 -> 229 bytes).
@@ -77,8 +78,26 @@ DICTIONARY_V7 = DICTIONARY_V6 + (
     b'["c",0.0],["c",1.0],["p",5],["p",5],["c",0.0],["c",1.0],["p",5],["c",0.0],["s",8,2,"joint","joint",],["p",5],['
     b'"c",0.0],["c",1.0],["p",5],["c",0.0],["s",4,2,"joint","joint",]]'
 )
-DICTIONARIES = {LENGTHS_ONLY: DICTIONARY, FIXED_COSTS: DICTIONARY_V6, JOINT_STREAM: DICTIONARY_V7}  # by the version
-# that introduced it
+# Version 8 appends the same rows with the conv and hidden layers' code streams under the context model (the
+# coder ``context``), as version 8 writes them for these models: a row naming it costs a back-reference.
+DICTIONARY_V8 = DICTIONARY_V7 + (
+    b'"tensors":[["q"],["s",8,2,"joint","joint",],["c",0.0],["s",8,9,"context","joint",],["q"],["c",0.0],["c",1.0],['
+    b'"q"],["c",0.0],["s",16,2,"context","joint",],["q"],["c",0.0],["c",1.0],["q"]]"tensors":[["q"],["s",4,2,"joint"'
+    b',"joint",],["c",0.0],["s",8,2,"context","joint",],["q"],["c",0.0],["c",1.0],["q"],["q"],["c",0.0],["c",1.0],["'
+    b'q"],["c",0.0],["s",8,2,"context","joint",],["q"],["c",0.0],["c",1.0],["q"],["c",0.0],["s",4,2,"context","joint'
+    b'",]]"tensors":[["p",7],["s",4,2,"joint","joint",],["c",0.0],["s",8,2,"context","joint",],["p",7],["c",0.0],["c'
+    b'",1.0],["p",7],["p",7],["c",0.0],["c",1.0],["p",7],["c",0.0],["s",8,2,"context","joint",],["p",7],["c",0.0],["'
+    b'c",1.0],["p",7],["c",0.0],["s",4,2,"context","joint",]]"tensors":[["p",6],["s",4,2,"joint","joint",],["c",0.0]'
+    b',["s",8,2,"context","joint",],["p",6],["c",0.0],["c",1.0],["p",6],["p",6],["c",0.0],["c",1.0],["p",6],["c",0.0'
+    b'],["s",8,2,"context","joint",],["p",6],["c",0.0],["c",1.0],["p",6],["c",0.0],["s",4,2,"context","joint",]]"ten'
+    b'sors":[["p",4],["s",4,2,"joint","joint",],["c",0.0],["s",8,2,"context","joint",],["p",4],["c",0.0],["c",1.0],['
+    b'"p",4],["p",4],["c",0.0],["c",1.0],["p",4],["c",0.0],["s",8,2,"context","joint",],["p",4],["c",0.0],["c",1.0],'
+    b'["p",4],["c",0.0],["s",4,2,"context","joint",]]"tensors":[["p",5],["s",4,2,"joint","joint",],["c",0.0],["s",8,'
+    b'2,"context","joint",],["p",5],["c",0.0],["c",1.0],["p",5],["p",5],["c",0.0],["c",1.0],["p",5],["c",0.0],["s",8'
+    b',2,"context","joint",],["p",5],["c",0.0],["c",1.0],["p",5],["c",0.0],["s",4,2,"context","joint",]]'
+)
+DICTIONARIES = {LENGTHS_ONLY: DICTIONARY, FIXED_COSTS: DICTIONARY_V6, JOINT_STREAM: DICTIONARY_V7,
+                CONTEXT_CODES: DICTIONARY_V8}  # by the version that introduced it
 HEADER = struct.Struct("<8sHHII")  # magic, version, flags, manifest length, manifest crc32
 HEADER_V7 = struct.Struct("<8sHHI")  # from version 7: magic, version, flags, manifest length (the file crc32 covers it)
 TRAILER = struct.Struct("<I")  # crc32 of everything before it

@@ -57,6 +57,22 @@ def _shared(model: nn.Module, sparsity: float, bits: tuple[int, int]) -> dict:
     return WeightSharer(bits_conv=bits[0], bits_fc=bits[1]).fit(model, masks).layers_
 
 
+def _smooth_(model: nn.Module) -> nn.Module:
+    """Each conv and linear weight a running sum along its last dimension (scaled so that a long row's sum
+    stays near 1): neighbours share their sign, as in a trained kernel, so that version 8 codes them under its
+    context model."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.copy_(torch.cumsum(torch.randn_like(m.weight), dim=-1) / (3 * m.weight.shape[-1]))
+    return model
+
+
+def _long_row_net() -> nn.Module:
+    """One linear layer whose rows are longer than version 8's context steps (``CONTEXT_STEPS``)."""
+    return nn.Sequential(nn.Linear(2 ** 14 + 16, 2))
+
+
 def _small_net() -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                          nn.Linear(4, 3))
@@ -115,10 +131,71 @@ def valid_files() -> dict[str, bytes]:
                                                           CompressConfig(coder="adaptive"), version=5)
     files["v7-lenet-300-100-empty-layer-joint.slz"] = encode_model(
         model, {"name": "lenet-300-100", "kwargs": {}}, layers, CompressConfig(coder="auto"), version=7)
+    files.update(_v8_files())
     # informative and unknown top-level fields are ignored, in version 4 too
     files["v4-lenet-5-bn-with-config.slz"] = _manifest_edit(
         lambda m: m.update(config={"sparsity": 0.8}, metrics=[0.99], unknown="ignored"))(files["v4-lenet-5-bn-plan-auto.slz"])
     return files
+
+
+def _v8_files() -> dict[str, bytes]:
+    """Version 8: registry models whose weights follow their neighbours (code streams under the context model,
+    beside adaptive members and sections of their own), and a graph model whose rows hold about 8,200 kept
+    weights each (half of ``CONTEXT_STEPS``)."""
+    torch.manual_seed(8)
+    files = {}
+    model = _smooth_(create_model("lenet-5-bn"))
+    pruner = ChannelPruner(importance="l1", channel_ratio=0.5, scope="layer").fit(model, (1, 28, 28))
+    model = pruner.transform(model, (1, 28, 28))
+    spec = {"name": "lenet-5-bn", "kwargs": {}, "plan": pruner.plan_}
+    files["v8-lenet-5-bn-context.slz"] = encode_model(model, spec, _shared(model, 0.6, (3, 3)),
+                                                      CompressConfig(coder="auto", raw_dtype="uint8"), version=8)
+    files["v8-lenet-5-bn-context-index-apart.slz"] = _index_apart(
+        lambda: encode_model(model, spec, _shared(model, 0.6, (3, 3)), CompressConfig(coder="auto"), version=8))
+    model = _smooth_(create_model("lenet-300-100"))
+    files["v8-lenet-300-100-context.slz"] = encode_model(model, {"name": "lenet-300-100", "kwargs": {}},
+                                                         _shared(model, 0.9, (4, 3)), CompressConfig(coder="auto"),
+                                                         version=8)
+    net = _smooth_(_long_row_net())
+    graph = describe(net, (2 ** 14 + 16,))
+    gm = portable(net, graph)
+    files["v8-graph-long-rows.slz"] = encode_model(gm, {"graph": graph, "plan": {}}, _shared(gm, 0.5, (2, 2)),
+                                                   CompressConfig(coder="auto"), version=8)
+    return files
+
+
+def _index_apart(write: Callable[[], bytes]) -> bytes:
+    """``write()`` with every gap stream in a section of its own (the writer weighing no joint stream for them),
+    so that a reader takes a context member's positions from its tensor's section."""
+    from slimzip import codec
+
+    weighed = codec.encode_positions
+    codec.encode_positions = lambda positions, bits, coder, version, joint=False: weighed(positions, bits, coder,
+                                                                                         version, False)
+    try:
+        return write()
+    finally:
+        codec.encode_positions = weighed
+
+
+def _past_the_context_steps(blob: bytes) -> bytes:
+    """A graph file's model written again with every weight kept: its rows' codes then take more steps than
+    ``CONTEXT_STEPS``, which the writer is let past for this file only."""
+    from slimzip import contexts
+
+    c = decode_container(blob)
+    gm = decode_model(c)
+    steps, contexts.CONTEXT_STEPS = contexts.CONTEXT_STEPS, 2 ** 15
+    try:
+        return encode_model(gm, {"graph": c.manifest["model"]["graph"], "plan": {}}, _shared(gm, 0.0, (2, 2)),
+                            CompressConfig(coder="auto"), version=8)
+    finally:
+        contexts.CONTEXT_STEPS = steps
+
+
+def _context_row(edit: Callable[[list], None]) -> Callable[[bytes], bytes]:
+    """The first shared row whose codes are a context member, edited by ``edit``."""
+    return _manifest_edit(lambda m: edit(next(r for r in m["tensors"] if r[0] == "s" and r[3] == "context")))
 
 
 # --- invalid files: one broken rule each, from a valid file -------------------------------------
@@ -533,6 +610,14 @@ INVALID: dict[str, tuple[str, Callable[[bytes], bytes], str]] = {
     "v7-joint-in-v6": ("v7-lenet-5-bn-joint.slz", _as_version(6), "from format version 7"),
     "v7-joint-too-large": ("v7-lenet-300-100-empty-layer-joint.slz", _fc1_every_weight_kept("joint"),
                            "larger than slimzip writes"),
+    "v8-context-in-v7": ("v8-lenet-5-bn-context.slz", _as_version(7), "from format version 8"),
+    "v8-context-index": ("v8-lenet-5-bn-context.slz", _context_row(lambda r: r.__setitem__(4, "context")),
+                         "unknown encoding"),
+    "v8-context-one-centroid": ("v8-lenet-300-100-context.slz", _context_row(lambda r: r.__setitem__(1, 1)),
+                                "a context stream's codebook has 2 to"),
+    "v8-context-corrupt": ("v8-lenet-300-100-context.slz", _v7_joint(lambda d: d[:2] + bytes([d[2] ^ 255]) + d[3:]),
+                           "joint stream is corrupt"),  # the coder's first word: the last member's end
+    "v8-context-steps": ("v8-graph-long-rows.slz", _past_the_context_steps, "more steps than slimzip writes"),
     "v4-quantized-length": ("v4-graph-huffman.slz", _v4_quantized(lambda n: bytes(8 + n + 1)), "bytes for"),
     "v6-quantized-float32-header": ("v6-graph-auto.slz", _v4_quantized(lambda n: bytes(8 + n)), "bytes for"),
     "v6-quantized-nan": ("v6-graph-auto.slz", _v4_quantized(lambda n: struct.pack("<ee", float("nan"), 1.0) +
