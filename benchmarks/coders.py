@@ -18,8 +18,8 @@ nncodec is never a dependency of slimzip (it compiles a C++ extension and asks f
 opencv): install it beside the CPU torch build in a separate environment for this benchmark only,
 ``pip install pybind11 && pip install --no-deps --no-build-isolation nncodec``.
 
-Usage: python benchmarks/coders.py [FILE.slz ...]
-writes benchmarks/results/coders.json and prints the table."""
+Usage: python benchmarks/coders.py [FILE.slz ...] [--out benchmarks/results/coders.json]
+writes the JSON and prints the table."""
 
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ V4 = ("fixed", "huffman", "rans")  # the coders .slz version 4 may hold
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="*", default=[f for f in DEFAULT_FILES if (ROOT / f).is_file()])
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "coders.json")
     args = parser.parse_args()
     cabac = _deepcabac()
     rows = {}
@@ -62,11 +63,11 @@ def main() -> None:
         print(f"{file[-52:]:<52} {r['model']:<14} {r['kept']:>7,} {r['v4_auto']:>8,} {r['v5_auto']:>8,} "
               f"{100 * (1 - r['v5_auto'] / r['v4_auto']):>5.1f}% {r['v5_width']:>8,} {r['v7_file']:>8,} "
               f"{r['v8_file']:>8,} {cab}")
-    result = {"machine": {"cpu": cpu_name()}, "command": "python benchmarks/coders.py " + " ".join(args.files),
+    result = {"machine": {"cpu": cpu_name()}, "command": "python benchmarks/coders.py " + " ".join(args.files) +
+              f" --out {args.out}",
               "deepcabac": f"nncodec {cabac[1]}" if cabac else None, "rows": rows}
-    path = ROOT / "benchmarks" / "results" / "coders.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}")
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
 
 
 def _file_row(path: Path, cabac) -> dict:
