@@ -30,8 +30,8 @@ from slimzip.container import decode_container, encode_container
 from slimzip.errors import SlimzipError
 
 HOSTILE = [None, True, -1, 0, 1, 17, 2**31, 2**63, -2**63, 1e308, -1e308, 10**400, 0.5, "", "x", "float64", "rans",
-           "huffman", "fixed", "shared", "raw", "constant", [], [0], [-1], [2**31, 2**31], [1, 0], {}, {"a": 1},
-           {"codes": "rans"}, {"codes": "zzz", "index": "rans"}, "a" * 1000]
+           "huffman", "fixed", "shared", "raw", "constant", "joint", "context", [], [0], [-1], [2**31, 2**31], [1, 0], {},
+           {"a": 1}, {"codes": "rans"}, {"codes": "zzz", "index": "rans"}, "a" * 1000]
 
 
 def seed_files() -> list[bytes]:
@@ -75,7 +75,27 @@ def seed_files() -> list[bytes]:
     for version in (3, 4, 6, 7):
         blobs.append(encode_model(gm, {"graph": graph, "plan": {}}, layers, CompressConfig(raw_dtype="uint8", raw_bits=4)
                                   if version >= 6 else CompressConfig(), version=version))
-    return blobs
+    return blobs + [_context_seed()]
+
+
+def _context_seed() -> bytes:
+    """Version 8: a LeNet-300-100 whose weights follow their row neighbour, so that its code streams are context
+    members of the joint stream."""
+    from slimzip.codec import encode_model
+    from slimzip.deep_compression import CompressConfig
+    from slimzip.models import create_model
+    from slimzip.sharing import WeightSharer
+    from slimzip.unstructured import MagnitudePruner, apply_masks_
+
+    model = create_model("lenet-300-100")
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.copy_(torch.cumsum(torch.randn_like(m.weight), dim=-1) / (3 * m.weight.shape[-1]))
+    masks = MagnitudePruner(sparsity=0.9).fit(model).masks_
+    apply_masks_(model, masks)
+    layers = WeightSharer(bits_conv=4, bits_fc=3).fit(model, masks).layers_
+    return encode_model(model, {"name": "lenet-300-100", "kwargs": {}}, layers, CompressConfig(), version=8)
 
 
 def _paths(obj, prefix=()):
