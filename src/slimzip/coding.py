@@ -356,7 +356,9 @@ class AdaptiveCodec:
         if alphabet <= 1:  # one symbol carries no information: the prior byte alone
             return bytes([ADAPTIVE_PRIORS[0]])
         blocks, before = block_counts(symbols, alphabet)
-        return min((self._encode(blocks, before, k) for k in ADAPTIVE_PRIORS), key=len)
+        costs = sorted(prior_bits(blocks, before))
+        # a prior whose information is a word (32 bits) or more above the best one's codes no fewer words
+        return min((self._encode(blocks, before, k) for bits, k in costs if bits < costs[0][0] + 32), key=len)
 
     @staticmethod
     def _encode(blocks: list[np.ndarray], before: np.ndarray, k: int) -> bytes:
@@ -424,14 +426,18 @@ def adaptive_cost(symbols: np.ndarray, alphabet: int) -> tuple[float, int]:
     return prior_costs(*block_counts(symbols, alphabet))
 
 
+def prior_bits(blocks: list[np.ndarray], before: np.ndarray) -> list[tuple[float, int]]:
+    """(bits, k) of an adaptive stream's blocks under each prior ``k``: each symbol's probability is its count
+    before its block plus ``2**-k``, over the block's total."""
+    which = np.repeat(np.arange(len(blocks)), [len(b) for b in blocks])
+    hits, totals = before[which, np.concatenate(blocks)], before.sum(axis=1)[which]
+    alphabet = before.shape[1]
+    return [(-float(np.log2((hits + 2.0 ** -k) / (totals + alphabet * 2.0 ** -k)).sum()), k) for k in ADAPTIVE_PRIORS]
+
+
 def prior_costs(blocks: list[np.ndarray], before: np.ndarray) -> tuple[float, int]:
     """(bits, k) of an adaptive stream's blocks under its cheapest prior ``k``."""
-    costs = []
-    for k in ADAPTIVE_PRIORS:
-        p = before + 2.0 ** -k
-        p = p / p.sum(axis=1, keepdims=True)
-        costs.append((-sum(float(np.log2(p[j][block]).sum()) for j, block in enumerate(blocks)), k))
-    return min(costs)
+    return min(prior_bits(blocks, before))
 
 
 def can_code(name: str, count: int, alphabet: int) -> bool:
