@@ -429,6 +429,8 @@ def adaptive_cost(symbols: np.ndarray, alphabet: int) -> tuple[float, int]:
 def prior_bits(blocks: list[np.ndarray], before: np.ndarray) -> list[tuple[float, int]]:
     """(bits, k) of an adaptive stream's blocks under each prior ``k``: each symbol's probability is its count
     before its block plus ``2**-k``, over the block's total."""
+    if not blocks:  # an empty stream carries no information
+        return [(0.0, k) for k in ADAPTIVE_PRIORS]
     which = np.repeat(np.arange(len(blocks)), [len(b) for b in blocks])
     hits, totals = before[which, np.concatenate(blocks)], before.sum(axis=1)[which]
     alphabet = before.shape[1]
