@@ -60,7 +60,7 @@ def test_coding_order_is_by_rank_and_every_context_is_known_before_its_block():
     codes = np.array([0, 1, 1, 1, 0, 0, 1])
     plan = contexts.plan(positions, (3, 1, 3, 3), codebook)
     assert plan.order.tolist() == [0, 3, 6, 1, 4, 2, 5] and plan.steps == 3
-    assert contexts.CodeContext.contexts(plan, np.arange(7), codes).tolist() == [0, 3, 2, 0, 4, 3, 0]
+    assert plan.contexts(np.arange(7), codes).tolist() == [0, 3, 2, 0, 4, 3, 0]
     rank_of = {i: r for r, unit in enumerate([[0, 3, 6], [1, 4], [2, 5]]) for i in unit}
     for a, b in zip(plan.bounds, plan.bounds[1:]):
         block = plan.order[a:b]
