@@ -312,11 +312,13 @@ def _context_members(rows: list[dict], add: Callable[[bytes], int]) -> list[tupl
     """The context members ``(codes, alphabet, plan)`` of the joint stream, in row order, while their work and
     steps fit; a code stream past them goes back to its coding before the context model."""
     members: list[tuple] = []
+    work = steps = 0
     for e in context_streams(rows):
         codes, alphabet, plan, before = e["symbols"]["codes"]
-        if context_work([(len(m[0]), m[1]) for m in members] + [(len(codes), alphabet)]) <= contexts.CONTEXT_WORK \
-                and sum(m[2].steps for m in members) + plan.steps <= contexts.CONTEXT_STEPS:
+        if work + context_work([(len(codes), alphabet)]) <= contexts.CONTEXT_WORK and \
+                steps + plan.steps <= contexts.CONTEXT_STEPS:
             members.append((codes, alphabet, plan))
+            work, steps = work + context_work([(len(codes), alphabet)]), steps + plan.steps
         elif before.coder == JOINT:
             e["coders"]["codes"], e["symbols"]["codes"] = JOINT, (codes, alphabet)
         else:
@@ -687,7 +689,8 @@ def _decode_joint(container: Container, entries: list[dict]) -> list[dict]:
     if not held and not context:
         return entries
     specs = [_stream_specs(shared_fields(container, e, e["shape"]))[key] for e, key in held]  # rows: shared
-    context_specs = [_stream_specs(shared_fields(container, e, e["shape"]))["codes"] for e in context]
+    context_fields = [shared_fields(container, e, e["shape"]) for e in context]
+    context_specs = [_stream_specs(f)["codes"] for f in context_fields]
     if joint_work(specs) > ADAPTIVE_WORK or context_work(context_specs) > contexts.CONTEXT_WORK:
         raise ContainerError("the joint stream is larger than slimzip writes")
     try:
@@ -695,8 +698,8 @@ def _decode_joint(container: Container, entries: list[dict]) -> list[dict]:
         for (e, key), spec in zip(held, specs):
             e.setdefault("symbols", {})[key] = reader.adaptive(*spec)
         steps = 0
-        for e, (count, alphabet) in zip(context, context_specs):
-            plan = _context_plan(container, e)
+        for e, f, (count, alphabet) in zip(context, context_fields, context_specs):
+            plan = _context_plan(container, e, f)
             steps += plan.steps
             if steps > contexts.CONTEXT_STEPS:
                 raise FormatError("the context streams take more steps than slimzip writes")
@@ -707,9 +710,8 @@ def _decode_joint(container: Container, entries: list[dict]) -> list[dict]:
     return entries
 
 
-def _context_plan(container: Container, entry: dict) -> contexts.CodeContext:
+def _context_plan(container: Container, entry: dict, f: SharedFields) -> contexts.CodeContext:
     """The coding order and context inputs of a context member: its tensor's positions and codebook."""
-    f = shared_fields(container, entry, entry["shape"])
     try:
         positions = _positions(container, entry, entry["shape"], f)
     except FormatError as e:
